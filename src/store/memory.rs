@@ -1,0 +1,284 @@
+//! The embedded in-memory store: nothing to install, lost on restart (a restart gives
+//! every inbox a new epoch, so reconnecting clients are told of the gap).
+//!
+//! Inboxes live in a `DashMap`; each inbox's entry lock makes dedupe + cap check +
+//! insert atomic for that inbox. Messages are kept in a `VecDeque` in seq order: acks
+//! and TTL expiry (one TTL for all) both remove from the front.
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use rand::Rng;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use super::{
+    Batch, InsertOutcome, MessageStore, StoreError, StoreLimits, StoredMessage, SweepStats,
+};
+use crate::protocol::{Cursor, GapReason, MessageId, PublicKey, VerifiedEnvelope};
+
+/// Bytes charged per message on top of its body, and per remembered id.
+const MESSAGE_OVERHEAD: usize = 256;
+const DEDUPE_ENTRY_BYTES: usize = 64;
+
+pub struct MemoryStore {
+    inboxes: DashMap<PublicKey, Inbox>,
+    used_bytes: AtomicUsize,
+    limits: StoreLimits,
+}
+
+struct Queued {
+    message: StoredMessage,
+    expires_at_ms: u64,
+    bytes: usize,
+}
+
+struct Inbox {
+    epoch: u64,
+    head: u64,
+    queue: VecDeque<Queued>,
+    /// Highest seq that left the queue without an ack (expired).
+    lost_through: u64,
+    /// Ids accepted recently: id -> forget-after time. `recent_order` lets the sweep
+    /// drop them roughly oldest first without scanning the map.
+    recent: HashMap<MessageId, u64>,
+    recent_order: VecDeque<(u64, MessageId)>,
+    touched_ms: u64,
+}
+
+impl Inbox {
+    fn new(now_ms: u64) -> Self {
+        Inbox {
+            epoch: new_epoch(),
+            head: 0,
+            queue: VecDeque::new(),
+            lost_through: 0,
+            recent: HashMap::new(),
+            recent_order: VecDeque::new(),
+            touched_ms: now_ms,
+        }
+    }
+
+    /// Drops expired messages from the front; returns (count, bytes freed).
+    fn expire(&mut self, now_ms: u64) -> (u64, usize) {
+        let (mut n, mut bytes) = (0, 0);
+        while let Some(front) = self.queue.front() {
+            if front.expires_at_ms > now_ms {
+                break;
+            }
+            self.lost_through = self.lost_through.max(front.message.seq);
+            bytes += front.bytes;
+            n += 1;
+            self.queue.pop_front();
+        }
+        (n, bytes)
+    }
+
+    fn forget_ids(&mut self, now_ms: u64) -> usize {
+        let mut freed = 0;
+        while let Some(&(at, id)) = self.recent_order.front() {
+            if at > now_ms {
+                break;
+            }
+            self.recent_order.pop_front();
+            if self.recent.get(&id) == Some(&at) {
+                self.recent.remove(&id);
+            }
+            freed += DEDUPE_ENTRY_BYTES;
+        }
+        freed
+    }
+
+    fn gap_for(&self, after: Option<Cursor>) -> Option<GapReason> {
+        let cursor = after?;
+        if cursor.epoch != self.epoch {
+            Some(GapReason::EpochChanged)
+        } else if self.lost_through > cursor.seq {
+            Some(GapReason::Expired)
+        } else {
+            None
+        }
+    }
+}
+
+/// Epochs are random in [1, 2^53) so they survive JSON numbers in every language.
+fn new_epoch() -> u64 {
+    rand::thread_rng().gen_range(1..(1u64 << 53))
+}
+
+impl MemoryStore {
+    pub fn new(limits: StoreLimits) -> Arc<Self> {
+        Arc::new(MemoryStore {
+            inboxes: DashMap::new(),
+            used_bytes: AtomicUsize::new(0),
+            limits,
+        })
+    }
+
+    fn reserve(&self, bytes: usize) -> Result<(), StoreError> {
+        let budget = self.limits.max_store_bytes;
+        self.used_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                (used + bytes <= budget).then_some(used + bytes)
+            })
+            .map(|_| ())
+            .map_err(|_| StoreError::StoreFull { budget })
+    }
+
+    fn release(&self, bytes: usize) {
+        self.used_bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+#[async_trait]
+impl MessageStore for MemoryStore {
+    async fn insert(
+        &self,
+        message: &VerifiedEnvelope,
+        now_ms: u64,
+    ) -> Result<InsertOutcome, StoreError> {
+        let mut inbox = self
+            .inboxes
+            .entry(*message.recipient())
+            .or_insert_with(|| Inbox::new(now_ms));
+        let id = message.id();
+        if inbox.recent.contains_key(&id) {
+            return Ok(InsertOutcome::Duplicate);
+        }
+        let (_, freed) = inbox.expire(now_ms);
+        self.release(freed);
+        if inbox.queue.len() >= self.limits.max_messages_per_inbox {
+            return Err(StoreError::InboxFull {
+                cap: self.limits.max_messages_per_inbox,
+            });
+        }
+        let bytes = message.envelope().body.len() + MESSAGE_OVERHEAD;
+        self.reserve(bytes + DEDUPE_ENTRY_BYTES)?;
+
+        inbox.head += 1;
+        let seq = inbox.head;
+        let forget_at = message.envelope().timestamp.max(now_ms) + self.limits.dedupe_window_ms;
+        inbox.recent.insert(id, forget_at);
+        inbox.recent_order.push_back((forget_at, id));
+        inbox.queue.push_back(Queued {
+            message: StoredMessage {
+                seq,
+                id,
+                envelope: Arc::new(message.envelope().clone()),
+                stored_at_ms: now_ms,
+            },
+            expires_at_ms: now_ms + self.limits.message_ttl_ms,
+            bytes,
+        });
+        inbox.touched_ms = now_ms;
+        Ok(InsertOutcome::Stored {
+            epoch: inbox.epoch,
+            seq,
+        })
+    }
+
+    async fn fetch(
+        &self,
+        inbox_key: &PublicKey,
+        after: Option<Cursor>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Batch, StoreError> {
+        // A reader creates the inbox too, so its epoch is fixed from the first contact
+        // and a later message cannot silently start a different epoch.
+        let mut inbox = self
+            .inboxes
+            .entry(*inbox_key)
+            .or_insert_with(|| Inbox::new(now_ms));
+        let (_, freed) = inbox.expire(now_ms);
+        self.release(freed);
+        inbox.touched_ms = now_ms;
+        let gap = inbox.gap_for(after);
+        let from = match (after, gap) {
+            (Some(c), None) => c.seq,
+            _ => 0,
+        };
+        let start = inbox.queue.partition_point(|q| q.message.seq <= from);
+        let messages = inbox
+            .queue
+            .range(start..)
+            .take(limit)
+            .map(|q| q.message.clone())
+            .collect();
+        Ok(Batch {
+            epoch: inbox.epoch,
+            gap,
+            messages,
+            head: inbox.head,
+        })
+    }
+
+    async fn ack(&self, inbox_key: &PublicKey, through: Cursor) -> Result<u64, StoreError> {
+        let Some(mut inbox) = self.inboxes.get_mut(inbox_key) else {
+            return Ok(0);
+        };
+        if through.epoch != inbox.epoch {
+            return Ok(0);
+        }
+        if through.seq > inbox.head {
+            return Err(StoreError::CursorAhead {
+                seq: through.seq,
+                head: inbox.head,
+            });
+        }
+        let (mut n, mut freed) = (0, 0);
+        while inbox
+            .queue
+            .front()
+            .is_some_and(|q| q.message.seq <= through.seq)
+        {
+            if let Some(q) = inbox.queue.pop_front() {
+                freed += q.bytes;
+                n += 1;
+            }
+        }
+        self.release(freed);
+        Ok(n)
+    }
+
+    async fn sweep(&self, now_ms: u64) -> Result<SweepStats, StoreError> {
+        let mut stats = SweepStats::default();
+        let mut freed = 0;
+        let idle_after = self.limits.message_ttl_ms.max(self.limits.dedupe_window_ms);
+        self.inboxes.retain(|_, inbox| {
+            let (n, bytes) = inbox.expire(now_ms);
+            stats.expired += n;
+            freed += bytes + inbox.forget_ids(now_ms);
+            let idle = inbox.queue.is_empty()
+                && inbox.recent.is_empty()
+                && now_ms.saturating_sub(inbox.touched_ms) > idle_after;
+            if idle {
+                stats.inboxes_dropped += 1;
+            }
+            !idle
+        });
+        self.release(freed);
+        Ok(stats)
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn depth(&self) -> Result<u64, StoreError> {
+        Ok(self.inboxes.iter().map(|i| i.queue.len() as u64).sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_store_passes_conformance() {
+        super::super::conformance::run_all(|limits| async move {
+            MemoryStore::new(limits) as crate::store::SharedStore
+        })
+        .await;
+    }
+}

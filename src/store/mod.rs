@@ -1,0 +1,117 @@
+//! Queued messages: the `MessageStore` trait, its implementations, and the conformance
+//! suite every implementation must pass.
+//!
+//! The store is the single source of truth for delivery. The relay inserts verified
+//! envelopes; sessions and pollers read after a cursor and delete by acknowledging.
+//! Ephemeral envelopes never reach the store.
+
+pub mod conformance;
+mod memory;
+
+use async_trait::async_trait;
+use std::sync::Arc;
+
+use crate::protocol::{Cursor, Envelope, GapReason, MessageId, PublicKey, VerifiedEnvelope};
+
+pub use memory::MemoryStore;
+
+/// A queued message as a reader sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub seq: u64,
+    pub id: MessageId,
+    pub envelope: Arc<Envelope>,
+    /// When the relay stored it (Unix ms), for queue-age metrics.
+    pub stored_at_ms: u64,
+}
+
+/// What `insert` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// Newly queued with this cursor position.
+    Stored { epoch: u64, seq: u64 },
+    /// The same envelope (same id) was accepted before; nothing changed.
+    Duplicate,
+}
+
+/// The answer to a read after a cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// The inbox's current epoch.
+    pub epoch: u64,
+    /// Set when messages after the reader's cursor are gone without having been acked.
+    pub gap: Option<GapReason>,
+    /// Queued messages after the cursor, in seq order, at most `limit`.
+    pub messages: Vec<StoredMessage>,
+    /// The highest seq ever assigned in this epoch (0 if none): where the backlog ends.
+    pub head: u64,
+}
+
+/// Limits a store enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreLimits {
+    pub max_messages_per_inbox: usize,
+    pub message_ttl_ms: u64,
+    /// How long an id is remembered for dedupe after its envelope's timestamp; must be at
+    /// least the clock-skew window, after which the relay refuses the envelope anyway.
+    pub dedupe_window_ms: u64,
+    /// Memory store only: total bytes of queued messages and dedupe entries.
+    pub max_store_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("the recipient's inbox holds {cap} messages, its limit; retry after the recipient catches up")]
+    InboxFull { cap: usize },
+    #[error("the relay's message store is at its byte budget of {budget} bytes")]
+    StoreFull { budget: usize },
+    #[error("cursor seq {seq} is ahead of the inbox head {head}")]
+    CursorAhead { seq: u64, head: u64 },
+    #[error("message store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What a periodic sweep removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepStats {
+    pub expired: u64,
+    pub inboxes_dropped: u64,
+}
+
+/// Where messages wait for their recipient. Implementations must pass
+/// [`conformance::run_all`].
+#[async_trait]
+pub trait MessageStore: Send + Sync + 'static {
+    /// Queues a verified, non-ephemeral envelope. Idempotent by message id.
+    async fn insert(
+        &self,
+        message: &VerifiedEnvelope,
+        now_ms: u64,
+    ) -> Result<InsertOutcome, StoreError>;
+
+    /// Reads up to `limit` messages after `after` (everything queued when `None`),
+    /// reporting a gap when the cursor's epoch is stale or messages after it expired.
+    async fn fetch(
+        &self,
+        inbox: &PublicKey,
+        after: Option<Cursor>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Batch, StoreError>;
+
+    /// Deletes every message with seq `<= through.seq`, if `through.epoch` is current.
+    /// Returns how many were deleted. Acking past the head is `CursorAhead`.
+    async fn ack(&self, inbox: &PublicKey, through: Cursor) -> Result<u64, StoreError>;
+
+    /// Expires messages past their TTL and forgets idle empty inboxes.
+    async fn sweep(&self, now_ms: u64) -> Result<SweepStats, StoreError>;
+
+    /// Readiness: `Ok` when the store can serve reads and writes.
+    async fn check(&self) -> Result<(), StoreError>;
+
+    /// Number of queued messages across all inboxes (for metrics).
+    async fn depth(&self) -> Result<u64, StoreError>;
+}
+
+/// A shared store handle.
+pub type SharedStore = Arc<dyn MessageStore>;
