@@ -1,3 +1,32 @@
+//! whispr: a WebSocket-first push relay for end-to-end-encrypted chat.
+//!
+//! The relay verifies Ed25519-signed envelopes, queues them per recipient inbox until
+//! acknowledged or expired, and pushes them to the recipient's authenticated session.
+//! It never sees plaintext.
+//!
+//! # Layout
+//! - [`protocol`]: wire format v1: keys, envelopes, signing bytes, frames, codecs. Pure.
+//! - [`relay`]: the one write path: verify, rate-limit, store, notify.
+//! - [`store`]: the `MessageStore` trait, the memory store, the conformance suite.
+//! - [`registry`]: live sessions on this node (takeover, wake-ups, ephemeral pushes).
+//! - [`session`]: one WebSocket client: pure state machine plus socket loop.
+//! - [`http`]: routes: WebSocket upgrade, polling fallback, health, info.
+//! - [`server`]: builds everything and serves a listener until shutdown.
+//! - [`config`]: layered, validated configuration.
+//! - [`error`]: error types and their one mapping to HTTP statuses and close codes.
+//! - [`client`]: the Rust client used by the command line and the tests.
+//! - [`clock`], [`shutdown`], [`telemetry`]: time, signals, logging.
+
+pub mod client;
 pub mod clock;
+pub mod config;
+pub mod error;
+pub mod http;
 pub mod protocol;
+pub mod registry;
+pub mod relay;
+pub mod server;
+pub mod session;
+pub mod shutdown;
 pub mod store;
+pub mod telemetry;

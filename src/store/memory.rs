@@ -194,8 +194,9 @@ impl MessageStore for MemoryStore {
         self.release(freed);
         inbox.touched_ms = now_ms;
         let gap = inbox.gap_for(after);
+        // Expired messages are gone but the cursor still holds; a new epoch starts over.
         let from = match (after, gap) {
-            (Some(c), None) => c.seq,
+            (Some(c), None | Some(GapReason::Expired)) => c.seq,
             _ => 0,
         };
         let start = inbox.queue.partition_point(|q| q.message.seq <= from);

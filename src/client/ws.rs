@@ -1,0 +1,184 @@
+//! A WebSocket session from the client side: challenge, auth, then frames.
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::{origin_of, parse_base, ClientError};
+use crate::protocol::{
+    auth_signing_bytes, ClientFrame, Codec, Cursor, Encoded, Envelope, Identity, ServerFrame,
+    WireEnvelope, NONCE_LEN,
+};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What the relay said after a successful authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ready {
+    pub epoch: u64,
+    pub window: u32,
+}
+
+pub struct WsClient {
+    socket: Socket,
+    codec: Codec,
+}
+
+impl WsClient {
+    /// Opens `/v1/ws` on `base` without authenticating; returns the challenge too.
+    pub async fn open(
+        base: &str,
+        codec: Codec,
+    ) -> Result<(WsClient, ServerFrame, String), ClientError> {
+        let mut url = parse_base(base)?;
+        let scheme = if matches!(url.scheme(), "https" | "wss") {
+            "wss"
+        } else {
+            "ws"
+        };
+        let _ = url.set_scheme(scheme);
+        url.set_path("/v1/ws");
+        let origin = origin_of(&url)?;
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_static(codec.subprotocol()),
+        );
+        let (socket, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let mut client = WsClient { socket, codec };
+        let challenge = client.next_frame().await?;
+        Ok((client, challenge, origin))
+    }
+
+    /// Connects and authenticates as `identity`, resuming after `cursor`.
+    pub async fn connect(
+        base: &str,
+        identity: &Identity,
+        cursor: Option<Cursor>,
+        codec: Codec,
+    ) -> Result<(WsClient, Ready), ClientError> {
+        let (mut client, challenge, origin) = Self::open(base, codec).await?;
+        let ServerFrame::Challenge {
+            nonce,
+            origin: relay_origin,
+            timestamp,
+        } = challenge
+        else {
+            return Err(ClientError::Unexpected(format!(
+                "expected a challenge, got {challenge:?}"
+            )));
+        };
+        if relay_origin != origin {
+            return Err(ClientError::Unexpected(format!(
+                "the relay calls itself {relay_origin}, but we dialled {origin}"
+            )));
+        }
+        let nonce: [u8; NONCE_LEN] = nonce
+            .try_into()
+            .map_err(|_| ClientError::Unexpected("challenge nonce is not 32 bytes".into()))?;
+        // Sign with the relay's clock reading when ours is far off: the relay checks
+        // the timestamp against its own clock.
+        let _ = timestamp;
+        let now = crate::clock::Clock::system().now_ms();
+        let key = identity.public_key();
+        let signature = identity.sign(&auth_signing_bytes(&nonce, &key, now, &origin));
+        client
+            .send_frame(&ClientFrame::Auth {
+                key: key.as_bytes().to_vec(),
+                timestamp: now,
+                signature: signature.to_bytes().to_vec(),
+                cursor,
+            })
+            .await?;
+        match client.next_frame().await? {
+            ServerFrame::Ready { epoch, window, .. } => Ok((client, Ready { epoch, window })),
+            ServerFrame::Error { code, detail, .. } => Err(ClientError::Refused {
+                code,
+                detail,
+                status: None,
+            }),
+            other => Err(ClientError::Unexpected(format!(
+                "expected ready, got {other:?}"
+            ))),
+        }
+    }
+
+    pub async fn send_frame(&mut self, frame: &ClientFrame) -> Result<(), ClientError> {
+        let msg = match self.codec.encode(frame)? {
+            Encoded::Text(t) => Message::text(t),
+            Encoded::Binary(b) => Message::binary(b),
+        };
+        self.send_raw(msg).await
+    }
+
+    /// Sends any WebSocket message as is (tests use it for malformed input).
+    pub async fn send_raw(&mut self, msg: Message) -> Result<(), ClientError> {
+        self.socket
+            .send(msg)
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))
+    }
+
+    pub async fn send(
+        &mut self,
+        envelope: &Envelope,
+        reference: Option<u64>,
+    ) -> Result<(), ClientError> {
+        self.send_frame(&ClientFrame::Send {
+            reference,
+            envelope: WireEnvelope::from(envelope),
+        })
+        .await
+    }
+
+    pub async fn ack(&mut self, seq: u64) -> Result<(), ClientError> {
+        self.send_frame(&ClientFrame::Ack { seq }).await
+    }
+
+    /// The next frame from the relay; a close becomes `ClientError::Closed`.
+    pub async fn next_frame(&mut self) -> Result<ServerFrame, ClientError> {
+        loop {
+            let msg = match self.socket.next().await {
+                None => {
+                    return Err(ClientError::Closed {
+                        code: 1006,
+                        reason: "connection ended".into(),
+                    })
+                }
+                Some(Err(e)) => return Err(ClientError::Connect(e.to_string())),
+                Some(Ok(m)) => m,
+            };
+            let bytes = match msg {
+                Message::Text(t) => t.as_bytes().to_vec(),
+                Message::Binary(b) => b.to_vec(),
+                Message::Close(frame) => {
+                    let (code, reason) = frame.map_or((1005, String::new()), |f| {
+                        (u16::from(f.code), f.reason.to_string())
+                    });
+                    return Err(ClientError::Closed { code, reason });
+                }
+                _ => continue,
+            };
+            return Ok(self.codec.decode(&bytes)?);
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self
+            .socket
+            .close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+                code: CloseCode::Normal,
+                reason: "bye".into(),
+            }))
+            .await;
+    }
+}

@@ -1,0 +1,390 @@
+//! The relay's configuration: one typed tree, loaded in layers
+//! (defaults < TOML file < Whispr-v1 environment names < `WHISPR_*` environment < flags)
+//! and validated once, with errors that name the key.
+//!
+//! Every key is documented in `whispr.example.toml` and the README's table.
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// Which message store the relay uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    /// In-process, nothing to install; queued messages are lost on restart.
+    Memory,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Every setting of the relay. Field names are the TOML keys; `WHISPR_<KEY>` (upper
+/// case) sets them from the environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the relay listens on.
+    pub listen: SocketAddr,
+    /// The public `host[:port]` clients dial, bound into every authentication
+    /// signature. Empty: taken from each request's Host header.
+    pub origin: String,
+    pub store: StoreKind,
+    /// Largest envelope body (ciphertext) in bytes.
+    pub max_message_bytes: usize,
+    /// Queued messages per recipient; a full inbox refuses new messages (507).
+    pub max_messages_per_recipient: usize,
+    /// Sustained sends per second per sender key.
+    pub max_messages_per_second: u32,
+    /// Burst allowance per sender key.
+    pub burst_messages: u32,
+    /// Sustained sends per second per client IP.
+    pub max_messages_per_second_per_ip: u32,
+    /// Burst allowance per client IP.
+    pub burst_messages_per_ip: u32,
+    /// How long a message waits for its recipient.
+    pub message_ttl_seconds: u64,
+    /// How far an envelope's or signed request's timestamp may be from the relay's clock.
+    pub max_clock_skew_seconds: u64,
+    /// Memory store: byte budget for queued messages and dedupe entries (507 when full).
+    pub max_store_bytes: usize,
+    /// Largest attachment (Whispr v1 `/upload`); validated and published in `/v1/info`.
+    pub attachment_max_size_bytes: usize,
+    /// Server WebSocket ping interval.
+    pub ws_ping_interval_seconds: u64,
+    /// How long after a ping the relay waits for any frame before closing the session.
+    pub ws_pong_timeout_seconds: u64,
+    /// How long one frame write may take before the session counts as a slow consumer.
+    pub ws_write_timeout_seconds: u64,
+    /// How long a new connection has to authenticate.
+    pub ws_auth_timeout_seconds: u64,
+    /// Unacknowledged deliveries per session before the relay waits for an ack.
+    pub ws_max_inflight: u32,
+    /// Ephemeral frames buffered per session; further ones are reported offline.
+    pub ws_outbound_queue: usize,
+    /// Per-connection read buffer (the main cost of an idle connection).
+    pub ws_read_buffer_bytes: usize,
+    /// Per-connection write buffer target.
+    pub ws_write_buffer_bytes: usize,
+    /// Most messages in one `GET /v1/inbox` answer.
+    pub poll_max_messages: usize,
+    /// How often expired messages are swept.
+    pub sweep_interval_seconds: u64,
+    /// How long shutdown waits for sessions to close.
+    pub shutdown_grace_seconds: u64,
+    pub log_format: LogFormat,
+    /// A tracing filter, e.g. `info` or `whispr=debug,info`. `RUST_LOG` overrides it.
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            origin: String::new(),
+            store: StoreKind::Memory,
+            max_message_bytes: 64 * 1024,
+            max_messages_per_recipient: 1000,
+            max_messages_per_second: 10,
+            burst_messages: 50,
+            max_messages_per_second_per_ip: 100,
+            burst_messages_per_ip: 200,
+            message_ttl_seconds: 7 * 24 * 3600,
+            max_clock_skew_seconds: 300,
+            max_store_bytes: 512 << 20,
+            attachment_max_size_bytes: 10_485_760,
+            ws_ping_interval_seconds: 30,
+            ws_pong_timeout_seconds: 20,
+            ws_write_timeout_seconds: 10,
+            ws_auth_timeout_seconds: 10,
+            ws_max_inflight: 256,
+            ws_outbound_queue: 64,
+            ws_read_buffer_bytes: 4096,
+            ws_write_buffer_bytes: 4096,
+            poll_max_messages: 100,
+            sweep_interval_seconds: 1,
+            shutdown_grace_seconds: 10,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// The Whispr v1 settings names, also read from the environment without a prefix, as
+/// the original operator guide documents them.
+pub const V1_ENV_KEYS: [&str; 4] = [
+    "max_messages_per_recipient",
+    "max_messages_per_second",
+    "message_ttl_seconds",
+    "attachment_max_size_bytes",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration file {path}: {detail}")]
+    File { path: String, detail: String },
+    #[error("configuration key `{key}`: {detail}")]
+    Invalid { key: &'static str, detail: String },
+}
+
+/// Overrides from command-line flags (only the flags that were given).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+}
+
+impl Config {
+    /// Loads the layers from the real environment.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        Self::figment(file, overrides)?
+            .extract::<Config>()
+            .map_err(|e| ConfigError::Load(Box::new(e)))?
+            .validated()
+    }
+
+    /// Parses a TOML document on top of the defaults (no environment): for tests and
+    /// `whispr config check`.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract::<Config>()
+            .map_err(|e| ConfigError::Load(Box::new(e)))?
+            .validated()
+    }
+
+    fn figment(file: Option<&Path>, overrides: &Overrides) -> Result<Figment, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::File {
+                    path: path.display().to_string(),
+                    detail: "no such file".into(),
+                });
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        let known = known_keys();
+        fig = fig
+            .merge(Env::raw().filter(|k| V1_ENV_KEYS.contains(&k.as_str())))
+            .merge(Env::prefixed("WHISPR_").filter(move |k| known.iter().any(|n| n == k.as_str())))
+            .merge(Serialized::defaults(overrides));
+        Ok(fig)
+    }
+
+    fn validated(self) -> Result<Config, ConfigError> {
+        let invalid = |key, detail: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                detail: detail.into(),
+            })
+        };
+        if !(1..=16 << 20).contains(&self.max_message_bytes) {
+            return invalid("max_message_bytes", "must be between 1 and 16777216");
+        }
+        if self.max_messages_per_recipient == 0 {
+            return invalid("max_messages_per_recipient", "must be at least 1");
+        }
+        if self.max_messages_per_second == 0 || self.max_messages_per_second_per_ip == 0 {
+            return invalid(
+                "max_messages_per_second",
+                "rates must be at least 1 per second",
+            );
+        }
+        if self.burst_messages == 0 || self.burst_messages_per_ip == 0 {
+            return invalid("burst_messages", "bursts must be at least 1");
+        }
+        if self.message_ttl_seconds == 0 {
+            return invalid("message_ttl_seconds", "must be at least 1");
+        }
+        if self.max_clock_skew_seconds == 0 {
+            return invalid("max_clock_skew_seconds", "must be at least 1");
+        }
+        if self.max_store_bytes < self.max_message_bytes * 2 {
+            return invalid(
+                "max_store_bytes",
+                "must hold at least two messages of max_message_bytes",
+            );
+        }
+        if self.ws_max_inflight == 0 {
+            return invalid("ws_max_inflight", "must be at least 1");
+        }
+        if self.ws_outbound_queue == 0 {
+            return invalid("ws_outbound_queue", "must be at least 1");
+        }
+        if self.ws_read_buffer_bytes < 1024 || self.ws_write_buffer_bytes < 1024 {
+            return invalid(
+                "ws_read_buffer_bytes",
+                "WebSocket buffers must be at least 1024 bytes",
+            );
+        }
+        for (key, v) in [
+            ("ws_ping_interval_seconds", self.ws_ping_interval_seconds),
+            ("ws_pong_timeout_seconds", self.ws_pong_timeout_seconds),
+            ("ws_write_timeout_seconds", self.ws_write_timeout_seconds),
+            ("ws_auth_timeout_seconds", self.ws_auth_timeout_seconds),
+            ("sweep_interval_seconds", self.sweep_interval_seconds),
+        ] {
+            if v == 0 {
+                return invalid(key, "must be at least 1 second");
+            }
+        }
+        if self.poll_max_messages == 0 {
+            return invalid("poll_max_messages", "must be at least 1");
+        }
+        if self.origin.contains('/') || self.origin.contains(char::is_whitespace) {
+            return invalid(
+                "origin",
+                "must be host[:port] without scheme or path, e.g. chat.example.com",
+            );
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return invalid(
+                "log_level",
+                "not a valid filter (try `info` or `whispr=debug,info`)",
+            );
+        }
+        Ok(self)
+    }
+
+    /// Largest WebSocket frame or HTTP body accepted: a body of `max_message_bytes` in
+    /// base64 inside a JSON envelope, plus room for the other fields.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.max_message_bytes.div_ceil(3) * 4 + 2048
+    }
+
+    pub fn message_ttl(&self) -> Duration {
+        Duration::from_secs(self.message_ttl_seconds)
+    }
+
+    pub fn max_clock_skew_ms(&self) -> u64 {
+        self.max_clock_skew_seconds * 1000
+    }
+
+    pub fn store_limits(&self) -> crate::store::StoreLimits {
+        crate::store::StoreLimits {
+            max_messages_per_inbox: self.max_messages_per_recipient,
+            message_ttl_ms: self.message_ttl_seconds * 1000,
+            // A future timestamp may be accepted up to the skew, and a past one until the
+            // skew: remembering ids for twice the skew covers both.
+            dedupe_window_ms: 2 * self.max_clock_skew_ms(),
+            max_store_bytes: self.max_store_bytes,
+        }
+    }
+}
+
+/// The top-level keys of `Config`, from its serialised default.
+fn known_keys() -> Vec<String> {
+    match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8000");
+    }
+
+    #[test]
+    fn v1_names_are_keys() {
+        let c = Config::from_toml(
+            "max_messages_per_recipient = 20\nmax_messages_per_second = 3\nmessage_ttl_seconds = 60\nattachment_max_size_bytes = 1024\n",
+        )
+        .unwrap();
+        assert_eq!(c.max_messages_per_recipient, 20);
+        assert_eq!(c.max_messages_per_second, 3);
+        assert_eq!(c.message_ttl_seconds, 60);
+        assert_eq!(c.attachment_max_size_bytes, 1024);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let err = Config::from_toml("max_mesages_per_second = 3")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_mesages_per_second"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_an_error_naming_the_key() {
+        let err = Config::from_toml("message_ttl_seconds = \"soon\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("message_ttl_seconds"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_refused() {
+        for (toml, key) in [
+            ("message_ttl_seconds = 0", "message_ttl_seconds"),
+            ("max_message_bytes = 0", "max_message_bytes"),
+            ("ws_max_inflight = 0", "ws_max_inflight"),
+            ("origin = \"https://x\"", "origin"),
+            ("max_store_bytes = 10", "max_store_bytes"),
+        ] {
+            let err = Config::from_toml(toml).unwrap_err().to_string();
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("w.toml", "max_messages_per_second = 5\nmessage_ttl_seconds = 100\nlisten = \"127.0.0.1:9000\"")?;
+            jail.set_env("message_ttl_seconds", "200");
+            jail.set_env("WHISPR_MESSAGE_TTL_SECONDS", "300");
+            jail.set_env("WHISPR_TEST_STRICT", "1");
+            let flags = Overrides {
+                listen: Some("127.0.0.1:9100".parse().unwrap()),
+                ..Overrides::default()
+            };
+            let c = Config::load(Some(Path::new("w.toml")), &flags).map_err(|e| e.to_string())?;
+            assert_eq!(c.max_messages_per_second, 5, "file over defaults");
+            assert_eq!(
+                c.message_ttl_seconds, 300,
+                "WHISPR_ env over v1 env over file"
+            );
+            assert_eq!(
+                c.listen.to_string(),
+                "127.0.0.1:9100",
+                "flags over everything"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_file_is_readable() {
+        let err = Config::load(
+            Some(Path::new("/nonexistent/whispr.toml")),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/whispr.toml"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! Errors of the relay's boundaries and their one mapping to the edges: HTTP status +
+//! JSON `{error, detail}`, WebSocket error frames, and WebSocket close codes.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::protocol::{ErrorCode, ProtocolError, ServerFrame};
+use crate::store::StoreError;
+
+/// Why the write or read path refused a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    #[error("rate limit exceeded for this {scope}; retry in {retry_after_ms} ms")]
+    RateLimited {
+        scope: &'static str,
+        retry_after_ms: u64,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the relay is shutting down")]
+    ShuttingDown,
+}
+
+impl RelayError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            RelayError::Protocol(e) => e.code(),
+            RelayError::RateLimited { .. } => ErrorCode::RateLimited,
+            RelayError::Store(StoreError::InboxFull { .. }) => ErrorCode::InboxFull,
+            RelayError::Store(StoreError::StoreFull { .. }) => ErrorCode::StoreFull,
+            RelayError::Store(StoreError::CursorAhead { .. }) => ErrorCode::CursorAhead,
+            RelayError::Store(StoreError::Unavailable(_)) | RelayError::ShuttingDown => {
+                ErrorCode::Unavailable
+            }
+        }
+    }
+
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            RelayError::RateLimited { retry_after_ms, .. } => Some(*retry_after_ms),
+            _ => None,
+        }
+    }
+
+    /// The error frame answering a WebSocket `send` (or other frame).
+    pub fn to_frame(&self, reference: Option<u64>) -> ServerFrame {
+        ServerFrame::Error {
+            code: self.code(),
+            detail: self.to_string(),
+            reference,
+            retry_after_ms: self.retry_after_ms(),
+        }
+    }
+}
+
+/// The HTTP status for each error code; the one table for the HTTP edge.
+pub fn http_status(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::Malformed | ErrorCode::UnknownFrame => StatusCode::BAD_REQUEST,
+        ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorCode::InvalidKey | ErrorCode::BadSignature | ErrorCode::StaleTimestamp => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::Unauthorized | ErrorCode::AuthRequired => StatusCode::UNAUTHORIZED,
+        ErrorCode::Forbidden | ErrorCode::AlreadyAuthenticated => StatusCode::FORBIDDEN,
+        ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::CursorAhead => StatusCode::CONFLICT,
+        ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::InboxFull | ErrorCode::StoreFull => StatusCode::INSUFFICIENT_STORAGE,
+        ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// WebSocket close codes the relay uses (documented in `proto/PROTOCOL.md`).
+pub mod close_code {
+    /// Relay shutting down; reconnect to another node or later.
+    pub const GOING_AWAY: u16 = 1001;
+    /// A frame or message was larger than the limit.
+    pub const TOO_BIG: u16 = 1009;
+    /// Another session authenticated with the same key.
+    pub const REPLACED: u16 = 4001;
+    /// The client did not read fast enough; its messages stay queued.
+    pub const SLOW_CONSUMER: u16 = 4002;
+    /// Authentication failed or a frame came before authentication.
+    pub const AUTH_FAILED: u16 = 4003;
+    /// No authentication within the allowed time.
+    pub const AUTH_TIMEOUT: u16 = 4004;
+    /// No frame or pong within the ping deadline.
+    pub const PING_TIMEOUT: u16 = 4005;
+    /// The message store is unavailable; retry with backoff.
+    pub const UNAVAILABLE: u16 = 4006;
+}
+
+/// An HTTP error answer: status from the code, JSON `{error, detail}`, and
+/// `Retry-After` (seconds, rounded up) when there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub detail: String,
+    pub retry_after_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorCode,
+    detail: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, detail: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            detail: detail.into(),
+            retry_after_ms: None,
+        }
+    }
+}
+
+impl From<RelayError> for ApiError {
+    fn from(e: RelayError) -> Self {
+        ApiError {
+            code: e.code(),
+            detail: e.to_string(),
+            retry_after_ms: e.retry_after_ms(),
+        }
+    }
+}
+
+impl From<ProtocolError> for ApiError {
+    fn from(e: ProtocolError) -> Self {
+        RelayError::from(e).into()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        RelayError::from(e).into()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.code,
+            detail: &self.detail,
+            retry_after_ms: self.retry_after_ms,
+        };
+        let mut resp = (http_status(self.code), axum::Json(body)).into_response();
+        if let Some(ms) = self.retry_after_ms {
+            let secs = ms.div_ceil(1000).max(1);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        resp
+    }
+}

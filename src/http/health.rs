@@ -1,0 +1,56 @@
+//! Liveness, readiness and the limits document (`GET /v1/info`, like Nostr's NIP-11).
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::AppState;
+use crate::error::ApiError;
+use crate::protocol::{ErrorCode, PROTOCOL_VERSION, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK};
+
+/// Liveness: the process answers.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Readiness: not shutting down and the store answers.
+pub async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if app.shutdown.is_cancelled() {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "the relay is shutting down",
+        ));
+    }
+    app.relay.store.check().await?;
+    Ok(Json(json!({"status": "ready"})))
+}
+
+/// What a client needs to know before it sends: versions, encodings, limits.
+pub async fn info(State(app): State<AppState>) -> Json<Value> {
+    let c = &app.config;
+    Json(json!({
+        "software": "whispr",
+        "version": env!("CARGO_PKG_VERSION"),
+        "protocol_versions": [PROTOCOL_VERSION],
+        "subprotocols": [SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK],
+        "content_types": ["application/json", "application/msgpack"],
+        "origin": if c.origin.is_empty() { Value::Null } else { Value::from(c.origin.clone()) },
+        "store": c.store,
+        "limits": {
+            "max_message_bytes": c.max_message_bytes,
+            "max_frame_bytes": c.max_frame_bytes(),
+            "message_ttl_seconds": c.message_ttl_seconds,
+            "max_messages_per_recipient": c.max_messages_per_recipient,
+            "max_messages_per_second": c.max_messages_per_second,
+            "burst_messages": c.burst_messages,
+            "max_messages_per_second_per_ip": c.max_messages_per_second_per_ip,
+            "burst_messages_per_ip": c.burst_messages_per_ip,
+            "max_clock_skew_seconds": c.max_clock_skew_seconds,
+            "ws_max_inflight": c.ws_max_inflight,
+            "ws_ping_interval_seconds": c.ws_ping_interval_seconds,
+            "ws_auth_timeout_seconds": c.ws_auth_timeout_seconds,
+            "poll_max_messages": c.poll_max_messages,
+            "attachment_max_size_bytes": c.attachment_max_size_bytes,
+        }
+    }))
+}

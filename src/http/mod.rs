@@ -1,0 +1,95 @@
+//! HTTP routes: the WebSocket upgrade, the polling fallback, health and info.
+//! Every error leaves through [`crate::error::ApiError`] as JSON `{error, detail}`.
+
+mod health;
+mod poll;
+mod ws;
+
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::protocol::{Codec, ErrorCode};
+use crate::relay::Relay;
+
+/// Shared state of every handler.
+pub struct App {
+    pub relay: Arc<Relay>,
+    pub config: Arc<Config>,
+    pub shutdown: CancellationToken,
+    /// Sessions are spawned through this so shutdown can wait for them.
+    pub tracker: TaskTracker,
+}
+
+pub type AppState = Arc<App>;
+
+pub fn router(app: AppState) -> Router {
+    Router::new()
+        .route("/v1/ws", get(ws::upgrade))
+        .route("/v1/send", post(poll::send))
+        .route("/v1/inbox", get(poll::inbox))
+        .route("/v1/info", get(health::info))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(app)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::NotFound, "no such endpoint; see GET /v1/info")
+}
+
+async fn method_not_allowed() -> Response {
+    let body = serde_json::json!({"error": "method_not_allowed", "detail": "this endpoint does not accept that method"});
+    (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+}
+
+impl App {
+    /// The origin bound into signatures: the configured one, else the request's Host.
+    fn origin(&self, headers: &HeaderMap) -> Result<String, ApiError> {
+        if !self.config.origin.is_empty() {
+            return Ok(self.config.origin.clone());
+        }
+        headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::new(ErrorCode::Malformed, "missing Host header"))
+    }
+}
+
+/// Encodes an answer in the codec the client asked for.
+fn encoded<T: serde::Serialize>(
+    codec: Codec,
+    status: StatusCode,
+    value: &T,
+) -> Result<Response, ApiError> {
+    let body = codec
+        .encode(value)
+        .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?
+        .into_bytes();
+    Ok((status, [(header::CONTENT_TYPE, codec.content_type())], body).into_response())
+}
+
+/// The response codec from `Accept` (MessagePack if it names it, else JSON).
+fn accept_codec(headers: &HeaderMap) -> Codec {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if accept
+        .split(',')
+        .any(|t| Codec::from_content_type(t) == Some(Codec::MsgPack))
+    {
+        Codec::MsgPack
+    } else {
+        Codec::Json
+    }
+}

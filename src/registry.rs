@@ -1,0 +1,145 @@
+//! Live authenticated sessions, one per inbox key, on this node.
+//!
+//! The registry only signals: "your inbox has new messages" (a coalescing wake-up) and
+//! ephemeral envelopes (a small bounded queue). Sessions read stored messages from the
+//! store themselves, so a notification that is missed or coalesced loses nothing.
+//! No method awaits, so no entry lock is ever held across an await.
+
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::{PublicKey, VerifiedEnvelope};
+
+/// The registry's side of one session.
+#[derive(Debug)]
+pub struct SessionHandle {
+    pub id: u64,
+    /// Woken when the inbox may have new stored messages.
+    pub wake: Notify,
+    /// Cancelled when a newer session for the same key takes over.
+    pub replaced: CancellationToken,
+    ephemeral: mpsc::Sender<Arc<VerifiedEnvelope>>,
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    sessions: DashMap<PublicKey, Arc<SessionHandle>>,
+    next_id: AtomicU64,
+}
+
+/// What a session gets back from registering.
+pub struct Registration {
+    pub handle: Arc<SessionHandle>,
+    pub ephemeral: mpsc::Receiver<Arc<VerifiedEnvelope>>,
+    /// Whether an older session for the same key was told to close.
+    pub took_over: bool,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes this session the one active consumer of `key`'s inbox, closing any older
+    /// one (takeover).
+    pub fn register(&self, key: PublicKey, ephemeral_capacity: usize) -> Registration {
+        let (tx, rx) = mpsc::channel(ephemeral_capacity);
+        let handle = Arc::new(SessionHandle {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
+            wake: Notify::new(),
+            replaced: CancellationToken::new(),
+            ephemeral: tx,
+        });
+        let old = self.sessions.insert(key, handle.clone());
+        let took_over = old.is_some();
+        if let Some(old) = old {
+            old.replaced.cancel();
+        }
+        Registration {
+            handle,
+            ephemeral: rx,
+            took_over,
+        }
+    }
+
+    /// Removes the session if it is still the registered one for `key`.
+    pub fn unregister(&self, key: &PublicKey, id: u64) {
+        self.sessions.remove_if(key, |_, h| h.id == id);
+    }
+
+    /// Tells `key`'s session (if any) that its inbox has new messages.
+    pub fn notify(&self, key: &PublicKey) -> bool {
+        match self.sessions.get(key) {
+            Some(h) => {
+                h.wake.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Hands an ephemeral envelope to `key`'s session. `false` when there is no session
+    /// or its queue is full (ephemeral messages are never queued beyond that).
+    pub fn push_ephemeral(&self, key: &PublicKey, envelope: Arc<VerifiedEnvelope>) -> bool {
+        self.sessions
+            .get(key)
+            .is_some_and(|h| h.ephemeral.try_send(envelope).is_ok())
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Identity;
+
+    #[test]
+    fn takeover_cancels_the_older_session_only() {
+        let reg = Registry::new();
+        let key = Identity::generate().public_key();
+        let first = reg.register(key, 4);
+        assert!(!first.took_over);
+        let second = reg.register(key, 4);
+        assert!(second.took_over);
+        assert!(first.handle.replaced.is_cancelled());
+        assert!(!second.handle.replaced.is_cancelled());
+        reg.unregister(&key, first.handle.id);
+        assert_eq!(
+            reg.len(),
+            1,
+            "the old session leaving does not remove the new one"
+        );
+        reg.unregister(&key, second.handle.id);
+        assert!(reg.is_empty());
+    }
+
+    #[test]
+    fn ephemeral_queue_is_bounded() {
+        let reg = Registry::new();
+        let alice = Identity::generate();
+        let bob = Identity::generate().public_key();
+        let env = Arc::new(
+            crate::protocol::Envelope::seal(&alice, bob, 1000, true, b"typing".to_vec())
+                .verify(1000, 10)
+                .unwrap(),
+        );
+        assert!(!reg.push_ephemeral(&bob, env.clone()), "nobody online");
+        let mut reg_b = reg.register(bob, 1);
+        assert!(reg.push_ephemeral(&bob, env.clone()));
+        assert!(
+            !reg.push_ephemeral(&bob, env.clone()),
+            "queue of one is full"
+        );
+        assert!(reg_b.ephemeral.try_recv().is_ok());
+    }
+}

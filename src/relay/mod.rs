@@ -1,0 +1,114 @@
+//! The one write path. Every envelope, from a WebSocket `send` or `POST /v1/send`,
+//! goes: size limit -> key lengths -> strict signature -> timestamp window -> rate limit
+//! (client IP, sender key) -> store (atomic dedupe by id, inbox cap, byte budget) ->
+//! notify the recipient's session -> "accepted". The answer comes only after the store
+//! has the message, so an accepted message is never only in flight.
+//!
+//! Ephemeral envelopes take the same checks but skip the store: they are handed to the
+//! recipient's live session or reported offline.
+
+mod ratelimit;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::error::RelayError;
+use crate::protocol::{Envelope, MessageId, ProtocolError, VerifiedEnvelope, WireEnvelope};
+use crate::registry::Registry;
+use crate::store::{InsertOutcome, SharedStore};
+
+pub use ratelimit::RateLimits;
+
+/// The outcome of a successful submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Accepted {
+    pub id: MessageId,
+    /// The envelope had been accepted before; nothing changed.
+    pub duplicate: bool,
+    /// Ephemeral only: whether a live session of the recipient took it.
+    pub online: Option<bool>,
+}
+
+/// Everything the write path needs, shared by all connections.
+pub struct Relay {
+    pub store: SharedStore,
+    pub registry: Arc<Registry>,
+    pub clock: Clock,
+    limits: RateLimits,
+    max_message_bytes: usize,
+    max_skew_ms: u64,
+}
+
+impl Relay {
+    pub fn new(config: &Config, store: SharedStore, registry: Arc<Registry>, clock: Clock) -> Self {
+        Relay {
+            store,
+            registry,
+            clock,
+            limits: RateLimits::new(
+                (config.max_messages_per_second, config.burst_messages),
+                (
+                    config.max_messages_per_second_per_ip,
+                    config.burst_messages_per_ip,
+                ),
+            ),
+            max_message_bytes: config.max_message_bytes,
+            max_skew_ms: config.max_clock_skew_ms(),
+        }
+    }
+
+    /// Checks an envelope as received, without side effects.
+    pub fn verify(&self, wire: WireEnvelope) -> Result<VerifiedEnvelope, RelayError> {
+        if wire.body.len() > self.max_message_bytes {
+            return Err(ProtocolError::TooLarge {
+                size: wire.body.len(),
+                max: self.max_message_bytes,
+            }
+            .into());
+        }
+        let envelope = Envelope::try_from(wire)?;
+        Ok(envelope.verify(self.clock.now_ms(), self.max_skew_ms)?)
+    }
+
+    /// The write path: verify, rate-limit, store, notify.
+    pub async fn submit(
+        &self,
+        wire: WireEnvelope,
+        client_ip: IpAddr,
+    ) -> Result<Accepted, RelayError> {
+        let verified = self.verify(wire)?;
+        self.limits.check(verified.sender(), client_ip)?;
+        let id = verified.id();
+        if verified.envelope().ephemeral {
+            let recipient = *verified.recipient();
+            let online = self.registry.push_ephemeral(&recipient, Arc::new(verified));
+            return Ok(Accepted {
+                id,
+                duplicate: false,
+                online: Some(online),
+            });
+        }
+        let outcome = self.store.insert(&verified, self.clock.now_ms()).await?;
+        let duplicate = outcome == InsertOutcome::Duplicate;
+        if !duplicate {
+            self.registry.notify(verified.recipient());
+        }
+        tracing::debug!(id = %id, duplicate, "accepted");
+        Ok(Accepted {
+            id,
+            duplicate,
+            online: None,
+        })
+    }
+
+    /// Periodic housekeeping: idle rate-limit buckets.
+    pub fn prune(&self) {
+        self.limits.prune();
+    }
+
+    pub fn max_skew_ms(&self) -> u64 {
+        self.max_skew_ms
+    }
+}

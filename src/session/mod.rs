@@ -1,0 +1,7 @@
+//! One WebSocket client: a pure state machine (`state`) and the socket loop that
+//! drives it (`socket`).
+
+mod socket;
+pub mod state;
+
+pub use socket::{run, SessionSettings};

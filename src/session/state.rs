@@ -1,0 +1,370 @@
+//! The pure part of a session: authentication checks and delivery bookkeeping.
+//! No sockets, no store, no clock: the socket loop feeds it decoded frames, store
+//! batches and the time, and sends the frames it returns.
+
+use std::collections::VecDeque;
+
+use crate::protocol::{
+    verify_auth, ClientFrame, Codec, Cursor, ErrorCode, GapReason, KeyField, ProtocolError,
+    PublicKey, ServerFrame, Signature, NONCE_LEN,
+};
+use crate::store::Batch;
+
+/// Decodes one client frame, checking its size before parsing.
+pub fn decode_frame(
+    codec: Codec,
+    bytes: &[u8],
+    max_frame_bytes: usize,
+) -> Result<ClientFrame, ProtocolError> {
+    if bytes.len() > max_frame_bytes {
+        return Err(ProtocolError::TooLarge {
+            size: bytes.len(),
+            max: max_frame_bytes,
+        });
+    }
+    match codec.decode::<ClientFrame>(bytes)? {
+        ClientFrame::Unknown => Err(ProtocolError::UnknownFrame),
+        frame => Ok(frame),
+    }
+}
+
+/// A session before authentication: holds the challenge it sent.
+pub struct Unauthenticated {
+    pub nonce: [u8; NONCE_LEN],
+    pub origin: String,
+}
+
+/// What a valid `auth` frame establishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    pub key: PublicKey,
+    pub cursor: Option<Cursor>,
+}
+
+impl Unauthenticated {
+    pub fn challenge(&self, now_ms: u64) -> ServerFrame {
+        ServerFrame::Challenge {
+            nonce: self.nonce.to_vec(),
+            origin: self.origin.clone(),
+            timestamp: now_ms,
+        }
+    }
+
+    /// Checks the first frame of a session. Anything but a valid `auth` fails it.
+    pub fn on_frame(
+        &self,
+        frame: ClientFrame,
+        now_ms: u64,
+        max_skew_ms: u64,
+    ) -> Result<Authenticated, ProtocolError> {
+        let ClientFrame::Auth {
+            key,
+            timestamp,
+            signature,
+            cursor,
+        } = frame
+        else {
+            return Err(ProtocolError::Unauthorized {
+                detail: "the first frame must be `auth`, answering the challenge".into(),
+            });
+        };
+        let key = PublicKey::from_slice(&key, KeyField::Key)?;
+        let signature = Signature::from_slice(&signature)?;
+        verify_auth(
+            &self.nonce,
+            &key,
+            timestamp,
+            &self.origin,
+            &signature,
+            now_ms,
+            max_skew_ms,
+        )?;
+        Ok(Authenticated { key, cursor })
+    }
+}
+
+/// Delivery bookkeeping of an authenticated session: which seqs went out, which are
+/// acked, and whether the backlog has been sent.
+#[derive(Debug)]
+pub struct Delivery {
+    pub key: PublicKey,
+    epoch: u64,
+    /// Highest seq sent in this session (or acknowledged through the auth cursor).
+    delivered: u64,
+    /// Seqs sent and not yet acknowledged, ascending.
+    inflight: VecDeque<u64>,
+    window: usize,
+    synced: bool,
+}
+
+/// What an `ack` frame asks the socket loop to do.
+#[derive(Debug, PartialEq)]
+pub enum AckAction {
+    /// Delete through this cursor in the store.
+    Delete(Cursor),
+    /// Refuse: the client acknowledged something it was never sent.
+    Refuse(ServerFrame),
+}
+
+impl Delivery {
+    /// Starts after the store's first answer. `cursor` is what the client claimed; it
+    /// counts as delivered only if the store kept its epoch.
+    pub fn new(key: PublicKey, window: u32, epoch: u64, cursor: Option<Cursor>) -> Self {
+        let delivered = match cursor {
+            Some(c) if c.epoch == epoch => c.seq,
+            _ => 0,
+        };
+        Delivery {
+            key,
+            epoch,
+            delivered,
+            inflight: VecDeque::new(),
+            window: window as usize,
+            synced: false,
+        }
+    }
+
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Where the next store read starts.
+    pub fn cursor(&self) -> Cursor {
+        Cursor {
+            epoch: self.epoch,
+            seq: self.delivered,
+        }
+    }
+
+    /// How many more deliveries fit in the unacknowledged window.
+    pub fn room(&self) -> usize {
+        self.window.saturating_sub(self.inflight.len())
+    }
+
+    pub fn ready_frame(&self) -> ServerFrame {
+        ServerFrame::Ready {
+            key: self.key.as_bytes().to_vec(),
+            epoch: self.epoch,
+            window: self.window as u32,
+        }
+    }
+
+    /// Turns a store batch read with limit `asked` into frames: a gap report if any,
+    /// the deliveries, and `synced` the first time the session has caught up.
+    pub fn on_batch(&mut self, batch: Batch, asked: usize) -> Vec<ServerFrame> {
+        let mut out = Vec::with_capacity(batch.messages.len() + 2);
+        if batch.epoch != self.epoch {
+            // The inbox was reset under us: nothing in flight refers to it any more.
+            self.epoch = batch.epoch;
+            self.delivered = 0;
+            self.inflight.clear();
+            out.push(ServerFrame::Gap {
+                epoch: batch.epoch,
+                reason: GapReason::EpochChanged,
+            });
+        } else if let Some(reason) = batch.gap {
+            out.push(ServerFrame::Gap {
+                epoch: batch.epoch,
+                reason,
+            });
+        }
+        let caught_up = batch.messages.len() < asked;
+        for m in batch.messages {
+            if m.seq <= self.delivered {
+                continue; // never send the same seq twice in one session
+            }
+            self.delivered = m.seq;
+            self.inflight.push_back(m.seq);
+            out.push(ServerFrame::Deliver {
+                seq: Some(m.seq),
+                id: m.id,
+                envelope: m.envelope,
+            });
+        }
+        if caught_up && !self.synced {
+            self.synced = true;
+            out.push(ServerFrame::Synced {
+                epoch: self.epoch,
+                seq: self.delivered,
+            });
+        }
+        out
+    }
+
+    /// Handles a cumulative `ack`.
+    pub fn on_ack(&mut self, seq: u64) -> AckAction {
+        if seq > self.delivered {
+            return AckAction::Refuse(ServerFrame::Error {
+                code: ErrorCode::CursorAhead,
+                detail: format!(
+                    "ack {seq} is past the last delivered seq {}",
+                    self.delivered
+                ),
+                reference: None,
+                retry_after_ms: None,
+            });
+        }
+        while self.inflight.front().is_some_and(|&s| s <= seq) {
+            self.inflight.pop_front();
+        }
+        AckAction::Delete(Cursor {
+            epoch: self.epoch,
+            seq,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{auth_signing_bytes, Envelope, Identity};
+    use crate::store::StoredMessage;
+    use std::sync::Arc;
+
+    fn batch(epoch: u64, seqs: &[u64], gap: Option<GapReason>) -> Batch {
+        let id = Identity::generate();
+        Batch {
+            epoch,
+            gap,
+            head: seqs.last().copied().unwrap_or(0),
+            messages: seqs
+                .iter()
+                .map(|&seq| {
+                    let env = Envelope::seal(&id, id.public_key(), 1, false, vec![seq as u8]);
+                    StoredMessage {
+                        seq,
+                        id: env.id(),
+                        envelope: Arc::new(env),
+                        stored_at_ms: 0,
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    fn kinds(frames: &[ServerFrame]) -> Vec<String> {
+        frames
+            .iter()
+            .map(|f| match f {
+                ServerFrame::Deliver { seq, .. } => format!("d{}", seq.unwrap_or(0)),
+                ServerFrame::Synced { seq, .. } => format!("synced{seq}"),
+                ServerFrame::Gap { reason, .. } => format!("gap:{reason:?}"),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn auth_accepts_only_a_signature_over_this_challenge() {
+        let id = Identity::generate();
+        let state = Unauthenticated {
+            nonce: [7; 32],
+            origin: "relay.test:443".into(),
+        };
+        let sign = |nonce: &[u8; 32], origin: &str| ClientFrame::Auth {
+            key: id.public_key().as_bytes().to_vec(),
+            timestamp: 1000,
+            signature: id
+                .sign(&auth_signing_bytes(nonce, &id.public_key(), 1000, origin))
+                .to_bytes()
+                .to_vec(),
+            cursor: None,
+        };
+        let ok = state
+            .on_frame(sign(&[7; 32], "relay.test:443"), 1000, 10)
+            .unwrap();
+        assert_eq!(ok.key, id.public_key());
+        assert!(matches!(
+            state.on_frame(sign(&[8; 32], "relay.test:443"), 1000, 10),
+            Err(ProtocolError::BadSignature { .. })
+        ));
+        assert!(matches!(
+            state.on_frame(sign(&[7; 32], "evil.test:443"), 1000, 10),
+            Err(ProtocolError::BadSignature { .. })
+        ));
+        assert!(matches!(
+            state.on_frame(sign(&[7; 32], "relay.test:443"), 1000 + 11, 10),
+            Err(ProtocolError::StaleTimestamp { .. })
+        ));
+        assert!(matches!(
+            state.on_frame(ClientFrame::Ack { seq: 1 }, 1000, 10),
+            Err(ProtocolError::Unauthorized { .. })
+        ));
+    }
+
+    #[test]
+    fn backlog_then_synced_once_within_the_window() {
+        let key = Identity::generate().public_key();
+        let mut d = Delivery::new(key, 2, 9, None);
+        assert_eq!(d.room(), 2);
+        let frames = d.on_batch(batch(9, &[1, 2], None), 2);
+        assert_eq!(kinds(&frames), ["d1", "d2"], "window full: not yet synced");
+        assert_eq!(d.room(), 0);
+        assert_eq!(d.on_ack(1), AckAction::Delete(Cursor { epoch: 9, seq: 1 }));
+        assert_eq!(d.room(), 1);
+        let frames = d.on_batch(batch(9, &[3], None), 1);
+        assert_eq!(kinds(&frames), ["d3"]);
+        d.on_ack(3);
+        let frames = d.on_batch(batch(9, &[], None), 2);
+        assert_eq!(kinds(&frames), ["synced3"]);
+        let frames = d.on_batch(batch(9, &[4], None), 2);
+        assert_eq!(kinds(&frames), ["d4"], "synced only once");
+    }
+
+    #[test]
+    fn never_redelivers_a_seq_in_one_session() {
+        let key = Identity::generate().public_key();
+        let mut d = Delivery::new(key, 10, 9, Some(Cursor { epoch: 9, seq: 2 }));
+        let frames = d.on_batch(batch(9, &[2, 3], None), 10);
+        assert_eq!(kinds(&frames), ["d3", "synced3"]);
+    }
+
+    #[test]
+    fn ack_past_delivered_is_refused() {
+        let key = Identity::generate().public_key();
+        let mut d = Delivery::new(key, 10, 9, None);
+        d.on_batch(batch(9, &[1], None), 10);
+        assert!(matches!(
+            d.on_ack(2),
+            AckAction::Refuse(ServerFrame::Error {
+                code: ErrorCode::CursorAhead,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn epoch_change_and_expiry_are_reported() {
+        let key = Identity::generate().public_key();
+        let mut d = Delivery::new(key, 10, 9, Some(Cursor { epoch: 9, seq: 5 }));
+        let frames = d.on_batch(batch(9, &[7], Some(GapReason::Expired)), 10);
+        assert_eq!(kinds(&frames), ["gap:Expired", "d7", "synced7"]);
+        let frames = d.on_batch(batch(11, &[1], Some(GapReason::EpochChanged)), 10);
+        assert_eq!(kinds(&frames), ["gap:EpochChanged", "d1"]);
+        assert_eq!(d.cursor(), Cursor { epoch: 11, seq: 1 });
+    }
+
+    #[test]
+    fn oversized_and_unknown_frames_are_typed_errors() {
+        assert!(matches!(
+            decode_frame(Codec::Json, &[b' '; 100], 10),
+            Err(ProtocolError::TooLarge { .. })
+        ));
+        assert_eq!(
+            decode_frame(Codec::Json, br#"{"type":"subscribe"}"#, 100),
+            Err(ProtocolError::UnknownFrame)
+        );
+        assert!(matches!(
+            decode_frame(Codec::Json, b"{not json", 100),
+            Err(ProtocolError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode_frame(Codec::MsgPack, b"\xc1", 100),
+            Err(ProtocolError::Malformed(_))
+        ));
+        assert_eq!(
+            decode_frame(Codec::Json, br#"{"type":"ack","seq":4}"#, 100),
+            Ok(ClientFrame::Ack { seq: 4 })
+        );
+    }
+}

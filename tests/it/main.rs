@@ -1,0 +1,7 @@
+//! Integration tests over real sockets on 127.0.0.1. One binary; see `support`.
+
+mod delivery;
+mod inputs;
+mod poll;
+mod sessions;
+mod support;

@@ -1,0 +1,176 @@
+//! Starting real relays on 127.0.0.1:0 and talking to them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use whispr::client::{HttpClient, Ready, WsClient};
+use whispr::clock::Clock;
+use whispr::config::Config;
+use whispr::protocol::{Codec, Cursor, Envelope, Identity, PublicKey, ServerFrame};
+use whispr::server::Server;
+
+/// A relay running in this process on a free port.
+pub struct TestRelay {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub clock: Clock,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+/// Defaults with limits high enough that tests hit only the limit they test.
+pub fn config() -> Config {
+    Config::from_toml(
+        "max_messages_per_second = 100000\nburst_messages = 100000\nmax_messages_per_second_per_ip = 100000\nburst_messages_per_ip = 100000\nmax_messages_per_recipient = 5000\nlog_level = \"warn\"\n",
+    )
+    .expect("test config")
+}
+
+/// A config from TOML on top of [`config`]'s lenient limits.
+pub fn config_with(toml: &str) -> Config {
+    let base = toml::to_string(&config()).expect("serialise config");
+    let mut table: toml::Table = base.parse().expect("parse config");
+    let extra: toml::Table = toml.parse().expect("test TOML");
+    table.extend(extra);
+    Config::from_toml(&table.to_string()).expect("valid test config")
+}
+
+impl TestRelay {
+    pub async fn start() -> Self {
+        Self::start_with(config()).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        Self::start_clocked(config, Clock::manual()).await
+    }
+
+    pub async fn start_clocked(config: Config, clock: Clock) -> Self {
+        whispr::telemetry::init(&config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = oneshot::channel();
+        let server = Server::new(config).with_clock(clock.clone());
+        let task = tokio::spawn(async move {
+            server
+                .run(listener, async {
+                    let _ = rx.await;
+                })
+                .await
+                .expect("relay ran");
+        });
+        TestRelay {
+            addr,
+            base: format!("http://{addr}"),
+            clock,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// Signals shutdown and waits for the relay to finish draining.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(30), &mut self.task)
+            .await
+            .expect("relay stops within its grace period")
+            .expect("relay task");
+    }
+
+    pub fn http(&self) -> HttpClient {
+        HttpClient::new(&self.base, Codec::Json).expect("client")
+    }
+
+    pub fn http_with(&self, codec: Codec) -> HttpClient {
+        HttpClient::new(&self.base, codec).expect("client")
+    }
+
+    pub async fn connect(&self, who: &Identity) -> (WsClient, Ready) {
+        self.connect_at(who, None, Codec::Json).await
+    }
+
+    pub async fn connect_at(
+        &self,
+        who: &Identity,
+        cursor: Option<Cursor>,
+        codec: Codec,
+    ) -> (WsClient, Ready) {
+        WsClient::connect(&self.base, who, cursor, codec)
+            .await
+            .expect("connect and authenticate")
+    }
+
+    /// An envelope signed now (by the relay's clock).
+    pub fn seal(&self, from: &Identity, to: PublicKey, body: &str) -> Envelope {
+        Envelope::seal(
+            from,
+            to,
+            self.clock.now_ms(),
+            false,
+            body.as_bytes().to_vec(),
+        )
+    }
+}
+
+/// The next frame within 5 s.
+pub async fn next(ws: &mut WsClient) -> ServerFrame {
+    tokio::time::timeout(Duration::from_secs(5), ws.next_frame())
+        .await
+        .expect("a frame within 5 s")
+        .expect("a frame")
+}
+
+/// Receives until `synced`, returning the delivered (seq, body) pairs and acking each.
+pub async fn drain_until_synced(ws: &mut WsClient, ack: bool) -> Vec<(u64, String)> {
+    let mut got = Vec::new();
+    loop {
+        match next(ws).await {
+            ServerFrame::Deliver {
+                seq: Some(seq),
+                envelope,
+                ..
+            } => {
+                got.push((seq, String::from_utf8(envelope.body.clone()).expect("utf8")));
+                if ack {
+                    ws.ack(seq).await.expect("ack");
+                }
+            }
+            ServerFrame::Synced { .. } => return got,
+            other => panic!("unexpected frame while draining: {other:?}"),
+        }
+    }
+}
+
+/// Receives `n` deliveries (acking each when `ack`).
+pub async fn receive(ws: &mut WsClient, n: usize, ack: bool) -> Vec<(u64, String)> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        match next(ws).await {
+            ServerFrame::Deliver {
+                seq: Some(seq),
+                envelope,
+                ..
+            } => {
+                got.push((seq, String::from_utf8(envelope.body.clone()).expect("utf8")));
+                if ack {
+                    ws.ack(seq).await.expect("ack");
+                }
+            }
+            ServerFrame::Synced { .. } => {}
+            other => panic!("unexpected frame while receiving: {other:?}"),
+        }
+    }
+    got
+}
+
+/// Asserts that nothing arrives for `ms` milliseconds.
+pub async fn assert_silent(ws: &mut WsClient, ms: u64) {
+    if let Ok(frame) = tokio::time::timeout(Duration::from_millis(ms), ws.next_frame()).await {
+        panic!("expected silence, got {frame:?}");
+    }
+}
