@@ -181,8 +181,15 @@ impl Config {
         }
         let known = known_keys();
         fig = fig
-            .merge(Env::raw().filter(|k| V1_ENV_KEYS.contains(&k.as_str())))
-            .merge(Env::prefixed("WHISPR_").filter(move |k| known.iter().any(|n| n == k.as_str())))
+            .merge(Env::raw().filter(|k| {
+                V1_ENV_KEYS
+                    .iter()
+                    .any(|n| k.as_str().eq_ignore_ascii_case(n))
+            }))
+            .merge(
+                Env::prefixed("WHISPR_")
+                    .filter(move |k| known.iter().any(|n| k.as_str().eq_ignore_ascii_case(n))),
+            )
             .merge(Serialized::defaults(overrides));
         Ok(fig)
     }
@@ -350,10 +357,12 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
     fn layers_apply_in_order() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("w.toml", "max_messages_per_second = 5\nmessage_ttl_seconds = 100\nlisten = \"127.0.0.1:9000\"")?;
-            jail.set_env("message_ttl_seconds", "200");
+            jail.set_env("MESSAGE_TTL_SECONDS", "200");
+            jail.set_env("max_messages_per_recipient", "77");
             jail.set_env("WHISPR_MESSAGE_TTL_SECONDS", "300");
             jail.set_env("WHISPR_TEST_STRICT", "1");
             let flags = Overrides {

@@ -79,12 +79,19 @@ impl Conn {
             code,
             reason: reason.into(),
         };
-        // Best effort, short: the peer may be the reason we are closing.
-        let _ = timeout(
-            Duration::from_secs(1),
-            self.socket.send(Message::Close(Some(frame))),
-        )
-        .await;
+        // Best effort and short: the peer may be the reason we are closing. Then wait
+        // briefly for the peer's Close (the RFC 6455 handshake), so the connection is
+        // not torn down under frames the peer has yet to read.
+        let handshake = async {
+            self.socket.send(Message::Close(Some(frame))).await.ok()?;
+            while let Some(Ok(msg)) = self.socket.recv().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+            }
+            Some(())
+        };
+        let _ = timeout(Duration::from_secs(2), handshake).await;
     }
 
     /// Turns a received message into a client frame, or a reason to end.
