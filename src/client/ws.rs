@@ -85,10 +85,9 @@ impl WsClient {
         let nonce: [u8; NONCE_LEN] = nonce
             .try_into()
             .map_err(|_| ClientError::Unexpected("challenge nonce is not 32 bytes".into()))?;
-        // Sign with the relay's clock reading when ours is far off: the relay checks
-        // the timestamp against its own clock.
-        let _ = timestamp;
-        let now = crate::clock::Clock::system().now_ms();
+        // Sign the relay's own clock reading from the challenge: the nonce already makes
+        // the answer single-use, and a client with a skewed clock still gets in.
+        let now = timestamp;
         let key = identity.public_key();
         let signature = identity.sign(&auth_signing_bytes(&nonce, &key, now, &origin));
         client

@@ -215,6 +215,25 @@ async fn ttl_expiry_is_a_gap(store: SharedStore) {
         past_it.gap, None,
         "a cursor past the expired message sees no gap"
     );
+    let no_cursor = store
+        .fetch(&bob.public_key(), None, 10, after_first_ttl)
+        .await
+        .unwrap();
+    assert_eq!(
+        no_cursor.gap,
+        Some(GapReason::Expired),
+        "a reader without a cursor stands at the last ack"
+    );
+    store
+        .ack(&bob.public_key(), Cursor { epoch, seq: 1 })
+        .await
+        .unwrap();
+    let acked = store
+        .fetch(&bob.public_key(), None, 10, after_first_ttl)
+        .await
+        .unwrap();
+    assert_eq!(acked.gap, None, "once acked past the loss, no gap");
+    assert_eq!(acked.messages.len(), 1);
 
     let all_gone = later + LIMITS.message_ttl_ms + 1;
     let batch = store

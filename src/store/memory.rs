@@ -39,6 +39,8 @@ struct Inbox {
     queue: VecDeque<Queued>,
     /// Highest seq that left the queue without an ack (expired).
     lost_through: u64,
+    /// Highest seq the owner acknowledged: where a reader without a cursor stands.
+    acked_through: u64,
     /// Ids accepted recently: id -> forget-after time. `recent_order` lets the sweep
     /// drop them roughly oldest first without scanning the map.
     recent: HashMap<MessageId, u64>,
@@ -53,6 +55,7 @@ impl Inbox {
             head: 0,
             queue: VecDeque::new(),
             lost_through: 0,
+            acked_through: 0,
             recent: HashMap::new(),
             recent_order: VecDeque::new(),
             touched_ms: now_ms,
@@ -89,15 +92,15 @@ impl Inbox {
         freed
     }
 
+    /// A reader without a cursor stands where the owner last acknowledged, so an
+    /// expiry after that point is reported to it too.
     fn gap_for(&self, after: Option<Cursor>) -> Option<GapReason> {
-        let cursor = after?;
-        if cursor.epoch != self.epoch {
-            Some(GapReason::EpochChanged)
-        } else if self.lost_through > cursor.seq {
-            Some(GapReason::Expired)
-        } else {
-            None
-        }
+        let seen_through = match after {
+            Some(c) if c.epoch != self.epoch => return Some(GapReason::EpochChanged),
+            Some(c) => c.seq,
+            None => self.acked_through,
+        };
+        (self.lost_through > seen_through).then_some(GapReason::Expired)
     }
 }
 
@@ -227,6 +230,7 @@ impl MessageStore for MemoryStore {
                 head: inbox.head,
             });
         }
+        inbox.acked_through = inbox.acked_through.max(through.seq);
         let (mut n, mut freed) = (0, 0);
         while inbox
             .queue

@@ -2,6 +2,7 @@
 
 mod delivery;
 mod inputs;
+mod model;
 mod poll;
 mod sessions;
 mod support;
