@@ -308,6 +308,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn example_file_lists_every_key_with_its_default() {
+        let text = include_str!("../whispr.example.toml");
+        assert_eq!(Config::from_toml(text).unwrap(), Config::default());
+        for key in known_keys() {
+            assert!(
+                text.lines().any(|l| l.starts_with(&format!("{key} ="))),
+                "whispr.example.toml lacks `{key}`"
+            );
+        }
+    }
+
+    #[test]
     fn defaults_are_valid() {
         let c = Config::from_toml("").unwrap();
         assert_eq!(c, Config::default());
