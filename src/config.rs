@@ -37,6 +37,9 @@ pub struct Config {
     /// signature. Empty: taken from each request's Host header.
     pub origin: String,
     pub store: StoreKind,
+    /// Memory store: file to write queued messages to at graceful shutdown and read
+    /// back at start (then deleted). Empty: queued messages end with the process.
+    pub memory_snapshot_path: String,
     /// Largest envelope body (ciphertext) in bytes.
     pub max_message_bytes: usize,
     /// Queued messages per recipient; a full inbox refuses new messages (507).
@@ -90,6 +93,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
             origin: String::new(),
             store: StoreKind::Memory,
+            memory_snapshot_path: String::new(),
             max_message_bytes: 64 * 1024,
             max_messages_per_recipient: 1000,
             max_messages_per_second: 10,

@@ -35,6 +35,7 @@ impl RelayError {
             RelayError::Store(StoreError::Unavailable(_)) | RelayError::ShuttingDown => {
                 ErrorCode::Unavailable
             }
+            RelayError::Store(StoreError::Snapshot(_)) => ErrorCode::Internal,
         }
     }
 

@@ -14,12 +14,14 @@ use crate::config::{Config, StoreKind};
 use crate::http::{self, App};
 use crate::registry::Registry;
 use crate::relay::Relay;
-use crate::store::{MemoryStore, SharedStore};
+use crate::store::{MemoryStore, SharedStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("serving HTTP failed: {0}")]
     Serve(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// A relay ready to serve.
@@ -42,10 +44,16 @@ impl Server {
         self
     }
 
-    fn build_store(&self) -> SharedStore {
-        match self.config.store {
-            StoreKind::Memory => MemoryStore::new(self.config.store_limits()),
-        }
+    fn build_store(&self) -> Result<SharedStore, StoreError> {
+        let limits = self.config.store_limits();
+        Ok(match self.config.store {
+            StoreKind::Memory if self.config.memory_snapshot_path.is_empty() => {
+                MemoryStore::new(limits)
+            }
+            StoreKind::Memory => {
+                MemoryStore::open(limits, self.config.memory_snapshot_path.clone().into())?
+            }
+        })
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains.
@@ -55,7 +63,7 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let config = self.config.clone();
-        let store = self.build_store();
+        let store = self.build_store()?;
         let registry = Arc::new(Registry::new());
         let relay = Arc::new(Relay::new(&config, store, registry, self.clock.clone()));
         let token = CancellationToken::new();
@@ -95,6 +103,8 @@ impl Server {
                 "grace period over; dropping remaining sessions"
             );
         }
+        // Nothing writes to the store any more: let it persist what it holds.
+        relay.store.shutdown().await?;
         tracing::info!("relay stopped");
         Ok(())
     }

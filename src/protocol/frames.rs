@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::bytes::{b64_bytes, hex_bytes};
 use super::envelope::{Envelope, WireEnvelope};
-use super::keys::MessageId;
+use super::keys::{KeyField, MessageId, PublicKey};
 
 /// A position in one inbox: the epoch it belongs to and the last sequence number seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +172,20 @@ impl<'de> Deserialize<'de> for MessageId {
         let bytes = hex_bytes::deserialize(d)?;
         MessageId::from_slice(&bytes)
             .ok_or_else(|| serde::de::Error::custom("message id must be 32 bytes"))
+    }
+}
+
+/// A public key is hex in JSON and 32 raw bytes in MessagePack.
+impl Serialize for PublicKey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        hex_bytes::serialize(self.as_bytes(), s)
+    }
+}
+
+impl<'de> Deserialize<'de> for PublicKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes = hex_bytes::deserialize(d)?;
+        PublicKey::from_slice(&bytes, KeyField::Key).map_err(serde::de::Error::custom)
     }
 }
 

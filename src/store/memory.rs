@@ -9,9 +9,11 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use rand::Rng;
 use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use super::snapshot::{InboxSnapshot, MessageSnapshot, Snapshot};
 use super::{
     Batch, InsertOutcome, MessageStore, StoreError, StoreLimits, StoredMessage, SweepStats,
 };
@@ -25,6 +27,8 @@ pub struct MemoryStore {
     inboxes: DashMap<PublicKey, Inbox>,
     used_bytes: AtomicUsize,
     limits: StoreLimits,
+    /// Where to keep queued messages across a graceful restart, if anywhere.
+    snapshot_path: Option<PathBuf>,
 }
 
 struct Queued {
@@ -104,6 +108,60 @@ impl Inbox {
     }
 }
 
+impl Inbox {
+    fn save(&self, key: PublicKey) -> InboxSnapshot {
+        InboxSnapshot {
+            key,
+            epoch: self.epoch,
+            head: self.head,
+            lost_through: self.lost_through,
+            acked_through: self.acked_through,
+            touched_ms: self.touched_ms,
+            messages: self
+                .queue
+                .iter()
+                .map(|q| MessageSnapshot {
+                    seq: q.message.seq,
+                    stored_at_ms: q.message.stored_at_ms,
+                    expires_at_ms: q.expires_at_ms,
+                    envelope: (*q.message.envelope).clone(),
+                })
+                .collect(),
+            recent: self.recent_order.iter().map(|&(at, id)| (id, at)).collect(),
+        }
+    }
+
+    fn restore(saved: InboxSnapshot) -> (PublicKey, Inbox) {
+        let queue = saved
+            .messages
+            .into_iter()
+            .map(|m| Queued {
+                bytes: m.envelope.body.len() + MESSAGE_OVERHEAD,
+                expires_at_ms: m.expires_at_ms,
+                message: StoredMessage {
+                    seq: m.seq,
+                    id: m.envelope.id(),
+                    envelope: Arc::new(m.envelope),
+                    stored_at_ms: m.stored_at_ms,
+                },
+            })
+            .collect();
+        let recent_order: VecDeque<(u64, MessageId)> =
+            saved.recent.iter().map(|&(id, at)| (at, id)).collect();
+        let inbox = Inbox {
+            epoch: saved.epoch,
+            head: saved.head,
+            queue,
+            lost_through: saved.lost_through,
+            acked_through: saved.acked_through,
+            recent: saved.recent.into_iter().collect(),
+            recent_order,
+            touched_ms: saved.touched_ms,
+        };
+        (saved.key, inbox)
+    }
+}
+
 /// Epochs are random in [1, 2^53) so they survive JSON numbers in every language.
 fn new_epoch() -> u64 {
     rand::thread_rng().gen_range(1..(1u64 << 53))
@@ -111,11 +169,40 @@ fn new_epoch() -> u64 {
 
 impl MemoryStore {
     pub fn new(limits: StoreLimits) -> Arc<Self> {
-        Arc::new(MemoryStore {
+        Arc::new(Self::empty(limits, None))
+    }
+
+    fn empty(limits: StoreLimits, snapshot_path: Option<PathBuf>) -> Self {
+        MemoryStore {
             inboxes: DashMap::new(),
             used_bytes: AtomicUsize::new(0),
             limits,
-        })
+            snapshot_path,
+        }
+    }
+
+    /// A store that restores the snapshot at `path` (if one is there, then deletes it)
+    /// and writes a new one at graceful shutdown.
+    pub fn open(limits: StoreLimits, path: PathBuf) -> Result<Arc<Self>, StoreError> {
+        let snapshot = Snapshot::take(&path)?;
+        let store = Self::empty(limits, Some(path));
+        if let Some(snapshot) = snapshot {
+            let (mut messages, mut bytes) = (0, 0);
+            for saved in snapshot.inboxes {
+                let (key, inbox) = Inbox::restore(saved);
+                messages += inbox.queue.len();
+                bytes += inbox.queue.iter().map(|q| q.bytes).sum::<usize>()
+                    + inbox.recent.len() * DEDUPE_ENTRY_BYTES;
+                store.inboxes.insert(key, inbox);
+            }
+            store.used_bytes.store(bytes, Ordering::Release);
+            tracing::info!(
+                inboxes = store.inboxes.len(),
+                messages,
+                "restored the memory store snapshot"
+            );
+        }
+        Ok(Arc::new(store))
     }
 
     fn reserve(&self, bytes: usize) -> Result<(), StoreError> {
@@ -272,6 +359,21 @@ impl MessageStore for MemoryStore {
 
     async fn depth(&self) -> Result<u64, StoreError> {
         Ok(self.inboxes.iter().map(|i| i.queue.len() as u64).sum())
+    }
+
+    async fn shutdown(&self) -> Result<(), StoreError> {
+        let Some(path) = &self.snapshot_path else {
+            return Ok(());
+        };
+        let inboxes: Vec<InboxSnapshot> = self
+            .inboxes
+            .iter()
+            .map(|e| e.value().save(*e.key()))
+            .collect();
+        let messages: usize = inboxes.iter().map(|i| i.messages.len()).sum();
+        Snapshot::new(inboxes).write(path)?;
+        tracing::info!(path = %path.display(), messages, "wrote the memory store snapshot");
+        Ok(())
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod conformance;
 mod memory;
+mod snapshot;
 
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -69,6 +70,8 @@ pub enum StoreError {
     CursorAhead { seq: u64, head: u64 },
     #[error("message store unavailable: {0}")]
     Unavailable(String),
+    #[error("memory store snapshot: {0}")]
+    Snapshot(String),
 }
 
 /// What a periodic sweep removed.
@@ -111,6 +114,9 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// Number of queued messages across all inboxes (for metrics).
     async fn depth(&self) -> Result<u64, StoreError>;
+
+    /// Called once at graceful shutdown, after every session has closed.
+    async fn shutdown(&self) -> Result<(), StoreError>;
 }
 
 /// A shared store handle.

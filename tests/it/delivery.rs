@@ -317,3 +317,100 @@ async fn ephemeral_messages_go_to_live_sessions_only_and_are_never_queued() {
     assert!(drain_until_synced(&mut ws, true).await.is_empty());
     relay.stop().await;
 }
+
+fn scratch_file(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "whispr-test-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn rand_suffix() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+#[tokio::test]
+async fn a_graceful_restart_with_a_snapshot_keeps_messages_cursors_and_dedupe() {
+    let path = scratch_file("memory.snapshot");
+    let config = config_with(&format!(
+        "memory_snapshot_path = {:?}",
+        path.display().to_string()
+    ));
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+
+    let relay = TestRelay::start_with(config.clone()).await;
+    let mut sent = Vec::new();
+    for n in 1..=5 {
+        let env = relay.seal(&alice, bob.public_key(), &format!("m{n}"));
+        relay.http().send(&env).await.unwrap();
+        sent.push(env);
+    }
+    let (mut ws, ready) = relay.connect(&bob).await;
+    assert_eq!(receive(&mut ws, 5, false).await.len(), 5);
+    ws.ack(2).await.unwrap();
+    ws.close().await;
+    let clock = relay.clock.clone();
+    relay.stop().await;
+    assert!(path.exists(), "shutdown wrote the snapshot");
+
+    let relay = TestRelay::start_clocked(config.clone(), clock).await;
+    let cursor = Cursor {
+        epoch: ready.epoch,
+        seq: 2,
+    };
+    let (mut ws, again) = relay.connect_at(&bob, Some(cursor), Codec::MsgPack).await;
+    assert!(
+        !path.exists(),
+        "a loaded snapshot is deleted, so a crash cannot bring it back"
+    );
+    assert_eq!(again.epoch, ready.epoch, "the epoch survives, so no gap");
+    let got = drain_until_synced(&mut ws, true).await;
+    assert_eq!(
+        got,
+        vec![(3, "m3".into()), (4, "m4".into()), (5, "m5".into())]
+    );
+    let res = relay.http().send(&sent[0]).await.unwrap();
+    assert!(res.duplicate, "dedupe memory survives the restart");
+    let fresh = relay.seal(&alice, bob.public_key(), "m6");
+    relay.http().send(&fresh).await.unwrap();
+    assert_eq!(
+        receive(&mut ws, 1, true).await,
+        vec![(6, "m6".into())],
+        "seqs continue"
+    );
+    ws.close().await;
+    relay.stop().await;
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}
+
+#[tokio::test]
+async fn a_corrupt_snapshot_stops_the_relay_with_a_readable_error() {
+    let path = scratch_file("memory.snapshot");
+    std::fs::write(&path, b"not a snapshot").unwrap();
+    let config = config_with(&format!(
+        "memory_snapshot_path = {:?}",
+        path.display().to_string()
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = whispr::server::Server::new(config)
+        .run(listener, std::future::pending())
+        .await
+        .expect_err("refuses to start");
+    let text = err.to_string();
+    assert!(
+        text.contains("corrupt snapshot") && text.contains(&path.display().to_string()),
+        "{text}"
+    );
+    assert!(
+        path.exists(),
+        "the operator decides what to do with the file"
+    );
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}

@@ -6,3 +6,4 @@ mod model;
 mod poll;
 mod sessions;
 mod support;
+mod vectors;
