@@ -69,6 +69,7 @@ pub fn http_status(code: ErrorCode) -> StatusCode {
         ErrorCode::Unauthorized | ErrorCode::AuthRequired => StatusCode::UNAUTHORIZED,
         ErrorCode::Forbidden | ErrorCode::AlreadyAuthenticated => StatusCode::FORBIDDEN,
         ErrorCode::NotFound => StatusCode::NOT_FOUND,
+        ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         ErrorCode::CursorAhead => StatusCode::CONFLICT,
         ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::InboxFull | ErrorCode::StoreFull => StatusCode::INSUFFICIENT_STORAGE,
@@ -83,6 +84,8 @@ pub mod close_code {
     pub const GOING_AWAY: u16 = 1001;
     /// A frame or message was larger than the limit.
     pub const TOO_BIG: u16 = 1009;
+    /// The relay hit a bug while serving the session.
+    pub const INTERNAL_ERROR: u16 = 1011;
     /// Another session authenticated with the same key.
     pub const REPLACED: u16 = 4001;
     /// The client did not read fast enough; its messages stay queued.

@@ -67,17 +67,19 @@ pub fn frames() -> VectorFile<FrameVector> {
             ),
             server_frame(
                 "gap_expired",
-                "Messages after the client's cursor expired before they were acknowledged; deliveries continue in the same epoch.",
+                "Messages after the client's cursor expired before they were acknowledged; the cursor moves to (epoch, seq) and deliveries continue after it in the same epoch.",
                 ServerFrame::Gap {
                     epoch: EPOCH,
+                    seq: 5,
                     reason: GapReason::Expired,
                 },
             ),
             server_frame(
                 "gap_epoch_changed",
-                "The inbox history was lost or reset: the epoch is new and seqs start again at 1.",
+                "The inbox history was lost or reset: the epoch is new, the cursor moves to (epoch, seq) and seqs continue after it.",
                 ServerFrame::Gap {
                     epoch: MAX_EPOCH,
+                    seq: 0,
                     reason: GapReason::EpochChanged,
                 },
             ),
@@ -332,6 +334,7 @@ fn all_error_codes() -> Vec<ErrorCode> {
         AuthRequired,
         AlreadyAuthenticated,
         NotFound,
+        MethodNotAllowed,
         CursorAhead,
         RateLimited,
         InboxFull,
@@ -343,8 +346,8 @@ fn all_error_codes() -> Vec<ErrorCode> {
         match code {
             Malformed | UnknownFrame | UnsupportedMediaType | InvalidKey | BadSignature
             | StaleTimestamp | TooLarge | Unauthorized | Forbidden | AuthRequired
-            | AlreadyAuthenticated | NotFound | CursorAhead | RateLimited | InboxFull
-            | StoreFull | Unavailable | Internal => {}
+            | AlreadyAuthenticated | NotFound | MethodNotAllowed | CursorAhead | RateLimited
+            | InboxFull | StoreFull | Unavailable | Internal => {}
         }
     }
     all
@@ -352,7 +355,7 @@ fn all_error_codes() -> Vec<ErrorCode> {
 
 pub fn errors() -> ErrorsFile {
     ErrorsFile {
-        description: "Every error code with the HTTP status it is answered with, and every WebSocket close code the relay uses (besides 1011 for an internal error).",
+        description: "Every error code with the HTTP status it is answered with, and every WebSocket close code the relay uses.",
         generator: GENERATOR,
         error_codes: all_error_codes()
             .into_iter()
@@ -369,6 +372,10 @@ pub fn errors() -> ErrorsFile {
             CloseCodeEntry {
                 name: "too_big",
                 code: close_code::TOO_BIG,
+            },
+            CloseCodeEntry {
+                name: "internal_error",
+                code: close_code::INTERNAL_ERROR,
             },
             CloseCodeEntry {
                 name: "replaced",

@@ -5,7 +5,7 @@ mod health;
 mod poll;
 mod ws;
 
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -46,14 +46,17 @@ async fn not_found() -> ApiError {
     ApiError::new(ErrorCode::NotFound, "no such endpoint; see GET /v1/info")
 }
 
-async fn method_not_allowed() -> Response {
-    let body = serde_json::json!({"error": "method_not_allowed", "detail": "this endpoint does not accept that method"});
-    (StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "this endpoint does not accept that method",
+    )
 }
 
 impl App {
-    /// The origin bound into signatures: the configured one, else the request's Host.
-    fn origin(&self, headers: &HeaderMap) -> Result<String, ApiError> {
+    /// The origin bound into signatures: the configured one, else the request's Host
+    /// header, else the URI's authority (HTTP/2 carries it there).
+    fn origin(&self, headers: &HeaderMap, uri: &Uri) -> Result<String, ApiError> {
         if !self.config.origin.is_empty() {
             return Ok(self.config.origin.clone());
         }
@@ -61,6 +64,7 @@ impl App {
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .map(str::to_owned)
+            .or_else(|| uri.authority().map(|a| a.as_str().to_owned()))
             .ok_or_else(|| ApiError::new(ErrorCode::Malformed, "missing Host header"))
     }
 }

@@ -43,10 +43,10 @@ async fn read_body(
             })?,
     };
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::from(ProtocolError::TooLarge {
-            size: limit + 1,
-            max: limit,
-        })
+        ApiError::new(
+            ErrorCode::TooLarge,
+            format!("request body is over the limit of {limit} bytes"),
+        )
     })?;
     Ok((codec, bytes))
 }
@@ -147,7 +147,7 @@ fn authenticate(
         .to_str()
         .map_err(|_| ApiError::new(ErrorCode::Unauthorized, "Authorization header is not ASCII"))?;
     let auth = HttpAuth::parse(value).map_err(unauthorized)?;
-    let origin = app.origin(headers)?;
+    let origin = app.origin(headers, uri)?;
     let path_and_query = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
     auth.verify(
         &origin,
@@ -188,11 +188,7 @@ pub async fn inbox(
     let batch = store
         .fetch(&key, cursor, limit, app.relay.clock.now_ms())
         .await?;
-    let start = match cursor {
-        Some(c) if c.epoch == batch.epoch => c.seq,
-        _ => 0,
-    };
-    let last = batch.messages.last().map_or(start, |m| m.seq);
+    let last = batch.messages.last().map_or(batch.floor, |m| m.seq);
     let answer = InboxAnswer {
         epoch: batch.epoch,
         gap: batch.gap.is_some(),

@@ -1,8 +1,9 @@
 //! `GET /v1/ws`: negotiates the codec by subprotocol and hands the socket to a session.
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,17 +16,24 @@ use crate::session::{self, SessionSettings};
 pub async fn upgrade(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    uri: Uri,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    let ws = ws.map_err(|e| {
+        ApiError::new(
+            ErrorCode::Malformed,
+            format!("not a WebSocket upgrade: {e}"),
+        )
+    })?;
     if app.shutdown.is_cancelled() {
         return Err(ApiError::new(
             ErrorCode::Unavailable,
             "the relay is shutting down",
         ));
     }
-    let codec = negotiate(&ws)?;
-    let origin = app.origin(&headers)?;
+    let codec = negotiate(&headers)?;
+    let origin = app.origin(&headers, &uri)?;
     let c = &app.config;
     let settings = SessionSettings {
         window: c.ws_max_inflight,
@@ -55,25 +63,24 @@ pub async fn upgrade(
         .into_response())
 }
 
-/// The first requested subprotocol we speak; JSON when none is requested.
-fn negotiate(ws: &WebSocketUpgrade) -> Result<Codec, ApiError> {
-    let mut requested = ws
-        .requested_protocols()
+/// The first subprotocol the client offered (in its order) that we speak; JSON when
+/// none is offered.
+fn negotiate(headers: &HeaderMap) -> Result<Codec, ApiError> {
+    let offered: Vec<&str> = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .peekable();
-    if requested.peek().is_none() {
+        .filter(|p| !p.is_empty())
+        .collect();
+    if offered.is_empty() {
         return Ok(Codec::Json);
     }
-    let offered: Vec<&str> = requested.collect();
-    offered
-        .iter()
-        .find_map(|p| Codec::from_subprotocol(p))
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::Malformed,
-                format!("unsupported WebSocket subprotocol {offered:?}; this relay speaks {SUBPROTOCOL_JSON} and {SUBPROTOCOL_MSGPACK}"),
-            )
-        })
+    offered.iter().find_map(|p| Codec::from_subprotocol(p)).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::Malformed,
+            format!("unsupported WebSocket subprotocol {offered:?}; this relay speaks {SUBPROTOCOL_JSON} and {SUBPROTOCOL_MSGPACK}"),
+        )
+    })
 }

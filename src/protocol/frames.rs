@@ -77,8 +77,13 @@ pub enum ServerFrame {
         epoch: u64,
         window: u32,
     },
-    /// Messages after `cursor` were lost; the deliveries that follow resume after it.
-    Gap { epoch: u64, reason: GapReason },
+    /// Messages after the client's cursor were lost. The client's cursor moves to
+    /// `(epoch, seq)`; the deliveries that follow come after it.
+    Gap {
+        epoch: u64,
+        seq: u64,
+        reason: GapReason,
+    },
     /// One message. Stored messages carry `seq`; ephemeral ones do not.
     Deliver {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,6 +132,7 @@ pub enum ErrorCode {
     AuthRequired,
     AlreadyAuthenticated,
     NotFound,
+    MethodNotAllowed,
     CursorAhead,
     RateLimited,
     InboxFull,
@@ -150,6 +156,7 @@ impl ErrorCode {
             ErrorCode::AuthRequired => "auth_required",
             ErrorCode::AlreadyAuthenticated => "already_authenticated",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::CursorAhead => "cursor_ahead",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::InboxFull => "inbox_full",

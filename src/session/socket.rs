@@ -56,7 +56,7 @@ impl Conn {
             Ok(Encoded::Binary(b)) => Message::binary(b),
             Err(e) => {
                 tracing::error!(error = %e, "could not encode a frame");
-                return Err(End::Close(1011, "internal error"));
+                return Err(End::Close(close_code::INTERNAL_ERROR, "internal error"));
             }
         };
         self.send_message(msg).await
@@ -309,20 +309,18 @@ impl Live {
     async fn begin(&mut self) -> Result<(), End> {
         let key = self.auth.key;
         let mut cursor = self.auth.cursor;
+        let mut refused = None;
         if let Some(c) = cursor.filter(|c| c.seq > 0) {
-            // The cursor says the client processed everything through it.
+            // The cursor says the client processed everything through it. A cursor the
+            // inbox never reached is discarded: the client gets everything queued.
             if let Err(e) = self.relay.store.ack(&key, c).await {
-                self.conn.send(&RelayError::from(e).to_frame(None)).await?;
+                refused = Some(RelayError::from(e).to_frame(None));
                 cursor = None;
             }
         }
         let window = self.settings.window as usize;
-        let batch = match self
-            .relay
-            .store
-            .fetch(&key, cursor, window, self.relay.clock.now_ms())
-            .await
-        {
+        let now = self.relay.clock.now_ms();
+        let batch = match self.relay.store.fetch(&key, cursor, window, now).await {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "store unavailable at session start");
@@ -335,12 +333,16 @@ impl Live {
         };
         let mut delivery = Delivery::new(key, self.settings.window, batch.epoch, cursor);
         self.conn.send(&delivery.ready_frame()).await?;
+        if let Some(frame) = refused {
+            self.conn.send(&frame).await?;
+        }
+        let full = batch.messages.len() >= window;
         let frames = delivery.on_batch(batch, window);
         self.delivery = Some(delivery);
         for f in &frames {
             self.conn.send(f).await?;
         }
-        if frames.len() >= window {
+        if full {
             self.pump().await?;
         }
         Ok(())

@@ -153,18 +153,21 @@ impl Delivery {
     /// the deliveries, and `synced` the first time the session has caught up.
     pub fn on_batch(&mut self, batch: Batch, asked: usize) -> Vec<ServerFrame> {
         let mut out = Vec::with_capacity(batch.messages.len() + 2);
-        if batch.epoch != self.epoch {
+        let reason = if batch.epoch != self.epoch {
             // The inbox was reset under us: nothing in flight refers to it any more.
             self.epoch = batch.epoch;
             self.delivered = 0;
             self.inflight.clear();
+            Some(GapReason::EpochChanged)
+        } else {
+            batch.gap
+        };
+        // Step over what is gone, so the same loss is reported once, not on every read.
+        self.delivered = self.delivered.max(batch.floor);
+        if let Some(reason) = reason {
             out.push(ServerFrame::Gap {
-                epoch: batch.epoch,
-                reason: GapReason::EpochChanged,
-            });
-        } else if let Some(reason) = batch.gap {
-            out.push(ServerFrame::Gap {
-                epoch: batch.epoch,
+                epoch: self.epoch,
+                seq: self.delivered,
                 reason,
             });
         }
@@ -226,6 +229,7 @@ mod tests {
         Batch {
             epoch,
             gap,
+            floor: 0,
             head: seqs.last().copied().unwrap_or(0),
             messages: seqs
                 .iter()
@@ -342,6 +346,35 @@ mod tests {
         let frames = d.on_batch(batch(11, &[1], Some(GapReason::EpochChanged)), 10);
         assert_eq!(kinds(&frames), ["gap:EpochChanged", "d1"]);
         assert_eq!(d.cursor(), Cursor { epoch: 11, seq: 1 });
+    }
+
+    #[test]
+    fn an_expiry_is_reported_once_and_the_cursor_steps_over_it() {
+        let key = Identity::generate().public_key();
+        let mut d = Delivery::new(key, 10, 9, Some(Cursor { epoch: 9, seq: 2 }));
+        let mut b = batch(9, &[6], Some(GapReason::Expired));
+        b.floor = 5;
+        let frames = d.on_batch(b, 10);
+        assert_eq!(kinds(&frames), ["gap:Expired", "d6", "synced6"]);
+        assert!(
+            matches!(
+                frames[0],
+                ServerFrame::Gap {
+                    epoch: 9,
+                    seq: 5,
+                    ..
+                }
+            ),
+            "{:?}",
+            frames[0]
+        );
+        assert_eq!(
+            d.on_ack(5),
+            AckAction::Delete(Cursor { epoch: 9, seq: 5 }),
+            "acking the lost seqs is allowed"
+        );
+        let frames = d.on_batch(batch(9, &[], None), 10);
+        assert!(frames.is_empty(), "no second report: {frames:?}");
     }
 
     #[test]

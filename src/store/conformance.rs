@@ -198,6 +198,7 @@ async fn ttl_expiry_is_a_gap(store: SharedStore) {
         Some(GapReason::Expired),
         "an expired message after the cursor is reported"
     );
+    assert_eq!(batch.floor, 1, "the reader steps over the expired seq");
     assert_eq!(
         batch.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
         vec![2]

@@ -284,12 +284,13 @@ impl MessageStore for MemoryStore {
         self.release(freed);
         inbox.touched_ms = now_ms;
         let gap = inbox.gap_for(after);
-        // Expired messages are gone but the cursor still holds; a new epoch starts over.
-        let from = match (after, gap) {
-            (Some(c), None | Some(GapReason::Expired)) => c.seq,
-            _ => 0,
+        // Everything queued is above both the last ack and the last expiry; a cursor of
+        // this epoch may stand higher still.
+        let floor = match after {
+            Some(c) if c.epoch == inbox.epoch => c.seq.max(inbox.lost_through),
+            _ => inbox.acked_through.max(inbox.lost_through),
         };
-        let start = inbox.queue.partition_point(|q| q.message.seq <= from);
+        let start = inbox.queue.partition_point(|q| q.message.seq <= floor);
         let messages = inbox
             .queue
             .range(start..)
@@ -299,6 +300,7 @@ impl MessageStore for MemoryStore {
         Ok(Batch {
             epoch: inbox.epoch,
             gap,
+            floor,
             messages,
             head: inbox.head,
         })

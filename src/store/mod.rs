@@ -42,6 +42,10 @@ pub struct Batch {
     pub epoch: u64,
     /// Set when messages after the reader's cursor are gone without having been acked.
     pub gap: Option<GapReason>,
+    /// Where the reader stands after this read: every seq at or below it was acked,
+    /// expired, or at/before the reader's cursor. After a gap the reader moves here;
+    /// every returned message is above it.
+    pub floor: u64,
     /// Queued messages after the cursor, in seq order, at most `limit`.
     pub messages: Vec<StoredMessage>,
     /// The highest seq ever assigned in this epoch (0 if none): where the backlog ends.

@@ -175,8 +175,12 @@ async fn ttl_expiry_is_reported_as_a_gap() {
     };
     let (mut ws, _) = relay.connect_at(&bob, Some(cursor), Codec::Json).await;
     match next(&mut ws).await {
-        ServerFrame::Gap { epoch, reason } => {
-            assert_eq!(epoch, ready.epoch);
+        ServerFrame::Gap { epoch, seq, reason } => {
+            assert_eq!(
+                (epoch, seq),
+                (ready.epoch, 1),
+                "the cursor steps over the expired seq 1"
+            );
             assert_eq!(reason, GapReason::Expired);
         }
         other => panic!("expected a gap, got {other:?}"),
@@ -185,12 +189,24 @@ async fn ttl_expiry_is_reported_as_a_gap() {
         drain_until_synced(&mut ws, false).await,
         vec![(2, "survives".to_string())]
     );
+    http.send(&relay.seal(&alice, bob.public_key(), "later"))
+        .await
+        .unwrap();
+    assert_eq!(
+        receive(&mut ws, 1, false).await,
+        vec![(3, "later".to_string())],
+        "the loss is reported once, not again before the next delivery"
+    );
     ws.close().await;
 
     let page = http.poll(&bob, Some(cursor), None).await.unwrap();
     assert!(page.gap);
     assert_eq!(page.gap_reason, Some(GapReason::Expired));
-    assert_eq!(page.messages.len(), 1);
+    assert_eq!(page.messages.len(), 2, "{page:?}");
+    assert_eq!(page.next.seq, 3);
+    let after = http.poll(&bob, Some(page.next), None).await.unwrap();
+    assert!(!after.gap, "the next poll from `next` sees no gap");
+    assert!(after.messages.is_empty());
     relay.stop().await;
 }
 
@@ -211,8 +227,8 @@ async fn a_cursor_from_an_old_epoch_is_reported_as_a_gap() {
     };
     let (mut ws, _) = relay.connect_at(&bob, Some(stale), Codec::MsgPack).await;
     match next(&mut ws).await {
-        ServerFrame::Gap { epoch, reason } => {
-            assert_eq!(epoch, ready.epoch);
+        ServerFrame::Gap { epoch, seq, reason } => {
+            assert_eq!((epoch, seq), (ready.epoch, 0));
             assert_eq!(reason, GapReason::EpochChanged);
         }
         other => panic!("expected a gap, got {other:?}"),

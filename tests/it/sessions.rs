@@ -295,3 +295,52 @@ async fn next_or_close(ws: &mut WsClient) -> Result<ServerFrame, u16> {
         Err(e) => panic!("{e}"),
     }
 }
+
+#[tokio::test]
+async fn the_clients_subprotocol_order_decides_and_plain_gets_are_refused_in_json() {
+    let relay = TestRelay::start().await;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{}/v1/ws", relay.addr)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "whispr.v1.msgpack, whispr.v1.json".parse().unwrap(),
+    );
+    let (_ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "whispr.v1.msgpack"
+    );
+
+    let resp = reqwest::get(format!("{}/v1/ws", relay.base)).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "malformed");
+    assert!(body["detail"].as_str().unwrap().contains("WebSocket"));
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_cursor_past_the_inbox_is_refused_after_ready_and_everything_is_delivered() {
+    let relay = TestRelay::start().await;
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    relay
+        .http()
+        .send(&relay.seal(&alice, bob.public_key(), "m1"))
+        .await
+        .unwrap();
+    let (probe, ready) = relay.connect(&bob).await;
+    probe.close().await;
+    let ahead = whispr::protocol::Cursor {
+        epoch: ready.epoch,
+        seq: 99,
+    };
+    let (mut ws, _) = relay.connect_at(&bob, Some(ahead), Codec::Json).await;
+    assert_eq!(error_code(&next(&mut ws).await), ErrorCode::CursorAhead);
+    assert_eq!(
+        drain_until_synced(&mut ws, true).await,
+        vec![(1, "m1".to_string())]
+    );
+    relay.stop().await;
+}

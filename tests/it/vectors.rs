@@ -639,10 +639,12 @@ fn expected_server_frame(name: &str) -> ServerFrame {
     match name {
         "gap_expired" => ServerFrame::Gap {
             epoch: EPOCH,
+            seq: 5,
             reason: GapReason::Expired,
         },
         "gap_epoch_changed" => ServerFrame::Gap {
             epoch: (1 << 53) - 1,
+            seq: 0,
             reason: GapReason::EpochChanged,
         },
         "synced" => ServerFrame::Synced {
@@ -970,12 +972,13 @@ fn ordinal(code: ErrorCode) -> usize {
         ErrorCode::AuthRequired => 9,
         ErrorCode::AlreadyAuthenticated => 10,
         ErrorCode::NotFound => 11,
-        ErrorCode::CursorAhead => 12,
-        ErrorCode::RateLimited => 13,
-        ErrorCode::InboxFull => 14,
-        ErrorCode::StoreFull => 15,
-        ErrorCode::Unavailable => 16,
-        ErrorCode::Internal => 17,
+        ErrorCode::MethodNotAllowed => 12,
+        ErrorCode::CursorAhead => 13,
+        ErrorCode::RateLimited => 14,
+        ErrorCode::InboxFull => 15,
+        ErrorCode::StoreFull => 16,
+        ErrorCode::Unavailable => 17,
+        ErrorCode::Internal => 18,
     }
 }
 
@@ -994,7 +997,7 @@ fn error_and_close_codes() {
     }
     assert_eq!(
         seen,
-        (0..=17).collect(),
+        (0..=18).collect(),
         "errors.json lists every error code"
     );
 
@@ -1003,6 +1006,7 @@ fn error_and_close_codes() {
         let expected = match c.name.as_str() {
             "going_away" => close_code::GOING_AWAY,
             "too_big" => close_code::TOO_BIG,
+            "internal_error" => close_code::INTERNAL_ERROR,
             "replaced" => close_code::REPLACED,
             "slow_consumer" => close_code::SLOW_CONSUMER,
             "auth_failed" => close_code::AUTH_FAILED,
@@ -1014,5 +1018,5 @@ fn error_and_close_codes() {
         assert_eq!(c.code, expected, "{}", c.name);
         assert!(names.insert(c.name.clone()), "{} listed twice", c.name);
     }
-    assert_eq!(names.len(), 8, "errors.json lists every close code");
+    assert_eq!(names.len(), 9, "errors.json lists every close code");
 }
