@@ -33,6 +33,14 @@ pub enum LogFormat {
 pub struct Config {
     /// Address the relay listens on.
     pub listen: SocketAddr,
+    /// PEM certificate chain for TLS termination in the relay. With `tls_key`, the
+    /// relay serves https:// and wss:// on `listen`; empty: plain HTTP (behind nginx).
+    pub tls_cert: String,
+    /// PEM private key matching `tls_cert`.
+    pub tls_key: String,
+    /// Serve `GET /metrics` on this address instead of `listen` (e.g. 127.0.0.1:9090,
+    /// so metrics stay private behind a public listener). Empty: on `listen`.
+    pub metrics_listen: String,
     /// The public `host[:port]` clients dial, bound into every authentication
     /// signature. Empty: taken from each request's Host header.
     pub origin: String,
@@ -91,6 +99,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            metrics_listen: String::new(),
             origin: String::new(),
             store: StoreKind::Memory,
             memory_snapshot_path: String::new(),
@@ -151,6 +162,10 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<String>,
 }
 
 impl Config {
@@ -258,6 +273,18 @@ impl Config {
         if self.poll_max_messages == 0 {
             return invalid("poll_max_messages", "must be at least 1");
         }
+        if self.tls_cert.is_empty() != self.tls_key.is_empty() {
+            return invalid(
+                "tls_cert",
+                "tls_cert and tls_key must be given together (or neither)",
+            );
+        }
+        if !self.metrics_listen.is_empty() && self.metrics_listen.parse::<SocketAddr>().is_err() {
+            return invalid(
+                "metrics_listen",
+                "must be an address such as 127.0.0.1:9090, or empty",
+            );
+        }
         if self.origin.contains('/') || self.origin.contains(char::is_whitespace) {
             return invalid(
                 "origin",
@@ -285,6 +312,14 @@ impl Config {
 
     pub fn max_clock_skew_ms(&self) -> u64 {
         self.max_clock_skew_seconds * 1000
+    }
+
+    /// The TLS files, when TLS termination is configured.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        (!self.tls_cert.is_empty()).then(|| crate::tls::TlsFiles {
+            cert: self.tls_cert.clone().into(),
+            key: self.tls_key.clone().into(),
+        })
     }
 
     pub fn store_limits(&self) -> crate::store::StoreLimits {

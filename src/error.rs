@@ -13,7 +13,10 @@ use crate::store::StoreError;
 pub enum RelayError {
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
-    #[error("rate limit exceeded for this {scope}; retry in {retry_after_ms} ms")]
+    #[error(
+        "rate limit exceeded for this {}; retry in {retry_after_ms} ms",
+        scope_name(scope)
+    )]
     RateLimited {
         scope: &'static str,
         retry_after_ms: u64,
@@ -22,6 +25,14 @@ pub enum RelayError {
     Store(#[from] StoreError),
     #[error("the relay is shutting down")]
     ShuttingDown,
+}
+
+/// The words for a rate-limit scope label in error details.
+fn scope_name(scope: &str) -> &'static str {
+    match scope {
+        "ip" => "client IP",
+        _ => "sender key",
+    }
 }
 
 impl RelayError {

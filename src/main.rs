@@ -42,6 +42,12 @@ struct ServeArgs {
     /// Log filter, e.g. info or whispr=debug.
     #[arg(long)]
     log_level: Option<String>,
+    /// PEM certificate chain: serve https:// and wss:// directly (with --tls-key).
+    #[arg(long)]
+    tls_cert: Option<String>,
+    /// PEM private key for --tls-cert.
+    #[arg(long)]
+    tls_key: Option<String>,
 }
 
 fn parse_log_format(s: &str) -> Result<LogFormat, String> {
@@ -65,6 +71,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         origin: args.origin,
         log_format: args.log_format,
         log_level: args.log_level,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
     };
     let config = Config::load(args.config.as_deref(), &overrides)?;
     whispr::telemetry::init(&config);
@@ -78,9 +86,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                     config.listen
                 )
             })?;
-        Server::new(config)
-            .run(listener, whispr::shutdown::signal())
-            .await?;
+        let server = Server::new(config);
+        tokio::spawn(whispr::shutdown::forward_reloads(server.reload_handle()));
+        server.run(listener, whispr::shutdown::signal()).await?;
         Ok(())
     })
 }

@@ -1,11 +1,15 @@
 //! Builds the relay from a config and serves it on a listener until a shutdown future
-//! resolves: stop accepting, close sessions with 1001, wait a bounded grace period.
+//! resolves: stop accepting, close sessions with 1001, wait a bounded grace period,
+//! then let the store persist what it holds.
 
+use axum::serve::{Listener, ListenerExt};
+use axum::Router;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -15,6 +19,7 @@ use crate::http::{self, App};
 use crate::registry::Registry;
 use crate::relay::Relay;
 use crate::store::{MemoryStore, SharedStore, StoreError};
+use crate::tls::{ReloadableTls, TlsError, TlsListener};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -22,12 +27,21 @@ pub enum ServerError {
     Serve(#[from] std::io::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A relay ready to serve.
 pub struct Server {
     config: Arc<Config>,
     clock: Clock,
+    reload: Arc<Notify>,
 }
 
 impl Server {
@@ -35,6 +49,7 @@ impl Server {
         Server {
             config: Arc::new(config),
             clock: Clock::system(),
+            reload: Arc::new(Notify::new()),
         }
     }
 
@@ -42,6 +57,11 @@ impl Server {
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Notifying this reloads the TLS certificate (the binary wires SIGHUP to it).
+    pub fn reload_handle(&self) -> Arc<Notify> {
+        self.reload.clone()
     }
 
     fn build_store(&self) -> Result<SharedStore, StoreError> {
@@ -63,6 +83,8 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let config = self.config.clone();
+        // Everything that can fail on bad configuration fails before we serve.
+        let tls = config.tls_files().map(ReloadableTls::new).transpose()?;
         let store = self.build_store()?;
         let registry = Arc::new(Registry::new());
         let relay = Arc::new(Relay::new(&config, store, registry, self.clock.clone()));
@@ -80,18 +102,35 @@ impl Server {
             Duration::from_secs(config.sweep_interval_seconds),
             token.clone(),
         ));
+        tracker.spawn(reloader(self.reload.clone(), tls.clone(), token.clone()));
         let trigger = token.clone();
         tokio::spawn(async move {
             shutdown.await;
             trigger.cancel();
         });
+        if let Ok(addr) = config.metrics_listen.parse::<SocketAddr>() {
+            let metrics = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    what: "metrics_listen",
+                    addr,
+                    source,
+                })?;
+            tracing::info!(%addr, "metrics listening");
+            tracker.spawn(serve(
+                metrics,
+                http::metrics_router(app.clone()),
+                token.clone(),
+            ));
+        }
 
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, store = ?config.store, "whispr relay listening");
-        let service = http::router(app).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, service)
-            .with_graceful_shutdown(token.clone().cancelled_owned())
-            .await?;
+        let router = http::router(app);
+        tracing::info!(%addr, tls = tls.is_some(), store = ?config.store, "whispr relay listening");
+        match tls {
+            Some(tls) => serve(TlsListener::new(listener, tls)?, router, token.clone()).await?,
+            None => serve(listener, router, token.clone()).await?,
+        }
 
         // axum stops accepting and finishes HTTP requests; upgraded sessions are ours
         // to wait for. They saw the token and are sending Close 1001.
@@ -110,6 +149,40 @@ impl Server {
     }
 }
 
+/// Serves `router` on any listener until the token is cancelled.
+async fn serve<L>(listener: L, router: Router, token: CancellationToken) -> std::io::Result<()>
+where
+    L: Listener<Addr = SocketAddr>,
+{
+    // `tap_io` makes the listener's address available as `ConnectInfo<SocketAddr>`.
+    let listener = listener.tap_io(|_| {});
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(token.cancelled_owned())
+    .await
+}
+
+/// Reloads the TLS certificate each time `reload` is notified.
+async fn reloader(reload: Arc<Notify>, tls: Option<ReloadableTls>, token: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = reload.notified() => {}
+        }
+        match &tls {
+            None => tracing::info!("reload requested: nothing to reload (no TLS configured)"),
+            Some(tls) => match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded; new connections use it"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS reload failed; keeping the previous certificate")
+                }
+            },
+        }
+    }
+}
+
 /// Expires messages and prunes idle rate-limit buckets until shutdown.
 async fn sweeper(relay: Arc<Relay>, every: Duration, token: CancellationToken) {
     let mut tick = tokio::time::interval(every);
@@ -120,11 +193,16 @@ async fn sweeper(relay: Arc<Relay>, every: Duration, token: CancellationToken) {
             _ = tick.tick() => {}
         }
         match relay.store.sweep(relay.clock.now_ms()).await {
-            Ok(stats) if stats.expired > 0 => {
-                tracing::info!(expired = stats.expired, "expired messages past their TTL")
+            Ok(stats) => {
+                relay.metrics.expired.inc_by(stats.expired);
+                if stats.expired > 0 {
+                    tracing::info!(expired = stats.expired, "expired messages past their TTL");
+                }
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "sweep failed"),
+            Err(e) => {
+                relay.metrics.store_errors.inc();
+                tracing::warn!(error = %e, "sweep failed");
+            }
         }
         relay.prune();
     }

@@ -1,6 +1,8 @@
 //! Liveness, readiness and the limits document (`GET /v1/info`, like Nostr's NIP-11).
 
 use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
@@ -23,6 +25,23 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError
     }
     app.relay.store.check().await?;
     Ok(Json(json!({"status": "ready"})))
+}
+
+/// Prometheus text exposition. The queue depth is sampled here, at scrape time.
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    let relay = &app.relay;
+    match relay.store.depth().await {
+        Ok(depth) => relay.metrics.queue_depth.set(depth as i64),
+        Err(_) => relay.metrics.store_errors.inc(),
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        relay.metrics.render(),
+    )
+        .into_response()
 }
 
 /// What a client needs to know before it sends: versions, encodings, limits.

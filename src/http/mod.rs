@@ -30,15 +30,30 @@ pub struct App {
 pub type AppState = Arc<App>;
 
 pub fn router(app: AppState) -> Router {
-    Router::new()
+    let separate_metrics = !app.config.metrics_listen.is_empty();
+    let routes = Router::new()
         .route("/v1/ws", get(ws::upgrade))
         .route("/v1/send", post(poll::send))
         .route("/v1/inbox", get(poll::inbox))
         .route("/v1/info", get(health::info))
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+        .route("/readyz", get(health::readyz));
+    let routes = if separate_metrics {
+        routes
+    } else {
+        routes.route("/metrics", get(health::metrics))
+    };
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .with_state(app)
+}
+
+/// The router of `metrics_listen`: only `GET /metrics`.
+pub fn metrics_router(app: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(health::metrics))
+        .fallback(not_found)
         .with_state(app)
 }
 

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::RelayError;
+use crate::metrics::Metrics;
 use crate::protocol::{Envelope, MessageId, ProtocolError, VerifiedEnvelope, WireEnvelope};
 use crate::registry::Registry;
-use crate::store::{InsertOutcome, SharedStore};
+use crate::store::{InsertOutcome, SharedStore, StoreError};
 
 pub use ratelimit::RateLimits;
 
@@ -36,6 +37,7 @@ pub struct Relay {
     pub store: SharedStore,
     pub registry: Arc<Registry>,
     pub clock: Clock,
+    pub metrics: Metrics,
     limits: RateLimits,
     max_message_bytes: usize,
     max_skew_ms: u64,
@@ -47,6 +49,7 @@ impl Relay {
             store,
             registry,
             clock,
+            metrics: Metrics::new(),
             limits: RateLimits::new(
                 (config.max_messages_per_second, config.burst_messages),
                 (
@@ -72,8 +75,33 @@ impl Relay {
         Ok(envelope.verify(self.clock.now_ms(), self.max_skew_ms)?)
     }
 
-    /// The write path: verify, rate-limit, store, notify.
+    /// The write path: verify, rate-limit, store, notify. Counts the outcome.
     pub async fn submit(
+        &self,
+        wire: WireEnvelope,
+        client_ip: IpAddr,
+    ) -> Result<Accepted, RelayError> {
+        let result = self.submit_inner(wire, client_ip).await;
+        let m = &self.metrics;
+        match &result {
+            Ok(a) if a.online.is_some() => m.accepted.with_label_values(&["ephemeral"]).inc(),
+            Ok(a) if a.duplicate => m.accepted.with_label_values(&["duplicate"]).inc(),
+            Ok(_) => m.accepted.with_label_values(&["stored"]).inc(),
+            Err(e) => {
+                m.refused(e.code());
+                match e {
+                    RelayError::RateLimited { scope, .. } => {
+                        m.rate_limited.with_label_values(&[scope]).inc()
+                    }
+                    RelayError::Store(StoreError::Unavailable(_)) => m.store_errors.inc(),
+                    _ => {}
+                }
+            }
+        }
+        result
+    }
+
+    async fn submit_inner(
         &self,
         wire: WireEnvelope,
         client_ip: IpAddr,

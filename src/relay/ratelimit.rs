@@ -34,13 +34,13 @@ impl RateLimits {
     pub fn check(&self, sender: &PublicKey, ip: IpAddr) -> Result<(), RelayError> {
         if let Err(not_until) = self.per_ip.check_key(&ip) {
             return Err(RelayError::RateLimited {
-                scope: "client IP",
+                scope: "ip",
                 retry_after_ms: not_until.wait_time_from(self.clock.now()).as_millis() as u64 + 1,
             });
         }
         if let Err(not_until) = self.per_sender.check_key(sender) {
             return Err(RelayError::RateLimited {
-                scope: "sender key",
+                scope: "sender",
                 retry_after_ms: not_until.wait_time_from(self.clock.now()).as_millis() as u64 + 1,
             });
         }

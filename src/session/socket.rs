@@ -15,11 +15,13 @@ use tracing::Instrument;
 
 use super::state::{decode_frame, AckAction, Authenticated, Delivery, Unauthenticated};
 use crate::error::{close_code, RelayError};
+use crate::metrics::{Disconnect, Metrics};
 use crate::protocol::{
     ClientFrame, Codec, Encoded, ErrorCode, ProtocolError, ServerFrame, VerifiedEnvelope, NONCE_LEN,
 };
 use crate::registry::SessionHandle;
 use crate::relay::Relay;
+use crate::store::Batch;
 
 /// Session limits, from the config.
 #[derive(Debug, Clone)]
@@ -157,28 +159,62 @@ pub async fn run(
 ) {
     let span = tracing::info_span!("session", ip = %client_ip, codec = codec.subprotocol(), key = tracing::field::Empty);
     async move {
+        let metrics = &relay.metrics;
+        metrics.connections.inc();
         let mut conn = Conn {
             socket,
             codec,
             write_timeout: settings.write_timeout,
             max_frame_bytes: settings.max_frame_bytes,
         };
-        let end = match authenticate(&mut conn, origin, &relay, &settings).await {
+        let end = match authenticate(&mut conn, origin, &relay, &settings, &shutdown).await {
             Ok(auth) => {
                 tracing::Span::current().record("key", tracing::field::display(auth.key));
-                let mut live = Live::start(conn, auth, client_ip, relay, settings, shutdown);
+                let sessions = metrics
+                    .sessions
+                    .with_label_values(&[Metrics::codec_label(codec)]);
+                sessions.inc();
+                let mut live =
+                    Live::start(conn, auth, client_ip, relay.clone(), settings, shutdown);
                 let end = live.serve().await;
+                let reason = end.reason();
                 live.finish(end).await;
-                return;
+                sessions.dec();
+                reason
             }
-            Err(end) => end,
+            Err(end) => {
+                let reason = end.reason();
+                if let End::Close(code, text) = end {
+                    conn.close(code, text).await;
+                }
+                reason
+            }
         };
-        if let End::Close(code, reason) = end {
-            conn.close(code, reason).await;
-        }
+        metrics.disconnects.with_label_values(&[end.label()]).inc();
+        metrics.connections.dec();
     }
     .instrument(span)
     .await
+}
+
+impl End {
+    /// The metric label for how the session ended.
+    fn reason(&self) -> Disconnect {
+        match self {
+            End::Gone => Disconnect::Client,
+            End::Close(code, _) => match *code {
+                close_code::GOING_AWAY => Disconnect::Shutdown,
+                close_code::TOO_BIG => Disconnect::TooBig,
+                close_code::REPLACED => Disconnect::Replaced,
+                close_code::SLOW_CONSUMER => Disconnect::SlowConsumer,
+                close_code::AUTH_FAILED => Disconnect::AuthFailed,
+                close_code::AUTH_TIMEOUT => Disconnect::AuthTimeout,
+                close_code::PING_TIMEOUT => Disconnect::PingTimeout,
+                close_code::UNAVAILABLE => Disconnect::Unavailable,
+                _ => Disconnect::Internal,
+            },
+        }
+    }
 }
 
 /// Sends the challenge and waits for a valid `auth`.
@@ -187,6 +223,7 @@ async fn authenticate(
     origin: String,
     relay: &Relay,
     settings: &SessionSettings,
+    shutdown: &CancellationToken,
 ) -> Result<Authenticated, End> {
     let mut nonce = [0u8; NONCE_LEN];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
@@ -194,7 +231,11 @@ async fn authenticate(
     conn.send(&state.challenge(relay.clock.now_ms())).await?;
     let deadline = Instant::now() + settings.auth_timeout;
     loop {
-        let msg = match tokio::time::timeout_at(deadline, conn.socket.recv()).await {
+        let received = tokio::select! {
+            _ = shutdown.cancelled() => return Err(End::Close(close_code::GOING_AWAY, "relay shutting down")),
+            r = tokio::time::timeout_at(deadline, conn.socket.recv()) => r,
+        };
+        let msg = match received {
             Err(_) => {
                 return Err(End::Close(
                     close_code::AUTH_TIMEOUT,
@@ -337,11 +378,10 @@ impl Live {
             self.conn.send(&frame).await?;
         }
         let full = batch.messages.len() >= window;
+        let stored_at = stored_at(&batch);
         let frames = delivery.on_batch(batch, window);
         self.delivery = Some(delivery);
-        for f in &frames {
-            self.conn.send(f).await?;
-        }
+        self.send_deliveries(&frames, &stored_at).await?;
         if full {
             self.pump().await?;
         }
@@ -369,18 +409,43 @@ impl Live {
                 Err(e) => {
                     // The session stays up; the next wake-up or ack retries the read.
                     tracing::warn!(error = %e, "store read failed");
+                    self.relay.metrics.store_errors.inc();
                     return Ok(());
                 }
             };
             let got = batch.messages.len();
+            let stored_at = stored_at(&batch);
             let frames = delivery.on_batch(batch, room);
-            for f in &frames {
-                self.conn.send(f).await?;
-            }
+            self.send_deliveries(&frames, &stored_at).await?;
             if got < room {
                 return Ok(());
             }
         }
+    }
+
+    /// Sends frames from `Delivery::on_batch`, recording each delivery's latencies.
+    async fn send_deliveries(
+        &mut self,
+        frames: &[ServerFrame],
+        stored_at: &[(u64, u64)],
+    ) -> Result<(), End> {
+        for frame in frames {
+            self.conn.send(frame).await?;
+            if let ServerFrame::Deliver {
+                seq: Some(seq),
+                envelope,
+                ..
+            } = frame
+            {
+                if let Ok(i) = stored_at.binary_search_by_key(seq, |&(s, _)| s) {
+                    let now = self.relay.clock.now_ms();
+                    self.relay
+                        .metrics
+                        .observe_delivery(now, envelope.timestamp, stored_at[i].1);
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn on_message(&mut self, msg: Option<Result<Message, axum::Error>>) -> Result<(), End> {
@@ -445,6 +510,7 @@ impl Live {
                 if let Err(e) = self.relay.store.ack(&delivery.key, cursor).await {
                     // Not deleted now means redelivered later: never lost.
                     tracing::warn!(error = %e, "ack not applied");
+                    self.relay.metrics.store_errors.inc();
                 }
                 self.pump().await
             }
@@ -452,6 +518,11 @@ impl Live {
     }
 
     async fn on_ephemeral(&mut self, env: Arc<VerifiedEnvelope>) -> Result<(), End> {
+        self.relay
+            .metrics
+            .delivered
+            .with_label_values(&["ephemeral"])
+            .inc();
         let envelope = Arc::new(env.envelope().clone());
         self.conn
             .send(&ServerFrame::Deliver {
@@ -484,6 +555,15 @@ impl Live {
             }
         }
     }
+}
+
+/// (seq, stored-at) of a batch's messages, in seq order, for latency metrics.
+fn stored_at(batch: &Batch) -> Vec<(u64, u64)> {
+    batch
+        .messages
+        .iter()
+        .map(|m| (m.seq, m.stored_at_ms))
+        .collect()
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

@@ -10,7 +10,7 @@ use dashmap::DashMap;
 use rand::Rng;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::snapshot::{InboxSnapshot, MessageSnapshot, Snapshot};
@@ -26,6 +26,9 @@ const DEDUPE_ENTRY_BYTES: usize = 64;
 pub struct MemoryStore {
     inboxes: DashMap<PublicKey, Inbox>,
     used_bytes: AtomicUsize,
+    /// Messages expired since the last sweep reported them (expiry also happens on
+    /// reads and writes, between sweeps).
+    expired: AtomicU64,
     limits: StoreLimits,
     /// Where to keep queued messages across a graceful restart, if anywhere.
     snapshot_path: Option<PathBuf>,
@@ -176,6 +179,7 @@ impl MemoryStore {
         MemoryStore {
             inboxes: DashMap::new(),
             used_bytes: AtomicUsize::new(0),
+            expired: AtomicU64::new(0),
             limits,
             snapshot_path,
         }
@@ -215,6 +219,13 @@ impl MemoryStore {
             .map_err(|_| StoreError::StoreFull { budget })
     }
 
+    /// Expires an inbox's front, freeing its bytes and counting the messages.
+    fn expire(&self, inbox: &mut Inbox, now_ms: u64) {
+        let (n, bytes) = inbox.expire(now_ms);
+        self.release(bytes);
+        self.expired.fetch_add(n, Ordering::Relaxed);
+    }
+
     fn release(&self, bytes: usize) {
         self.used_bytes.fetch_sub(bytes, Ordering::AcqRel);
     }
@@ -235,8 +246,7 @@ impl MessageStore for MemoryStore {
         if inbox.recent.contains_key(&id) {
             return Ok(InsertOutcome::Duplicate);
         }
-        let (_, freed) = inbox.expire(now_ms);
-        self.release(freed);
+        self.expire(&mut inbox, now_ms);
         if inbox.queue.len() >= self.limits.max_messages_per_inbox {
             return Err(StoreError::InboxFull {
                 cap: self.limits.max_messages_per_inbox,
@@ -280,8 +290,7 @@ impl MessageStore for MemoryStore {
             .inboxes
             .entry(*inbox_key)
             .or_insert_with(|| Inbox::new(now_ms));
-        let (_, freed) = inbox.expire(now_ms);
-        self.release(freed);
+        self.expire(&mut inbox, now_ms);
         inbox.touched_ms = now_ms;
         let gap = inbox.gap_for(after);
         // Everything queued is above both the last ack and the last expiry; a cursor of
@@ -337,11 +346,11 @@ impl MessageStore for MemoryStore {
 
     async fn sweep(&self, now_ms: u64) -> Result<SweepStats, StoreError> {
         let mut stats = SweepStats::default();
-        let mut freed = 0;
+        let (mut freed, mut expired) = (0, 0);
         let idle_after = self.limits.message_ttl_ms.max(self.limits.dedupe_window_ms);
         self.inboxes.retain(|_, inbox| {
             let (n, bytes) = inbox.expire(now_ms);
-            stats.expired += n;
+            expired += n;
             freed += bytes + inbox.forget_ids(now_ms);
             let idle = inbox.queue.is_empty()
                 && inbox.recent.is_empty()
@@ -352,6 +361,7 @@ impl MessageStore for MemoryStore {
             !idle
         });
         self.release(freed);
+        stats.expired = self.expired.swap(0, Ordering::Relaxed) + expired;
         Ok(stats)
     }
 

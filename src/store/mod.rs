@@ -81,6 +81,8 @@ pub enum StoreError {
 /// What a periodic sweep removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SweepStats {
+    /// Messages expired since the previous sweep, found by this sweep or by reads and
+    /// writes in between.
     pub expired: u64,
     pub inboxes_dropped: u64,
 }

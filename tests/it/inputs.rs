@@ -354,3 +354,34 @@ async fn a_full_inbox_refuses_with_507_and_drops_nothing() {
         .unwrap();
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn the_per_ip_limit_holds_across_sender_keys() {
+    let relay = TestRelay::start_with(config_with(
+        "max_messages_per_second_per_ip = 1\nburst_messages_per_ip = 2",
+    ))
+    .await;
+    let bob = Identity::generate();
+    let http = relay.http();
+    for _ in 0..2 {
+        let fresh_sender = Identity::generate();
+        http.send(&relay.seal(&fresh_sender, bob.public_key(), "hi"))
+            .await
+            .unwrap();
+    }
+    match http
+        .send(&relay.seal(&Identity::generate(), bob.public_key(), "hi"))
+        .await
+    {
+        Err(ClientError::Refused {
+            code,
+            status,
+            detail,
+        }) => {
+            assert_eq!((code, status), (ErrorCode::RateLimited, Some(429)));
+            assert!(detail.contains("client IP"), "{detail}");
+        }
+        other => panic!("expected 429, got {other:?}"),
+    }
+    relay.stop().await;
+}

@@ -3,7 +3,9 @@
 mod delivery;
 mod inputs;
 mod model;
+mod ops;
 mod poll;
 mod sessions;
 mod support;
+mod tls;
 mod vectors;

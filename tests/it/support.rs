@@ -16,6 +16,8 @@ pub struct TestRelay {
     pub addr: SocketAddr,
     pub base: String,
     pub clock: Clock,
+    /// Notify to reload the TLS certificate (what SIGHUP does in the binary).
+    pub reload: std::sync::Arc<tokio::sync::Notify>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -54,6 +56,7 @@ impl TestRelay {
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel();
         let server = Server::new(config).with_clock(clock.clone());
+        let reload = server.reload_handle();
         let task = tokio::spawn(async move {
             server
                 .run(listener, async {
@@ -66,6 +69,7 @@ impl TestRelay {
             addr,
             base: format!("http://{addr}"),
             clock,
+            reload,
             stop: Some(tx),
             task,
         }
@@ -173,4 +177,63 @@ pub async fn assert_silent(ws: &mut WsClient, ms: u64) {
     if let Ok(frame) = tokio::time::timeout(Duration::from_millis(ms), ws.next_frame()).await {
         panic!("expected silence, got {frame:?}");
     }
+}
+
+/// Whether an external program is installed. Missing: a loud skip, or a failure under
+/// `WHISPR_TEST_STRICT=1` (which CI sets, after installing it).
+pub fn have_program(name: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|paths| {
+            std::env::split_paths(&paths)
+                .chain(["/usr/sbin".into(), "/sbin".into()])
+                .any(|dir| dir.join(name).is_file())
+        })
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("WHISPR_TEST_STRICT").as_deref() == Ok("1") {
+            panic!("{name} is not installed and WHISPR_TEST_STRICT=1: install it (see .ci/run)");
+        }
+        eprintln!("\n*** SKIPPED: {name} is not installed; this test needs it (set WHISPR_TEST_STRICT=1 to fail instead) ***\n");
+    }
+    found
+}
+
+/// A fresh directory under the system temp dir.
+pub fn scratch_dir(tag: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "whispr-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// A self-signed certificate for 127.0.0.1 made with the operator guide's openssl
+/// command (RSA 2048 instead of 4096 to keep tests quick), plus
+/// `basicConstraints=critical,CA:FALSE` so that rustls clients (webpki) accept it as a
+/// trusted end-entity certificate (the README says why). Returns (cert, key).
+pub fn self_signed_cert(
+    dir: &std::path::Path,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let cert = dir.join(format!("{name}-cert.pem"));
+    let key = dir.join(format!("{name}-key.pem"));
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-nodes", "-days", "2", "-newkey", "rsa:2048", "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args(["-subj", "/C=BG/ST=Sofia/L=Sofia/O=Whispr/CN=127.0.0.1"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run openssl");
+    assert!(status.success(), "openssl req failed");
+    (cert, key)
 }

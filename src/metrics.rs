@@ -1,0 +1,197 @@
+//! Prometheus metrics: one table of names, registered once, rendered at `GET /metrics`.
+//! No label carries a key or anything a user controls: labels are fixed enums
+//! (error codes, codecs, close reasons), so cardinality is bounded.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::protocol::{Codec, ErrorCode};
+
+/// Why a session ended, as a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disconnect {
+    Client,
+    Replaced,
+    SlowConsumer,
+    PingTimeout,
+    AuthFailed,
+    AuthTimeout,
+    Shutdown,
+    TooBig,
+    Unavailable,
+    Internal,
+}
+
+impl Disconnect {
+    pub fn label(self) -> &'static str {
+        match self {
+            Disconnect::Client => "client",
+            Disconnect::Replaced => "takeover",
+            Disconnect::SlowConsumer => "slow_consumer",
+            Disconnect::PingTimeout => "ping_timeout",
+            Disconnect::AuthFailed => "auth_failed",
+            Disconnect::AuthTimeout => "auth_timeout",
+            Disconnect::Shutdown => "shutdown",
+            Disconnect::TooBig => "too_big",
+            Disconnect::Unavailable => "store_unavailable",
+            Disconnect::Internal => "internal",
+        }
+    }
+}
+
+/// Every metric of the relay.
+pub struct Metrics {
+    registry: Registry,
+    pub connections: IntGauge,
+    pub sessions: IntGaugeVec,
+    pub accepted: IntCounterVec,
+    pub delivered: IntCounterVec,
+    pub expired: IntCounter,
+    pub refused: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub disconnects: IntCounterVec,
+    pub delivery_latency: Histogram,
+    pub queue_age: Histogram,
+    pub queue_depth: IntGauge,
+    pub store_errors: IntCounter,
+}
+
+fn buckets() -> Vec<f64> {
+    vec![
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 300.0,
+        3600.0, 86400.0,
+    ]
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let histogram = |name: &str, help: &str| {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets()))
+                .expect("valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
+            h
+        };
+        let sessions = IntGaugeVec::new(
+            Opts::new(
+                "whispr_sessions",
+                "Authenticated WebSocket sessions, by encoding.",
+            ),
+            &["codec"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(sessions.clone()))
+            .expect("unique metric");
+        Metrics {
+            connections: gauge(
+                "whispr_connections",
+                "Open WebSocket connections (authenticated or not).",
+            ),
+            sessions,
+            accepted: counter_vec(
+                "whispr_messages_accepted_total",
+                "Envelopes accepted, by kind (stored, duplicate, ephemeral).",
+                &["kind"],
+            ),
+            delivered: counter_vec(
+                "whispr_messages_delivered_total",
+                "Deliver frames written to sessions, by kind (stored, ephemeral).",
+                &["kind"],
+            ),
+            expired: counter(
+                "whispr_messages_expired_total",
+                "Queued messages that expired unacknowledged.",
+            ),
+            refused: counter_vec(
+                "whispr_messages_refused_total",
+                "Envelopes refused, by error code.",
+                &["reason"],
+            ),
+            rate_limited: counter_vec(
+                "whispr_rate_limited_total",
+                "Sends refused by a rate limit, by bucket (sender, ip).",
+                &["scope"],
+            ),
+            disconnects: counter_vec(
+                "whispr_disconnects_total",
+                "WebSocket sessions ended, by reason.",
+                &["reason"],
+            ),
+            delivery_latency: histogram(
+                "whispr_delivery_latency_seconds",
+                "From the envelope's timestamp (sender clock) to the deliver frame being written.",
+            ),
+            queue_age: histogram(
+                "whispr_queue_age_seconds",
+                "From storing a message to writing its deliver frame.",
+            ),
+            queue_depth: gauge(
+                "whispr_queue_depth",
+                "Messages queued in the store (sampled at scrape).",
+            ),
+            store_errors: counter("whispr_store_errors_total", "Store operations that failed."),
+            registry,
+        }
+    }
+
+    pub fn codec_label(codec: Codec) -> &'static str {
+        match codec {
+            Codec::Json => "json",
+            Codec::MsgPack => "msgpack",
+        }
+    }
+
+    pub fn refused(&self, code: ErrorCode) {
+        self.refused.with_label_values(&[code.as_str()]).inc();
+    }
+
+    /// Records one stored delivery's latencies.
+    pub fn observe_delivery(&self, now_ms: u64, sent_ms: u64, stored_ms: u64) {
+        self.delivered.with_label_values(&["stored"]).inc();
+        self.delivery_latency
+            .observe(now_ms.saturating_sub(sent_ms) as f64 / 1000.0);
+        self.queue_age
+            .observe(now_ms.saturating_sub(stored_ms) as f64 / 1000.0);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "could not encode metrics");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,140 @@
+//! Operations: Prometheus metrics that parse and move with traffic.
+
+use std::collections::HashMap;
+use whispr::protocol::{Identity, WireEnvelope};
+
+use crate::support::{config_with, drain_until_synced, receive, TestRelay};
+
+/// Parses the Prometheus text format strictly enough to catch a broken exposition:
+/// every line is a comment or `name{labels} value`, every sample has a TYPE.
+fn parse(text: &str) -> HashMap<String, f64> {
+    let mut samples = HashMap::new();
+    let mut typed = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let name = parts.next().unwrap().to_string();
+            let kind = parts.next().expect("a type");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            typed.push(name);
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample line {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let name = series.split('{').next().unwrap();
+        assert!(name.starts_with("whispr_"), "{line}");
+        assert!(
+            typed.iter().any(|t| name == t
+                || name
+                    .strip_prefix(t.as_str())
+                    .is_some_and(|s| ["_bucket", "_sum", "_count"].contains(&s))),
+            "sample without TYPE: {line}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+            }
+        }
+        samples.insert(series.to_string(), value);
+    }
+    samples
+}
+
+async fn scrape(url: &str) -> HashMap<String, f64> {
+    let resp = reqwest::get(url).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    parse(&resp.text().await.unwrap())
+}
+
+fn get(m: &HashMap<String, f64>, series: &str) -> f64 {
+    m.get(series).copied().unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_parse_and_move_with_traffic() {
+    let relay = TestRelay::start().await;
+    let url = format!("{}/metrics", relay.base);
+    let before = scrape(&url).await;
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    let (mut ws, _) = relay.connect(&bob).await;
+    drain_until_synced(&mut ws, true).await;
+    let during = scrape(&url).await;
+    assert_eq!(get(&during, "whispr_sessions{codec=\"json\"}"), 1.0);
+    assert_eq!(get(&during, "whispr_connections"), 1.0);
+
+    for n in 0..3 {
+        relay
+            .http()
+            .send(&relay.seal(&alice, bob.public_key(), &format!("m{n}")))
+            .await
+            .unwrap();
+    }
+    receive(&mut ws, 3, true).await;
+    let mut bad = WireEnvelope::from(&relay.seal(&alice, bob.public_key(), "x"));
+    bad.body = b"tampered".to_vec();
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/send", relay.base))
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 422);
+    ws.close().await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+
+    let after = scrape(&url).await;
+    let delta = |s: &str| get(&after, s) - get(&before, s);
+    assert_eq!(
+        delta("whispr_messages_accepted_total{kind=\"stored\"}"),
+        3.0
+    );
+    assert_eq!(
+        delta("whispr_messages_delivered_total{kind=\"stored\"}"),
+        3.0
+    );
+    assert_eq!(
+        delta("whispr_messages_refused_total{reason=\"bad_signature\"}"),
+        1.0
+    );
+    assert_eq!(delta("whispr_delivery_latency_seconds_count"), 3.0);
+    assert_eq!(delta("whispr_queue_age_seconds_count"), 3.0);
+    assert_eq!(delta("whispr_disconnects_total{reason=\"client\"}"), 1.0);
+    assert_eq!(get(&after, "whispr_sessions{codec=\"json\"}"), 0.0);
+    assert_eq!(
+        get(&after, "whispr_queue_depth"),
+        0.0,
+        "everything was acked"
+    );
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_can_live_on_their_own_address() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let relay = TestRelay::start_with(config_with(&format!(
+        "metrics_listen = \"127.0.0.1:{port}\""
+    )))
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let m = scrape(&format!("http://127.0.0.1:{port}/metrics")).await;
+    assert!(m.contains_key("whispr_connections"));
+    let public = reqwest::get(format!("{}/metrics", relay.base))
+        .await
+        .unwrap();
+    assert_eq!(public.status().as_u16(), 404, "not on the public listener");
+    relay.stop().await;
+}
