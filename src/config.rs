@@ -38,6 +38,15 @@ pub struct Config {
     pub tls_cert: String,
     /// PEM private key matching `tls_cert`.
     pub tls_key: String,
+    /// Proxies whose `X-Forwarded-For` / `X-Real-IP` are believed (CIDRs). Behind nginx
+    /// on the same host: `["127.0.0.1/32", "::1/128"]`. Empty: the TCP peer is the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Most WebSocket connections at once; further upgrades get 503.
+    pub max_connections: usize,
+    /// Most WebSocket connections from one client IP; further upgrades get 429.
+    pub max_connections_per_ip: usize,
+    /// New WebSocket connections accepted per second, all clients together.
+    pub max_new_connections_per_second: u32,
     /// Serve `GET /metrics` on this address instead of `listen` (e.g. 127.0.0.1:9090,
     /// so metrics stay private behind a public listener). Empty: on `listen`.
     pub metrics_listen: String,
@@ -102,6 +111,10 @@ impl Default for Config {
             tls_cert: String::new(),
             tls_key: String::new(),
             metrics_listen: String::new(),
+            trusted_proxies: Vec::new(),
+            max_connections: 100_000,
+            max_connections_per_ip: 1000,
+            max_new_connections_per_second: 2000,
             origin: String::new(),
             store: StoreKind::Memory,
             memory_snapshot_path: String::new(),
@@ -272,6 +285,12 @@ impl Config {
         }
         if self.poll_max_messages == 0 {
             return invalid("poll_max_messages", "must be at least 1");
+        }
+        if self.max_connections == 0
+            || self.max_connections_per_ip == 0
+            || self.max_new_connections_per_second == 0
+        {
+            return invalid("max_connections", "connection limits must be at least 1");
         }
         if self.tls_cert.is_empty() != self.tls_key.is_empty() {
             return invalid(

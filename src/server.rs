@@ -15,7 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::config::{Config, StoreKind};
-use crate::http::{self, App};
+use crate::http::{self, Admission, App};
 use crate::registry::Registry;
 use crate::relay::Relay;
 use crate::store::{MemoryStore, SharedStore, StoreError};
@@ -83,6 +83,7 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let config = self.config.clone();
+        raise_fd_limit(config.max_connections);
         // Everything that can fail on bad configuration fails before we serve.
         let tls = config.tls_files().map(ReloadableTls::new).transpose()?;
         let store = self.build_store()?;
@@ -95,6 +96,11 @@ impl Server {
             config: config.clone(),
             shutdown: token.clone(),
             tracker: tracker.clone(),
+            admission: Admission::new(
+                config.max_connections,
+                config.max_connections_per_ip,
+                config.max_new_connections_per_second,
+            ),
         });
 
         tracker.spawn(sweeper(
@@ -146,6 +152,21 @@ impl Server {
         relay.store.shutdown().await?;
         tracing::info!("relay stopped");
         Ok(())
+    }
+}
+
+/// Raises the soft open-files limit to the hard limit, and warns when even that leaves
+/// too few descriptors for `max_connections` (one per connection, plus some spare).
+fn raise_fd_limit(max_connections: usize) {
+    let wanted = max_connections as u64 + 256;
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if limit < wanted => tracing::warn!(
+            fd_limit = limit,
+            max_connections,
+            "the open-files limit is below max_connections + 256; raise it (systemd: LimitNOFILE=, shell: ulimit -n) or lower max_connections"
+        ),
+        Ok(limit) => tracing::debug!(fd_limit = limit, "open-files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-files limit"),
     }
 }
 

@@ -337,6 +337,7 @@ fn all_error_codes() -> Vec<ErrorCode> {
         MethodNotAllowed,
         CursorAhead,
         RateLimited,
+        TooManyConnections,
         InboxFull,
         StoreFull,
         Unavailable,
@@ -347,7 +348,7 @@ fn all_error_codes() -> Vec<ErrorCode> {
             Malformed | UnknownFrame | UnsupportedMediaType | InvalidKey | BadSignature
             | StaleTimestamp | TooLarge | Unauthorized | Forbidden | AuthRequired
             | AlreadyAuthenticated | NotFound | MethodNotAllowed | CursorAhead | RateLimited
-            | InboxFull | StoreFull | Unavailable | Internal => {}
+            | TooManyConnections | InboxFull | StoreFull | Unavailable | Internal => {}
         }
     }
     all

@@ -1,9 +1,14 @@
 //! HTTP routes: the WebSocket upgrade, the polling fallback, health and info.
 //! Every error leaves through [`crate::error::ApiError`] as JSON `{error, detail}`.
 
+mod admission;
+mod client_ip;
 mod health;
 mod poll;
 mod ws;
+
+pub use admission::Admission;
+pub use client_ip::client_ip;
 
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -25,6 +30,8 @@ pub struct App {
     pub shutdown: CancellationToken,
     /// Sessions are spawned through this so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// WebSocket connection limits.
+    pub admission: Arc<Admission>,
 }
 
 pub type AppState = Arc<App>;

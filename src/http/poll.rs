@@ -65,7 +65,8 @@ pub async fn send(
     }
     let (codec, bytes) = read_body(&headers, body, app.config.max_frame_bytes()).await?;
     let wire: WireEnvelope = codec.decode(&bytes)?;
-    let accepted = app.relay.submit(wire, peer.ip()).await?;
+    let ip = super::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
+    let accepted = app.relay.submit(wire, ip).await?;
     let answer = SendAnswer {
         id: accepted.id,
         duplicate: accepted.duplicate,

@@ -32,7 +32,10 @@ pub async fn upgrade(
             "the relay is shutting down",
         ));
     }
+    let ip = super::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
     let codec = negotiate(&headers)?;
+    // Last check before the upgrade: the permit lives as long as the session.
+    let permit = app.admission.admit(ip)?;
     let origin = app.origin(&headers, &uri)?;
     let c = &app.config;
     let settings = SessionSettings {
@@ -53,12 +56,12 @@ pub async fn upgrade(
     let relay = app.relay.clone();
     let shutdown = app.shutdown.clone();
     let tracker = app.tracker.clone();
-    let ip = peer.ip();
     Ok(ws
         .on_upgrade(move |socket| {
-            tracker.track_future(session::run(
-                socket, codec, origin, ip, relay, settings, shutdown,
-            ))
+            tracker.track_future(async move {
+                session::run(socket, codec, origin, ip, relay, settings, shutdown).await;
+                drop(permit);
+            })
         })
         .into_response())
 }

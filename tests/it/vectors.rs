@@ -975,10 +975,11 @@ fn ordinal(code: ErrorCode) -> usize {
         ErrorCode::MethodNotAllowed => 12,
         ErrorCode::CursorAhead => 13,
         ErrorCode::RateLimited => 14,
-        ErrorCode::InboxFull => 15,
-        ErrorCode::StoreFull => 16,
-        ErrorCode::Unavailable => 17,
-        ErrorCode::Internal => 18,
+        ErrorCode::TooManyConnections => 15,
+        ErrorCode::InboxFull => 16,
+        ErrorCode::StoreFull => 17,
+        ErrorCode::Unavailable => 18,
+        ErrorCode::Internal => 19,
     }
 }
 
@@ -997,7 +998,7 @@ fn error_and_close_codes() {
     }
     assert_eq!(
         seen,
-        (0..=18).collect(),
+        (0..=19).collect(),
         "errors.json lists every error code"
     );
 
