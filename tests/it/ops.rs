@@ -138,3 +138,48 @@ async fn metrics_can_live_on_their_own_address() {
     assert_eq!(public.status().as_u16(), 404, "not on the public listener");
     relay.stop().await;
 }
+
+/// The shipped unit, with ExecStart pointing at the binary under test.
+fn unit_text() -> String {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/whispr.service")).unwrap();
+    text.replace("/usr/local/bin/whispr", env!("CARGO_BIN_EXE_whispr"))
+}
+
+fn unit_value(text: &str, key: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("the unit sets {key}"))
+        .to_string()
+}
+
+#[test]
+fn the_systemd_unit_fits_the_relays_defaults() {
+    let text = unit_text();
+    let defaults = whispr::config::Config::default();
+    let stop: u64 = unit_value(&text, "TimeoutStopSec").parse().unwrap();
+    assert!(stop > defaults.shutdown_grace_seconds, "systemd must wait longer than the relay's grace period");
+    let nofile: usize = unit_value(&text, "LimitNOFILE").parse().unwrap();
+    assert!(nofile >= defaults.max_connections + 256, "enough descriptors for max_connections");
+    assert_eq!(unit_value(&text, "KillSignal"), "SIGTERM");
+    assert!(unit_value(&text, "ExecReload").contains("-HUP"));
+    assert!(unit_value(&text, "After").contains("redis.service"));
+    for hardening in ["NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "User=whispr"] {
+        assert!(text.lines().any(|l| l == hardening), "missing {hardening}");
+    }
+}
+
+#[test]
+fn the_systemd_unit_passes_systemd_analyze_verify() {
+    if !crate::support::have_program("systemd-analyze") {
+        return;
+    }
+    let dir = crate::support::scratch_dir("systemd");
+    let unit = dir.join("whispr.service");
+    std::fs::write(&unit, unit_text()).unwrap();
+    let out = std::process::Command::new("systemd-analyze").arg("verify").arg(&unit).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // verify exits 0 on many problems and only prints them: any line about our unit fails.
+    let complaints: Vec<&str> = stderr.lines().filter(|l| l.contains("whispr.service")).collect();
+    assert!(out.status.success() && complaints.is_empty(), "systemd-analyze verify: {stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
