@@ -14,9 +14,13 @@
 //! - [`server`]: builds everything and serves a listener until shutdown.
 //! - [`config`]: layered, validated configuration.
 //! - [`error`]: error types and their one mapping to HTTP statuses and close codes.
-//! - [`client`]: the Rust client used by the command line and the tests.
+//! - [`client`]: the Rust client used by the command line and the tests: WebSocket and
+//!   HTTP, TLS, the resumable [`client::Listener`], sealed-box encryption, key files.
+//! - [`cli`]: the chat commands (`keygen`, `send`, `listen`, `inbox`) behind `main.rs`.
 //! - [`clock`], [`shutdown`], [`telemetry`]: time, signals, logging.
 
+pub mod bench;
+pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod config;

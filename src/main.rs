@@ -2,10 +2,14 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
+use whispr::cli;
 use whispr::config::{Config, LogFormat, Overrides};
+use whispr::protocol::Codec;
 use whispr::server::Server;
 
 #[derive(Parser)]
@@ -23,6 +27,133 @@ struct Cli {
 enum Command {
     /// Run the relay (in-memory store unless configured otherwise).
     Serve(ServeArgs),
+    /// Create an identity file and print its public key (your address).
+    Keygen(KeygenArgs),
+    /// Encrypt a message to a public key and hand it to the relay.
+    Send(SendArgs),
+    /// Print messages as they arrive, decrypted; reconnects until stopped.
+    Listen(ListenArgs),
+    /// Print what is queued for you (one HTTP read) and acknowledge it.
+    Inbox(ListenArgs),
+    /// Load-test a relay: throughput, latency, losses, duplicates, memory.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    relay: RelayArgs,
+    /// Recipient sessions.
+    #[arg(long, default_value_t = 1000)]
+    connections: usize,
+    /// Sender sessions.
+    #[arg(long, default_value_t = 10)]
+    senders: usize,
+    /// Target messages per second (open loop); without it, as fast as accepted.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Messages to send without --rate.
+    #[arg(long, default_value_t = 100_000)]
+    messages: u64,
+    /// Body bytes per message.
+    #[arg(long, default_value_t = 256)]
+    size: usize,
+    /// Seconds of sending with --rate.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Frame encoding: json or msgpack.
+    #[arg(long, default_value = "msgpack", value_parser = parse_codec)]
+    codec: Codec,
+    /// Share of recipients (0 to 1) that connect only after sending: offline queues.
+    #[arg(long, default_value_t = 0.0)]
+    offline: f64,
+    /// Seconds to wait for the last deliveries after sending.
+    #[arg(long, default_value_t = 10)]
+    drain: u64,
+    /// The relay's pid, to report its resident memory.
+    #[arg(long)]
+    relay_pid: Option<u32>,
+    /// One JSON line instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_codec(s: &str) -> Result<Codec, String> {
+    match s {
+        "json" => Ok(Codec::Json),
+        "msgpack" => Ok(Codec::MsgPack),
+        other => Err(format!("unknown codec {other:?} (json or msgpack)")),
+    }
+}
+
+/// Where the relay is (shared by the chat commands).
+#[derive(clap::Args)]
+struct RelayArgs {
+    /// Relay URL: http(s):// or ws(s)://.
+    #[arg(long, env = "WHISPR_SERVER", default_value = cli::DEFAULT_SERVER)]
+    server: String,
+    /// PEM file of CA or self-signed certificates to trust for https/wss.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+}
+
+impl From<RelayArgs> for cli::RelayOptions {
+    fn from(a: RelayArgs) -> Self {
+        cli::RelayOptions {
+            server: a.server,
+            ca: a.ca,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct KeygenArgs {
+    /// Identity file to create (mode 0600).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Replace an existing identity file (the old identity is lost).
+    #[arg(long)]
+    force: bool,
+}
+
+#[derive(clap::Args)]
+struct SendArgs {
+    #[command(flatten)]
+    relay: RelayArgs,
+    /// Your identity file.
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    /// The recipient's public key (64 hex characters).
+    #[arg(long, value_name = "PUBKEY")]
+    to: String,
+    /// The message; read from standard input when absent.
+    text: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct ListenArgs {
+    #[command(flatten)]
+    relay: RelayArgs,
+    /// Your identity file; the cursor is kept in FILE.cursor.
+    #[arg(long, value_name = "FILE")]
+    key: PathBuf,
+    /// One JSON object per line: id, seq, epoch, from, timestamp, text.
+    #[arg(long)]
+    json: bool,
+    /// Use MessagePack on the WebSocket instead of JSON.
+    #[arg(long)]
+    msgpack: bool,
+}
+
+impl From<ListenArgs> for cli::ListenOptions {
+    fn from(a: ListenArgs) -> Self {
+        cli::ListenOptions {
+            relay: a.relay.into(),
+            key: a.key,
+            json: a.json,
+            msgpack: a.msgpack,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -58,10 +189,104 @@ fn parse_log_format(s: &str) -> Result<LogFormat, String> {
     }
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> ExitCode {
+    // Usage errors exit 1 like every other input error (clap's own default is 2,
+    // which the chat commands use for "the relay refused").
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => match serve(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("Error: {e:?}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Keygen(a) => chat("keygen", async move {
+            cli::keygen(&cli::KeygenOptions {
+                out: a.out,
+                force: a.force,
+            })
+        }),
+        Command::Send(a) => chat("send", async move {
+            cli::send(&cli::SendOptions {
+                relay: a.relay.into(),
+                key: a.key,
+                to: a.to,
+                text: a.text,
+            })
+            .await
+        }),
+        Command::Listen(a) => chat("listen", async move {
+            cli::listen(&a.into(), whispr::shutdown::signal()).await
+        }),
+        Command::Inbox(a) => chat("inbox", async move { cli::inbox(&a.into()).await }),
+        Command::Bench(a) => bench(a),
+    }
+}
+
+/// Runs `whispr bench` on a multi-threaded runtime and prints its report.
+fn bench(a: BenchArgs) -> ExitCode {
+    let config = whispr::bench::BenchConfig {
+        server: a.relay.server,
+        connections: a.connections,
+        senders: a.senders,
+        rate: a.rate.unwrap_or(0),
+        max_messages: a.messages,
+        size: a.size,
+        duration: std::time::Duration::from_secs(a.duration),
+        codec: a.codec,
+        offline_share: a.offline,
+        drain: std::time::Duration::from_secs(a.drain),
+        relay_pid: a.relay_pid,
+        ca: a.relay.ca,
+        progress: true,
+    };
+    let result = tokio::runtime::Runtime::new()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(whispr::bench::run(config))
+                .map_err(|e| e.to_string())
+        });
+    let text = match &result {
+        Ok(report) if a.json => format!("{}\n", serde_json::to_string(report).unwrap_or_default()),
+        Ok(report) => report.to_string(),
+        Err(_) => String::new(),
+    };
+    // The report is the command's output: stdout, not the log.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("whispr bench: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+/// Runs a chat command; a failure is one line on stderr and its exit status.
+fn chat(name: &str, command: impl Future<Output = Result<(), cli::CliError>>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("whispr {name}: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("whispr {name}: {e}");
+            ExitCode::from(e.exit_code())
+        }
     }
 }
 

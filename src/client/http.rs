@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::{origin_of, parse_base, ClientError};
+use super::{origin_of, parse_base, ClientError, Tls};
 use crate::clock::Clock;
 use crate::protocol::{
     Codec, Cursor, Envelope, ErrorCode, GapReason, HttpAuth, Identity, MessageId, WireEnvelope,
@@ -48,7 +48,18 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
+    /// A client for the relay at `base` (http(s) or ws(s); web PKI trust for https).
     pub fn new(base: &str, codec: Codec) -> Result<Self, ClientError> {
+        Self::build(base, codec, reqwest::Client::new())
+    }
+
+    /// A client trusting what `tls` trusts (for example a self-signed relay), with
+    /// connect and request timeouts so that a command never hangs on a dead relay.
+    pub fn with_tls(base: &str, codec: Codec, tls: &Tls) -> Result<Self, ClientError> {
+        Self::build(base, codec, tls.http_client()?)
+    }
+
+    fn build(base: &str, codec: Codec, http: reqwest::Client) -> Result<Self, ClientError> {
         let mut base = parse_base(base)?;
         let scheme = if matches!(base.scheme(), "https" | "wss") {
             "https"
@@ -60,7 +71,7 @@ impl HttpClient {
         Ok(HttpClient {
             base,
             origin,
-            http: reqwest::Client::new(),
+            http,
             codec,
         })
     }
@@ -82,10 +93,7 @@ impl HttpClient {
             .and_then(|v| v.to_str().ok())
             .and_then(Codec::from_content_type)
             .unwrap_or(Codec::Json);
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        let bytes = resp.bytes().await.map_err(transport_error)?;
         if !status.is_success() {
             let body: ErrorBody = Codec::Json.decode(&bytes).map_err(|_| {
                 ClientError::Unexpected(format!(
@@ -115,7 +123,7 @@ impl HttpClient {
             .body(body)
             .send()
             .await
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
+            .map_err(transport_error)?;
         self.decode(resp).await
     }
 
@@ -147,7 +155,17 @@ impl HttpClient {
             .header(reqwest::header::ACCEPT, self.codec.content_type())
             .send()
             .await
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
+            .map_err(transport_error)?;
         self.decode(resp).await
     }
+}
+
+/// A request that got no HTTP answer. reqwest's own message names only the URL; the
+/// useful part ("Connection refused", a certificate problem) is the innermost cause.
+fn transport_error(e: reqwest::Error) -> ClientError {
+    let mut innermost: &dyn std::error::Error = &e;
+    while let Some(cause) = innermost.source() {
+        innermost = cause;
+    }
+    ClientError::Connect(innermost.to_string())
 }

@@ -1,10 +1,20 @@
 //! The Rust client of protocol v1: a WebSocket session (`ws`) and the HTTP fallback
 //! (`http`). Used by the command line, the load generator and the integration tests.
 
+mod backoff;
 mod http;
+pub mod keyfile;
+mod listener;
+pub mod seal;
+pub mod state;
+mod tls;
 mod ws;
 
+pub use backoff::Backoff;
 pub use http::{HttpClient, InboxPage, PolledMessage, SendResult};
+pub use listener::{Delivery, ListenError, ListenEvent, Listener, ListenerConfig, Transport};
+pub use state::{InboxState, RecentIds, StateFile};
+pub use tls::Tls;
 pub use ws::{Ready, WsClient};
 
 use crate::protocol::{ErrorCode, ProtocolError};
@@ -25,6 +35,10 @@ pub enum ClientError {
     },
     #[error("unexpected answer from the relay: {0}")]
     Unexpected(String),
+    #[error("the relay answered the WebSocket upgrade with HTTP {status}: {detail}")]
+    UpgradeRefused { status: u16, detail: String },
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
 }

@@ -1,14 +1,15 @@
 //! A WebSocket session from the client side: challenge, auth, then frames.
 
 use futures::{SinkExt, StreamExt};
+use std::time::Instant;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-use super::{origin_of, parse_base, ClientError};
+use super::{origin_of, parse_base, ClientError, Tls};
 use crate::protocol::{
     auth_signing_bytes, ClientFrame, Codec, Cursor, Encoded, Envelope, Identity, ServerFrame,
     WireEnvelope, NONCE_LEN,
@@ -26,13 +27,27 @@ pub struct Ready {
 pub struct WsClient {
     socket: Socket,
     codec: Codec,
+    /// When the relay last sent anything (pings included): a connection silent for much
+    /// longer than the relay's ping interval is dead even if TCP has not noticed.
+    last_seen: Instant,
 }
 
 impl WsClient {
     /// Opens `/v1/ws` on `base` without authenticating; returns the challenge too.
+    /// `wss://` (or `https://`) trusts the web PKI roots.
     pub async fn open(
         base: &str,
         codec: Codec,
+    ) -> Result<(WsClient, ServerFrame, String), ClientError> {
+        Self::open_with(base, codec, None).await
+    }
+
+    /// [`WsClient::open`] with the given TLS trust for `wss://` (web PKI when `None`).
+    /// An HTTP answer instead of the upgrade is `ClientError::UpgradeRefused`.
+    pub async fn open_with(
+        base: &str,
+        codec: Codec,
+        tls: Option<&Tls>,
     ) -> Result<(WsClient, ServerFrame, String), ClientError> {
         let mut url = parse_base(base)?;
         let scheme = if matches!(url.scheme(), "https" | "wss") {
@@ -51,10 +66,21 @@ impl WsClient {
             "Sec-WebSocket-Protocol",
             HeaderValue::from_static(codec.subprotocol()),
         );
-        let (socket, _) = tokio_tungstenite::connect_async(request)
-            .await
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
-        let mut client = WsClient { socket, codec };
+        let connector = match (scheme, tls) {
+            ("wss", Some(tls)) => Connector::Rustls(tls.rustls_config()),
+            ("wss", None) => Connector::Rustls(Tls::webpki()?.rustls_config()),
+            _ => Connector::Plain,
+        };
+        // Nagle off: chat frames are small and latency is the point.
+        let (socket, _) =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(connector))
+                .await
+                .map_err(upgrade_error)?;
+        let mut client = WsClient {
+            socket,
+            codec,
+            last_seen: Instant::now(),
+        };
         let challenge = client.next_frame().await?;
         Ok((client, challenge, origin))
     }
@@ -66,7 +92,18 @@ impl WsClient {
         cursor: Option<Cursor>,
         codec: Codec,
     ) -> Result<(WsClient, Ready), ClientError> {
-        let (mut client, challenge, origin) = Self::open(base, codec).await?;
+        Self::connect_with(base, identity, cursor, codec, None).await
+    }
+
+    /// [`WsClient::connect`] with the given TLS trust for `wss://`.
+    pub async fn connect_with(
+        base: &str,
+        identity: &Identity,
+        cursor: Option<Cursor>,
+        codec: Codec,
+        tls: Option<&Tls>,
+    ) -> Result<(WsClient, Ready), ClientError> {
+        let (mut client, challenge, origin) = Self::open_with(base, codec, tls).await?;
         let ServerFrame::Challenge {
             nonce,
             origin: relay_origin,
@@ -156,6 +193,7 @@ impl WsClient {
                 Some(Err(e)) => return Err(ClientError::Connect(e.to_string())),
                 Some(Ok(m)) => m,
             };
+            self.last_seen = Instant::now();
             let bytes = match msg {
                 Message::Text(t) => t.as_bytes().to_vec(),
                 Message::Binary(b) => b.to_vec(),
@@ -171,6 +209,11 @@ impl WsClient {
         }
     }
 
+    /// When the relay last sent a frame of any kind (data, ping, pong, close).
+    pub fn last_seen(&self) -> Instant {
+        self.last_seen
+    }
+
     pub async fn close(mut self) {
         let _ = self
             .socket
@@ -179,5 +222,25 @@ impl WsClient {
                 reason: "bye".into(),
             }))
             .await;
+    }
+}
+
+/// Maps a failed handshake: an HTTP answer (the relay or a proxy refused the upgrade)
+/// is told apart from a network failure, because the cure differs (poll over HTTP
+/// instead of retrying the WebSocket).
+fn upgrade_error(e: tungstenite::Error) -> ClientError {
+    match e {
+        tungstenite::Error::Http(response) => {
+            let body = response.body().as_deref().unwrap_or_default();
+            let detail = serde_json::from_slice::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v.get("detail")?.as_str().map(str::to_string))
+                .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect());
+            ClientError::UpgradeRefused {
+                status: response.status().as_u16(),
+                detail,
+            }
+        }
+        other => ClientError::Connect(other.to_string()),
     }
 }

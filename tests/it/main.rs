@@ -1,8 +1,13 @@
 //! Integration tests over real sockets on 127.0.0.1. One binary; see `support`.
 
+mod bench;
+mod cli;
+mod cli_transports;
 mod delivery;
 mod inputs;
+mod listener;
 mod model;
+mod nginx;
 mod ops;
 mod poll;
 mod sessions;

@@ -141,7 +141,11 @@ async fn metrics_can_live_on_their_own_address() {
 
 /// The shipped unit, with ExecStart pointing at the binary under test.
 fn unit_text() -> String {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/systemd/whispr.service")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/whispr.service"
+    ))
+    .unwrap();
     text.replace("/usr/local/bin/whispr", env!("CARGO_BIN_EXE_whispr"))
 }
 
@@ -157,13 +161,25 @@ fn the_systemd_unit_fits_the_relays_defaults() {
     let text = unit_text();
     let defaults = whispr::config::Config::default();
     let stop: u64 = unit_value(&text, "TimeoutStopSec").parse().unwrap();
-    assert!(stop > defaults.shutdown_grace_seconds, "systemd must wait longer than the relay's grace period");
+    assert!(
+        stop > defaults.shutdown_grace_seconds,
+        "systemd must wait longer than the relay's grace period"
+    );
     let nofile: usize = unit_value(&text, "LimitNOFILE").parse().unwrap();
-    assert!(nofile >= defaults.max_connections + 256, "enough descriptors for max_connections");
+    assert!(
+        nofile >= defaults.max_connections + 256,
+        "enough descriptors for max_connections"
+    );
     assert_eq!(unit_value(&text, "KillSignal"), "SIGTERM");
     assert!(unit_value(&text, "ExecReload").contains("-HUP"));
     assert!(unit_value(&text, "After").contains("redis.service"));
-    for hardening in ["NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes", "PrivateTmp=yes", "User=whispr"] {
+    for hardening in [
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "User=whispr",
+    ] {
         assert!(text.lines().any(|l| l == hardening), "missing {hardening}");
     }
 }
@@ -176,10 +192,20 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     let dir = crate::support::scratch_dir("systemd");
     let unit = dir.join("whispr.service");
     std::fs::write(&unit, unit_text()).unwrap();
-    let out = std::process::Command::new("systemd-analyze").arg("verify").arg(&unit).output().unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     // verify exits 0 on many problems and only prints them: any line about our unit fails.
-    let complaints: Vec<&str> = stderr.lines().filter(|l| l.contains("whispr.service")).collect();
-    assert!(out.status.success() && complaints.is_empty(), "systemd-analyze verify: {stderr}");
+    let complaints: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("whispr.service"))
+        .collect();
+    assert!(
+        out.status.success() && complaints.is_empty(),
+        "systemd-analyze verify: {stderr}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

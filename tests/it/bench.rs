@@ -1,0 +1,71 @@
+//! The load generator's smoke run: a few seconds of traffic, nothing lost.
+
+use std::time::Duration;
+use whispr::bench::{self, BenchConfig};
+use whispr::protocol::Codec;
+
+use crate::support::TestRelay;
+
+fn smoke(relay: &TestRelay, rate: u64, codec: Codec, offline_share: f64) -> BenchConfig {
+    BenchConfig {
+        server: relay.base.clone(),
+        connections: 50,
+        senders: 4,
+        rate,
+        max_messages: 2000,
+        size: 64,
+        duration: Duration::from_secs(2),
+        codec,
+        offline_share,
+        drain: Duration::from_secs(10),
+        relay_pid: Some(std::process::id()),
+        ca: None,
+        progress: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_open_loop_run_loses_nothing() {
+    let relay =
+        TestRelay::start_clocked(crate::support::config(), whispr::clock::Clock::system()).await;
+    let report = bench::run(smoke(&relay, 500, Codec::MsgPack, 0.2))
+        .await
+        .unwrap();
+    assert_eq!(report.messages, 1000);
+    assert_eq!(report.accepted, 1000, "{report}");
+    assert_eq!(report.delivered, 1000, "{report}");
+    assert_eq!(report.lost, 0);
+    assert_eq!(report.duplicates, 0);
+    assert!(report.errors.is_empty(), "{report}");
+    assert!(report.latency_ms.max > 0.0 && report.latency_ms.p50 <= report.latency_ms.max);
+    assert!(report.relay_rss_kib.is_some_and(|kib| kib > 0));
+    let line = serde_json::to_string(&report).unwrap();
+    assert!(line.contains("\"lost\":0"));
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_max_rate_run_reports_refusals_by_kind() {
+    // The relay's default per-sender limit (10/s, burst 50) refuses most of a max-rate
+    // run: the report must say so, by kind, and still lose nothing it accepted.
+    let relay = TestRelay::start_clocked(
+        whispr::config::Config::default(),
+        whispr::clock::Clock::system(),
+    )
+    .await;
+    let mut cfg = smoke(&relay, 0, Codec::Json, 0.0);
+    cfg.max_messages = 400;
+    let report = bench::run(cfg).await.unwrap();
+    assert_eq!(
+        report.accepted + report.errors.values().sum::<u64>(),
+        400,
+        "{report}"
+    );
+    assert!(
+        report.errors.get("rate_limited").is_some_and(|&n| n > 0),
+        "{report}"
+    );
+    assert_eq!(report.delivered, report.accepted);
+    assert_eq!(report.lost, 0);
+    relay.stop().await;
+}
