@@ -107,6 +107,11 @@ pub(super) async fn run(cfg: BenchConfig) -> Result<Report, BenchError> {
     let (online_ids, offline_ids) = recipients.split_at(cfg.connections - offline);
     let stop = CancellationToken::new();
 
+    let rss_start = cfg.relay_pid.and_then(rss_kib);
+    let rss_peak = Arc::new(AtomicU64::new(rss_start.unwrap_or(0)));
+    let sampler = cfg
+        .relay_pid
+        .map(|pid| tokio::spawn(sample_rss(pid, rss_peak.clone(), stop.clone())));
     let mut receivers = connect_all(&cfg, online_ids, &tls).await?;
     let mut sender_sessions = connect_all(&cfg, &senders, &tls).await?;
     let shared = Arc::new(Shared {
@@ -164,7 +169,13 @@ pub(super) async fn run(cfg: BenchConfig) -> Result<Report, BenchError> {
     if let Some(p) = progress {
         let _ = p.await;
     }
-    Ok(report(&cfg, &shared, send_s, signing_s))
+    if let Some(s) = sampler {
+        let _ = s.await;
+    }
+    let mut report = report(&cfg, &shared, send_s, signing_s);
+    report.relay_rss_start_kib = rss_start;
+    report.relay_rss_peak_kib = cfg.relay_pid.map(|_| rss_peak.load(Ordering::Relaxed));
+    Ok(report)
 }
 
 fn report(cfg: &BenchConfig, shared: &Shared, send_s: f64, signing_s: f64) -> Report {
@@ -203,6 +214,8 @@ fn report(cfg: &BenchConfig, shared: &Shared, send_s: f64, signing_s: f64) -> Re
         errors: shared.errors.lock().map(|e| e.clone()).unwrap_or_default(),
         latency_ms: latency,
         relay_rss_kib: cfg.relay_pid.and_then(rss_kib),
+        relay_rss_start_kib: None,
+        relay_rss_peak_kib: None,
     }
 }
 
@@ -362,6 +375,20 @@ async fn receive(mut ws: WsClient, shared: Arc<Shared>, stop: CancellationToken)
         let _ = h.add(&local);
     }
     ws.close().await;
+}
+
+/// Samples the relay's resident memory every 100 ms, keeping the peak.
+async fn sample_rss(pid: u32, peak: Arc<AtomicU64>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Some(kib) = rss_kib(pid) {
+            peak.fetch_max(kib, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A progress line on stderr every second.

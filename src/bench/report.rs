@@ -51,7 +51,12 @@ pub struct Report {
     pub duplicates: u64,
     pub errors: BTreeMap<String, u64>,
     pub latency_ms: Latency,
+    /// The relay's RSS at the end of the run.
     pub relay_rss_kib: Option<u64>,
+    /// Before the bench connected anything.
+    pub relay_rss_start_kib: Option<u64>,
+    /// The highest RSS sampled (every 100 ms) during the run.
+    pub relay_rss_peak_kib: Option<u64>,
 }
 
 /// Resident memory of a process, from /proc (Linux).
@@ -111,8 +116,16 @@ impl fmt::Display for Report {
                 writeln!(f, "  error       {n:>12}  {kind}")?;
             }
         }
-        if let Some(rss) = self.relay_rss_kib {
-            writeln!(f, "  relay RSS   {:>12} KiB", rss)?;
+        if let (Some(start), Some(peak), Some(end)) = (
+            self.relay_rss_start_kib,
+            self.relay_rss_peak_kib,
+            self.relay_rss_kib,
+        ) {
+            let per_conn = peak.saturating_sub(start) as f64 / self.connections.max(1) as f64;
+            writeln!(
+                f,
+                "  relay RSS   start {start} KiB, peak {peak} KiB, end {end} KiB ({per_conn:.1} KiB per connection at peak)"
+            )?;
         }
         Ok(())
     }

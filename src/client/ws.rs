@@ -72,10 +72,14 @@ impl WsClient {
             _ => Connector::Plain,
         };
         // Nagle off: chat frames are small and latency is the point.
-        let (socket, _) =
-            tokio_tungstenite::connect_async_tls_with_config(request, None, true, Some(connector))
-                .await
-                .map_err(upgrade_error)?;
+        let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            Some(client_buffers()),
+            true,
+            Some(connector),
+        )
+        .await
+        .map_err(upgrade_error)?;
         let mut client = WsClient {
             socket,
             codec,
@@ -243,4 +247,13 @@ fn upgrade_error(e: tungstenite::Error) -> ClientError {
         }
         other => ClientError::Connect(other.to_string()),
     }
+}
+
+/// Small socket buffers: a client (or the load generator, with thousands of sessions)
+/// holds little in flight, and tungstenite's default 128 KiB read buffer per connection
+/// would dominate its memory.
+fn client_buffers() -> tokio_tungstenite::tungstenite::protocol::WebSocketConfig {
+    tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(8 * 1024)
 }

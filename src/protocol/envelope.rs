@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::bytes::{b64_bytes, hex_bytes};
-use super::keys::{KeyField, MessageId, PublicKey, Signature};
+use super::keys::{verify_strict_with, KeyField, MessageId, PublicKey, Signature};
 use super::ProtocolError;
+use ed25519_dalek::VerifyingKey;
 
 /// Domain separation tag that starts every envelope's signing bytes.
 pub const ENVELOPE_DOMAIN: &[u8] = b"whispr-envelope-v1\0";
@@ -148,8 +149,21 @@ impl Envelope {
     /// `max_skew_ms` either way. Old envelopes are refused so that a captured one cannot
     /// be replayed once the relay no longer remembers its id.
     pub fn verify(self, now_ms: u64, max_skew_ms: u64) -> Result<VerifiedEnvelope, ProtocolError> {
+        let key = self.sender.verifying_key()?;
+        self.verify_with(&key, now_ms, max_skew_ms)
+    }
+
+    /// [`Envelope::verify`] with the sender's key already decompressed (it must be the
+    /// key of `self.sender`, from [`PublicKey::verifying_key`]).
+    pub fn verify_with(
+        self,
+        sender_key: &VerifyingKey,
+        now_ms: u64,
+        max_skew_ms: u64,
+    ) -> Result<VerifiedEnvelope, ProtocolError> {
+        debug_assert_eq!(sender_key.as_bytes(), self.sender.as_bytes());
         let bytes = self.signing_bytes();
-        self.sender.verify_strict(&bytes, &self.signature)?;
+        verify_strict_with(sender_key, &bytes, &self.signature)?;
         check_timestamp(self.timestamp, now_ms, max_skew_ms)?;
         Ok(VerifiedEnvelope {
             id: message_id(&bytes),

@@ -68,13 +68,9 @@ impl PublicKey {
         hex::encode(self.0)
     }
 
-    /// Strict Ed25519 verification: rejects non-canonical encodings, small-order keys
-    /// and malleable signatures, so one message has exactly one valid signature per key.
-    pub fn verify_strict(
-        &self,
-        message: &[u8],
-        signature: &Signature,
-    ) -> Result<(), ProtocolError> {
+    /// The decompressed key, refusing invalid and small-order points. Decompression is
+    /// a fifth of a verification, so the relay caches the result per sender.
+    pub fn verifying_key(&self) -> Result<VerifyingKey, ProtocolError> {
         let key = VerifyingKey::from_bytes(&self.0).map_err(|_| ProtocolError::BadSignature {
             detail: "public key is not a valid Ed25519 point".into(),
         })?;
@@ -83,12 +79,31 @@ impl PublicKey {
                 detail: "public key has small order".into(),
             });
         }
-        let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-        key.verify_strict(message, &sig)
-            .map_err(|_| ProtocolError::BadSignature {
-                detail: "signature does not verify".into(),
-            })
+        Ok(key)
     }
+
+    /// Strict Ed25519 verification: rejects non-canonical encodings, small-order keys
+    /// and malleable signatures, so one message has exactly one valid signature per key.
+    pub fn verify_strict(
+        &self,
+        message: &[u8],
+        signature: &Signature,
+    ) -> Result<(), ProtocolError> {
+        verify_strict_with(&self.verifying_key()?, message, signature)
+    }
+}
+
+/// Strict verification with an already decompressed (and weak-checked) key.
+pub fn verify_strict_with(
+    key: &VerifyingKey,
+    message: &[u8],
+    signature: &Signature,
+) -> Result<(), ProtocolError> {
+    let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
+    key.verify_strict(message, &sig)
+        .map_err(|_| ProtocolError::BadSignature {
+            detail: "signature does not verify".into(),
+        })
 }
 
 impl fmt::Debug for PublicKey {

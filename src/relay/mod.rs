@@ -7,6 +7,7 @@
 //! Ephemeral envelopes take the same checks but skip the store: they are handed to the
 //! recipient's live session or reported offline.
 
+mod keys;
 mod ratelimit;
 
 use std::net::IpAddr;
@@ -39,6 +40,7 @@ pub struct Relay {
     pub clock: Clock,
     pub metrics: Metrics,
     limits: RateLimits,
+    sender_keys: keys::SenderKeys,
     max_message_bytes: usize,
     max_skew_ms: u64,
 }
@@ -57,6 +59,7 @@ impl Relay {
                     config.burst_messages_per_ip,
                 ),
             ),
+            sender_keys: keys::SenderKeys::default(),
             max_message_bytes: config.max_message_bytes,
             max_skew_ms: config.max_clock_skew_ms(),
         }
@@ -72,7 +75,8 @@ impl Relay {
             .into());
         }
         let envelope = Envelope::try_from(wire)?;
-        Ok(envelope.verify(self.clock.now_ms(), self.max_skew_ms)?)
+        let key = self.sender_keys.get(&envelope.sender)?;
+        Ok(envelope.verify_with(&key, self.clock.now_ms(), self.max_skew_ms)?)
     }
 
     /// The write path: verify, rate-limit, store, notify. Counts the outcome.
