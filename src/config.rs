@@ -100,6 +100,10 @@ pub struct Config {
     /// How long shutdown waits for sessions to close.
     pub shutdown_grace_seconds: u64,
     pub log_format: LogFormat,
+    /// Append analytics events (JSON lines: counts and sizes) to this file. Empty: off.
+    pub analytics_log_path: String,
+    /// Include sender and recipient keys in analytics events.
+    pub analytics_include_keys: bool,
     /// A tracing filter, e.g. `info` or `whispr=debug,info`. `RUST_LOG` overrides it.
     pub log_level: String,
 }
@@ -140,6 +144,8 @@ impl Default for Config {
             sweep_interval_seconds: 1,
             shutdown_grace_seconds: 10,
             log_format: LogFormat::Text,
+            analytics_log_path: String::new(),
+            analytics_include_keys: false,
             log_level: "info".into(),
         }
     }

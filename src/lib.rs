@@ -19,6 +19,7 @@
 //! - [`cli`]: the chat commands (`keygen`, `send`, `listen`, `inbox`) behind `main.rs`.
 //! - [`clock`], [`shutdown`], [`telemetry`]: time, signals, logging.
 
+pub mod analytics;
 pub mod bench;
 pub mod cli;
 pub mod client;

@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::analytics::Analytics;
 use crate::clock::Clock;
 use crate::config::{Config, StoreKind};
 use crate::http::{self, Admission, App};
@@ -29,6 +30,11 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("cannot open the analytics log {path}: {source}")]
+    Analytics {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         what: &'static str,
@@ -88,7 +94,25 @@ impl Server {
         let tls = config.tls_files().map(ReloadableTls::new).transpose()?;
         let store = self.build_store()?;
         let registry = Arc::new(Registry::new());
-        let relay = Arc::new(Relay::new(&config, store, registry, self.clock.clone()));
+        let mut relay = Relay::new(&config, store, registry, self.clock.clone());
+        // The analytics writer outlives the sessions (it records their close), so it
+        // has its own stop signal, given after they are gone.
+        let analytics_stop = CancellationToken::new();
+        let analytics_writer = if config.analytics_log_path.is_empty() {
+            None
+        } else {
+            let path = std::path::PathBuf::from(&config.analytics_log_path);
+            let (analytics, writer) = Analytics::open(
+                path.clone(),
+                config.analytics_include_keys,
+                analytics_stop.clone(),
+            )
+            .await
+            .map_err(|source| ServerError::Analytics { path, source })?;
+            relay.analytics = analytics;
+            Some(writer)
+        };
+        let relay = Arc::new(relay);
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
         let app = Arc::new(App {
@@ -147,6 +171,10 @@ impl Server {
                 sessions = tracker.len(),
                 "grace period over; dropping remaining sessions"
             );
+        }
+        analytics_stop.cancel();
+        if let Some(writer) = analytics_writer {
+            let _ = writer.await;
         }
         // Nothing writes to the store any more: let it persist what it holds.
         relay.store.shutdown().await?;

@@ -13,11 +13,14 @@ mod ratelimit;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::analytics::{Analytics, Event};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::RelayError;
 use crate::metrics::Metrics;
-use crate::protocol::{Envelope, MessageId, ProtocolError, VerifiedEnvelope, WireEnvelope};
+use crate::protocol::{
+    Envelope, MessageId, ProtocolError, PublicKey, VerifiedEnvelope, WireEnvelope,
+};
 use crate::registry::Registry;
 use crate::store::{InsertOutcome, SharedStore, StoreError};
 
@@ -27,6 +30,8 @@ pub use ratelimit::RateLimits;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Accepted {
     pub id: MessageId,
+    pub sender: PublicKey,
+    pub recipient: PublicKey,
     /// The envelope had been accepted before; nothing changed.
     pub duplicate: bool,
     /// Ephemeral only: whether a live session of the recipient took it.
@@ -39,6 +44,7 @@ pub struct Relay {
     pub registry: Arc<Registry>,
     pub clock: Clock,
     pub metrics: Metrics,
+    pub analytics: Analytics,
     limits: RateLimits,
     sender_keys: keys::SenderKeys,
     max_message_bytes: usize,
@@ -52,6 +58,7 @@ impl Relay {
             registry,
             clock,
             metrics: Metrics::new(),
+            analytics: Analytics::disabled(),
             limits: RateLimits::new(
                 (config.max_messages_per_second, config.burst_messages),
                 (
@@ -85,14 +92,35 @@ impl Relay {
         wire: WireEnvelope,
         client_ip: IpAddr,
     ) -> Result<Accepted, RelayError> {
+        let bytes = wire.body.len();
         let result = self.submit_inner(wire, client_ip).await;
         let m = &self.metrics;
         match &result {
-            Ok(a) if a.online.is_some() => m.accepted.with_label_values(&["ephemeral"]).inc(),
-            Ok(a) if a.duplicate => m.accepted.with_label_values(&["duplicate"]).inc(),
-            Ok(_) => m.accepted.with_label_values(&["stored"]).inc(),
+            Ok(a) => {
+                let kind = match (a.online, a.duplicate) {
+                    (Some(_), _) => "ephemeral",
+                    (None, true) => "duplicate",
+                    (None, false) => "stored",
+                };
+                m.accepted.with_label_values(&[kind]).inc();
+                if self.analytics.enabled() {
+                    let event = Event::MessageAccepted {
+                        kind,
+                        bytes,
+                        sender: self.analytics.key(&a.sender),
+                        recipient: self.analytics.key(&a.recipient),
+                    };
+                    self.analytics.record(self.clock.now_ms(), event);
+                }
+            }
             Err(e) => {
                 m.refused(e.code());
+                self.analytics.record(
+                    self.clock.now_ms(),
+                    Event::MessageRefused {
+                        reason: e.code().as_str(),
+                    },
+                );
                 match e {
                     RelayError::RateLimited { scope, .. } => {
                         m.rate_limited.with_label_values(&[scope]).inc()
@@ -115,9 +143,12 @@ impl Relay {
         let id = verified.id();
         if verified.envelope().ephemeral {
             let recipient = *verified.recipient();
+            let sender = *verified.sender();
             let online = self.registry.push_ephemeral(&recipient, Arc::new(verified));
             return Ok(Accepted {
                 id,
+                sender,
+                recipient,
                 duplicate: false,
                 online: Some(online),
             });
@@ -130,6 +161,8 @@ impl Relay {
         tracing::debug!(id = %id, duplicate, "accepted");
         Ok(Accepted {
             id,
+            sender: *verified.sender(),
+            recipient: *verified.recipient(),
             duplicate,
             online: None,
         })

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::state::{decode_frame, AckAction, Authenticated, Delivery, Unauthenticated};
+use crate::analytics::Event;
 use crate::error::{close_code, RelayError};
 use crate::metrics::{Disconnect, Metrics};
 use crate::protocol::{
@@ -174,12 +175,19 @@ pub async fn run(
                     .sessions
                     .with_label_values(&[Metrics::codec_label(codec)]);
                 sessions.inc();
+                let started = Instant::now();
                 let mut live =
                     Live::start(conn, auth, client_ip, relay.clone(), settings, shutdown);
                 let end = live.serve().await;
                 let reason = end.reason();
                 live.finish(end).await;
                 sessions.dec();
+                let event = Event::SessionClosed {
+                    codec: Metrics::codec_label(codec),
+                    seconds: started.elapsed().as_secs(),
+                    reason: reason.label(),
+                };
+                relay.analytics.record(relay.clock.now_ms(), event);
                 reason
             }
             Err(end) => {
@@ -439,9 +447,16 @@ impl Live {
             {
                 if let Ok(i) = stored_at.binary_search_by_key(seq, |&(s, _)| s) {
                     let now = self.relay.clock.now_ms();
+                    let stored = stored_at[i].1;
                     self.relay
                         .metrics
-                        .observe_delivery(now, envelope.timestamp, stored_at[i].1);
+                        .observe_delivery(now, envelope.timestamp, stored);
+                    let event = Event::MessageDelivered {
+                        kind: "stored",
+                        bytes: envelope.body.len(),
+                        queue_ms: now.saturating_sub(stored),
+                    };
+                    self.relay.analytics.record(now, event);
                 }
             }
         }

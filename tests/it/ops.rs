@@ -209,3 +209,79 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+async fn analytics_run(
+    include_keys: bool,
+) -> (Vec<serde_json::Value>, String, whispr::protocol::PublicKey) {
+    let dir = crate::support::scratch_dir("analytics");
+    let path = dir.join("analytics_events.log");
+    let relay = TestRelay::start_with(config_with(&format!(
+        "analytics_log_path = {:?}\nanalytics_include_keys = {include_keys}",
+        path.display().to_string()
+    )))
+    .await;
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    let (mut ws, _) = relay.connect(&bob).await;
+    drain_until_synced(&mut ws, true).await;
+    relay
+        .http()
+        .send(&relay.seal(&alice, bob.public_key(), "12345"))
+        .await
+        .unwrap();
+    receive(&mut ws, 1, true).await;
+    let mut bad = WireEnvelope::from(&relay.seal(&alice, bob.public_key(), "x"));
+    bad.body = b"tampered".to_vec();
+    reqwest::Client::new()
+        .post(format!("{}/v1/send", relay.base))
+        .json(&bad)
+        .send()
+        .await
+        .unwrap();
+    ws.close().await;
+    relay.stop().await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    let lines = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    (lines, text, bob.public_key())
+}
+
+#[tokio::test]
+async fn the_analytics_log_has_counts_and_sizes_but_no_keys_unless_asked() {
+    let (events, text, bob) = analytics_run(false).await;
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "message_accepted",
+        "message_delivered",
+        "message_refused",
+        "session_closed",
+    ] {
+        assert!(
+            kinds.contains(&expected),
+            "{expected} missing from {kinds:?}"
+        );
+    }
+    let accepted = events
+        .iter()
+        .find(|e| e["event"] == "message_accepted")
+        .unwrap();
+    assert_eq!(accepted["bytes"], 5);
+    assert_eq!(accepted["kind"], "stored");
+    assert!(accepted["ts_ms"].as_u64().is_some());
+    let refused = events
+        .iter()
+        .find(|e| e["event"] == "message_refused")
+        .unwrap();
+    assert_eq!(refused["reason"], "bad_signature");
+    assert!(!text.contains(&bob.to_hex()), "no keys by default");
+    assert!(!text.contains("127.0.0.1"), "no addresses");
+
+    let (events, text, bob) = analytics_run(true).await;
+    assert!(text.contains(&bob.to_hex()), "keys when configured");
+    assert!(events.iter().any(|e| e["recipient"] == bob.to_hex()));
+}
