@@ -334,27 +334,9 @@ async fn ephemeral_messages_go_to_live_sessions_only_and_are_never_queued() {
     relay.stop().await;
 }
 
-fn scratch_file(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "whispr-test-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
-fn rand_suffix() -> u64 {
-    use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-}
-
 #[tokio::test]
 async fn a_graceful_restart_with_a_snapshot_keeps_messages_cursors_and_dedupe() {
-    let path = scratch_file("memory.snapshot");
+    let path = crate::support::scratch_dir("snapshot").join("memory.snapshot");
     let config = config_with(&format!(
         "memory_snapshot_path = {:?}",
         path.display().to_string()
@@ -408,7 +390,7 @@ async fn a_graceful_restart_with_a_snapshot_keeps_messages_cursors_and_dedupe() 
 
 #[tokio::test]
 async fn a_corrupt_snapshot_stops_the_relay_with_a_readable_error() {
-    let path = scratch_file("memory.snapshot");
+    let path = crate::support::scratch_dir("snapshot").join("memory.snapshot");
     std::fs::write(&path, b"not a snapshot").unwrap();
     let config = config_with(&format!(
         "memory_snapshot_path = {:?}",
