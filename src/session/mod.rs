@@ -1,6 +1,7 @@
 //! One WebSocket client: a pure state machine (`state`) and the socket loop that
 //! drives it (`socket`).
 
+mod conn;
 mod socket;
 pub mod state;
 
