@@ -90,6 +90,12 @@ impl Server {
     ) -> Result<(), ServerError> {
         let config = self.config.clone();
         raise_fd_limit(config.max_connections);
+        if config.origin.is_empty() && !config.listen.ip().is_loopback() {
+            tracing::warn!(
+                "`origin` is not set: authentication binds whatever Host header a request carries, \
+                 so another server could relay your users' sign-ins here; set origin = \"your.host\""
+            );
+        }
         // Everything that can fail on bad configuration fails before we serve.
         let tls = config.tls_files().map(ReloadableTls::new).transpose()?;
         let store = self.build_store()?;
@@ -155,6 +161,9 @@ impl Server {
         }
 
         let addr = listener.local_addr()?;
+        if config.compat_whispr_v1 {
+            tracing::warn!("{}", http::v1::STARTUP_WARNING);
+        }
         let router = http::router(app);
         tracing::info!(%addr, tls = tls.is_some(), store = ?config.store, "whispr relay listening");
         match tls {
