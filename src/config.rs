@@ -77,6 +77,10 @@ pub struct Config {
     pub max_store_bytes: usize,
     /// Largest attachment (Whispr v1 `/upload`); validated and published in `/v1/info`.
     pub attachment_max_size_bytes: usize,
+    /// Serve the Whispr v1 API (`POST /send`, `GET /inbox/{key}`, `/ws/{key}`,
+    /// `GET /public-key`) for unmodified v1 clients. v1 has no proof of key ownership:
+    /// see the README's "Whispr v1 compatibility". Off: every v1 path is 404.
+    pub compat_whispr_v1: bool,
     /// Server WebSocket ping interval.
     pub ws_ping_interval_seconds: u64,
     /// How long after a ping the relay waits for any frame before closing the session.
@@ -132,6 +136,7 @@ impl Default for Config {
             max_clock_skew_seconds: 300,
             max_store_bytes: 512 << 20,
             attachment_max_size_bytes: 10_485_760,
+            compat_whispr_v1: true,
             ws_ping_interval_seconds: 30,
             ws_pong_timeout_seconds: 20,
             ws_write_timeout_seconds: 10,
@@ -400,6 +405,24 @@ mod tests {
         assert_eq!(c.max_messages_per_second, 3);
         assert_eq!(c.message_ttl_seconds, 60);
         assert_eq!(c.attachment_max_size_bytes, 1024);
+    }
+
+    #[test]
+    fn whispr_v1_compat_is_on_by_default_and_can_be_switched_off() {
+        assert!(Config::default().compat_whispr_v1);
+        let c = Config::from_toml("compat_whispr_v1 = false").unwrap();
+        assert!(!c.compat_whispr_v1);
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
+    fn whispr_v1_compat_switch_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WHISPR_COMPAT_WHISPR_V1", "false");
+            let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            assert!(!c.compat_whispr_v1);
+            Ok(())
+        });
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! - [`store`]: the `MessageStore` trait, the memory store, the conformance suite.
 //! - [`registry`]: live sessions on this node (takeover, wake-ups, ephemeral pushes).
 //! - [`session`]: one WebSocket client: pure state machine plus socket loop.
-//! - [`http`]: routes: WebSocket upgrade, polling fallback, health, info.
+//! - [`http`]: routes: WebSocket upgrade, polling fallback, health, info, and the
+//!   Whispr v1 API for Python-era clients (`http::v1`, behind `compat_whispr_v1`).
 //! - [`server`]: builds everything and serves a listener until shutdown.
 //! - [`config`]: layered, validated configuration.
 //! - [`error`]: error types and their one mapping to HTTP statuses and close codes.

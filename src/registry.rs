@@ -1,4 +1,6 @@
-//! Live authenticated sessions, one per inbox key, on this node.
+//! Live authenticated sessions, one per inbox key, on this node; and the Whispr v1
+//! sockets, which v1 cannot authenticate, so they get no takeover: many per key, woken
+//! through a watch channel, plus a lossy channel of live sender copies.
 //!
 //! The registry only signals: "your inbox has new messages" (a coalescing wake-up) and
 //! ephemeral envelopes (a small bounded queue). Sessions read stored messages from the
@@ -8,7 +10,7 @@
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{PublicKey, VerifiedEnvelope};
@@ -28,7 +30,15 @@ pub struct SessionHandle {
 pub struct Registry {
     sessions: DashMap<PublicKey, Arc<SessionHandle>>,
     next_id: AtomicU64,
+    /// Whispr v1 sockets, by derived v1 inbox key: many per key (v1 has no takeover),
+    /// each woken through a watch channel, which never loses a wake-up.
+    v1_inboxes: DashMap<PublicKey, watch::Sender<u64>>,
+    /// Whispr v1 sender copies, by the sender's raw signing key (live only, lossy).
+    v1_copies: DashMap<PublicKey, broadcast::Sender<Arc<VerifiedEnvelope>>>,
 }
+
+/// Sender copies buffered per v1 signing key before a slow socket skips some.
+const V1_COPY_QUEUE: usize = 64;
 
 /// What a session gets back from registering.
 pub struct Registration {
@@ -70,8 +80,12 @@ impl Registry {
         self.sessions.remove_if(key, |_, h| h.id == id);
     }
 
-    /// Tells `key`'s session (if any) that its inbox has new messages.
+    /// Tells `key`'s session (if any) that its inbox has new messages; `key` may also be
+    /// a derived Whispr v1 inbox, whose sockets are woken too.
     pub fn notify(&self, key: &PublicKey) -> bool {
+        if let Some(v1) = self.v1_inboxes.get(key) {
+            v1.send_modify(|n| *n = n.wrapping_add(1));
+        }
         match self.sessions.get(key) {
             Some(h) => {
                 h.wake.notify_one();
@@ -87,6 +101,45 @@ impl Registry {
         self.sessions
             .get(key)
             .is_some_and(|h| h.ephemeral.try_send(envelope).is_ok())
+    }
+
+    /// Registers a Whispr v1 socket on the derived inbox `inbox` and on sender copies
+    /// for the raw signing key `key`. Register before the first store read.
+    pub fn register_v1(
+        &self,
+        inbox: PublicKey,
+        key: PublicKey,
+    ) -> (
+        watch::Receiver<u64>,
+        broadcast::Receiver<Arc<VerifiedEnvelope>>,
+    ) {
+        let wake = self
+            .v1_inboxes
+            .entry(inbox)
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe();
+        let copies = self
+            .v1_copies
+            .entry(key)
+            .or_insert_with(|| broadcast::channel(V1_COPY_QUEUE).0)
+            .subscribe();
+        (wake, copies)
+    }
+
+    /// Forgets a v1 socket's channels once no socket listens on them. The caller drops
+    /// its receivers first.
+    pub fn unregister_v1(&self, inbox: &PublicKey, key: &PublicKey) {
+        self.v1_inboxes
+            .remove_if(inbox, |_, tx| tx.receiver_count() == 0);
+        self.v1_copies
+            .remove_if(key, |_, tx| tx.receiver_count() == 0);
+    }
+
+    /// Hands a copy of a v1 message to the sender's own v1 sockets, if any are open.
+    pub fn push_v1_copy(&self, sender: &PublicKey, message: Arc<VerifiedEnvelope>) {
+        if let Some(tx) = self.v1_copies.get(sender) {
+            let _ = tx.send(message);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -121,6 +174,29 @@ mod tests {
         );
         reg.unregister(&key, second.handle.id);
         assert!(reg.is_empty());
+    }
+
+    #[test]
+    fn v1_sockets_share_a_key_and_all_wake() {
+        let reg = Registry::new();
+        let inbox = Identity::generate().public_key();
+        let key = Identity::generate().public_key();
+        let (mut a, _) = reg.register_v1(inbox, key);
+        let (mut b, copies_b) = reg.register_v1(inbox, key);
+        assert!(
+            !reg.notify(&inbox),
+            "no native session, v1 sockets still woken"
+        );
+        assert!(a.has_changed().unwrap() && b.has_changed().unwrap());
+        a.mark_unchanged();
+        b.mark_unchanged();
+        drop((b, copies_b));
+        reg.unregister_v1(&inbox, &key);
+        reg.notify(&inbox);
+        assert!(
+            a.has_changed().unwrap(),
+            "the other socket stays registered"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod admission;
 mod client_ip;
 mod health;
 mod poll;
+pub mod v1;
 mod ws;
 
 pub use admission::Admission;
@@ -50,10 +51,15 @@ pub fn router(app: AppState) -> Router {
     } else {
         routes.route("/metrics", get(health::metrics))
     };
-    routes
+    let compat = app.config.compat_whispr_v1.then(|| v1::router(app.clone()));
+    let router = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(app)
+        .with_state(app);
+    match compat {
+        Some(v1) => router.merge(v1),
+        None => router,
+    }
 }
 
 /// The router of `metrics_listen`: only `GET /metrics`.

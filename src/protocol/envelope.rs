@@ -49,7 +49,8 @@ pub struct Envelope {
 }
 
 /// An envelope whose signature verified strictly and whose timestamp was inside the
-/// clock-skew window when it was checked. Only [`Envelope::verify`] makes one.
+/// clock-skew window when it was checked. Only [`Envelope::verify`] makes one, and
+/// `whispr_v1::SendV1::verify` for a Whispr v1 message (its v1 signature checked).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifiedEnvelope {
     envelope: Envelope,
@@ -185,6 +186,13 @@ pub fn check_timestamp(timestamp: u64, now_ms: u64, max_skew_ms: u64) -> Result<
 }
 
 impl VerifiedEnvelope {
+    /// Wraps a Whispr v1 message whose v1 signature `whispr_v1::SendV1::verify` has just
+    /// checked strictly. Private to `protocol`, so that function stays the only other
+    /// door to the store besides [`Envelope::verify`].
+    pub(super) fn from_whispr_v1(envelope: Envelope, id: MessageId) -> Self {
+        VerifiedEnvelope { envelope, id }
+    }
+
     pub fn id(&self) -> MessageId {
         self.id
     }

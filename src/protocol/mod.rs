@@ -9,6 +9,7 @@ mod codec;
 mod envelope;
 mod frames;
 mod keys;
+pub mod whispr_v1;
 
 pub use auth::{auth_signing_bytes, http_signing_bytes, verify_auth, HttpAuth, NONCE_LEN};
 pub use codec::{

@@ -4,6 +4,9 @@
 //! notify the recipient's session -> "accepted". The answer comes only after the store
 //! has the message, so an accepted message is never only in flight.
 //!
+//! A Whispr v1 `POST /send` enters at `submit_verified`, after `protocol::whispr_v1`
+//! checked its v1 signature: the same rate limits, store and notification follow.
+//!
 //! Ephemeral envelopes take the same checks but skip the store: they are handed to the
 //! recipient's live session or reported offline.
 
@@ -94,8 +97,73 @@ impl Relay {
     ) -> Result<Accepted, RelayError> {
         let bytes = wire.body.len();
         let result = self.submit_inner(wire, client_ip).await;
+        self.account(&result, bytes);
+        result
+    }
+
+    async fn submit_inner(
+        &self,
+        wire: WireEnvelope,
+        client_ip: IpAddr,
+    ) -> Result<Accepted, RelayError> {
+        let verified = self.verify(wire)?;
+        self.limits.check(verified.sender(), client_ip)?;
+        let id = verified.id();
+        if verified.envelope().ephemeral {
+            let recipient = *verified.recipient();
+            let sender = *verified.sender();
+            let online = self.registry.push_ephemeral(&recipient, Arc::new(verified));
+            return Ok(Accepted {
+                id,
+                sender,
+                recipient,
+                duplicate: false,
+                online: Some(online),
+            });
+        }
+        self.store_and_notify(verified).await
+    }
+
+    /// Stores a verified, rate-checked envelope, then wakes its recipient.
+    async fn store_and_notify(&self, verified: VerifiedEnvelope) -> Result<Accepted, RelayError> {
+        let id = verified.id();
+        let outcome = self.store.insert(&verified, self.clock.now_ms()).await?;
+        let duplicate = outcome == InsertOutcome::Duplicate;
+        if !duplicate {
+            self.registry.notify(verified.recipient());
+        }
+        tracing::debug!(id = %id, duplicate, "accepted");
+        Ok(Accepted {
+            id,
+            sender: *verified.sender(),
+            recipient: *verified.recipient(),
+            duplicate,
+            online: None,
+        })
+    }
+
+    /// The write path for a message a compatibility front end has already verified (a
+    /// Whispr v1 message: `protocol::whispr_v1`): rate-limit (client IP, sender key),
+    /// store, notify. Nothing else builds a [`VerifiedEnvelope`], so the store still
+    /// sees only verified messages.
+    pub async fn submit_verified(
+        &self,
+        verified: VerifiedEnvelope,
+        client_ip: IpAddr,
+    ) -> Result<Accepted, RelayError> {
+        let bytes = verified.envelope().body.len();
+        let result = match self.limits.check(verified.sender(), client_ip) {
+            Ok(()) => self.store_and_notify(verified).await,
+            Err(e) => Err(e),
+        };
+        self.account(&result, bytes);
+        result
+    }
+
+    /// Counts a submission's outcome in the metrics and the analytics log.
+    fn account(&self, result: &Result<Accepted, RelayError>, bytes: usize) {
         let m = &self.metrics;
-        match &result {
+        match result {
             Ok(a) => {
                 let kind = match (a.online, a.duplicate) {
                     (Some(_), _) => "ephemeral",
@@ -130,42 +198,6 @@ impl Relay {
                 }
             }
         }
-        result
-    }
-
-    async fn submit_inner(
-        &self,
-        wire: WireEnvelope,
-        client_ip: IpAddr,
-    ) -> Result<Accepted, RelayError> {
-        let verified = self.verify(wire)?;
-        self.limits.check(verified.sender(), client_ip)?;
-        let id = verified.id();
-        if verified.envelope().ephemeral {
-            let recipient = *verified.recipient();
-            let sender = *verified.sender();
-            let online = self.registry.push_ephemeral(&recipient, Arc::new(verified));
-            return Ok(Accepted {
-                id,
-                sender,
-                recipient,
-                duplicate: false,
-                online: Some(online),
-            });
-        }
-        let outcome = self.store.insert(&verified, self.clock.now_ms()).await?;
-        let duplicate = outcome == InsertOutcome::Duplicate;
-        if !duplicate {
-            self.registry.notify(verified.recipient());
-        }
-        tracing::debug!(id = %id, duplicate, "accepted");
-        Ok(Accepted {
-            id,
-            sender: *verified.sender(),
-            recipient: *verified.recipient(),
-            duplicate,
-            online: None,
-        })
     }
 
     /// Periodic housekeeping: idle rate-limit buckets.

@@ -13,4 +13,5 @@ mod poll;
 mod sessions;
 mod support;
 mod tls;
+mod v1;
 mod vectors;

@@ -1,0 +1,72 @@
+//! The Whispr v1 API, for unmodified clients of the original Python server: `POST /send`,
+//! `GET /inbox/{key}`, `WS /ws/{key}` and `WS /ws?recipient=`, `GET /public-key`.
+//!
+//! Why it is a separate router: v1 proves no key ownership, so it is a switch
+//! (`compat_whispr_v1`) and lives in its own namespace of the same store. A v1 message is
+//! verified by `protocol::whispr_v1` and goes through `Relay::submit_verified` (rate
+//! limits, store, wake-up), like a native one; its inbox is a key derived from the v1
+//! `to` key, which no native client can read and no v1 reader can point at a native
+//! inbox. Reads hand messages out and acknowledge them in that namespace (`reader`).
+//! Errors leave as v1's FastAPI shapes (`error`). Attachments and `/signal` are not here yet.
+
+mod error;
+mod inbox;
+mod reader;
+mod send;
+mod ws;
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+use super::AppState;
+use crate::protocol::{KeyField, PublicKey};
+pub use error::V1Error;
+
+/// Shared state of the v1 handlers.
+pub struct V1 {
+    app: AppState,
+    readers: reader::Readers,
+    /// The server's X25519 public key in hex, answered by `GET /public-key`.
+    server_key: String,
+}
+
+type V1State = Arc<V1>;
+
+/// The v1 routes, with their own state (merged into the main router when the switch
+/// is on). The server's X25519 key is generated here, once per process: v1 clients
+/// only use it as a liveness probe, nothing is ever encrypted to it.
+pub fn router(app: AppState) -> Router {
+    let secret = crypto_box::SecretKey::generate(&mut rand::rngs::OsRng);
+    let state = Arc::new(V1 {
+        app,
+        readers: reader::Readers::default(),
+        server_key: hex::encode(secret.public_key().as_bytes()),
+    });
+    Router::new()
+        .route("/send", post(send::send))
+        .route("/inbox/{key}", get(inbox::inbox))
+        .route("/ws/{key}", get(ws::by_path))
+        .route("/ws", get(ws::by_query))
+        .route("/public-key", get(public_key))
+        .with_state(state)
+}
+
+/// What the relay logs once at start when v1 is on.
+pub const STARTUP_WARNING: &str = "Whispr v1 compatibility is on (compat_whispr_v1): \
+    POST /send, GET /inbox/{key}, /ws/{key} and GET /public-key are served without proof of \
+    key ownership; anyone who knows a v1 public key can read that v1 inbox's ciphertext and \
+    metadata and take its messages from the owner (never a native inbox). \
+    Set compat_whispr_v1 = false when no v1 client is left";
+
+async fn public_key(State(v1): State<V1State>) -> Json<Value> {
+    Json(json!({ "public_key": v1.server_key, "analytics": false }))
+}
+
+/// A v1 key from a URL: 64 hex characters.
+fn parse_key(key: &str) -> Result<PublicKey, V1Error> {
+    PublicKey::from_hex(key, KeyField::Key)
+        .map_err(|e| V1Error::Unprocessable(format!("key must be 64 hex characters: {e}")))
+}
