@@ -256,6 +256,45 @@ async fn a_relay_behind_the_shipped_nginx_config_serves_wss_https_and_real_clien
     let page = http.poll(&carol, None, None).await.unwrap();
     assert_eq!(page.messages.len(), 1);
 
+    // A Whispr v1 client's WebSocket through nginx gets a v1 message pushed.
+    let (v1_alice, v1_bob) = (crate::v1::V1User::new(), crate::v1::V1User::new());
+    let request = format!("wss://127.0.0.1:{}/ws/{}", nginx.https, v1_bob.enc_pub())
+        .into_client_request()
+        .unwrap();
+    let (mut v1_ws, _) = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        None,
+        false,
+        Some(Connector::Rustls(tls.rustls_config())),
+    )
+    .await
+    .expect("v1 WebSocket through nginx");
+    let body = v1_alice.message(&v1_bob, "v1 via nginx", 1.0);
+    let resp = raw
+        .post(format!("{}/send", nginx.base()))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let pushed = loop {
+        use futures::StreamExt;
+        match tokio::time::timeout(Duration::from_secs(5), v1_ws.next())
+            .await
+            .expect("a push")
+            .unwrap()
+            .unwrap()
+        {
+            tokio_tungstenite::tungstenite::Message::Text(t) => {
+                break serde_json::from_str::<serde_json::Value>(t.as_str()).unwrap()
+            }
+            _ => continue,
+        }
+    };
+    assert_eq!(pushed["to"], v1_bob.enc_pub());
+    assert_eq!(v1_bob.open(&pushed), "v1 via nginx");
+    drop(v1_ws);
+
     // Per-IP connection limits apply to the address nginx saw, and a forged
     // X-Forwarded-For from the client changes nothing.
     let two: IpAddr = "127.0.0.2".parse().unwrap();

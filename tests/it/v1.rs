@@ -17,13 +17,13 @@ type V1Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A v1 user: the two keypairs of the Python client.
-struct V1User {
+pub(crate) struct V1User {
     enc: crypto_box::SecretKey,
     sign: Identity,
 }
 
 impl V1User {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         V1User {
             enc: crypto_box::SecretKey::generate(&mut rand::rngs::OsRng),
             sign: Identity::generate(),
@@ -31,7 +31,7 @@ impl V1User {
     }
 
     /// The inbox address: the X25519 public key in hex.
-    fn enc_pub(&self) -> String {
+    pub(crate) fn enc_pub(&self) -> String {
         hex::encode(self.enc.public_key().as_bytes())
     }
 
@@ -40,7 +40,7 @@ impl V1User {
     }
 
     /// The `POST /send` body for `text` sealed to `to`.
-    fn message(&self, to: &V1User, text: &str, timestamp: f64) -> Value {
+    pub(crate) fn message(&self, to: &V1User, text: &str, timestamp: f64) -> Value {
         let ciphertext = to
             .enc
             .public_key()
@@ -58,7 +58,7 @@ impl V1User {
 
     /// What the client does with a polled or pushed message: check the signature by
     /// `from` over the decoded message, then open the sealed box.
-    fn open(&self, m: &Value) -> String {
+    pub(crate) fn open(&self, m: &Value) -> String {
         let from = PublicKey::from_hex(
             m["from"].as_str().unwrap(),
             whispr::protocol::KeyField::Sender,
