@@ -109,6 +109,24 @@ async fn a_reload_serves_the_new_certificate_to_new_connections_only() {
     let old = https_client(&cert_a);
     assert_eq!(old.get(&url).send().await.unwrap().status().as_u16(), 200);
 
+    // A WebSocket session made before the reload, which must outlive it.
+    let (alice, bob) = (
+        whispr::protocol::Identity::generate(),
+        whispr::protocol::Identity::generate(),
+    );
+    let tls_a = whispr::client::Tls::with_ca_file(&cert_a).unwrap();
+    let wss = format!("wss://{}", relay.addr);
+    let (mut session, _) = whispr::client::WsClient::connect_with(
+        &wss,
+        &bob,
+        None,
+        whispr::protocol::Codec::Json,
+        Some(&tls_a),
+    )
+    .await
+    .unwrap();
+    crate::support::drain_until_synced(&mut session, true).await;
+
     // Rotate the files, as certbot would, then reload.
     std::fs::copy(&cert_b, &live_cert).unwrap();
     std::fs::copy(&key_b, &live_key).unwrap();
@@ -131,6 +149,24 @@ async fn a_reload_serves_the_new_certificate_to_new_connections_only() {
         200,
         "the connection made before the reload still works"
     );
+
+    let https_b = whispr::client::HttpClient::with_tls(
+        &format!("https://{}", relay.addr),
+        whispr::protocol::Codec::Json,
+        &whispr::client::Tls::with_ca_file(&cert_b).unwrap(),
+    )
+    .unwrap();
+    https_b
+        .send(&relay.seal(&alice, bob.public_key(), "after the reload"))
+        .await
+        .unwrap();
+    match crate::support::next(&mut session).await {
+        whispr::protocol::ServerFrame::Deliver { envelope, .. } => {
+            assert_eq!(envelope.body, b"after the reload")
+        }
+        other => panic!("the old session should still deliver, got {other:?}"),
+    }
+    session.close().await;
 
     // A broken rotation keeps the working certificate.
     std::fs::write(&live_cert, b"garbage").unwrap();
