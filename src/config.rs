@@ -195,10 +195,26 @@ pub struct Overrides {
 impl Config {
     /// Loads the layers from the real environment.
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
-        Self::figment(file, overrides)?
+        Self::load_with_settings(file, None, overrides).map(|(config, _)| config)
+    }
+
+    /// [`Config::load`] plus a Whispr v1 `settings.json` (`--settings FILE`), read between
+    /// the TOML file and the environment. Only the v1 settings names are taken from it;
+    /// the other keys it holds are returned so the caller can say they were ignored.
+    pub fn load_with_settings(
+        file: Option<&Path>,
+        settings: Option<&Path>,
+        overrides: &Overrides,
+    ) -> Result<(Config, Vec<String>), ConfigError> {
+        let (v1, ignored) = match settings {
+            Some(path) => read_v1_settings(path)?,
+            None => (serde_json::Map::new(), Vec::new()),
+        };
+        let config = Self::figment(file, &v1, overrides)?
             .extract::<Config>()
             .map_err(|e| ConfigError::Load(Box::new(e)))?
-            .validated()
+            .validated()?;
+        Ok((config, ignored))
     }
 
     /// Parses a TOML document on top of the defaults (no environment): for tests and
@@ -211,7 +227,11 @@ impl Config {
             .validated()
     }
 
-    fn figment(file: Option<&Path>, overrides: &Overrides) -> Result<Figment, ConfigError> {
+    fn figment(
+        file: Option<&Path>,
+        v1_settings: &serde_json::Map<String, serde_json::Value>,
+        overrides: &Overrides,
+    ) -> Result<Figment, ConfigError> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.is_file() {
@@ -224,6 +244,7 @@ impl Config {
         }
         let known = known_keys();
         fig = fig
+            .merge(Serialized::defaults(v1_settings))
             .merge(Env::raw().filter(|k| {
                 V1_ENV_KEYS
                     .iter()
@@ -364,6 +385,37 @@ impl Config {
     }
 }
 
+/// Reads a v1 `settings.json`: the v1 names it holds, and the names it holds besides.
+fn read_v1_settings(
+    path: &Path,
+) -> Result<(serde_json::Map<String, serde_json::Value>, Vec<String>), ConfigError> {
+    let bad = |detail: String| ConfigError::File {
+        path: path.display().to_string(),
+        detail,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let serde_json::Value::Object(all) = value else {
+        return Err(bad("a settings file is a JSON object of settings".into()));
+    };
+    let (mut taken, mut ignored) = (serde_json::Map::new(), Vec::new());
+    for (key, value) in all {
+        if V1_ENV_KEYS.contains(&key.as_str()) {
+            // Every v1 setting is a count or a duration in seconds.
+            if !value.is_u64() {
+                return Err(bad(format!(
+                    "{key} must be a non-negative integer, not {value}"
+                )));
+            }
+            taken.insert(key, value);
+        } else {
+            ignored.push(key);
+        }
+    }
+    Ok((taken, ignored))
+}
+
 /// The top-level keys of `Config`, from its serialised default.
 fn known_keys() -> Vec<String> {
     match serde_json::to_value(Config::default()) {
@@ -478,6 +530,58 @@ mod tests {
                 c.listen.to_string(),
                 "127.0.0.1:9100",
                 "flags over everything"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
+    fn a_v1_settings_json_is_a_layer_below_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "w.toml",
+                "max_messages_per_recipient = 5\nmessage_ttl_seconds = 100",
+            )?;
+            jail.create_file(
+                "settings.json",
+                r#"{"max_messages_per_recipient": 20, "message_ttl_seconds": 60, "analytics_enabled": true}"#,
+            )?;
+            jail.set_env("WHISPR_MESSAGE_TTL_SECONDS", "90");
+            let (c, ignored) = Config::load_with_settings(
+                Some(Path::new("w.toml")),
+                Some(Path::new("settings.json")),
+                &Overrides::default(),
+            )
+            .map_err(|e| e.to_string())?;
+            assert_eq!(
+                c.max_messages_per_recipient, 20,
+                "settings.json over the TOML file"
+            );
+            assert_eq!(
+                c.message_ttl_seconds, 90,
+                "the environment over settings.json"
+            );
+            assert_eq!(ignored, vec!["analytics_enabled".to_string()]);
+            jail.create_file("broken.json", "[1, 2]")?;
+            let err = Config::load_with_settings(
+                None,
+                Some(Path::new("broken.json")),
+                &Overrides::default(),
+            )
+            .unwrap_err();
+            assert!(err.to_string().contains("broken.json"), "{err}");
+            jail.create_file("typed.json", r#"{"max_messages_per_recipient": "many"}"#)?;
+            let err = Config::load_with_settings(
+                None,
+                Some(Path::new("typed.json")),
+                &Overrides::default(),
+            )
+            .unwrap_err();
+            assert!(
+                err.to_string().contains("typed.json")
+                    && err.to_string().contains("max_messages_per_recipient"),
+                "{err}"
             );
             Ok(())
         });

@@ -161,6 +161,10 @@ struct ServeArgs {
     /// TOML configuration file (see whispr.example.toml).
     #[arg(long, env = "WHISPR_CONFIG")]
     config: Option<PathBuf>,
+    /// A Whispr v1 settings.json (max_messages_per_recipient, max_messages_per_second,
+    /// message_ttl_seconds, attachment_max_size_bytes), read after --config.
+    #[arg(long, value_name = "FILE")]
+    settings: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8000].
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -299,8 +303,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
     };
-    let config = Config::load(args.config.as_deref(), &overrides)?;
+    let (config, ignored) =
+        Config::load_with_settings(args.config.as_deref(), args.settings.as_deref(), &overrides)?;
     whispr::telemetry::init(&config);
+    if !ignored.is_empty() {
+        tracing::warn!(keys = ?ignored, "settings file: these keys are not relay settings and were ignored");
+    }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
