@@ -7,6 +7,7 @@
 
 pub mod conformance;
 mod memory;
+mod redis;
 mod snapshot;
 
 use async_trait::async_trait;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use crate::protocol::{Cursor, Envelope, GapReason, MessageId, PublicKey, VerifiedEnvelope};
 
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 
 /// A queued message as a reader sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,6 +10,7 @@ mod model;
 mod nginx;
 mod ops;
 mod poll;
+mod redis_store;
 mod sessions;
 mod support;
 mod tls;

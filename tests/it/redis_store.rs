@@ -1,0 +1,282 @@
+//! The Redis store against a real `redis-server` started by the test on a free port.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use whispr::protocol::{Cursor, Identity};
+use whispr::store::conformance::{envelope, run_all, LIMITS};
+use whispr::store::{
+    InsertOutcome, MessageStore, RedisStore, SharedStore, StoreError, StoreLimits,
+};
+
+use crate::support::{have_program, scratch_dir};
+
+/// A `redis-server` without persistence, killed on drop.
+struct RedisServer {
+    child: Child,
+    port: u16,
+    url: String,
+}
+
+impl RedisServer {
+    /// Starts one and waits until it answers PING; `None` when it is not installed.
+    async fn start() -> Option<Self> {
+        Self::start_with(free_port(), &[]).await
+    }
+
+    /// Starts one on `port` with extra `redis-server` arguments.
+    async fn start_with(port: u16, extra: &[&str]) -> Option<Self> {
+        if !have_program("redis-server") {
+            return None;
+        }
+        let dir = scratch_dir("redis");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(extra)
+            .current_dir(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let server = RedisServer {
+            child,
+            port,
+            url: format!("redis://127.0.0.1:{port}"),
+        };
+        server.wait_ready().await;
+        Some(server)
+    }
+
+    async fn wait_ready(&self) {
+        let client = redis::Client::open(self.url.as_str()).expect("redis url");
+        for _ in 0..100 {
+            if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+                let pong: redis::RedisResult<String> =
+                    redis::cmd("PING").query_async(&mut conn).await;
+                if pong.is_ok() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "redis-server at {} did not answer PING within 5 s",
+            self.url
+        );
+    }
+
+    /// Empties the server, so a check's sweep and depth see only its own inboxes.
+    async fn flush(&self) {
+        let client = redis::Client::open(self.url.as_str()).expect("redis url");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to redis");
+        let _: () = redis::cmd("FLUSHALL")
+            .query_async(&mut conn)
+            .await
+            .expect("FLUSHALL");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port nothing listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+#[tokio::test]
+async fn redis_store_passes_conformance() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let server = &server;
+    run_all(|limits| async move {
+        server.flush().await;
+        RedisStore::connect(&server.url, limits)
+            .await
+            .expect("connect to the test redis") as SharedStore
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn connecting_to_a_closed_port_is_a_readable_error() {
+    let url = format!("redis://127.0.0.1:{}", free_port());
+    let err = match RedisStore::connect(&url, LIMITS).await {
+        Ok(_) => panic!("nothing listens on {url}"),
+        Err(e) => e,
+    };
+    let StoreError::Unavailable(detail) = &err else {
+        panic!("expected Unavailable, got {err:?}");
+    };
+    let text = err.to_string();
+    assert!(
+        text.contains("cannot connect to redis"),
+        "the message says what failed: {text}"
+    );
+    assert!(!detail.is_empty());
+}
+
+#[tokio::test]
+async fn queued_messages_survive_a_new_store_and_idle_inboxes_expire() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let now = 1_800_000_000_000;
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    let first = RedisStore::connect(&server.url, LIMITS).await.unwrap();
+    let InsertOutcome::Stored { epoch, seq } = first
+        .insert(&envelope(&alice, bob.public_key(), 1, now), now)
+        .await
+        .unwrap()
+    else {
+        panic!("stored");
+    };
+    drop(first);
+
+    // A relay restart: a new store on the same Redis sees the same inbox and epoch.
+    let second = RedisStore::connect(&server.url, LIMITS).await.unwrap();
+    let batch = second
+        .fetch(&bob.public_key(), Some(Cursor { epoch, seq: 0 }), 10, now)
+        .await
+        .unwrap();
+    assert_eq!(batch.epoch, epoch);
+    assert_eq!(batch.gap, None);
+    assert_eq!(batch.messages.len(), 1);
+    assert_eq!(batch.messages[0].seq, seq);
+    assert_eq!(batch.messages[0].envelope.body, b"body 1");
+    assert_eq!(batch.messages[0].stored_at_ms, now);
+
+    // Every key of the inbox is set to vanish once idle (message TTL + dedupe window).
+    let client = redis::Client::open(server.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let tag = bob.public_key().to_hex();
+    for part in ["meta", "q", "m", "exp", "ids"] {
+        let key = format!("whispr:{{{tag}}}:{part}");
+        let left: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let keep = (LIMITS.message_ttl_ms + LIMITS.dedupe_window_ms) as i64;
+        assert!(
+            left > keep - 10_000 && left <= keep + 1_000,
+            "{key} lives {left} ms"
+        );
+    }
+}
+
+/// Polls `check` until it succeeds, for up to 10 s.
+async fn until_ready(store: &RedisStore) -> Result<(), StoreError> {
+    let mut last = Ok(());
+    for _ in 0..100 {
+        last = store.check().await;
+        if last.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last
+}
+
+#[tokio::test]
+async fn a_lost_redis_is_unavailable_then_reconnects_by_itself() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let store = RedisStore::connect(&server.url, LIMITS).await.unwrap();
+    let port = server.port;
+    drop(server);
+
+    let bob = Identity::generate();
+    let now = 1_800_000_000_000;
+    let down = tokio::time::timeout(
+        Duration::from_secs(10),
+        store.fetch(&bob.public_key(), None, 10, now),
+    )
+    .await
+    .expect("a lost redis fails fast");
+    assert!(
+        matches!(down, Err(StoreError::Unavailable(_))),
+        "got {down:?}"
+    );
+    assert!(matches!(
+        store.check().await,
+        Err(StoreError::Unavailable(_))
+    ));
+
+    let _again = RedisServer::start_with(port, &[]).await.unwrap();
+    until_ready(&store)
+        .await
+        .expect("the store reconnects once redis is back");
+    let batch = store.fetch(&bob.public_key(), None, 10, now).await.unwrap();
+    assert!(batch.messages.is_empty());
+}
+
+#[tokio::test]
+async fn redis_out_of_memory_is_store_full() {
+    let Some(server) = RedisServer::start_with(
+        free_port(),
+        &["--maxmemory", "1mb", "--maxmemory-policy", "noeviction"],
+    )
+    .await
+    else {
+        return;
+    };
+    let store = RedisStore::connect(&server.url, LIMITS).await.unwrap();
+    let alice = Identity::generate();
+    let now = 1_800_000_000_000;
+    let mut refused = None;
+    for n in 0..20_000 {
+        let bob = Identity::generate();
+        if let Err(e) = store
+            .insert(&envelope(&alice, bob.public_key(), n, now), now)
+            .await
+        {
+            refused = Some(e);
+            break;
+        }
+    }
+    assert_eq!(refused, Some(StoreError::StoreFull { budget: 0 }));
+}
+
+#[tokio::test]
+async fn concurrent_inserts_get_distinct_consecutive_seqs() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let limits = StoreLimits {
+        max_messages_per_inbox: 1_000,
+        ..LIMITS
+    };
+    let store = RedisStore::connect(&server.url, limits).await.unwrap();
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    let now = 1_800_000_000_000;
+    let tasks: Vec<_> = (0..200)
+        .map(|n| {
+            let (store, env) = (store.clone(), envelope(&alice, bob.public_key(), n, now));
+            tokio::spawn(async move { store.insert(&env, now).await })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for task in tasks {
+        match task.await.unwrap().unwrap() {
+            InsertOutcome::Stored { seq, .. } => seqs.push(seq),
+            InsertOutcome::Duplicate => panic!("distinct envelopes"),
+        }
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=200).collect::<Vec<u64>>());
+}
