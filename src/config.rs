@@ -17,6 +17,11 @@ use std::time::Duration;
 pub enum StoreKind {
     /// In-process, nothing to install; queued messages are lost on restart.
     Memory,
+    /// Redis at `redis_url`: queued messages survive relay restarts. Start fails if
+    /// Redis cannot be reached.
+    Redis,
+    /// Redis at `redis_url` if it answers at start, else memory (with one warning).
+    Auto,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +59,9 @@ pub struct Config {
     /// signature. Empty: taken from each request's Host header.
     pub origin: String,
     pub store: StoreKind,
+    /// Redis for `store = "redis"` or `"auto"`: `redis://[:password@]host:port[/db]`, or
+    /// `rediss://` for TLS.
+    pub redis_url: String,
     /// Memory store: file to write queued messages to at graceful shutdown and read
     /// back at start (then deleted). Empty: queued messages end with the process.
     pub memory_snapshot_path: String,
@@ -125,6 +133,7 @@ impl Default for Config {
             max_new_connections_per_second: 2000,
             origin: String::new(),
             store: StoreKind::Memory,
+            redis_url: "redis://127.0.0.1:6379".into(),
             memory_snapshot_path: String::new(),
             max_message_bytes: 64 * 1024,
             max_messages_per_recipient: 1000,
@@ -186,6 +195,10 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

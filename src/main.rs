@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use whispr::cli;
-use whispr::config::{Config, LogFormat, Overrides};
+use whispr::config::{Config, LogFormat, Overrides, StoreKind};
 use whispr::protocol::Codec;
 use whispr::server::Server;
 
@@ -177,12 +177,27 @@ struct ServeArgs {
     /// Log filter, e.g. info or whispr=debug.
     #[arg(long)]
     log_level: Option<String>,
+    /// Message store: memory, redis or auto.
+    #[arg(long, value_parser = parse_store)]
+    store: Option<StoreKind>,
+    /// Redis URL for --store redis|auto (redis://[:password@]host:port[/db], rediss://).
+    #[arg(long, env = "WHISPR_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
     /// PEM certificate chain: serve https:// and wss:// directly (with --tls-key).
     #[arg(long)]
     tls_cert: Option<String>,
     /// PEM private key for --tls-cert.
     #[arg(long)]
     tls_key: Option<String>,
+}
+
+fn parse_store(s: &str) -> Result<StoreKind, String> {
+    match s {
+        "memory" => Ok(StoreKind::Memory),
+        "redis" => Ok(StoreKind::Redis),
+        "auto" => Ok(StoreKind::Auto),
+        other => Err(format!("unknown store {other:?} (memory, redis or auto)")),
+    }
 }
 
 fn parse_log_format(s: &str) -> Result<LogFormat, String> {
@@ -300,6 +315,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         origin: args.origin,
         log_format: args.log_format,
         log_level: args.log_level,
+        store: args.store,
+        redis_url: args.redis_url,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
     };

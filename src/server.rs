@@ -19,7 +19,7 @@ use crate::config::{Config, StoreKind};
 use crate::http::{self, Admission, App};
 use crate::registry::Registry;
 use crate::relay::Relay;
-use crate::store::{MemoryStore, SharedStore, StoreError};
+use crate::store::{MemoryStore, RedisStore, SharedStore, StoreError};
 use crate::tls::{ReloadableTls, TlsError, TlsListener};
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +30,8 @@ pub enum ServerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("store = redis: cannot use Redis at {url}: {source} (start Redis, check redis_url, or use store = \"auto\")")]
+    Redis { url: String, source: StoreError },
     #[error("cannot open the analytics log {path}: {source}")]
     Analytics {
         path: std::path::PathBuf,
@@ -70,16 +72,41 @@ impl Server {
         self.reload.clone()
     }
 
-    fn build_store(&self) -> Result<SharedStore, StoreError> {
-        let limits = self.config.store_limits();
-        Ok(match self.config.store {
-            StoreKind::Memory if self.config.memory_snapshot_path.is_empty() => {
+    async fn build_store(&self) -> Result<SharedStore, ServerError> {
+        let c = &self.config;
+        let limits = c.store_limits();
+        let memory = || -> Result<SharedStore, StoreError> {
+            Ok(if c.memory_snapshot_path.is_empty() {
                 MemoryStore::new(limits)
+            } else {
+                MemoryStore::open(limits, c.memory_snapshot_path.clone().into())?
+            })
+        };
+        let redacted = redact(&c.redis_url);
+        match c.store {
+            StoreKind::Memory => Ok(memory()?),
+            StoreKind::Redis => {
+                let store = RedisStore::connect(&c.redis_url, limits)
+                    .await
+                    .map_err(|e| ServerError::Redis {
+                        url: redacted.clone(),
+                        source: e,
+                    })?;
+                warn_single_node();
+                Ok(store)
             }
-            StoreKind::Memory => {
-                MemoryStore::open(limits, self.config.memory_snapshot_path.clone().into())?
-            }
-        })
+            StoreKind::Auto => match RedisStore::connect(&c.redis_url, limits).await {
+                Ok(store) => {
+                    tracing::info!(url = %redacted, "store = auto: Redis answered, queued messages live in Redis");
+                    warn_single_node();
+                    Ok(store)
+                }
+                Err(e) => {
+                    tracing::warn!(url = %redacted, error = %e, "store = auto: Redis not reachable; using the in-memory store (queued messages do not survive a crash)");
+                    Ok(memory()?)
+                }
+            },
+        }
     }
 
     /// Serves on `listener` until `shutdown` resolves, then drains.
@@ -98,7 +125,7 @@ impl Server {
         }
         // Everything that can fail on bad configuration fails before we serve.
         let tls = config.tls_files().map(ReloadableTls::new).transpose()?;
-        let store = self.build_store()?;
+        let store = self.build_store().await?;
         let registry = Arc::new(Registry::new());
         let mut relay = Relay::new(&config, store, registry, self.clock.clone());
         // The analytics writer outlives the sessions (it records their close), so it
@@ -189,6 +216,24 @@ impl Server {
         relay.store.shutdown().await?;
         tracing::info!("relay stopped");
         Ok(())
+    }
+}
+
+/// Until cross-node delivery exists, several relays on one Redis would store each
+/// other's messages but not wake each other's sessions.
+fn warn_single_node() {
+    tracing::warn!("Redis store: run one relay node per Redis for now; delivery between nodes (pub/sub) is not built yet");
+}
+
+/// A Redis URL without its password, for logs and errors.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "(unparseable redis_url)".into(),
     }
 }
 

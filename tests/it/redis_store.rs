@@ -280,3 +280,87 @@ async fn concurrent_inserts_get_distinct_consecutive_seqs() {
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=200).collect::<Vec<u64>>());
 }
+
+#[tokio::test]
+async fn a_relay_on_redis_keeps_queued_messages_across_a_restart() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let config =
+        crate::support::config_with(&format!("store = \"redis\"\nredis_url = {:?}", redis.url));
+    let (alice, bob) = (
+        whispr::protocol::Identity::generate(),
+        whispr::protocol::Identity::generate(),
+    );
+
+    let relay = crate::support::TestRelay::start_with(config.clone()).await;
+    let (probe, ready) = relay.connect(&bob).await;
+    probe.close().await;
+    for n in 1..=3 {
+        relay
+            .http()
+            .send(&relay.seal(&alice, bob.public_key(), &format!("m{n}")))
+            .await
+            .unwrap();
+    }
+    let clock = relay.clock.clone();
+    relay.stop().await;
+
+    // A new relay process on the same Redis: same epoch, nothing lost, nothing twice.
+    let relay = crate::support::TestRelay::start_clocked(config, clock).await;
+    let cursor = whispr::protocol::Cursor {
+        epoch: ready.epoch,
+        seq: 0,
+    };
+    let (mut ws, again) = relay
+        .connect_at(&bob, Some(cursor), whispr::protocol::Codec::MsgPack)
+        .await;
+    assert_eq!(again.epoch, ready.epoch);
+    let got = crate::support::drain_until_synced(&mut ws, true).await;
+    assert_eq!(
+        got,
+        vec![(1, "m1".into()), (2, "m2".into()), (3, "m3".into())]
+    );
+    ws.close().await;
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn store_redis_refuses_to_start_without_redis_and_auto_falls_back() {
+    let url = format!("redis://:secret@127.0.0.1:{}", free_port());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = crate::support::config_with(&format!("store = \"redis\"\nredis_url = {url:?}"));
+    let err = whispr::server::Server::new(config)
+        .run(listener, std::future::pending())
+        .await
+        .expect_err("store = redis needs Redis");
+    let text = err.to_string();
+    assert!(
+        text.contains("cannot use Redis") && text.contains("127.0.0.1"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("secret"),
+        "the password is not echoed: {text}"
+    );
+
+    let config = crate::support::config_with(&format!("store = \"auto\"\nredis_url = {url:?}"));
+    let relay = crate::support::TestRelay::start_with(config).await;
+    let (alice, bob) = (
+        whispr::protocol::Identity::generate(),
+        whispr::protocol::Identity::generate(),
+    );
+    relay
+        .http()
+        .send(&relay.seal(&alice, bob.public_key(), "on memory"))
+        .await
+        .unwrap();
+    let (mut ws, _) = relay.connect(&bob).await;
+    assert_eq!(
+        crate::support::drain_until_synced(&mut ws, true)
+            .await
+            .len(),
+        1
+    );
+    relay.stop().await;
+}
