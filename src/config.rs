@@ -91,6 +91,9 @@ pub struct Config {
     pub compat_whispr_v1: bool,
     /// Server WebSocket ping interval.
     pub ws_ping_interval_seconds: u64,
+    /// With the Redis store: how often every session re-reads its inbox, in case a
+    /// wake-up from another node was lost (pub/sub is at-most-once).
+    pub ws_catch_up_seconds: u64,
     /// How long after a ping the relay waits for any frame before closing the session.
     pub ws_pong_timeout_seconds: u64,
     /// How long one frame write may take before the session counts as a slow consumer.
@@ -147,6 +150,7 @@ impl Default for Config {
             attachment_max_size_bytes: 10_485_760,
             compat_whispr_v1: true,
             ws_ping_interval_seconds: 30,
+            ws_catch_up_seconds: 5,
             ws_pong_timeout_seconds: 20,
             ws_write_timeout_seconds: 10,
             ws_auth_timeout_seconds: 10,
@@ -319,6 +323,7 @@ impl Config {
         }
         for (key, v) in [
             ("ws_ping_interval_seconds", self.ws_ping_interval_seconds),
+            ("ws_catch_up_seconds", self.ws_catch_up_seconds),
             ("ws_pong_timeout_seconds", self.ws_pong_timeout_seconds),
             ("ws_write_timeout_seconds", self.ws_write_timeout_seconds),
             ("ws_auth_timeout_seconds", self.ws_auth_timeout_seconds),

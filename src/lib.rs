@@ -9,6 +9,7 @@
 //! - [`relay`]: the one write path: verify, rate-limit, store, notify.
 //! - [`store`]: the `MessageStore` trait, the memory store, the conformance suite.
 //! - [`registry`]: live sessions on this node (takeover, wake-ups, ephemeral pushes).
+//! - [`notify`]: with Redis, wake-ups and takeovers between relay nodes (pub/sub).
 //! - [`session`]: one WebSocket client: pure state machine plus socket loop.
 //! - [`http`]: routes: WebSocket upgrade, polling fallback, health, info, and the
 //!   Whispr v1 API for Python-era clients (`http::v1`, behind `compat_whispr_v1`).
@@ -29,6 +30,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod notify;
 pub mod protocol;
 pub mod registry;
 pub mod relay;

@@ -6,13 +6,19 @@
 //! ephemeral envelopes (a small bounded queue). Sessions read stored messages from the
 //! store themselves, so a notification that is missed or coalesced loses nothing.
 //! No method awaits, so no entry lock is ever held across an await.
+//!
+//! With the Redis store the registry also tells [`crate::notify`] (over an unbounded
+//! channel, never awaiting) when a key's session arrives or leaves and when a key's
+//! inbox got a message, so other nodes are woken and older sessions elsewhere close.
 
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
+use crate::notify::{Command, Commands};
 use crate::protocol::{PublicKey, VerifiedEnvelope};
 
 /// The registry's side of one session.
@@ -35,6 +41,8 @@ pub struct Registry {
     v1_inboxes: DashMap<PublicKey, watch::Sender<u64>>,
     /// Whispr v1 sender copies, by the sender's raw signing key (live only, lossy).
     v1_copies: DashMap<PublicKey, broadcast::Sender<Arc<VerifiedEnvelope>>>,
+    /// Commands to the pub/sub task, when other nodes share the store.
+    remote: Option<Commands>,
 }
 
 /// Sender copies buffered per v1 signing key before a slow socket skips some.
@@ -53,6 +61,22 @@ impl Registry {
         Self::default()
     }
 
+    /// A registry whose sessions are announced to other nodes through `remote`.
+    pub fn with_remote(remote: Commands) -> Self {
+        Registry {
+            remote: Some(remote),
+            ..Self::default()
+        }
+    }
+
+    /// Sends a command to the pub/sub task. Called with the key's entry held, so the
+    /// commands for one key arrive in the order the registry changed.
+    fn tell(&self, cmd: Command) {
+        if let Some(remote) = &self.remote {
+            let _ = remote.send(cmd);
+        }
+    }
+
     /// Makes this session the one active consumer of `key`'s inbox, closing any older
     /// one (takeover).
     pub fn register(&self, key: PublicKey, ephemeral_capacity: usize) -> Registration {
@@ -63,7 +87,17 @@ impl Registry {
             replaced: CancellationToken::new(),
             ephemeral: tx,
         });
-        let old = self.sessions.insert(key, handle.clone());
+        let old = match self.sessions.entry(key) {
+            Entry::Occupied(mut e) => Some(e.insert(handle.clone())),
+            Entry::Vacant(e) => {
+                e.insert(handle.clone());
+                None
+            }
+        };
+        self.tell(Command::Registered {
+            key,
+            session: handle.id,
+        });
         let took_over = old.is_some();
         if let Some(old) = old {
             old.replaced.cancel();
@@ -77,7 +111,39 @@ impl Registry {
 
     /// Removes the session if it is still the registered one for `key`.
     pub fn unregister(&self, key: &PublicKey, id: u64) {
-        self.sessions.remove_if(key, |_, h| h.id == id);
+        if let Entry::Occupied(e) = self.sessions.entry(*key) {
+            if e.get().id == id {
+                e.remove();
+                self.tell(Command::Unregistered {
+                    key: *key,
+                    session: id,
+                });
+            }
+        }
+    }
+
+    /// Closes `key`'s session `id` because a newer one took over on another node.
+    pub fn replace(&self, key: &PublicKey, id: u64) {
+        if let Some(h) = self.sessions.get(key).filter(|h| h.id == id) {
+            h.replaced.cancel();
+        }
+    }
+
+    /// Tells the node holding `key`'s session, if it is another one, that the inbox has
+    /// new stored messages. The local session is woken by [`Registry::notify`].
+    pub fn notify_remote(&self, key: &PublicKey) {
+        self.tell(Command::Wake(*key));
+    }
+
+    /// Wakes every local session and v1 socket, so each reads its inbox from the store
+    /// again (after wake-ups from other nodes may have been lost).
+    pub fn wake_all(&self) {
+        for h in self.sessions.iter() {
+            h.wake.notify_one();
+        }
+        for v1 in self.v1_inboxes.iter() {
+            v1.send_modify(|n| *n = n.wrapping_add(1));
+        }
     }
 
     /// Tells `key`'s session (if any) that its inbox has new messages; `key` may also be
@@ -174,6 +240,40 @@ mod tests {
         );
         reg.unregister(&key, second.handle.id);
         assert!(reg.is_empty());
+    }
+
+    #[test]
+    fn remote_commands_follow_the_registry_and_replace_closes_only_that_session() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let reg = Registry::with_remote(tx);
+        let key = Identity::generate().public_key();
+        let first = reg.register(key, 4);
+        let second = reg.register(key, 4);
+        reg.unregister(&key, first.handle.id);
+        reg.notify_remote(&key);
+        reg.replace(&key, first.handle.id);
+        assert!(
+            !second.handle.replaced.is_cancelled(),
+            "not the named session"
+        );
+        reg.replace(&key, second.handle.id);
+        assert!(second.handle.replaced.is_cancelled());
+        reg.unregister(&key, second.handle.id);
+        let mut got = Vec::new();
+        while let Ok(cmd) = rx.try_recv() {
+            got.push(format!("{cmd:?}"));
+        }
+        let (a, b) = (first.handle.id, second.handle.id);
+        assert_eq!(
+            got,
+            [
+                format!("Registered {{ key: {key:?}, session: {a} }}"),
+                format!("Registered {{ key: {key:?}, session: {b} }}"),
+                format!("Wake({key:?})"),
+                format!("Unregistered {{ key: {key:?}, session: {b} }}"),
+            ],
+            "the replaced session leaving is no unsubscribe"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::analytics::Analytics;
 use crate::clock::Clock;
 use crate::config::{Config, StoreKind};
 use crate::http::{self, Admission, App};
+use crate::notify;
 use crate::registry::Registry;
 use crate::relay::Relay;
 use crate::store::{MemoryStore, RedisStore, SharedStore, StoreError};
@@ -72,7 +73,8 @@ impl Server {
         self.reload.clone()
     }
 
-    async fn build_store(&self) -> Result<SharedStore, ServerError> {
+    /// The store, and whether it is Redis (shared with other nodes).
+    async fn build_store(&self) -> Result<(SharedStore, bool), ServerError> {
         let c = &self.config;
         let limits = c.store_limits();
         let memory = || -> Result<SharedStore, StoreError> {
@@ -84,7 +86,7 @@ impl Server {
         };
         let redacted = redact(&c.redis_url);
         match c.store {
-            StoreKind::Memory => Ok(memory()?),
+            StoreKind::Memory => Ok((memory()?, false)),
             StoreKind::Redis => {
                 let store = RedisStore::connect(&c.redis_url, limits)
                     .await
@@ -92,18 +94,18 @@ impl Server {
                         url: redacted.clone(),
                         source: e,
                     })?;
-                warn_single_node();
-                Ok(store)
+                warn_not_shared();
+                Ok((store, true))
             }
             StoreKind::Auto => match RedisStore::connect(&c.redis_url, limits).await {
                 Ok(store) => {
                     tracing::info!(url = %redacted, "store = auto: Redis answered, queued messages live in Redis");
-                    warn_single_node();
-                    Ok(store)
+                    warn_not_shared();
+                    Ok((store, true))
                 }
                 Err(e) => {
                     tracing::warn!(url = %redacted, error = %e, "store = auto: Redis not reachable; using the in-memory store (queued messages do not survive a crash)");
-                    Ok(memory()?)
+                    Ok((memory()?, false))
                 }
             },
         }
@@ -125,8 +127,13 @@ impl Server {
         }
         // Everything that can fail on bad configuration fails before we serve.
         let tls = config.tls_files().map(ReloadableTls::new).transpose()?;
-        let store = self.build_store().await?;
-        let registry = Arc::new(Registry::new());
+        let (store, shared) = self.build_store().await?;
+        let (remote, commands) = tokio::sync::mpsc::unbounded_channel();
+        let registry = Arc::new(if shared {
+            Registry::with_remote(remote)
+        } else {
+            Registry::new()
+        });
         let mut relay = Relay::new(&config, store, registry, self.clock.clone());
         // The analytics writer outlives the sessions (it records their close), so it
         // has its own stop signal, given after they are gone.
@@ -166,6 +173,25 @@ impl Server {
             token.clone(),
         ));
         tracker.spawn(reloader(self.reload.clone(), tls.clone(), token.clone()));
+        if shared {
+            // Other nodes share the store: wake-ups and takeovers cross nodes.
+            notify::start(
+                &config.redis_url,
+                relay.registry.clone(),
+                commands,
+                &tracker,
+                token.clone(),
+            )
+            .map_err(|e| ServerError::Redis {
+                url: redact(&config.redis_url),
+                source: StoreError::Unavailable(e.to_string()),
+            })?;
+            tracker.spawn(notify::catch_up(
+                relay.registry.clone(),
+                Duration::from_secs(config.ws_catch_up_seconds),
+                token.clone(),
+            ));
+        }
         let trigger = token.clone();
         tokio::spawn(async move {
             shutdown.await;
@@ -219,10 +245,10 @@ impl Server {
     }
 }
 
-/// Until cross-node delivery exists, several relays on one Redis would store each
-/// other's messages but not wake each other's sessions.
-fn warn_single_node() {
-    tracing::warn!("Redis store: run one relay node per Redis for now; delivery between nodes (pub/sub) is not built yet");
+/// Several relays on one Redis wake each other's sessions (`notify`), but what is still
+/// per node is worth one line at start.
+fn warn_not_shared() {
+    tracing::warn!("Redis store: nodes on this Redis deliver to each other, but rate limits are still per node, and Redis Cluster is not supported yet");
 }
 
 /// A Redis URL without its password, for logs and errors.

@@ -131,6 +131,7 @@ impl Relay {
         let duplicate = outcome == InsertOutcome::Duplicate;
         if !duplicate {
             self.registry.notify(verified.recipient());
+            self.registry.notify_remote(verified.recipient());
         }
         tracing::debug!(id = %id, duplicate, "accepted");
         Ok(Accepted {

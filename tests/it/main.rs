@@ -3,6 +3,7 @@
 mod bench;
 mod cli;
 mod cli_transports;
+mod cluster;
 mod delivery;
 mod inputs;
 mod listener;

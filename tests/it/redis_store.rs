@@ -12,15 +12,15 @@ use whispr::store::{
 use crate::support::{have_program, scratch_dir};
 
 /// A `redis-server` without persistence, killed on drop.
-struct RedisServer {
+pub(crate) struct RedisServer {
     child: Child,
     port: u16,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl RedisServer {
     /// Starts one and waits until it answers PING; `None` when it is not installed.
-    async fn start() -> Option<Self> {
+    pub(crate) async fn start() -> Option<Self> {
         Self::start_with(free_port(), &[]).await
     }
 

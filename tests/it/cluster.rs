@@ -1,0 +1,132 @@
+//! Two relay nodes on one `redis-server`: a message sent through one node wakes the
+//! recipient's session on the other at once, and a session on one node takes over from
+//! an older one on the other.
+
+use std::time::Duration;
+use whispr::client::{ClientError, WsClient};
+use whispr::protocol::{Codec, Identity};
+
+use crate::redis_store::RedisServer;
+use crate::support::{assert_silent, config_with, drain_until_synced, receive, TestRelay};
+
+/// Two nodes on `redis`, sharing a clock. The periodic catch-up is slow, so a delivery
+/// within a second shows the pub/sub wake-up, not the catch-up.
+async fn two_nodes(redis: &RedisServer) -> (TestRelay, TestRelay) {
+    let config = config_with(&format!(
+        "store = \"redis\"\nredis_url = {:?}\nws_catch_up_seconds = 60",
+        redis.url
+    ));
+    let a = TestRelay::start_with(config.clone()).await;
+    let b = TestRelay::start_clocked(config, a.clock.clone()).await;
+    (a, b)
+}
+
+/// `n` deliveries within a second, acked.
+async fn receive_soon(ws: &mut WsClient, n: usize) -> Vec<(u64, String)> {
+    tokio::time::timeout(Duration::from_secs(1), receive(ws, n, true))
+        .await
+        .expect("delivered across nodes within a second")
+}
+
+/// Reads until the relay closes; returns the close code.
+async fn close_code(ws: &mut WsClient) -> u16 {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next_frame())
+            .await
+            .expect("closed within 5 s")
+        {
+            Err(ClientError::Closed { code, .. }) => return code,
+            Err(other) => panic!("expected a close frame, got {other}"),
+            Ok(_) => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_message_sent_through_one_node_reaches_a_session_on_the_other_once() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (a, b) = two_nodes(&redis).await;
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    let (mut ws, _) = b.connect(&bob).await;
+    assert!(drain_until_synced(&mut ws, true).await.is_empty());
+
+    for n in 1..=2u64 {
+        a.http()
+            .send(&a.seal(&alice, bob.public_key(), &format!("m{n}")))
+            .await
+            .unwrap();
+        assert_eq!(receive_soon(&mut ws, 1).await, vec![(n, format!("m{n}"))]);
+    }
+    assert_silent(&mut ws, 300).await;
+    ws.close().await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_on_one_node_takes_over_from_the_other() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (a, b) = two_nodes(&redis).await;
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    let (mut first, _) = a.connect(&bob).await;
+    assert!(drain_until_synced(&mut first, true).await.is_empty());
+    a.http()
+        .send(&a.seal(&alice, bob.public_key(), "m1"))
+        .await
+        .unwrap();
+    assert_eq!(receive(&mut first, 1, false).await, vec![(1, "m1".into())]);
+
+    let (mut second, _) = b.connect_at(&bob, None, Codec::MsgPack).await;
+    assert_eq!(close_code(&mut first).await, 4001);
+    // The unacked message moves to the new session on the other node.
+    assert_eq!(
+        drain_until_synced(&mut second, true).await,
+        vec![(1, "m1".to_string())]
+    );
+    a.http()
+        .send(&a.seal(&alice, bob.public_key(), "m2"))
+        .await
+        .unwrap();
+    assert_eq!(receive_soon(&mut second, 1).await, vec![(2, "m2".into())]);
+    second.close().await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_wake_up_lost_while_pub_sub_reconnects_is_caught_up() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (a, b) = two_nodes(&redis).await;
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    let (mut ws, _) = b.connect(&bob).await;
+    assert!(drain_until_synced(&mut ws, true).await.is_empty());
+
+    // Drop every subscriber connection; the message may be published to nobody.
+    let client = redis::Client::open(redis.url.as_str()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: i64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "pubsub"])
+        .query_async(&mut conn)
+        .await
+        .expect("client kill");
+    a.http()
+        .send(&a.seal(&alice, bob.public_key(), "m1"))
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(3), receive(&mut ws, 1, true))
+        .await
+        .expect("caught up after the reconnect, long before the periodic catch-up");
+    assert_eq!(got, vec![(1, "m1".into())]);
+    ws.close().await;
+    a.stop().await;
+    b.stop().await;
+}
