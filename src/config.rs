@@ -62,6 +62,10 @@ pub struct Config {
     /// Redis for `store = "redis"` or `"auto"`: `redis://[:password@]host:port[/db]`, or
     /// `rediss://` for TLS.
     pub redis_url: String,
+    /// Redis Cluster instead of `redis_url`: the seed nodes, comma-separated
+    /// (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`); the rest of the cluster is
+    /// discovered from them. Empty: no cluster.
+    pub redis_cluster_urls: String,
     /// Memory store: file to write queued messages to at graceful shutdown and read
     /// back at start (then deleted). Empty: queued messages end with the process.
     pub memory_snapshot_path: String,
@@ -137,6 +141,7 @@ impl Default for Config {
             origin: String::new(),
             store: StoreKind::Memory,
             redis_url: "redis://127.0.0.1:6379".into(),
+            redis_cluster_urls: String::new(),
             memory_snapshot_path: String::new(),
             max_message_bytes: 64 * 1024,
             max_messages_per_recipient: 1000,
@@ -203,6 +208,8 @@ pub struct Overrides {
     pub store: Option<StoreKind>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_cluster_urls: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -360,6 +367,24 @@ impl Config {
                 "must be host[:port] without scheme or path, e.g. chat.example.com",
             );
         }
+        for url in std::iter::once(self.redis_url.as_str())
+            .chain(self.redis_cluster_urls.split(',').map(str::trim))
+            .filter(|u| !u.is_empty())
+        {
+            if redis::parse_redis_url(url).is_none()
+                || !(url.starts_with("redis://") || url.starts_with("rediss://"))
+            {
+                let key = if url == self.redis_url {
+                    "redis_url"
+                } else {
+                    "redis_cluster_urls"
+                };
+                return invalid(
+                    key,
+                    "must be redis://[[user]:password@]host:port[/db] or rediss://… (comma-separated for the cluster list)",
+                );
+            }
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return invalid(
                 "log_level",
@@ -367,6 +392,11 @@ impl Config {
             );
         }
         Ok(self)
+    }
+
+    /// Where Redis is, for `store = "redis"` or `"auto"`.
+    pub fn redis_target(&self) -> crate::redis_link::RedisTarget {
+        crate::redis_link::RedisTarget::from_config(&self.redis_url, &self.redis_cluster_urls)
     }
 
     /// Largest WebSocket frame or HTTP body accepted: a body of `max_message_bytes` in

@@ -32,6 +32,7 @@ pub mod http;
 pub mod metrics;
 pub mod notify;
 pub mod protocol;
+pub mod redis_link;
 pub mod registry;
 pub mod relay;
 pub mod server;

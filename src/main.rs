@@ -183,6 +183,9 @@ struct ServeArgs {
     /// Redis URL for --store redis|auto (redis://[:password@]host:port[/db], rediss://).
     #[arg(long, env = "WHISPR_REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
+    /// Redis Cluster seed nodes, comma-separated (redis://host:port,...); replaces --redis-url.
+    #[arg(long, env = "WHISPR_REDIS_CLUSTER_URLS", hide_env_values = true)]
+    redis_cluster_urls: Option<String>,
     /// PEM certificate chain: serve https:// and wss:// directly (with --tls-key).
     #[arg(long)]
     tls_cert: Option<String>,
@@ -317,6 +320,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         log_level: args.log_level,
         store: args.store,
         redis_url: args.redis_url,
+        redis_cluster_urls: args.redis_cluster_urls,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
     };

@@ -18,6 +18,7 @@ use crate::clock::Clock;
 use crate::config::{Config, StoreKind};
 use crate::http::{self, Admission, App};
 use crate::notify;
+use crate::redis_link::RedisLink;
 use crate::registry::Registry;
 use crate::relay::Relay;
 use crate::store::{MemoryStore, RedisStore, SharedStore, StoreError};
@@ -74,7 +75,9 @@ impl Server {
     }
 
     /// The store, and whether it is Redis (shared with other nodes).
-    async fn build_store(&self) -> Result<(SharedStore, bool), ServerError> {
+    /// The message store, and the Redis connection when the store is Redis (then the
+    /// rate limits and the cross-node notifications use Redis too).
+    async fn build_store(&self) -> Result<(SharedStore, Option<RedisLink>), ServerError> {
         let c = &self.config;
         let limits = c.store_limits();
         let memory = || -> Result<SharedStore, StoreError> {
@@ -84,28 +87,32 @@ impl Server {
                 MemoryStore::open(limits, c.memory_snapshot_path.clone().into())?
             })
         };
-        let redacted = redact(&c.redis_url);
+        let target = c.redis_target();
+        let redacted = target.redacted();
+        let on_redis = |link: RedisLink| -> (SharedStore, Option<RedisLink>) {
+            let store: SharedStore = Arc::new(RedisStore::on(link.clone(), limits));
+            (store, Some(link))
+        };
         match c.store {
-            StoreKind::Memory => Ok((memory()?, false)),
+            StoreKind::Memory => Ok((memory()?, None)),
             StoreKind::Redis => {
-                let store = RedisStore::connect(&c.redis_url, limits)
+                let link = RedisLink::connect(&target)
                     .await
                     .map_err(|e| ServerError::Redis {
                         url: redacted.clone(),
-                        source: e,
+                        source: StoreError::Unavailable(format!("cannot connect to redis: {e}")),
                     })?;
-                warn_not_shared();
-                Ok((store, true))
+                tracing::info!(redis = %redacted, "queued messages, rate limits and wake-ups live in Redis");
+                Ok(on_redis(link))
             }
-            StoreKind::Auto => match RedisStore::connect(&c.redis_url, limits).await {
-                Ok(store) => {
-                    tracing::info!(url = %redacted, "store = auto: Redis answered, queued messages live in Redis");
-                    warn_not_shared();
-                    Ok((store, true))
+            StoreKind::Auto => match RedisLink::connect(&target).await {
+                Ok(link) => {
+                    tracing::info!(redis = %redacted, "store = auto: Redis answered; queued messages, rate limits and wake-ups live in Redis");
+                    Ok(on_redis(link))
                 }
                 Err(e) => {
-                    tracing::warn!(url = %redacted, error = %e, "store = auto: Redis not reachable; using the in-memory store (queued messages do not survive a crash)");
-                    Ok((memory()?, false))
+                    tracing::warn!(redis = %redacted, error = %e, "store = auto: Redis not reachable; using the in-memory store (queued messages do not survive a crash)");
+                    Ok((memory()?, None))
                 }
             },
         }
@@ -127,7 +134,8 @@ impl Server {
         }
         // Everything that can fail on bad configuration fails before we serve.
         let tls = config.tls_files().map(ReloadableTls::new).transpose()?;
-        let (store, shared) = self.build_store().await?;
+        let (store, redis) = self.build_store().await?;
+        let shared = redis.is_some();
         let (remote, commands) = tokio::sync::mpsc::unbounded_channel();
         let registry = Arc::new(if shared {
             Registry::with_remote(remote)
@@ -135,6 +143,9 @@ impl Server {
             Registry::new()
         });
         let mut relay = Relay::new(&config, store, registry, self.clock.clone());
+        if let Some(link) = &redis {
+            relay.share_rate_limits(link.clone());
+        }
         // The analytics writer outlives the sessions (it records their close), so it
         // has its own stop signal, given after they are gone.
         let analytics_stop = CancellationToken::new();
@@ -183,7 +194,7 @@ impl Server {
                 token.clone(),
             )
             .map_err(|e| ServerError::Redis {
-                url: redact(&config.redis_url),
+                url: config.redis_target().redacted(),
                 source: StoreError::Unavailable(e.to_string()),
             })?;
             tracker.spawn(notify::catch_up(
@@ -242,24 +253,6 @@ impl Server {
         relay.store.shutdown().await?;
         tracing::info!("relay stopped");
         Ok(())
-    }
-}
-
-/// Several relays on one Redis wake each other's sessions (`notify`), but what is still
-/// per node is worth one line at start.
-fn warn_not_shared() {
-    tracing::warn!("Redis store: nodes on this Redis deliver to each other, but rate limits are still per node, and Redis Cluster is not supported yet");
-}
-
-/// A Redis URL without its password, for logs and errors.
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
-        Err(_) => "(unparseable redis_url)".into(),
     }
 }
 

@@ -24,6 +24,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{
     Envelope, MessageId, ProtocolError, PublicKey, VerifiedEnvelope, WireEnvelope,
 };
+use crate::redis_link::RedisLink;
 use crate::registry::Registry;
 use crate::store::{InsertOutcome, SharedStore, StoreError};
 
@@ -107,7 +108,7 @@ impl Relay {
         client_ip: IpAddr,
     ) -> Result<Accepted, RelayError> {
         let verified = self.verify(wire)?;
-        self.limits.check(verified.sender(), client_ip)?;
+        self.limits.check(verified.sender(), client_ip).await?;
         let id = verified.id();
         if verified.envelope().ephemeral {
             let recipient = *verified.recipient();
@@ -153,7 +154,7 @@ impl Relay {
         client_ip: IpAddr,
     ) -> Result<Accepted, RelayError> {
         let bytes = verified.envelope().body.len();
-        let result = match self.limits.check(verified.sender(), client_ip) {
+        let result = match self.limits.check(verified.sender(), client_ip).await {
             Ok(()) => self.store_and_notify(verified).await,
             Err(e) => Err(e),
         };
@@ -199,6 +200,21 @@ impl Relay {
                 }
             }
         }
+    }
+
+    /// Keeps the rate-limit buckets in Redis, shared by every node on it.
+    pub fn share_rate_limits(&mut self, conn: RedisLink) {
+        self.limits.share(conn);
+    }
+
+    /// Takes one token from `client_ip`'s and `sender`'s buckets, for front ends that
+    /// accept other writes than envelopes (attachments).
+    pub async fn check_rate(
+        &self,
+        sender: &PublicKey,
+        client_ip: IpAddr,
+    ) -> Result<(), RelayError> {
+        self.limits.check(sender, client_ip).await
     }
 
     /// Periodic housekeeping: idle rate-limit buckets.

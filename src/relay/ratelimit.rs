@@ -1,37 +1,131 @@
-//! Token buckets per sender key and per client IP (governor's keyed GCRA limiters).
+//! Token buckets per sender key and per client IP.
+//!
+//! On one node they live in memory (governor's keyed GCRA limiters). When the store is
+//! Redis, several nodes serve the same users, and per-node buckets would multiply the
+//! limit by the number of nodes; so the buckets move to Redis: one key per bucket
+//! holding its GCRA "theoretical arrival time", updated by one Lua script that reads
+//! Redis's own clock (`TIME`), so the nodes' clocks never have to agree. The algorithm
+//! and its parameters (rate, burst) are the same in both places, so a limit means the
+//! same thing on one node and on ten.
+//!
+//! Each bucket key carries its own hash tag (`whispr:rl:s:{<sender hex>}`,
+//! `whispr:rl:ip:{<ip>}`), so on Redis Cluster the buckets spread over the slots and each
+//! script call touches one slot. A bucket key expires when the bucket would be full
+//! again, so idle senders cost Redis nothing.
+//!
+//! When Redis does not answer, a check fails with `StoreError::Unavailable` (503): the
+//! message could not be stored anyway, and refusing is better than letting a node run
+//! without limits.
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use redis::Script;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 
 use crate::error::RelayError;
 use crate::protocol::PublicKey;
+use crate::redis_link::RedisLink;
+use crate::store::StoreError;
+
+/// GCRA on one key. ARGV: emission interval (µs), burst. Returns 0 when the request
+/// may pass, else the wait in µs until it would.
+const GCRA: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local allow_at = tat + interval - burst * interval
+if now < allow_at then
+  return allow_at - now
+end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+return 0
+"#;
+
+/// A rate (per second) and a burst, both at least one.
+#[derive(Debug, Clone, Copy)]
+struct Limit {
+    per_second: u32,
+    burst: u32,
+}
+
+impl Limit {
+    fn new((per_second, burst): (u32, u32)) -> Self {
+        Limit {
+            per_second: per_second.max(1),
+            burst: burst.max(1),
+        }
+    }
+
+    fn quota(self) -> Quota {
+        let rate = NonZeroU32::new(self.per_second).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(self.burst).unwrap_or(NonZeroU32::MIN);
+        Quota::per_second(rate).allow_burst(burst)
+    }
+
+    fn interval_us(self) -> u64 {
+        1_000_000 / u64::from(self.per_second)
+    }
+}
 
 pub struct RateLimits {
     per_sender: DefaultKeyedRateLimiter<PublicKey>,
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
     clock: DefaultClock,
+    limits: (Limit, Limit),
+    /// Set when the buckets live in Redis, shared by every node.
+    shared: Option<Shared>,
 }
 
-/// A rate and a burst, both at least one.
-fn quota(per_second: u32, burst: u32) -> Quota {
-    let rate = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-    Quota::per_second(rate).allow_burst(burst)
+struct Shared {
+    conn: RedisLink,
+    gcra: Script,
 }
 
 impl RateLimits {
     pub fn new(per_sender: (u32, u32), per_ip: (u32, u32)) -> Self {
+        let (sender, ip) = (Limit::new(per_sender), Limit::new(per_ip));
         RateLimits {
-            per_sender: RateLimiter::keyed(quota(per_sender.0, per_sender.1)),
-            per_ip: RateLimiter::keyed(quota(per_ip.0, per_ip.1)),
+            per_sender: RateLimiter::keyed(sender.quota()),
+            per_ip: RateLimiter::keyed(ip.quota()),
             clock: DefaultClock::default(),
+            limits: (sender, ip),
+            shared: None,
         }
     }
 
+    /// Moves the buckets to Redis, shared by every node on it.
+    pub fn share(&mut self, conn: RedisLink) {
+        self.shared = Some(Shared {
+            conn,
+            gcra: Script::new(GCRA),
+        });
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
     /// Takes one token from the client IP's bucket, then one from the sender's.
-    pub fn check(&self, sender: &PublicKey, ip: IpAddr) -> Result<(), RelayError> {
+    pub async fn check(&self, sender: &PublicKey, ip: IpAddr) -> Result<(), RelayError> {
+        match &self.shared {
+            Some(shared) => {
+                let (sender_limit, ip_limit) = self.limits;
+                shared
+                    .take(format!("whispr:rl:ip:{{{ip}}}"), ip_limit, "ip")
+                    .await?;
+                let key = format!("whispr:rl:s:{{{}}}", sender.to_hex());
+                shared.take(key, sender_limit, "sender").await
+            }
+            None => self.check_local(sender, ip),
+        }
+    }
+
+    fn check_local(&self, sender: &PublicKey, ip: IpAddr) -> Result<(), RelayError> {
         if let Err(not_until) = self.per_ip.check_key(&ip) {
             return Err(RelayError::RateLimited {
                 scope: "ip",
@@ -47,11 +141,33 @@ impl RateLimits {
         Ok(())
     }
 
-    /// Forgets buckets that are full again, so idle keys cost no memory.
+    /// Forgets buckets that are full again, so idle keys cost no memory (Redis buckets
+    /// expire by themselves).
     pub fn prune(&self) {
         self.per_sender.retain_recent();
         self.per_ip.retain_recent();
         self.per_sender.shrink_to_fit();
         self.per_ip.shrink_to_fit();
+    }
+}
+
+impl Shared {
+    async fn take(&self, key: String, limit: Limit, scope: &'static str) -> Result<(), RelayError> {
+        let wait_us: u64 = self
+            .gcra
+            .key(key)
+            .arg(limit.interval_us())
+            .arg(limit.burst)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("redis (rate limits): {e}")))?;
+        if wait_us == 0 {
+            Ok(())
+        } else {
+            Err(RelayError::RateLimited {
+                scope,
+                retry_after_ms: wait_us.div_ceil(1000) + 1,
+            })
+        }
     }
 }

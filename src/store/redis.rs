@@ -60,19 +60,17 @@
 //! - `sweep` reports no dropped inboxes: idle inboxes vanish by key expiry, uncounted.
 
 use async_trait::async_trait;
-use futures::StreamExt;
 use rand::Rng;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, FromRedisValue, RedisError, Script, ScriptInvocation};
+use redis::{FromRedisValue, RedisError, Script, ScriptInvocation};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::{
     Batch, InsertOutcome, MessageStore, StoreError, StoreLimits, StoredMessage, SweepStats,
 };
 use crate::protocol::{Cursor, Envelope, GapReason, PublicKey, VerifiedEnvelope};
+use crate::redis_link::{RedisLink, RedisTarget};
 
 /// Shared by every script: names the keys and defines `open`, `remove`, `expire`, `keep`.
 const PRELUDE: &str = r#"
@@ -210,9 +208,10 @@ impl Scripts {
     }
 }
 
-/// A [`MessageStore`] on one Redis server, shared by every relay node using it.
+/// A [`MessageStore`] on one Redis server or a Redis Cluster, shared by every relay
+/// node using it.
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisLink,
     scripts: Scripts,
     limits: StoreLimits,
     /// Messages expired by scripts since the last sweep reported them.
@@ -264,27 +263,27 @@ fn number(field: &[u8]) -> Result<u64, StoreError> {
 }
 
 impl RedisStore {
-    /// Connects to `url` (`redis://`, with an optional password) and checks with PING.
-    /// Reconnects by itself later if the connection drops.
-    pub async fn connect(url: &str, limits: StoreLimits) -> Result<Arc<Self>, StoreError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError::Unavailable(format!("invalid redis url: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(2)
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(5)));
-        let conn = client
-            .get_connection_manager_with_config(config)
+    /// Connects to Redis (`redis://` or `rediss://`, with an optional password; or a
+    /// cluster's seed nodes) and checks with PING. Reconnects by itself later if the
+    /// connection drops.
+    pub async fn connect(
+        target: &RedisTarget,
+        limits: StoreLimits,
+    ) -> Result<Arc<Self>, StoreError> {
+        let conn = RedisLink::connect(target)
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot connect to redis: {e}")))?;
-        let store = RedisStore {
+        Ok(Arc::new(Self::on(conn, limits)))
+    }
+
+    /// A store on an existing connection (shared with the rate limits).
+    pub fn on(conn: RedisLink, limits: StoreLimits) -> Self {
+        RedisStore {
             conn,
             scripts: Scripts::new(),
             limits,
             expired: AtomicU64::new(0),
-        };
-        store.check().await?;
-        Ok(Arc::new(store))
+        }
     }
 
     /// How long an inbox's keys outlive its last write.
@@ -315,18 +314,10 @@ impl RedisStore {
             .map_err(failed)
     }
 
-    /// Keys matching `pattern`, gathered with SCAN (never KEYS).
+    /// Keys matching `pattern`, gathered with SCAN (never KEYS), from every master of
+    /// a cluster.
     async fn scan(&self, pattern: &str) -> Result<Vec<String>, StoreError> {
-        let mut conn = self.conn.clone();
-        let mut iter = conn
-            .scan_match::<_, String>(pattern)
-            .await
-            .map_err(failed)?;
-        let mut keys = Vec::new();
-        while let Some(key) = iter.next().await {
-            keys.push(key.map_err(failed)?);
-        }
-        Ok(keys)
+        self.conn.scan_match(pattern).await.map_err(failed)
     }
 }
 

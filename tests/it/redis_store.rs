@@ -4,6 +4,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use whispr::protocol::{Cursor, Identity};
+use whispr::redis_link::RedisTarget;
 use whispr::store::conformance::{envelope, run_all, LIMITS};
 use whispr::store::{
     InsertOutcome, MessageStore, RedisStore, SharedStore, StoreError, StoreLimits,
@@ -14,8 +15,13 @@ use crate::support::{have_program, scratch_dir};
 /// A `redis-server` without persistence, killed on drop.
 pub(crate) struct RedisServer {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     pub(crate) url: String,
+}
+
+/// One Redis server as the store's target.
+pub(crate) fn single(url: &str) -> RedisTarget {
+    RedisTarget::Single(url.to_owned())
 }
 
 impl RedisServer {
@@ -25,16 +31,21 @@ impl RedisServer {
     }
 
     /// Starts one on `port` with extra `redis-server` arguments.
-    async fn start_with(port: u16, extra: &[&str]) -> Option<Self> {
+    pub(crate) async fn start_with(port: u16, extra: &[&str]) -> Option<Self> {
+        Self::start_in(port, &scratch_dir("redis"), extra).await
+    }
+
+    /// Starts one on `port` working in `dir` (where persistence files go), so a
+    /// restart in the same directory reads back what the last one wrote.
+    pub(crate) async fn start_in(port: u16, dir: &std::path::Path, extra: &[&str]) -> Option<Self> {
         if !have_program("redis-server") {
             return None;
         }
-        let dir = scratch_dir("redis");
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(extra)
-            .current_dir(&dir)
+            .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -88,7 +99,7 @@ impl Drop for RedisServer {
 }
 
 /// A port nothing listens on right now.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
@@ -104,7 +115,7 @@ async fn redis_store_passes_conformance() {
     let server = &server;
     run_all(|limits| async move {
         server.flush().await;
-        RedisStore::connect(&server.url, limits)
+        RedisStore::connect(&single(&server.url), limits)
             .await
             .expect("connect to the test redis") as SharedStore
     })
@@ -114,7 +125,7 @@ async fn redis_store_passes_conformance() {
 #[tokio::test]
 async fn connecting_to_a_closed_port_is_a_readable_error() {
     let url = format!("redis://127.0.0.1:{}", free_port());
-    let err = match RedisStore::connect(&url, LIMITS).await {
+    let err = match RedisStore::connect(&single(&url), LIMITS).await {
         Ok(_) => panic!("nothing listens on {url}"),
         Err(e) => e,
     };
@@ -136,7 +147,9 @@ async fn queued_messages_survive_a_new_store_and_idle_inboxes_expire() {
     };
     let now = 1_800_000_000_000;
     let (alice, bob) = (Identity::generate(), Identity::generate());
-    let first = RedisStore::connect(&server.url, LIMITS).await.unwrap();
+    let first = RedisStore::connect(&single(&server.url), LIMITS)
+        .await
+        .unwrap();
     let InsertOutcome::Stored { epoch, seq } = first
         .insert(&envelope(&alice, bob.public_key(), 1, now), now)
         .await
@@ -147,7 +160,9 @@ async fn queued_messages_survive_a_new_store_and_idle_inboxes_expire() {
     drop(first);
 
     // A relay restart: a new store on the same Redis sees the same inbox and epoch.
-    let second = RedisStore::connect(&server.url, LIMITS).await.unwrap();
+    let second = RedisStore::connect(&single(&server.url), LIMITS)
+        .await
+        .unwrap();
     let batch = second
         .fetch(&bob.public_key(), Some(Cursor { epoch, seq: 0 }), 10, now)
         .await
@@ -196,7 +211,9 @@ async fn a_lost_redis_is_unavailable_then_reconnects_by_itself() {
     let Some(server) = RedisServer::start().await else {
         return;
     };
-    let store = RedisStore::connect(&server.url, LIMITS).await.unwrap();
+    let store = RedisStore::connect(&single(&server.url), LIMITS)
+        .await
+        .unwrap();
     let port = server.port;
     drop(server);
 
@@ -235,7 +252,9 @@ async fn redis_out_of_memory_is_store_full() {
     else {
         return;
     };
-    let store = RedisStore::connect(&server.url, LIMITS).await.unwrap();
+    let store = RedisStore::connect(&single(&server.url), LIMITS)
+        .await
+        .unwrap();
     let alice = Identity::generate();
     let now = 1_800_000_000_000;
     let mut refused = None;
@@ -261,7 +280,9 @@ async fn concurrent_inserts_get_distinct_consecutive_seqs() {
         max_messages_per_inbox: 1_000,
         ..LIMITS
     };
-    let store = RedisStore::connect(&server.url, limits).await.unwrap();
+    let store = RedisStore::connect(&single(&server.url), limits)
+        .await
+        .unwrap();
     let (alice, bob) = (Identity::generate(), Identity::generate());
     let now = 1_800_000_000_000;
     let tasks: Vec<_> = (0..200)

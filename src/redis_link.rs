@@ -1,0 +1,265 @@
+//! One way to talk to Redis for everything that shares state between nodes (the store,
+//! the shared rate limits): a single server through redis-rs's self-reconnecting
+//! `ConnectionManager`, or a Redis Cluster through its cluster connection, which routes
+//! each command by its key's slot and follows MOVED/ASK and topology changes.
+//!
+//! Callers write commands and Lua scripts once; every multi-key command and script
+//! touches the keys of one hash tag (one slot), so the same code runs on both. The only
+//! operation that differs is `SCAN`, which on a cluster has to visit every master.
+
+use futures::StreamExt;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::{AsyncCommands, Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use std::time::Duration;
+
+/// Where Redis is: one server, or the seed nodes of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    Single(String),
+    Cluster(Vec<String>),
+}
+
+impl RedisTarget {
+    /// From the configuration: `redis_cluster_urls` (comma-separated) wins when set.
+    pub fn from_config(redis_url: &str, redis_cluster_urls: &str) -> Self {
+        let seeds = split_urls(redis_cluster_urls);
+        if seeds.is_empty() {
+            RedisTarget::Single(redis_url.to_owned())
+        } else {
+            RedisTarget::Cluster(seeds)
+        }
+    }
+
+    /// The URLs with any password replaced by `***`, for logs and errors.
+    pub fn redacted(&self) -> String {
+        match self {
+            RedisTarget::Single(url) => redact(url),
+            RedisTarget::Cluster(urls) => {
+                let urls: Vec<String> = urls.iter().map(|u| redact(u)).collect();
+                format!("cluster {}", urls.join(","))
+            }
+        }
+    }
+
+    /// The first URL: the one server, or the first cluster seed.
+    pub fn first_url(&self) -> &str {
+        match self {
+            RedisTarget::Single(url) => url,
+            RedisTarget::Cluster(urls) => &urls[0],
+        }
+    }
+}
+
+/// Splits a comma-separated URL list, ignoring blanks.
+pub fn split_urls(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `redis://user:secret@host` -> `redis://user:***@host`.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        // Never echo what we could not parse: it may hold a password.
+        Err(_) => "(unparseable redis url)".into(),
+    }
+}
+
+/// A cheap-to-clone handle on Redis; clones share the underlying connections.
+#[derive(Clone)]
+pub enum RedisLink {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl RedisLink {
+    /// Connects and checks with PING. Both kinds reconnect by themselves afterwards;
+    /// a command issued while Redis is away fails (it is never queued for later).
+    pub async fn connect(target: &RedisTarget) -> RedisResult<Self> {
+        let mut link = match target {
+            RedisTarget::Single(url) => {
+                let client = redis::Client::open(url.as_str())?;
+                let config = ConnectionManagerConfig::new()
+                    .set_number_of_retries(2)
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT));
+                RedisLink::Single(client.get_connection_manager_with_config(config).await?)
+            }
+            RedisTarget::Cluster(urls) => {
+                let client = ClusterClient::builder(urls.iter().map(String::as_str))
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(RESPONSE_TIMEOUT)
+                    .retries(2)
+                    .build()?;
+                RedisLink::Cluster(client.get_async_connection().await?)
+            }
+        };
+        let _: String = redis::cmd("PING").query_async(&mut link).await?;
+        Ok(link)
+    }
+
+    /// Every key matching `pattern`, gathered with SCAN (never KEYS); on a cluster,
+    /// from every master in turn.
+    pub async fn scan_match(&self, pattern: &str) -> RedisResult<Vec<String>> {
+        match self {
+            RedisLink::Single(conn) => {
+                let mut conn = conn.clone();
+                let mut iter = conn.scan_match::<_, String>(pattern).await?;
+                let mut keys = Vec::new();
+                while let Some(key) = iter.next().await {
+                    keys.push(key?);
+                }
+                Ok(keys)
+            }
+            RedisLink::Cluster(conn) => {
+                let mut conn = conn.clone();
+                let mut keys = Vec::new();
+                for (host, port) in masters(&mut conn).await? {
+                    let mut cursor = 0u64;
+                    loop {
+                        let mut scan = redis::cmd("SCAN");
+                        scan.arg(cursor)
+                            .arg("MATCH")
+                            .arg(pattern)
+                            .arg("COUNT")
+                            .arg(500);
+                        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                            host: host.clone(),
+                            port,
+                        });
+                        let reply = conn.route_command(scan, route).await?;
+                        let (next, batch): (u64, Vec<String>) =
+                            redis::FromRedisValue::from_redis_value(reply)?;
+                        keys.extend(batch);
+                        if next == 0 {
+                            break;
+                        }
+                        cursor = next;
+                    }
+                }
+                Ok(keys)
+            }
+        }
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, RedisLink::Cluster(_))
+    }
+}
+
+/// The cluster's masters as `(host, port)`, from `CLUSTER NODES` on any node.
+async fn masters(conn: &mut ClusterConnection) -> RedisResult<Vec<(String, u16)>> {
+    let reply = conn
+        .route_command(
+            redis::cmd("CLUSTER").arg("NODES").clone(),
+            RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+        )
+        .await?;
+    let text: String = redis::FromRedisValue::from_redis_value(reply)?;
+    Ok(parse_masters(&text))
+}
+
+/// Parses `CLUSTER NODES`: `<id> <ip:port@cport[,hostname]> <flags> ...`, keeping the
+/// healthy masters.
+fn parse_masters(text: &str) -> Vec<(String, u16)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let addr = fields.nth(1)?;
+            let flags = fields.next()?;
+            let is_master = flags.split(',').any(|f| f == "master");
+            let failed = flags.split(',').any(|f| f == "fail" || f == "noaddr");
+            if !is_master || failed {
+                return None;
+            }
+            let host_port = addr.split(['@', ',']).next()?;
+            let (host, port) = host_port.rsplit_once(':')?;
+            Some((host.to_owned(), port.parse().ok()?))
+        })
+        .collect()
+}
+
+impl ConnectionLike for RedisLink {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            RedisLink::Single(c) => c.req_packed_command(cmd),
+            RedisLink::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            RedisLink::Single(c) => c.req_packed_commands(cmd, offset, count),
+            RedisLink::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            RedisLink::Single(c) => c.get_db(),
+            RedisLink::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_urls_win_and_split_on_commas() {
+        assert_eq!(
+            RedisTarget::from_config("redis://a:1", ""),
+            RedisTarget::Single("redis://a:1".into())
+        );
+        assert_eq!(
+            RedisTarget::from_config("redis://a:1", " redis://b:2 , redis://c:3,"),
+            RedisTarget::Cluster(vec!["redis://b:2".into(), "redis://c:3".into()])
+        );
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("redis://:s3cret@127.0.0.1:6379/0"),
+            "redis://:***@127.0.0.1:6379/0"
+        );
+        let t = RedisTarget::Cluster(vec!["redis://u:p@h:1".into(), "redis://h:2".into()]);
+        assert_eq!(t.redacted(), "cluster redis://u:***@h:1,redis://h:2");
+    }
+
+    #[test]
+    fn masters_are_parsed_from_cluster_nodes() {
+        let text = "\
+07c3 127.0.0.1:30004@40004 slave e7d1 0 1426238317239 4 connected
+67ed 127.0.0.1:30002@40002,host-b master - 0 1426238316232 2 connected 5461-10922
+2926 127.0.0.1:30003@40003 master,fail - 0 1426238318243 3 connected
+e7d1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460
+";
+        assert_eq!(
+            parse_masters(text),
+            vec![
+                ("127.0.0.1".to_owned(), 30002),
+                ("127.0.0.1".to_owned(), 30001)
+            ]
+        );
+    }
+}
