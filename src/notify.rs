@@ -23,12 +23,15 @@
 //! the node wakes all its local sessions, and [`catch_up`] wakes them all every
 //! `ws_catch_up_seconds` in any case.
 //!
-//! Why `PUBLISH`/`SUBSCRIBE` and not sharded `SPUBLISH`/`SSUBSCRIBE`: redis 1.2.2 offers
-//! `ssubscribe` only on its cluster connection; its single-node async `PubSub` has
-//! `subscribe`/`psubscribe` only. On one Redis the two behave the same (only nodes
-//! subscribed to an inbox's channel get its messages). The channel names already carry
-//! the inbox hash tag, so moving to Redis Cluster means switching to the cluster
-//! connection's `ssubscribe` and `SPUBLISH` without renaming anything.
+//! On one Redis the node uses `PUBLISH`/`SUBSCRIBE` on a dedicated RESP2 pub/sub
+//! connection (redis 1.2.2's single-node `PubSub` has no `ssubscribe`); only nodes
+//! subscribed to an inbox's channel get its messages. On Redis Cluster it uses sharded
+//! pub/sub, `SPUBLISH`/`SSUBSCRIBE`, on a RESP3 cluster connection: a channel lives on
+//! the master owning its slot (the inbox's hash tag, the same slot as the inbox's
+//! keys), so messages are not broadcast over the cluster bus to every master as
+//! classic pub/sub would be. redis-rs renews the sharded subscriptions after a
+//! reconnect or a slot move and reports a dropped node link, after which the node
+//! wakes its sessions as above.
 //!
 //! The registry never awaits: it sends [`Command`]s on an unbounded channel to the task
 //! here, which owns the pub/sub connection, and publishes through a second task with its
@@ -42,7 +45,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::PublicKey;
+use crate::redis_link::RedisTarget;
 use crate::registry::Registry;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
 
 /// What the registry and the relay ask of the pub/sub task.
 #[derive(Debug)]
@@ -113,39 +119,97 @@ impl Event {
 
 /// The pub/sub side of one node.
 pub struct Remote {
-    client: redis::Client,
     registry: Arc<Registry>,
     node: u64,
     locals: HashMap<PublicKey, Local>,
     publish: mpsc::UnboundedSender<(String, String)>,
 }
 
+/// The connection that holds this node's subscriptions.
+enum Subscriber<'a> {
+    /// One Redis: a RESP2 pub/sub connection, `SUBSCRIBE`.
+    Single(&'a mut redis::aio::PubSubSink),
+    /// Redis Cluster: sharded pub/sub on the cluster connection (RESP3), `SSUBSCRIBE`,
+    /// which goes to the master owning the channel's slot and is renewed by redis-rs
+    /// after reconnects and slot moves.
+    Cluster(&'a mut ClusterConnection),
+}
+
+impl Subscriber<'_> {
+    async fn subscribe(&mut self, channel: String) -> redis::RedisResult<()> {
+        match self {
+            Subscriber::Single(sink) => sink.subscribe(channel).await,
+            Subscriber::Cluster(conn) => conn.ssubscribe(channel).await,
+        }
+    }
+
+    async fn unsubscribe(&mut self, channel: String) -> redis::RedisResult<()> {
+        match self {
+            Subscriber::Single(sink) => sink.unsubscribe(channel).await,
+            Subscriber::Cluster(conn) => conn.sunsubscribe(channel).await,
+        }
+    }
+}
+
+/// Where the publisher sends: `PUBLISH` on one Redis, `SPUBLISH` (routed by the
+/// channel's slot) on a cluster.
+enum Publisher {
+    Single(Box<redis::Client>),
+    Cluster(ClusterConnection),
+}
+
 /// Starts the pub/sub tasks serving `commands` (the receiving end of the channel given
-/// to [`Registry::with_remote`]). The tasks end when `stop` is cancelled.
-pub fn start(
-    url: &str,
+/// to [`Registry::with_remote`]). The tasks end when `stop` is cancelled. On a cluster
+/// the connection is made here, so a cluster that cannot be reached fails the start.
+pub async fn start(
+    target: &RedisTarget,
     registry: Arc<Registry>,
     commands: mpsc::UnboundedReceiver<Command>,
     tracker: &tokio_util::task::TaskTracker,
     stop: CancellationToken,
 ) -> Result<(), redis::RedisError> {
-    let client = redis::Client::open(url)?;
     let (publish, outbox) = mpsc::unbounded_channel();
-    tracker.spawn(publisher(client.clone(), outbox, stop.clone()));
     let remote = Remote {
-        client,
         registry,
         node: rand::random(),
         locals: HashMap::new(),
         publish,
     };
-    tracker.spawn(remote.run(commands, stop));
+    match target {
+        RedisTarget::Single(url) => {
+            let client = redis::Client::open(url.as_str())?;
+            tracker.spawn(publisher(
+                Publisher::Single(Box::new(client.clone())),
+                outbox,
+                stop.clone(),
+            ));
+            tracker.spawn(remote.run(client, commands, stop));
+        }
+        RedisTarget::Cluster(urls) => {
+            let (pushes, received) = mpsc::unbounded_channel();
+            let conn = ClusterClient::builder(urls.iter().map(String::as_str))
+                .use_protocol(redis::ProtocolVersion::RESP3)
+                .push_sender(pushes)
+                .connection_timeout(Duration::from_secs(2))
+                .response_timeout(Duration::from_secs(5))
+                .build()?
+                .get_async_connection()
+                .await?;
+            tracker.spawn(publisher(
+                Publisher::Cluster(conn.clone()),
+                outbox,
+                stop.clone(),
+            ));
+            tracker.spawn(remote.run_cluster(conn, received, commands, stop));
+        }
+    }
     Ok(())
 }
 
 impl Remote {
     async fn run(
         mut self,
+        client: redis::Client,
         mut commands: mpsc::UnboundedReceiver<Command>,
         stop: CancellationToken,
     ) {
@@ -153,7 +217,7 @@ impl Remote {
         loop {
             let pubsub = tokio::select! {
                 _ = stop.cancelled() => return,
-                p = self.client.get_async_pubsub() => p,
+                p = client.get_async_pubsub() => p,
             };
             let (mut sink, mut stream) = match pubsub {
                 Ok(p) => p.split(),
@@ -169,31 +233,24 @@ impl Remote {
             if !channels.is_empty() && sink.subscribe(&channels).await.is_err() {
                 continue;
             }
-            // A takeover announced while the connection was failing may be lost.
-            for (key, local) in self.locals.iter().filter(|(_, l)| !l.echoed) {
-                let event = Event::Takeover {
-                    node: self.node,
-                    session: local.session,
-                };
-                let _ = self.publish.send((channel(key), event.encode()));
-            }
             if !first {
-                // Wake-ups published while we were away are lost: read the store again.
-                tracing::info!("Redis pub/sub reconnected; waking every local session");
-                self.registry.wake_all();
+                self.reconnected();
             }
             first = false;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     Some(cmd) = commands.recv() => {
-                        if let Err(e) = self.on_command(&mut sink, cmd).await {
+                        if let Err(e) = self.on_command(Subscriber::Single(&mut sink), cmd).await {
                             tracing::warn!(error = %e, "Redis pub/sub: command failed; reconnecting");
                             break;
                         }
                     }
                     msg = stream.next() => match msg {
-                        Some(msg) => self.on_message(&msg),
+                        Some(msg) => {
+                            let payload: String = msg.get_payload().unwrap_or_default();
+                            self.on_message(msg.get_channel_name(), &payload);
+                        }
                         None => {
                             tracing::warn!("Redis pub/sub connection lost; reconnecting");
                             break;
@@ -204,9 +261,70 @@ impl Remote {
         }
     }
 
+    /// The cluster loop: one connection that redis-rs keeps and resubscribes; its
+    /// pushes (messages, and "disconnected" when a node's link dropped) come on
+    /// `pushes`.
+    async fn run_cluster(
+        mut self,
+        mut conn: ClusterConnection,
+        mut pushes: mpsc::UnboundedReceiver<redis::PushInfo>,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        stop: CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                Some(cmd) = commands.recv() => {
+                    let key = match &cmd {
+                        Command::Registered { key, .. } => Some(*key),
+                        _ => None,
+                    };
+                    if let Err(e) = self.on_command(Subscriber::Cluster(&mut conn), cmd).await {
+                        // The connection retries by itself; until the subscription is
+                        // in place the periodic catch-up delivers.
+                        tracing::warn!(error = %e, "Redis Cluster pub/sub: command failed");
+                        if let Some(key) = key {
+                            self.registry.notify(&key);
+                        }
+                    }
+                }
+                Some(push) = pushes.recv() => match push.kind {
+                    redis::PushKind::SMessage | redis::PushKind::Message => {
+                        let mut data = push.data.into_iter();
+                        let (Some(channel), Some(payload)) = (data.next(), data.next()) else {
+                            continue;
+                        };
+                        let text = |v| redis::from_redis_value::<String>(v).unwrap_or_default();
+                        self.on_message(&text(channel), &text(payload));
+                    }
+                    redis::PushKind::Disconnection => {
+                        tracing::warn!("Redis Cluster pub/sub: a node connection dropped; redis-rs resubscribes");
+                        self.reconnected();
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    /// After the subscriptions were renewed: takeovers announced while the connection
+    /// was failing may be lost, and so may wake-ups, so announce again and read the
+    /// store for every local session.
+    fn reconnected(&mut self) {
+        for (key, local) in self.locals.iter().filter(|(_, l)| !l.echoed) {
+            let event = Event::Takeover {
+                node: self.node,
+                session: local.session,
+            };
+            let _ = self.publish.send((channel(key), event.encode()));
+        }
+        tracing::info!("Redis pub/sub reconnected; waking every local session");
+        self.registry.wake_all();
+    }
+
     async fn on_command(
         &mut self,
-        sink: &mut redis::aio::PubSubSink,
+        mut sub: Subscriber<'_>,
         cmd: Command,
     ) -> redis::RedisResult<()> {
         match cmd {
@@ -222,7 +340,7 @@ impl Remote {
                     )
                     .is_none();
                 if fresh {
-                    sink.subscribe(channel(&key)).await?;
+                    sub.subscribe(channel(&key)).await?;
                     // A wake-up published before the subscription took effect was
                     // missed: read the store once more.
                     self.registry.notify(&key);
@@ -238,7 +356,7 @@ impl Remote {
             Command::Unregistered { key, session } => {
                 if self.locals.get(&key).is_some_and(|l| l.session == session) {
                     self.locals.remove(&key);
-                    sink.unsubscribe(channel(&key)).await?;
+                    sub.unsubscribe(channel(&key)).await?;
                 }
             }
             Command::Wake(key) => {
@@ -249,12 +367,11 @@ impl Remote {
         Ok(())
     }
 
-    fn on_message(&mut self, msg: &redis::Msg) {
-        let Some(key) = key_of(msg.get_channel_name()) else {
+    fn on_message(&mut self, channel_name: &str, payload: &str) {
+        let Some(key) = key_of(channel_name) else {
             return;
         };
-        let payload: String = msg.get_payload().unwrap_or_default();
-        match Event::parse(&payload) {
+        match Event::parse(payload) {
             Some(Event::Wake { node }) => {
                 if node != self.node {
                     self.registry.notify(&key);
@@ -274,41 +391,66 @@ impl Remote {
                     self.registry.replace(&key, local.session);
                 }
             }
-            None => tracing::debug!(channel = msg.get_channel_name(), "unknown pub/sub payload"),
+            None => tracing::debug!(channel = channel_name, "unknown pub/sub payload"),
         }
     }
 }
 
-/// Publishes queued events in pipelined batches. A failed batch is dropped: pub/sub is
+/// Publishes queued events in batches. A failed batch is dropped: pub/sub is
 /// at-most-once anyway, and sessions catch up from the store.
 async fn publisher(
-    client: redis::Client,
+    target: Publisher,
     mut outbox: mpsc::UnboundedReceiver<(String, String)>,
     stop: CancellationToken,
 ) {
-    let mut conn = None;
+    let mut single = None;
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             n = outbox.recv_many(&mut batch, PUBLISH_BATCH) => if n == 0 { return },
         }
-        if conn.is_none() {
-            conn = client.get_connection_manager().await.ok();
-        }
-        let Some(c) = conn.as_mut() else {
-            tracing::warn!(
-                dropped = batch.len(),
-                "Redis pub/sub: cannot connect to publish"
-            );
-            batch.clear();
-            continue;
+        let result = match &target {
+            Publisher::Single(client) => {
+                if single.is_none() {
+                    single = client.get_connection_manager().await.ok();
+                }
+                let Some(c) = single.as_mut() else {
+                    tracing::warn!(
+                        dropped = batch.len(),
+                        "Redis pub/sub: cannot connect to publish"
+                    );
+                    batch.clear();
+                    continue;
+                };
+                // One pipelined round trip for the whole batch.
+                let mut pipe = redis::pipe();
+                for (channel, payload) in batch.drain(..) {
+                    pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+                }
+                pipe.query_async::<()>(c).await
+            }
+            Publisher::Cluster(conn) => {
+                // Each channel lives on its own slot's master: one SPUBLISH each,
+                // concurrently.
+                let sends = batch.drain(..).map(|(channel, payload)| {
+                    let mut conn = conn.clone();
+                    async move {
+                        redis::cmd("SPUBLISH")
+                            .arg(channel)
+                            .arg(payload)
+                            .query_async::<()>(&mut conn)
+                            .await
+                    }
+                });
+                futures::future::join_all(sends)
+                    .await
+                    .into_iter()
+                    .collect::<Result<Vec<()>, _>>()
+                    .map(|_| ())
+            }
         };
-        let mut pipe = redis::pipe();
-        for (channel, payload) in batch.drain(..) {
-            pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
-        }
-        if let Err(e) = pipe.query_async::<()>(c).await {
+        if let Err(e) = result {
             tracing::warn!(error = %e, "Redis pub/sub: publish failed");
         }
     }

@@ -187,12 +187,13 @@ impl Server {
         if shared {
             // Other nodes share the store: wake-ups and takeovers cross nodes.
             notify::start(
-                &config.redis_url,
+                &config.redis_target(),
                 relay.registry.clone(),
                 commands,
                 &tracker,
                 token.clone(),
             )
+            .await
             .map_err(|e| ServerError::Redis {
                 url: config.redis_target().redacted(),
                 source: StoreError::Unavailable(e.to_string()),

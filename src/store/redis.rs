@@ -44,12 +44,19 @@
 //! The sweep also `SCAN`s the `:exp` keys (only inboxes holding messages have one) and
 //! expires each, because a message nobody reads again must still be reported as
 //! expired (the conformance suite checks this, and checks `depth` after an ack, which
-//! is why neither is left at zero). `depth` `SCAN`s the `:q` keys and sums their sizes
-//! with one pipelined `ZCARD` each. The sweep costs one round trip per inbox holding
-//! messages; both run only at sweep and metrics-scrape intervals.
-//! `SCAN` walks the whole keyspace (matching is done server-side), so with very many
-//! keys a global index of expiring inboxes would be cheaper; on Redis Cluster both
-//! would have to scan every master (not done yet: this store takes one server).
+//! is why neither is left at zero). `depth` `SCAN`s the `:q` keys and sums
+//! their sizes with one `ZCARD` each (many in flight; no pipeline, since on a cluster
+//! the keys live on different masters). The sweep costs one round trip per inbox
+//! holding messages; both run only at sweep and metrics-scrape intervals. `SCAN` walks
+//! the whole keyspace (matching is done server-side), on a cluster every master in
+//! turn (`RedisLink::scan_match`); with very many keys a global index of expiring
+//! inboxes would be cheaper, but on a cluster it would be one hot slot.
+//!
+//! # One server or a cluster
+//!
+//! The store talks through [`RedisLink`]: a single server, or Redis Cluster from the
+//! seed nodes in `redis_cluster_urls`. Nothing else changes, because every script and
+//! command touches one inbox's keys, which share a slot.
 //!
 //! # What differs from the memory store
 //!
@@ -60,7 +67,9 @@
 //! - `sweep` reports no dropped inboxes: idle inboxes vanish by key expiry, uncounted.
 
 use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
 use rand::Rng;
+use redis::AsyncCommands;
 use redis::{FromRedisValue, RedisError, Script, ScriptInvocation};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -460,15 +469,15 @@ impl MessageStore for RedisStore {
     /// in the memory store).
     async fn depth(&self) -> Result<u64, StoreError> {
         let keys = self.scan("whispr:{*}:q").await?;
-        if keys.is_empty() {
-            return Ok(0);
-        }
-        let mut pipe = redis::pipe();
-        for key in &keys {
-            pipe.zcard(key);
-        }
-        let sizes: Vec<u64> = pipe
-            .query_async(&mut self.conn.clone())
+        // One ZCARD per inbox, many in flight: each key may live on another cluster
+        // master, so no cross-slot pipeline; the multiplexed connection batches them.
+        let sizes: Vec<u64> = futures::stream::iter(keys)
+            .map(|key| {
+                let mut conn = self.conn.clone();
+                async move { conn.zcard::<_, u64>(key).await }
+            })
+            .buffer_unordered(64)
+            .try_collect()
             .await
             .map_err(failed)?;
         Ok(sizes.iter().sum())

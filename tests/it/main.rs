@@ -11,6 +11,7 @@ mod model;
 mod nginx;
 mod ops;
 mod poll;
+mod redis_cluster;
 mod redis_faults;
 mod redis_store;
 mod sessions;
