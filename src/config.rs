@@ -66,6 +66,9 @@ pub struct Config {
     /// (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`); the rest of the cluster is
     /// discovered from them. Empty: no cluster.
     pub redis_cluster_urls: String,
+    /// `rediss://` only: PEM file of the CA that signed Redis's certificate (a private
+    /// CA). Empty: the system's trusted roots.
+    pub redis_tls_ca: String,
     /// Memory store: file to write queued messages to at graceful shutdown and read
     /// back at start (then deleted). Empty: queued messages end with the process.
     pub memory_snapshot_path: String,
@@ -142,6 +145,7 @@ impl Default for Config {
             store: StoreKind::Memory,
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_cluster_urls: String::new(),
+            redis_tls_ca: String::new(),
             memory_snapshot_path: String::new(),
             max_message_bytes: 64 * 1024,
             max_messages_per_recipient: 1000,
@@ -385,6 +389,9 @@ impl Config {
                 );
             }
         }
+        if !self.redis_tls_ca.is_empty() && !Path::new(&self.redis_tls_ca).is_file() {
+            return invalid("redis_tls_ca", "no such file (a PEM CA certificate)");
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return invalid(
                 "log_level",
@@ -396,7 +403,11 @@ impl Config {
 
     /// Where Redis is, for `store = "redis"` or `"auto"`.
     pub fn redis_target(&self) -> crate::redis_link::RedisTarget {
-        crate::redis_link::RedisTarget::from_config(&self.redis_url, &self.redis_cluster_urls)
+        crate::redis_link::RedisTarget::from_config(
+            &self.redis_url,
+            &self.redis_cluster_urls,
+            &self.redis_tls_ca,
+        )
     }
 
     /// Largest WebSocket frame or HTTP body accepted: a body of `max_message_bytes` in

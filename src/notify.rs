@@ -45,9 +45,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::PublicKey;
-use crate::redis_link::RedisTarget;
+use crate::redis_link::{RedisNodes, RedisTarget};
 use crate::registry::Registry;
-use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 
 /// What the registry and the relay ask of the pub/sub task.
@@ -175,9 +174,9 @@ pub async fn start(
         locals: HashMap::new(),
         publish,
     };
-    match target {
-        RedisTarget::Single(url) => {
-            let client = redis::Client::open(url.as_str())?;
+    match &target.nodes {
+        RedisNodes::Single(url) => {
+            let client = target.client(url)?;
             tracker.spawn(publisher(
                 Publisher::Single(Box::new(client.clone())),
                 outbox,
@@ -185,14 +184,10 @@ pub async fn start(
             ));
             tracker.spawn(remote.run(client, commands, stop));
         }
-        RedisTarget::Cluster(urls) => {
+        RedisNodes::Cluster(urls) => {
             let (pushes, received) = mpsc::unbounded_channel();
-            let conn = ClusterClient::builder(urls.iter().map(String::as_str))
-                .use_protocol(redis::ProtocolVersion::RESP3)
-                .push_sender(pushes)
-                .connection_timeout(Duration::from_secs(2))
-                .response_timeout(Duration::from_secs(5))
-                .build()?
+            let conn = target
+                .cluster_client(urls, Some(pushes))?
                 .get_async_connection()
                 .await?;
             tracker.spawn(publisher(

@@ -12,46 +12,123 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::{AsyncCommands, Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{
+    AsyncCommands, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, TlsCertificates,
+    Value,
+};
+use std::path::PathBuf;
 use std::time::Duration;
 
-/// Where Redis is: one server, or the seed nodes of a cluster.
+/// Where Redis is: one server, or the seed nodes of a cluster; and, for `rediss://`,
+/// which CA to trust.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RedisTarget {
+pub struct RedisTarget {
+    pub nodes: RedisNodes,
+    /// PEM file of the CA that signed Redis's certificate; `None`: the system's roots.
+    pub tls_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisNodes {
     Single(String),
     Cluster(Vec<String>),
 }
 
 impl RedisTarget {
+    pub fn single(url: &str) -> Self {
+        RedisTarget {
+            nodes: RedisNodes::Single(url.to_owned()),
+            tls_ca: None,
+        }
+    }
+
+    pub fn cluster(urls: Vec<String>) -> Self {
+        RedisTarget {
+            nodes: RedisNodes::Cluster(urls),
+            tls_ca: None,
+        }
+    }
+
+    pub fn with_tls_ca(mut self, ca: impl Into<PathBuf>) -> Self {
+        self.tls_ca = Some(ca.into());
+        self
+    }
+
     /// From the configuration: `redis_cluster_urls` (comma-separated) wins when set.
-    pub fn from_config(redis_url: &str, redis_cluster_urls: &str) -> Self {
+    pub fn from_config(redis_url: &str, redis_cluster_urls: &str, redis_tls_ca: &str) -> Self {
         let seeds = split_urls(redis_cluster_urls);
-        if seeds.is_empty() {
-            RedisTarget::Single(redis_url.to_owned())
+        let target = if seeds.is_empty() {
+            RedisTarget::single(redis_url)
         } else {
-            RedisTarget::Cluster(seeds)
+            RedisTarget::cluster(seeds)
+        };
+        match redis_tls_ca {
+            "" => target,
+            ca => target.with_tls_ca(ca),
         }
     }
 
     /// The URLs with any password replaced by `***`, for logs and errors.
     pub fn redacted(&self) -> String {
-        match self {
-            RedisTarget::Single(url) => redact(url),
-            RedisTarget::Cluster(urls) => {
+        match &self.nodes {
+            RedisNodes::Single(url) => redact(url),
+            RedisNodes::Cluster(urls) => {
                 let urls: Vec<String> = urls.iter().map(|u| redact(u)).collect();
                 format!("cluster {}", urls.join(","))
             }
         }
     }
 
-    /// The first URL: the one server, or the first cluster seed.
-    pub fn first_url(&self) -> &str {
-        match self {
-            RedisTarget::Single(url) => url,
-            RedisTarget::Cluster(urls) => &urls[0],
+    /// The CA for `rediss://`, read from `tls_ca`.
+    fn certificates(&self) -> RedisResult<Option<TlsCertificates>> {
+        let Some(path) = &self.tls_ca else {
+            return Ok(None);
+        };
+        let pem = std::fs::read(path).map_err(|e| {
+            RedisError::from((
+                ErrorKind::Io,
+                "cannot read redis_tls_ca",
+                format!("{}: {e}", path.display()),
+            ))
+        })?;
+        Ok(Some(TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem),
+        }))
+    }
+
+    /// A client for one server's URL, trusting `tls_ca` when set.
+    pub fn client(&self, url: &str) -> RedisResult<redis::Client> {
+        match self.certificates()? {
+            Some(certs) => redis::Client::build_with_tls(url, certs),
+            None => redis::Client::open(url),
         }
     }
+
+    /// A cluster client on `seeds`, trusting `tls_ca` when set.
+    pub fn cluster_client(
+        &self,
+        seeds: &[String],
+        resp3_pushes: Option<PushSender>,
+    ) -> RedisResult<ClusterClient> {
+        let mut builder = ClusterClient::builder(seeds.iter().map(String::as_str))
+            .connection_timeout(CONNECT_TIMEOUT)
+            .response_timeout(RESPONSE_TIMEOUT)
+            .retries(2);
+        if let Some(certs) = self.certificates()? {
+            builder = builder.certs(certs);
+        }
+        if let Some(pushes) = resp3_pushes {
+            builder = builder
+                .use_protocol(redis::ProtocolVersion::RESP3)
+                .push_sender(pushes);
+        }
+        builder.build()
+    }
 }
+
+/// Where a RESP3 connection sends its pushes (pub/sub messages, disconnections).
+pub type PushSender = tokio::sync::mpsc::UnboundedSender<redis::PushInfo>;
 
 /// Splits a comma-separated URL list, ignoring blanks.
 pub fn split_urls(list: &str) -> Vec<String> {
@@ -89,21 +166,17 @@ impl RedisLink {
     /// Connects and checks with PING. Both kinds reconnect by themselves afterwards;
     /// a command issued while Redis is away fails (it is never queued for later).
     pub async fn connect(target: &RedisTarget) -> RedisResult<Self> {
-        let mut link = match target {
-            RedisTarget::Single(url) => {
-                let client = redis::Client::open(url.as_str())?;
+        let mut link = match &target.nodes {
+            RedisNodes::Single(url) => {
+                let client = target.client(url)?;
                 let config = ConnectionManagerConfig::new()
                     .set_number_of_retries(2)
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
                     .set_response_timeout(Some(RESPONSE_TIMEOUT));
                 RedisLink::Single(client.get_connection_manager_with_config(config).await?)
             }
-            RedisTarget::Cluster(urls) => {
-                let client = ClusterClient::builder(urls.iter().map(String::as_str))
-                    .connection_timeout(CONNECT_TIMEOUT)
-                    .response_timeout(RESPONSE_TIMEOUT)
-                    .retries(2)
-                    .build()?;
+            RedisNodes::Cluster(urls) => {
+                let client = target.cluster_client(urls, None)?;
                 RedisLink::Cluster(client.get_async_connection().await?)
             }
         };
@@ -227,12 +300,13 @@ mod tests {
     #[test]
     fn cluster_urls_win_and_split_on_commas() {
         assert_eq!(
-            RedisTarget::from_config("redis://a:1", ""),
-            RedisTarget::Single("redis://a:1".into())
+            RedisTarget::from_config("redis://a:1", "", ""),
+            RedisTarget::single("redis://a:1")
         );
         assert_eq!(
-            RedisTarget::from_config("redis://a:1", " redis://b:2 , redis://c:3,"),
-            RedisTarget::Cluster(vec!["redis://b:2".into(), "redis://c:3".into()])
+            RedisTarget::from_config("redis://a:1", " redis://b:2 , redis://c:3,", "/ca.pem"),
+            RedisTarget::cluster(vec!["redis://b:2".into(), "redis://c:3".into()])
+                .with_tls_ca("/ca.pem")
         );
     }
 
@@ -242,7 +316,7 @@ mod tests {
             redact("redis://:s3cret@127.0.0.1:6379/0"),
             "redis://:***@127.0.0.1:6379/0"
         );
-        let t = RedisTarget::Cluster(vec!["redis://u:p@h:1".into(), "redis://h:2".into()]);
+        let t = RedisTarget::cluster(vec!["redis://u:p@h:1".into(), "redis://h:2".into()]);
         assert_eq!(t.redacted(), "cluster redis://u:***@h:1,redis://h:2");
     }
 

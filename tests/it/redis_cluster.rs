@@ -96,7 +96,7 @@ impl Cluster {
     }
 
     fn target(&self) -> RedisTarget {
-        RedisTarget::Cluster(self.nodes.iter().map(|n| n.url.clone()).collect())
+        RedisTarget::cluster(self.nodes.iter().map(|n| n.url.clone()).collect())
     }
 
     /// Empties every master.

@@ -175,3 +175,146 @@ async fn redis_killed_and_restarted_under_traffic_loses_no_accepted_message() {
     carol_ws.close().await;
     relay.stop().await;
 }
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with openssl.
+fn ca_and_server_cert(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
+    let (ca, ca_key) = (dir.join("ca.pem"), dir.join("ca-key.pem"));
+    let (cert, key, csr) = (
+        dir.join("redis.pem"),
+        dir.join("redis-key.pem"),
+        dir.join("redis.csr"),
+    );
+    let ext = dir.join("ext.cnf");
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n",
+    )
+    .unwrap();
+    let run = |args: &[&std::ffi::OsStr]| {
+        let ok = std::process::Command::new("openssl")
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("run openssl")
+            .success();
+        assert!(ok, "openssl {args:?} failed");
+    };
+    let s = |p: &std::path::Path| p.as_os_str().to_owned();
+    let o = |t: &str| std::ffi::OsString::from(t);
+    run(&[
+        &o("req"),
+        &o("-x509"),
+        &o("-nodes"),
+        &o("-days"),
+        &o("2"),
+        &o("-newkey"),
+        &o("rsa:2048"),
+        &o("-keyout"),
+        &s(&ca_key),
+        &o("-out"),
+        &s(&ca),
+        &o("-subj"),
+        &o("/CN=whispr test CA"),
+        &o("-addext"),
+        &o("basicConstraints=critical,CA:TRUE"),
+    ]);
+    run(&[
+        &o("req"),
+        &o("-nodes"),
+        &o("-newkey"),
+        &o("rsa:2048"),
+        &o("-keyout"),
+        &s(&key),
+        &o("-out"),
+        &s(&csr),
+        &o("-subj"),
+        &o("/CN=127.0.0.1"),
+    ]);
+    run(&[
+        &o("x509"),
+        &o("-req"),
+        &o("-in"),
+        &s(&csr),
+        &o("-CA"),
+        &s(&ca),
+        &o("-CAkey"),
+        &s(&ca_key),
+        &o("-CAcreateserial"),
+        &o("-days"),
+        &o("2"),
+        &o("-extfile"),
+        &s(&ext),
+        &o("-out"),
+        &s(&cert),
+    ]);
+    [ca, cert, key]
+}
+
+/// A process killed on drop.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn a_relay_reaches_redis_over_tls_with_a_password_and_a_private_ca() {
+    if !crate::support::have_program("redis-server") || !crate::support::have_program("openssl") {
+        return;
+    }
+    let dir = scratch_dir("redis-tls");
+    let [ca, cert, key] = ca_and_server_cert(&dir);
+    let port = free_port();
+    let _redis = Killed(
+        std::process::Command::new("redis-server")
+            .args(["--port", "0", "--bind", "127.0.0.1", "--save", ""])
+            .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+            .arg("--tls-cert-file")
+            .arg(&cert)
+            .arg("--tls-key-file")
+            .arg(&key)
+            .args(["--requirepass", "s3cret"])
+            .current_dir(&dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server with TLS"),
+    );
+    let url = format!("rediss://:s3cret@127.0.0.1:{port}");
+    let toml = |url: &str| {
+        format!(
+            "store = \"redis\"\nredis_url = {url:?}\nredis_tls_ca = {:?}",
+            ca.display().to_string()
+        )
+    };
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let relay = TestRelay::start_with(config_with(&toml(&url))).await;
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    send(&relay, &alice, &bob, "over tls").await.unwrap();
+    let (mut ws, _) = relay.connect(&bob).await;
+    let got = drain_until_synced(&mut ws, true).await;
+    assert_eq!(got, vec![(1, "over tls".to_owned())]);
+    ws.close().await;
+    relay.stop().await;
+
+    // A wrong password is a readable start-up error that does not print the password.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let wrong = format!("rediss://:wrong-pass@127.0.0.1:{port}");
+    let err = whispr::server::Server::new(config_with(&toml(&wrong)))
+        .run(listener, std::future::pending())
+        .await
+        .expect_err("a wrong Redis password stops the start");
+    let text = err.to_string();
+    assert!(!text.contains("wrong-pass"), "password redacted: {text}");
+    assert!(text.contains("127.0.0.1"), "names the server: {text}");
+}

@@ -21,7 +21,7 @@ pub(crate) struct RedisServer {
 
 /// One Redis server as the store's target.
 pub(crate) fn single(url: &str) -> RedisTarget {
-    RedisTarget::Single(url.to_owned())
+    RedisTarget::single(url)
 }
 
 impl RedisServer {
