@@ -73,6 +73,10 @@ struct BenchArgs {
     /// The relay's pid, to report its resident memory.
     #[arg(long)]
     relay_pid: Option<u32>,
+    /// Several nodes: senders connect to this relay URL, recipients to --server, so
+    /// every message crosses nodes (through Redis).
+    #[arg(long, value_name = "URL")]
+    send_via: Option<String>,
     /// One JSON line instead of the table.
     #[arg(long)]
     json: bool,
@@ -256,6 +260,7 @@ fn main() -> ExitCode {
 fn bench(a: BenchArgs) -> ExitCode {
     let config = whispr::bench::BenchConfig {
         server: a.relay.server,
+        send_via: a.send_via,
         connections: a.connections,
         senders: a.senders,
         rate: a.rate.unwrap_or(0),

@@ -112,8 +112,9 @@ pub(super) async fn run(cfg: BenchConfig) -> Result<Report, BenchError> {
     let sampler = cfg
         .relay_pid
         .map(|pid| tokio::spawn(sample_rss(pid, rss_peak.clone(), stop.clone())));
-    let mut receivers = connect_all(&cfg, online_ids, &tls).await?;
-    let mut sender_sessions = connect_all(&cfg, &senders, &tls).await?;
+    let mut receivers = connect_all(&cfg, &cfg.server, online_ids, &tls).await?;
+    let send_via = cfg.send_via.as_deref().unwrap_or(&cfg.server);
+    let mut sender_sessions = connect_all(&cfg, send_via, &senders, &tls).await?;
     let shared = Arc::new(Shared {
         start: Instant::now(),
         sent_at: (0..total).map(|_| AtomicU64::new(0)).collect(),
@@ -152,7 +153,7 @@ pub(super) async fn run(cfg: BenchConfig) -> Result<Report, BenchError> {
     let send_s = shared.start.elapsed().as_secs_f64();
 
     // The offline share connects now and drains its queue.
-    for ws in connect_all(&cfg, offline_ids, &tls).await? {
+    for ws in connect_all(&cfg, &cfg.server, offline_ids, &tls).await? {
         receiving.push(tokio::spawn(receive(ws, shared.clone(), stop.clone())));
     }
     let deadline = Instant::now() + cfg.drain;
@@ -222,12 +223,13 @@ fn report(cfg: &BenchConfig, shared: &Shared, send_s: f64, signing_s: f64) -> Re
 /// Connects and authenticates every identity, a few hundred at a time.
 async fn connect_all(
     cfg: &BenchConfig,
+    server: &str,
     ids: &[Identity],
     tls: &Tls,
 ) -> Result<Vec<WsClient>, BenchError> {
     let results: Vec<_> = stream::iter(ids.iter())
         .map(|id| async move {
-            WsClient::connect_with(&cfg.server, id, None, cfg.codec, Some(tls))
+            WsClient::connect_with(server, id, None, cfg.codec, Some(tls))
                 .await
                 .map(|(ws, _)| ws)
         })

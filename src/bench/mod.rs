@@ -19,7 +19,11 @@ pub use report::Report;
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
+    /// The relay the recipients connect to (and the senders, without `send_via`).
     pub server: String,
+    /// Multi-node runs: the senders connect to this relay instead, so every message
+    /// crosses from one node to the other (through Redis).
+    pub send_via: Option<String>,
     /// Recipient sessions.
     pub connections: usize,
     /// Sender sessions.

@@ -9,6 +9,7 @@ use crate::support::TestRelay;
 fn smoke(relay: &TestRelay, rate: u64, codec: Codec, offline_share: f64) -> BenchConfig {
     BenchConfig {
         server: relay.base.clone(),
+        send_via: None,
         connections: 50,
         senders: 4,
         rate,
@@ -68,4 +69,25 @@ async fn a_max_rate_run_reports_refusals_by_kind() {
     assert_eq!(report.delivered, report.accepted);
     assert_eq!(report.lost, 0);
     relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_node_run_on_one_redis_loses_nothing() {
+    let Some(redis) = crate::redis_store::RedisServer::start().await else {
+        return;
+    };
+    let config =
+        crate::support::config_with(&format!("store = \"redis\"\nredis_url = {:?}", redis.url));
+    let clock = whispr::clock::Clock::system();
+    let a = TestRelay::start_clocked(config.clone(), clock.clone()).await;
+    let b = TestRelay::start_clocked(config, clock).await;
+    // Recipients on a, senders on b: every message crosses nodes through Redis.
+    let mut cfg = smoke(&a, 250, Codec::MsgPack, 0.2);
+    cfg.send_via = Some(b.base.clone());
+    let report = bench::run(cfg).await.unwrap();
+    assert_eq!(report.accepted, 500, "{report}");
+    assert_eq!(report.delivered, 500, "{report}");
+    assert_eq!((report.lost, report.duplicates), (0, 0), "{report}");
+    a.stop().await;
+    b.stop().await;
 }
