@@ -7,10 +7,12 @@
 //! (so an unswept expired blob never blocks an upload) and then, if it still does not
 //! fit, is refused: unexpired blobs are never evicted to make room. Expired blobs are
 //! dropped by the relay's periodic sweep, by a get that finds one, and by a put that
-//! needs room. The lock is held only for map operations, never across an await.
+//! needs room. An index ordered by expiry makes each of those cost only what it drops,
+//! so a stream of refused uploads to a full store does not scan every blob. The lock
+//! is held only for map operations, never across an await.
 
 use async_trait::async_trait;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{Blob, BlobError, BlobId, BlobLimits, BlobStore, PutOutcome};
@@ -33,27 +35,35 @@ fn cost(blob: &Blob) -> usize {
 #[derive(Default)]
 struct Inner {
     blobs: HashMap<BlobId, Arc<Blob>>,
+    /// (expires_ms, id) of every blob in `blobs`.
+    by_expiry: BTreeSet<(u64, BlobId)>,
     used: usize,
 }
 
 impl Inner {
+    fn insert(&mut self, id: BlobId, blob: Blob) {
+        self.used += cost(&blob);
+        self.by_expiry.insert((blob.meta.expires_ms, id));
+        self.blobs.insert(id, Arc::new(blob));
+    }
+
     fn remove(&mut self, id: &BlobId) {
         if let Some(blob) = self.blobs.remove(id) {
             self.used -= cost(&blob);
+            self.by_expiry.remove(&(blob.meta.expires_ms, *id));
         }
     }
 
     fn drop_expired(&mut self, now_ms: u64) -> u64 {
-        let gone: Vec<BlobId> = self
-            .blobs
-            .iter()
-            .filter(|(_, b)| b.meta.expires_ms <= now_ms)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in &gone {
-            self.remove(id);
+        let mut dropped = 0;
+        while let Some(&(expires_ms, id)) = self.by_expiry.first() {
+            if expires_ms > now_ms {
+                break;
+            }
+            self.remove(&id);
+            dropped += 1;
         }
-        gone.len() as u64
+        dropped
     }
 }
 
@@ -105,9 +115,8 @@ impl BlobStore for MemoryBlobs {
                 return Err(BlobError::StoreFull { budget });
             }
         }
-        inner.used += need;
         let meta = blob.meta.clone();
-        inner.blobs.insert(id, Arc::new(blob));
+        inner.insert(id, blob);
         Ok(PutOutcome::Stored(meta))
     }
 
@@ -239,6 +248,10 @@ mod tests {
         assert_eq!(store.sweep(ttl + 10).await.unwrap(), 1);
         assert_eq!(store.get(&y, ttl + 10).await.unwrap(), None);
         assert_eq!(store.stored_bytes(), Some(0));
+        assert!(
+            store.lock().by_expiry.is_empty(),
+            "the index follows the map"
+        );
         // An expired id can be uploaded again, by anyone.
         let out = store.put(blob(b"x", "c", "d", ttl), ttl).await.unwrap();
         assert!(matches!(out, PutOutcome::Stored(_)));
