@@ -12,6 +12,7 @@
 //! twice (the JSON and the raw form), so a download does not consume it; blobs go only
 //! by TTL, and a full store refuses new uploads rather than dropping unexpired ones.
 
+pub mod conformance;
 mod memory;
 mod redis;
 

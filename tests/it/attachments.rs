@@ -6,7 +6,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::{json, Value};
-use whispr::blobs::BlobId;
+use whispr::blobs::{conformance, BlobId, RedisBlobs};
 use whispr::protocol::{HttpAuth, Identity};
 
 use crate::redis_store::RedisServer;
@@ -557,6 +557,17 @@ async fn native_blobs_round_trip_and_refusals() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 404);
     relay.stop().await;
+}
+
+#[tokio::test]
+async fn redis_blobs_pass_conformance() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let store = RedisBlobs::connect(&redis.url, conformance::LIMITS)
+        .await
+        .expect("connect to the test redis");
+    conformance::run_all(store).await;
 }
 
 #[tokio::test]
