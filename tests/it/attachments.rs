@@ -603,3 +603,32 @@ async fn attachments_on_redis_are_shared_by_relays_and_expire() {
     one.stop().await;
     two.stop().await;
 }
+
+#[tokio::test]
+async fn an_oversized_upload_without_content_length_is_cut_off_at_the_limit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let relay = TestRelay::start_with(config_with("attachment_max_size_bytes = 1024")).await;
+    let (alice, bob) = (V1User::new(), V1User::new());
+    let body = alice.upload(&bob, &[5; 64 * 1024], "f").to_string();
+    // Chunked, so the relay cannot refuse from a declared length: it must stop reading
+    // at the limit.
+    let mut request = format!(
+        "POST /upload HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        relay.addr
+    )
+    .into_bytes();
+    for chunk in body.as_bytes().chunks(4096) {
+        request.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        request.extend_from_slice(chunk);
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"0\r\n\r\n");
+    let mut socket = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    socket.write_all(&request).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"detail\""), "{answer}");
+    relay.stop().await;
+}
