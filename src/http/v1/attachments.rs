@@ -230,6 +230,9 @@ mod tests {
         assert_eq!(status(u.check(10)), 413, "declared size");
         assert_eq!(status(upload(&alice, &[1; 11]).check(10)), 413, "real size");
         let mut u = upload(&alice, b"hello");
+        u.from_ = "00".repeat(32);
+        assert_eq!(status(u.check(10)), 400, "a small-order key");
+        let mut u = upload(&alice, b"hello");
         u.to = "xyz".into();
         assert_eq!(status(u.check(10)), 422, "malformed to");
     }
