@@ -90,8 +90,16 @@ pub struct Config {
     pub max_clock_skew_seconds: u64,
     /// Memory store: byte budget for queued messages and dedupe entries (507 when full).
     pub max_store_bytes: usize,
-    /// Largest attachment (Whispr v1 `/upload`); validated and published in `/v1/info`.
+    /// Largest attachment in bytes (Whispr v1 `POST /upload`, native `POST /v1/blobs`);
+    /// larger ones are refused with 413. Published in `/v1/info`.
     pub attachment_max_size_bytes: usize,
+    /// How long an attachment is kept after its upload. Downloads do not remove it (a
+    /// v1 client may download twice); only this TTL does.
+    pub attachment_ttl_seconds: u64,
+    /// Memory attachment store: byte budget for all attachments together (data plus a
+    /// small per-blob overhead); a full store refuses uploads with 507 and never drops
+    /// unexpired attachments. With Redis, Redis's `maxmemory` is the budget.
+    pub max_attachment_store_bytes: usize,
     /// Serve the Whispr v1 API (`POST /send`, `GET /inbox/{key}`, `/ws/{key}`,
     /// `GET /public-key`) for unmodified v1 clients. v1 has no proof of key ownership:
     /// see the README's "Whispr v1 compatibility". Off: every v1 path is 404.
@@ -157,6 +165,8 @@ impl Default for Config {
             max_clock_skew_seconds: 300,
             max_store_bytes: 512 << 20,
             attachment_max_size_bytes: 10_485_760,
+            attachment_ttl_seconds: 3600,
+            max_attachment_store_bytes: 256 << 20,
             compat_whispr_v1: true,
             ws_ping_interval_seconds: 30,
             ws_catch_up_seconds: 5,
@@ -186,6 +196,14 @@ pub const V1_ENV_KEYS: [&str; 4] = [
     "message_ttl_seconds",
     "attachment_max_size_bytes",
 ];
+
+/// The largest `attachment_max_size_bytes`: Redis refuses larger values.
+const MAX_ATTACHMENT_BYTES: usize = 512 << 20;
+
+/// Room in a `POST /upload` body for everything but the base64 blob: two keys, the
+/// sender's X25519 key, a signature, the digest, the size, JSON punctuation and a file
+/// name of a few KiB.
+const UPLOAD_BODY_SLACK: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -320,6 +338,21 @@ impl Config {
                 "must hold at least two messages of max_message_bytes",
             );
         }
+        if !(1..=MAX_ATTACHMENT_BYTES).contains(&self.attachment_max_size_bytes) {
+            return invalid(
+                "attachment_max_size_bytes",
+                "must be between 1 and 536870912 (512 MiB, Redis's largest value)",
+            );
+        }
+        if self.attachment_ttl_seconds == 0 {
+            return invalid("attachment_ttl_seconds", "must be at least 1");
+        }
+        if self.max_attachment_store_bytes < self.attachment_max_size_bytes {
+            return invalid(
+                "max_attachment_store_bytes",
+                "must hold at least one attachment of attachment_max_size_bytes",
+            );
+        }
         if self.ws_max_inflight == 0 {
             return invalid("ws_max_inflight", "must be at least 1");
         }
@@ -414,6 +447,20 @@ impl Config {
     /// base64 inside a JSON envelope, plus room for the other fields.
     pub fn max_frame_bytes(&self) -> usize {
         self.max_message_bytes.div_ceil(3) * 4 + 2048
+    }
+
+    /// Largest `POST /upload` body: a blob of `attachment_max_size_bytes` in base64
+    /// inside the v1 JSON, plus room for the keys, signature, name and digest.
+    pub fn max_upload_body_bytes(&self) -> usize {
+        self.attachment_max_size_bytes.div_ceil(3) * 4 + UPLOAD_BODY_SLACK
+    }
+
+    pub fn blob_limits(&self) -> crate::blobs::BlobLimits {
+        crate::blobs::BlobLimits {
+            max_blob_bytes: self.attachment_max_size_bytes,
+            ttl_ms: self.attachment_ttl_seconds * 1000,
+            max_store_bytes: self.max_attachment_store_bytes,
+        }
     }
 
     pub fn message_ttl(&self) -> Duration {
@@ -560,6 +607,12 @@ mod tests {
             ("ws_max_inflight = 0", "ws_max_inflight"),
             ("origin = \"https://x\"", "origin"),
             ("max_store_bytes = 10", "max_store_bytes"),
+            ("attachment_max_size_bytes = 0", "attachment_max_size_bytes"),
+            ("attachment_ttl_seconds = 0", "attachment_ttl_seconds"),
+            (
+                "attachment_max_size_bytes = 2048\nmax_attachment_store_bytes = 2047",
+                "max_attachment_store_bytes",
+            ),
         ] {
             let err = Config::from_toml(toml).unwrap_err().to_string();
             assert!(err.contains(key), "{toml}: {err}");

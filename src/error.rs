@@ -5,6 +5,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::blobs::BlobError;
 use crate::protocol::{ErrorCode, ProtocolError, ServerFrame};
 use crate::store::StoreError;
 
@@ -65,6 +66,16 @@ impl RelayError {
             reference,
             retry_after_ms: self.retry_after_ms(),
         }
+    }
+}
+
+/// The error code of an attachment store refusal.
+pub fn blob_code(e: &BlobError) -> ErrorCode {
+    match e {
+        BlobError::TooLarge { .. } => ErrorCode::TooLarge,
+        BlobError::StoreFull { .. } => ErrorCode::StoreFull,
+        BlobError::Taken => ErrorCode::Forbidden,
+        BlobError::Unavailable(_) => ErrorCode::Unavailable,
     }
 }
 
@@ -157,6 +168,12 @@ impl From<ProtocolError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         RelayError::from(e).into()
+    }
+}
+
+impl From<BlobError> for ApiError {
+    fn from(e: BlobError) -> Self {
+        ApiError::new(blob_code(&e), e.to_string())
     }
 }
 

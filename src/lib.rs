@@ -8,6 +8,7 @@
 //! - [`protocol`]: wire format v1: keys, envelopes, signing bytes, frames, codecs. Pure.
 //! - [`relay`]: the one write path: verify, rate-limit, store, notify.
 //! - [`store`]: the `MessageStore` trait, the memory store, the conformance suite.
+//! - [`blobs`]: attachments: the `BlobStore` trait, memory (byte budget) and Redis.
 //! - [`registry`]: live sessions on this node (takeover, wake-ups, ephemeral pushes).
 //! - [`notify`]: with Redis, wake-ups and takeovers between relay nodes (pub/sub).
 //! - [`session`]: one WebSocket client: pure state machine plus socket loop.
@@ -23,6 +24,7 @@
 
 pub mod analytics;
 pub mod bench;
+pub mod blobs;
 pub mod cli;
 pub mod client;
 pub mod clock;

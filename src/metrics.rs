@@ -56,6 +56,8 @@ pub struct Metrics {
     pub queue_age: Histogram,
     pub queue_depth: IntGauge,
     pub store_errors: IntCounter,
+    pub blob_bytes: IntGauge,
+    pub blobs_expired: IntCounter,
 }
 
 fn buckets() -> Vec<f64> {
@@ -156,6 +158,14 @@ impl Metrics {
                 "Messages queued in the store (sampled at scrape).",
             ),
             store_errors: counter("whispr_store_errors_total", "Store operations that failed."),
+            blob_bytes: gauge(
+                "whispr_attachment_bytes",
+                "Bytes the memory attachment store counts against max_attachment_store_bytes (0 with Redis).",
+            ),
+            blobs_expired: counter(
+                "whispr_attachments_expired_total",
+                "Attachments dropped by the sweep after their TTL (memory store).",
+            ),
             registry,
         }
     }

@@ -187,7 +187,7 @@ pub async fn start(
         RedisNodes::Cluster(urls) => {
             let (pushes, received) = mpsc::unbounded_channel();
             let conn = target
-                .cluster_client(urls, Some(pushes))?
+                .cluster_client(urls, Some(pushes), crate::redis_link::RESPONSE_TIMEOUT)?
                 .get_async_connection()
                 .await?;
             tracker.spawn(publisher(

@@ -110,10 +110,11 @@ impl RedisTarget {
         &self,
         seeds: &[String],
         resp3_pushes: Option<PushSender>,
+        response_timeout: Duration,
     ) -> RedisResult<ClusterClient> {
         let mut builder = ClusterClient::builder(seeds.iter().map(String::as_str))
             .connection_timeout(CONNECT_TIMEOUT)
-            .response_timeout(RESPONSE_TIMEOUT)
+            .response_timeout(response_timeout)
             .retries(2);
         if let Some(certs) = self.certificates()? {
             builder = builder.certs(certs);
@@ -160,23 +161,32 @@ pub enum RedisLink {
 }
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a command may take before it counts as failed (Redis unavailable).
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl RedisLink {
     /// Connects and checks with PING. Both kinds reconnect by themselves afterwards;
     /// a command issued while Redis is away fails (it is never queued for later).
     pub async fn connect(target: &RedisTarget) -> RedisResult<Self> {
+        Self::connect_with_timeout(target, RESPONSE_TIMEOUT).await
+    }
+
+    /// [`RedisLink::connect`] with another response timeout (for large values).
+    pub async fn connect_with_timeout(
+        target: &RedisTarget,
+        response_timeout: Duration,
+    ) -> RedisResult<Self> {
         let mut link = match &target.nodes {
             RedisNodes::Single(url) => {
                 let client = target.client(url)?;
                 let config = ConnectionManagerConfig::new()
                     .set_number_of_retries(2)
                     .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                    .set_response_timeout(Some(RESPONSE_TIMEOUT));
+                    .set_response_timeout(Some(response_timeout));
                 RedisLink::Single(client.get_connection_manager_with_config(config).await?)
             }
             RedisNodes::Cluster(urls) => {
-                let client = target.cluster_client(urls, None)?;
+                let client = target.cluster_client(urls, None, response_timeout)?;
                 RedisLink::Cluster(client.get_async_connection().await?)
             }
         };

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::analytics::Analytics;
+use crate::blobs::{BlobError, MemoryBlobs, RedisBlobs, SharedBlobs};
 use crate::clock::Clock;
 use crate::config::{Config, StoreKind};
 use crate::http::{self, Admission, App};
@@ -34,6 +35,10 @@ pub enum ServerError {
     Tls(#[from] TlsError),
     #[error("store = redis: cannot use Redis at {url}: {source} (start Redis, check redis_url, or use store = \"auto\")")]
     Redis { url: String, source: StoreError },
+    #[error(
+        "the message store is Redis, but the attachment store cannot use Redis at {url}: {source}"
+    )]
+    RedisBlobs { url: String, source: BlobError },
     #[error("cannot open the analytics log {path}: {source}")]
     Analytics {
         path: std::path::PathBuf,
@@ -74,7 +79,6 @@ impl Server {
         self.reload.clone()
     }
 
-    /// The store, and whether it is Redis (shared with other nodes).
     /// The message store, and the Redis connection when the store is Redis (then the
     /// rate limits and the cross-node notifications use Redis too).
     async fn build_store(&self) -> Result<(SharedStore, Option<RedisLink>), ServerError> {
@@ -118,6 +122,23 @@ impl Server {
         }
     }
 
+    /// The attachment store: on the message store's Redis when that is Redis (so every
+    /// node sees every attachment), else in memory.
+    async fn build_blobs(&self, shared: bool) -> Result<SharedBlobs, ServerError> {
+        let c = &self.config;
+        if !shared {
+            return Ok(MemoryBlobs::new(c.blob_limits()));
+        }
+        let target = c.redis_target();
+        let blobs = RedisBlobs::connect(&target, c.blob_limits())
+            .await
+            .map_err(|source| ServerError::RedisBlobs {
+                url: target.redacted(),
+                source,
+            })?;
+        Ok(blobs)
+    }
+
     /// Serves on `listener` until `shutdown` resolves, then drains.
     pub async fn run(
         self,
@@ -136,6 +157,7 @@ impl Server {
         let tls = config.tls_files().map(ReloadableTls::new).transpose()?;
         let (store, redis) = self.build_store().await?;
         let shared = redis.is_some();
+        let blobs = self.build_blobs(shared).await?;
         let (remote, commands) = tokio::sync::mpsc::unbounded_channel();
         let registry = Arc::new(if shared {
             Registry::with_remote(remote)
@@ -176,10 +198,12 @@ impl Server {
                 config.max_connections_per_ip,
                 config.max_new_connections_per_second,
             ),
+            blobs: blobs.clone(),
         });
 
         tracker.spawn(sweeper(
             relay.clone(),
+            blobs,
             Duration::from_secs(config.sweep_interval_seconds),
             token.clone(),
         ));
@@ -306,8 +330,8 @@ async fn reloader(reload: Arc<Notify>, tls: Option<ReloadableTls>, token: Cancel
     }
 }
 
-/// Expires messages and prunes idle rate-limit buckets until shutdown.
-async fn sweeper(relay: Arc<Relay>, every: Duration, token: CancellationToken) {
+/// Expires messages and attachments and prunes idle rate-limit buckets until shutdown.
+async fn sweeper(relay: Arc<Relay>, blobs: SharedBlobs, every: Duration, token: CancellationToken) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -326,6 +350,10 @@ async fn sweeper(relay: Arc<Relay>, every: Duration, token: CancellationToken) {
                 relay.metrics.store_errors.inc();
                 tracing::warn!(error = %e, "sweep failed");
             }
+        }
+        match blobs.sweep(relay.clock.now_ms()).await {
+            Ok(expired) => relay.metrics.blobs_expired.inc_by(expired),
+            Err(e) => tracing::warn!(error = %e, "attachment sweep failed"),
         }
         relay.prune();
     }

@@ -24,6 +24,7 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError
         ));
     }
     app.relay.store.check().await?;
+    app.blobs.check().await?;
     Ok(Json(json!({"status": "ready"})))
 }
 
@@ -33,6 +34,9 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     match relay.store.depth().await {
         Ok(depth) => relay.metrics.queue_depth.set(depth as i64),
         Err(_) => relay.metrics.store_errors.inc(),
+    }
+    if let Some(bytes) = app.blobs.stored_bytes() {
+        relay.metrics.blob_bytes.set(bytes as i64);
     }
     (
         [(
@@ -70,6 +74,7 @@ pub async fn info(State(app): State<AppState>) -> Json<Value> {
             "ws_auth_timeout_seconds": c.ws_auth_timeout_seconds,
             "poll_max_messages": c.poll_max_messages,
             "attachment_max_size_bytes": c.attachment_max_size_bytes,
+            "attachment_ttl_seconds": c.attachment_ttl_seconds,
         }
     }))
 }

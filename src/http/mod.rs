@@ -2,6 +2,7 @@
 //! Every error leaves through [`crate::error::ApiError`] as JSON `{error, detail}`.
 
 mod admission;
+mod blobs;
 mod client_ip;
 mod health;
 mod poll;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::blobs::SharedBlobs;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::protocol::{Codec, ErrorCode};
@@ -33,6 +35,9 @@ pub struct App {
     pub tracker: TaskTracker,
     /// WebSocket connection limits.
     pub admission: Arc<Admission>,
+    /// Attachments (`POST /v1/blobs`, v1 `POST /upload`): Redis when the message store
+    /// is Redis, else memory.
+    pub blobs: SharedBlobs,
 }
 
 pub type AppState = Arc<App>;
@@ -43,6 +48,8 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/ws", get(ws::upgrade))
         .route("/v1/send", post(poll::send))
         .route("/v1/inbox", get(poll::inbox))
+        .route("/v1/blobs", post(blobs::upload))
+        .route("/v1/blobs/{sha256}", get(blobs::download))
         .route("/v1/info", get(health::info))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz));

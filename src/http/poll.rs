@@ -131,7 +131,7 @@ fn parse_query(query: Option<&str>) -> Result<InboxQuery, ApiError> {
 }
 
 /// Verifies the `Authorization` header for this request; returns the inbox key.
-fn authenticate(
+pub(super) fn authenticate(
     app: &AppState,
     headers: &HeaderMap,
     method: &Method,

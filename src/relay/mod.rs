@@ -207,14 +207,19 @@ impl Relay {
         self.limits.share(conn);
     }
 
-    /// Takes one token from `client_ip`'s and `sender`'s buckets, for front ends that
-    /// accept other writes than envelopes (attachments).
+    /// Takes one token from the client IP's and the sender's buckets, the ones sends
+    /// use, for work that is not a message (an attachment upload), so uploads and
+    /// messages share one budget per sender and per IP. Counts a refusal.
     pub async fn check_rate(
         &self,
         sender: &PublicKey,
         client_ip: IpAddr,
     ) -> Result<(), RelayError> {
-        self.limits.check(sender, client_ip).await
+        self.limits.check(sender, client_ip).await.inspect_err(|e| {
+            if let RelayError::RateLimited { scope, .. } = e {
+                self.metrics.rate_limited.with_label_values(&[scope]).inc();
+            }
+        })
     }
 
     /// Periodic housekeeping: idle rate-limit buckets.

@@ -1,5 +1,6 @@
 //! Integration tests over real sockets on 127.0.0.1. One binary; see `support`.
 
+mod attachments;
 mod bench;
 mod cli;
 mod cli_transports;

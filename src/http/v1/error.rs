@@ -6,7 +6,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::error::{http_status, RelayError};
+use crate::blobs::BlobError;
+use crate::error::{blob_code, http_status, RelayError};
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::store::StoreError;
 
@@ -53,6 +54,25 @@ impl From<ProtocolError> for V1Error {
 impl From<StoreError> for V1Error {
     fn from(e: StoreError) -> Self {
         RelayError::from(e).into()
+    }
+}
+
+impl From<BlobError> for V1Error {
+    fn from(e: BlobError) -> Self {
+        V1Error::Relay {
+            code: blob_code(&e),
+            detail: e.to_string(),
+        }
+    }
+}
+
+impl V1Error {
+    /// A refusal with a native code's status and `{"detail": ...}`.
+    pub fn status(code: ErrorCode, detail: impl Into<String>) -> Self {
+        V1Error::Relay {
+            code,
+            detail: detail.into(),
+        }
     }
 }
 

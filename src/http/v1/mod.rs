@@ -7,8 +7,11 @@
 //! limits, store, wake-up), like a native one; its inbox is a key derived from the v1
 //! `to` key, which no native client can read and no v1 reader can point at a native
 //! inbox. Reads hand messages out and acknowledge them in that namespace (`reader`).
-//! Errors leave as v1's FastAPI shapes (`error`). Attachments and `/signal` are not here yet.
+//! Attachments (`attachments`: `POST /upload`, `GET /download/{att_id}`,
+//! `GET /download/raw/{att_id}`) are checked here and kept in the relay's blob store.
+//! Errors leave as v1's FastAPI shapes (`error`). `/signal` is not here yet.
 
+mod attachments;
 mod error;
 mod inbox;
 mod reader;
@@ -51,14 +54,18 @@ pub fn router(app: AppState) -> Router {
         .route("/ws/{key}", get(ws::by_path))
         .route("/ws", get(ws::by_query))
         .route("/public-key", get(public_key))
+        .route("/upload", post(attachments::upload))
+        .route("/download/{att_id}", get(attachments::download))
+        .route("/download/raw/{att_id}", get(attachments::download_raw))
         .with_state(state)
 }
 
 /// What the relay logs once at start when v1 is on.
 pub const STARTUP_WARNING: &str = "Whispr v1 compatibility is on (compat_whispr_v1): \
-    POST /send, GET /inbox/{key}, /ws/{key} and GET /public-key are served without proof of \
-    key ownership; anyone who knows a v1 public key can read that v1 inbox's ciphertext and \
-    metadata and take its messages from the owner (never a native inbox). \
+    POST /send, GET /inbox/{key}, /ws/{key}, GET /public-key, POST /upload and GET /download \
+    are served without proof of key ownership; anyone who knows a v1 public key can read \
+    that v1 inbox's ciphertext and metadata and take its messages from the owner (never a \
+    native inbox), and fetch attachments whose id they know. \
     Set compat_whispr_v1 = false when no v1 client is left";
 
 async fn public_key(State(v1): State<V1State>) -> Json<Value> {

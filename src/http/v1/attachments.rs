@@ -1,0 +1,239 @@
+//! Whispr v1 attachments: `POST /upload`, `GET /download/{att_id}` (JSON, base64) and
+//! `GET /download/raw/{att_id}` (the bytes, streamed), each download for the upload's
+//! `to` only (`?recipient=`).
+//!
+//! An upload is checked in the order that refuses cheaply first: the body's length
+//! (413 before it is read past `max_upload_body_bytes`), its shape (422), the digest's
+//! form (400), the declared and then the decoded size (413), the digest of the decoded
+//! bytes (400), the strict Ed25519 signature by `from_` over them (400), and the
+//! sender's and IP's rate limits, shared with `/send` (429). Only then is it stored.
+//! v1 proves no key ownership on download either: whoever knows the recipient's public
+//! key and the attachment id can fetch the ciphertext, as with the original server.
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+
+use super::error::V1Error;
+use super::{parse_key, V1State};
+use crate::blobs::{Blob, BlobId, BlobMeta};
+use crate::error::RelayError;
+use crate::protocol::{ErrorCode, KeyField, PublicKey, Signature};
+
+/// The body of `POST /upload`, field for field.
+#[derive(Deserialize)]
+struct UploadV1 {
+    to: String,
+    from_: String,
+    enc_pub: String,
+    blob: String,
+    signature: String,
+    name: String,
+    size: u64,
+    sha256: String,
+}
+
+/// The bytes of a checked upload and who they are from.
+struct Checked {
+    id: BlobId,
+    data: Vec<u8>,
+    from: PublicKey,
+    to: PublicKey,
+}
+
+impl UploadV1 {
+    /// Everything but the rate limit and the store; pure.
+    fn check(&self, max: usize) -> Result<Checked, V1Error> {
+        let to = parse_key(&self.to)?;
+        let id = BlobId::from_hex(&self.sha256).ok_or_else(|| {
+            V1Error::status(ErrorCode::Malformed, "sha256 must be 64 hex characters")
+        })?;
+        let too_large = |size: u64| {
+            V1Error::status(
+                ErrorCode::TooLarge,
+                format!("Attachment of {size} bytes is over the limit of {max} bytes"),
+            )
+        };
+        if self.size > max as u64 {
+            return Err(too_large(self.size));
+        }
+        let data = STANDARD
+            .decode(&self.blob)
+            .map_err(|_| V1Error::status(ErrorCode::Malformed, "blob is not valid base64"))?;
+        if data.len() > max {
+            return Err(too_large(data.len() as u64));
+        }
+        if BlobId::of(&data) != id {
+            return Err(V1Error::status(
+                ErrorCode::Malformed,
+                "sha256 does not match the blob",
+            ));
+        }
+        let from = PublicKey::from_hex(&self.from_, KeyField::Sender)
+            .map_err(|_| V1Error::InvalidSignature)?;
+        let signature = STANDARD
+            .decode(&self.signature)
+            .ok()
+            .and_then(|s| Signature::from_slice(&s).ok())
+            .ok_or(V1Error::InvalidSignature)?;
+        from.verify_strict(&data, &signature)
+            .map_err(|_| V1Error::InvalidSignature)?;
+        Ok(Checked { id, data, from, to })
+    }
+}
+
+pub async fn upload(
+    State(v1): State<V1State>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, V1Error> {
+    let app = &v1.app;
+    if app.shutdown.is_cancelled() {
+        return Err(RelayError::ShuttingDown.into());
+    }
+    let limit = app.config.max_upload_body_bytes();
+    let bytes = crate::http::blobs::read_limited(&headers, body, limit)
+        .await
+        .map_err(|code| {
+            V1Error::status(
+                code,
+                format!("Request body is over the limit of {limit} bytes"),
+            )
+        })?;
+    let upload: UploadV1 = serde_json::from_slice(&bytes)
+        .map_err(|e| V1Error::Unprocessable(format!("invalid request body: {e}")))?;
+    drop(bytes);
+    let checked = upload.check(app.config.attachment_max_size_bytes)?;
+    let ip = crate::http::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
+    app.relay.check_rate(&checked.from, ip).await?;
+    let now_ms = app.relay.clock.now_ms();
+    let blob = Blob {
+        meta: BlobMeta {
+            sha256: checked.id.to_hex(),
+            name: upload.name,
+            size: upload.size,
+            from: checked.from.to_hex(),
+            to: checked.to.to_hex(),
+            enc_pub: upload.enc_pub,
+            created_ms: now_ms,
+            expires_ms: now_ms + app.config.attachment_ttl_seconds * 1000,
+        },
+        data: checked.data.into(),
+    };
+    app.blobs.put(blob, now_ms).await?;
+    Ok(Json(
+        json!({ "att_id": checked.id.to_hex(), "status": "ok" }),
+    ))
+}
+
+/// The stored blob `att_id`, if `?recipient=` is its `to`.
+async fn find(v1: &V1State, att_id: &str, uri: &Uri) -> Result<Blob, V1Error> {
+    let id = BlobId::from_hex(att_id)
+        .ok_or_else(|| V1Error::Unprocessable("att_id must be 64 hex characters".into()))?;
+    let recipient = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "recipient")
+        .map(|(_, v)| v.into_owned())
+        .ok_or_else(|| V1Error::Unprocessable("missing query parameter `recipient`".into()))?;
+    let recipient = parse_key(&recipient)?;
+    let app = &v1.app;
+    let blob = app
+        .blobs
+        .get(&id, app.relay.clock.now_ms())
+        .await?
+        .ok_or_else(|| V1Error::status(ErrorCode::NotFound, "Attachment not found"))?;
+    if blob.meta.to != recipient.to_hex() {
+        return Err(V1Error::status(
+            ErrorCode::Forbidden,
+            "Not authorized to download this attachment",
+        ));
+    }
+    Ok(blob)
+}
+
+pub async fn download(
+    State(v1): State<V1State>,
+    Path(att_id): Path<String>,
+    uri: Uri,
+) -> Result<Json<Value>, V1Error> {
+    let blob = find(&v1, &att_id, &uri).await?;
+    let m = &blob.meta;
+    Ok(Json(json!({
+        "att_id": m.sha256,
+        "blob": STANDARD.encode(&blob.data),
+        "name": m.name,
+        "size": m.size,
+        "from": m.from,
+        "to": m.to,
+    })))
+}
+
+pub async fn download_raw(
+    State(v1): State<V1State>,
+    Path(att_id): Path<String>,
+    uri: Uri,
+) -> Result<Response, V1Error> {
+    let blob = find(&v1, &att_id, &uri).await?;
+    Ok(crate::http::blobs::raw(blob.data).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Identity;
+
+    fn upload(from: &Identity, data: &[u8]) -> UploadV1 {
+        UploadV1 {
+            to: "ab".repeat(32),
+            from_: from.public_key().to_hex(),
+            enc_pub: "cd".repeat(32),
+            blob: STANDARD.encode(data),
+            signature: STANDARD.encode(from.sign(data).to_bytes()),
+            name: "f.bin".into(),
+            size: data.len() as u64,
+            sha256: BlobId::of(data).to_hex(),
+        }
+    }
+
+    fn status(r: Result<Checked, V1Error>) -> u16 {
+        match r {
+            Ok(_) => 200,
+            Err(e) => e.into_response().status().as_u16(),
+        }
+    }
+
+    #[test]
+    fn each_refusal_has_its_status() {
+        let alice = Identity::generate();
+        assert_eq!(status(upload(&alice, b"hello").check(10)), 200);
+        let mut u = upload(&alice, b"hello");
+        u.signature = STANDARD.encode(alice.sign(b"other").to_bytes());
+        assert_eq!(status(u.check(10)), 400, "bad signature");
+        let mut u = upload(&alice, b"hello");
+        u.blob = "%%%".into();
+        assert_eq!(status(u.check(10)), 400, "bad base64");
+        let mut u = upload(&alice, b"hello");
+        u.sha256 = "12".into();
+        assert_eq!(status(u.check(10)), 400, "short sha256");
+        let mut u = upload(&alice, b"hello");
+        u.sha256 = BlobId::of(b"other").to_hex();
+        assert_eq!(status(u.check(10)), 400, "sha256 mismatch");
+        let mut u = upload(&alice, b"hello");
+        u.size = 11;
+        assert_eq!(status(u.check(10)), 413, "declared size");
+        assert_eq!(status(upload(&alice, &[1; 11]).check(10)), 413, "real size");
+        let mut u = upload(&alice, b"hello");
+        u.from_ = "00".repeat(32);
+        assert_eq!(status(u.check(10)), 400, "a small-order key");
+        let mut u = upload(&alice, b"hello");
+        u.to = "xyz".into();
+        assert_eq!(status(u.check(10)), 422, "malformed to");
+    }
+}
