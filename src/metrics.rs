@@ -56,6 +56,10 @@ pub struct Metrics {
     pub queue_age: Histogram,
     pub queue_depth: IntGauge,
     pub store_errors: IntCounter,
+    /// Whispr v1 `/signal` rooms with a member on this node.
+    pub signal_rooms: IntGauge,
+    /// Memberships of this node's `/signal` sockets in rooms.
+    pub signal_members: IntGauge,
 }
 
 fn buckets() -> Vec<f64> {
@@ -156,6 +160,14 @@ impl Metrics {
                 "Messages queued in the store (sampled at scrape).",
             ),
             store_errors: counter("whispr_store_errors_total", "Store operations that failed."),
+            signal_rooms: gauge(
+                "whispr_signal_rooms",
+                "Call signalling rooms (/signal) with a member on this node.",
+            ),
+            signal_members: gauge(
+                "whispr_signal_members",
+                "Room memberships of this node's /signal sockets.",
+            ),
             registry,
         }
     }

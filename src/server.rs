@@ -20,6 +20,7 @@ use crate::http::{self, Admission, App};
 use crate::notify;
 use crate::registry::Registry;
 use crate::relay::Relay;
+use crate::signal;
 use crate::store::{MemoryStore, RedisStore, SharedStore, StoreError};
 use crate::tls::{ReloadableTls, TlsError, TlsListener};
 
@@ -111,6 +112,39 @@ impl Server {
         }
     }
 
+    /// The `/signal` rooms; with a shared (Redis) store and v1 on, their cross-node task.
+    fn signal_rooms(
+        &self,
+        relay: &Relay,
+        shared: bool,
+        tracker: &TaskTracker,
+        token: &CancellationToken,
+    ) -> Result<Arc<signal::Rooms>, ServerError> {
+        let c = &self.config;
+        let gauges = signal::Gauges {
+            rooms: relay.metrics.signal_rooms.clone(),
+            members: relay.metrics.signal_members.clone(),
+        };
+        let limits = signal::RoomLimits::from_config(c);
+        if !(shared && c.compat_whispr_v1) {
+            return Ok(signal::Rooms::new(limits, gauges, None));
+        }
+        let (remote, commands) = tokio::sync::mpsc::unbounded_channel();
+        let rooms = signal::Rooms::new(limits, gauges, Some(remote));
+        signal::redis::start(
+            &c.redis_url,
+            rooms.clone(),
+            commands,
+            tracker,
+            token.clone(),
+        )
+        .map_err(|e| ServerError::Redis {
+            url: redact(&c.redis_url),
+            source: StoreError::Unavailable(e.to_string()),
+        })?;
+        Ok(rooms)
+    }
+
     /// Serves on `listener` until `shutdown` resolves, then drains.
     pub async fn run(
         self,
@@ -155,6 +189,7 @@ impl Server {
         let relay = Arc::new(relay);
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let signal = self.signal_rooms(&relay, shared, &tracker, &token)?;
         let app = Arc::new(App {
             relay: relay.clone(),
             config: config.clone(),
@@ -165,6 +200,7 @@ impl Server {
                 config.max_connections_per_ip,
                 config.max_new_connections_per_second,
             ),
+            signal,
         });
 
         tracker.spawn(sweeper(

@@ -33,6 +33,8 @@ pub struct App {
     pub tracker: TaskTracker,
     /// WebSocket connection limits.
     pub admission: Arc<Admission>,
+    /// Call signalling rooms (Whispr v1 `/signal`).
+    pub signal: Arc<crate::signal::Rooms>,
 }
 
 pub type AppState = Arc<App>;
