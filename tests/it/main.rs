@@ -13,6 +13,7 @@ mod ops;
 mod poll;
 mod redis_store;
 mod sessions;
+mod signal;
 mod support;
 mod tls;
 mod v1;
