@@ -19,8 +19,12 @@
 //! members do there. How many peers a room holds across nodes is best effort: a node
 //! counts its own members plus the remote members it has heard of on the channel since
 //! it subscribed (their joins, and the `here` replies other nodes send when they see a
-//! join). Two nodes admitting a join at the same moment, or a remote member whose node
-//! died without a `leave`, can make the count off until the room empties on this node.
+//! join). So the first member on a node is always admitted there, two nodes admitting a
+//! join at the same moment can both let it in, and a remote member whose node died
+//! without a `leave` is counted until the room empties on this node (or its pub/sub
+//! connection reconnects). A shared count in Redis (a set per room, refreshed while
+//! members live) would be exact but would put a Redis round trip and expiry bookkeeping
+//! in every join; for a limit whose job is to stop runaway rooms, this is enough.
 //!
 //! Not here: the socket loop (`http::v1::signal`) and the wire format ([`frame`]).
 
