@@ -94,8 +94,13 @@ struct SignalSocket {
 
 impl SignalSocket {
     async fn run(mut self, mut socket: WebSocket) {
-        if let End::Close(code, reason) = self.serve(&mut socket).await {
-            self.close(&mut socket, code, reason).await;
+        let end = self.serve(&mut socket).await;
+        let write_timeout = self.write_timeout;
+        // Leave every room now, so peers hear `peer-leave` without waiting for the
+        // close handshake.
+        drop(self);
+        if let End::Close(code, reason) = end {
+            close(&mut socket, write_timeout, code, reason).await;
         }
     }
 
@@ -155,26 +160,25 @@ impl SignalSocket {
             Err(_) => Err(End::Close(close_code::SLOW_CONSUMER, "slow consumer")),
         }
     }
+}
 
-    /// Sends the close frame and waits briefly for the client's (the RFC 6455
-    /// handshake), so the connection is not torn down under frames it has yet to read.
-    async fn close(&self, socket: &mut WebSocket, code: u16, reason: &'static str) {
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
-        let handshake = async {
-            socket.send(Message::Close(Some(frame))).await.ok()?;
-            while let Some(Ok(msg)) = socket.recv().await {
-                if matches!(msg, Message::Close(_)) {
-                    break;
-                }
+/// Sends the close frame and waits briefly for the client's (the RFC 6455 handshake), so
+/// the connection is not torn down under frames it has yet to read.
+async fn close(socket: &mut WebSocket, write_timeout: Duration, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let handshake = async {
+        socket.send(Message::Close(Some(frame))).await.ok()?;
+        while let Some(Ok(msg)) = socket.recv().await {
+            if matches!(msg, Message::Close(_)) {
+                break;
             }
-            Some(())
-        };
-        let _ =
-            tokio::time::timeout(self.write_timeout.min(Duration::from_secs(2)), handshake).await;
-    }
+        }
+        Some(())
+    };
+    let _ = tokio::time::timeout(write_timeout.min(Duration::from_secs(2)), handshake).await;
 }
 
 /// A message over the WebSocket limit ends the socket with 1009; other receive
