@@ -9,7 +9,7 @@
 //! [`Rooms`] is the registry of this node; it never awaits (one `std` mutex, never held
 //! across an await) and queues frames on each socket's bounded outbox with `try_send`. A
 //! socket whose outbox is full is told to close (its `slow` token) instead of buffering
-//! without bound. [`Member`] is one socket's side: it takes a text frame and answers
+//! without bound. [`Member`] (`member.rs`) is one socket's side: it takes a text frame and answers
 //! with the error frame to send back, if any, so the logic is testable without sockets;
 //! dropping it leaves every room it joined (peers get `peer-leave`), however the socket
 //! ended.
@@ -29,15 +29,15 @@
 //! Not here: the socket loop (`http::v1::signal`) and the wire format ([`frame`]).
 
 pub mod frame;
+mod member;
 pub mod redis;
 
 pub use frame::{CallId, ClientFrame, ServerFrame, Unusable};
+pub use member::Member;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use prometheus::IntGauge;
 use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet};
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::mpsc;
@@ -195,18 +195,12 @@ impl Rooms {
     /// A new socket: its member handle and the outbox its loop writes from.
     pub fn connect(self: &Arc<Self>) -> (Member, mpsc::Receiver<Arc<str>>) {
         let (tx, rx) = mpsc::channel(self.limits.outbox.max(1));
-        let rate = NonZeroU32::new(self.limits.max_frames_per_second).unwrap_or(NonZeroU32::MIN);
-        let member = Member {
-            rooms: self.clone(),
-            id: self.next_conn.fetch_add(1, Ordering::Relaxed),
-            peer: Peer {
-                outbox: tx,
-                slow: CancellationToken::new(),
-            },
-            joined: Vec::new(),
-            limiter: RateLimiter::direct(Quota::per_second(rate)),
-            limited: false,
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let peer = Peer {
+            outbox: tx,
+            slow: CancellationToken::new(),
         };
+        let member = Member::new(self.clone(), id, peer);
         (member, rx)
     }
 
@@ -336,101 +330,12 @@ impl Rooms {
     }
 }
 
-/// One `/signal` socket's side of the registry. Dropping it leaves every room.
-pub struct Member {
-    rooms: Arc<Rooms>,
-    id: u64,
-    peer: Peer,
-    /// The rooms this socket is in (at most `max_rooms_per_connection`, so a list).
-    joined: Vec<CallId>,
-    limiter: DefaultDirectRateLimiter,
-    /// Whether the previous frame was refused by the rate limit (one error per run).
-    limited: bool,
-}
-
-impl Member {
-    /// Cancelled when the registry could not queue a frame for this socket.
-    pub fn slow(&self) -> CancellationToken {
-        self.peer.slow.clone()
-    }
-
-    /// Handles one text frame; returns the error frame to answer with, if any.
-    /// Unusable frames are dropped without an answer, as the v1 original would have
-    /// (had it not crashed).
-    pub fn on_text(&mut self, text: &str) -> Option<Arc<str>> {
-        if self.limiter.check().is_err() {
-            let first = !std::mem::replace(&mut self.limited, true);
-            return first.then(|| refused(Refused::RateLimited, None));
-        }
-        self.limited = false;
-        if text.len() > self.rooms.limits.max_message_bytes {
-            return Some(refused(Refused::TooBig, None));
-        }
-        let frame = match frame::parse(text) {
-            Ok(frame) => frame,
-            Err(why) => {
-                tracing::debug!(%why, "signal frame ignored");
-                return None;
-            }
-        };
-        match frame {
-            ClientFrame::Join(call_id) => self
-                .join(&call_id)
-                .err()
-                .map(|e| refused(e, Some(&call_id))),
-            ClientFrame::Signal { call_id, payload } => {
-                self.rooms.signal(&call_id, self.id, payload);
-                None
-            }
-            ClientFrame::Leave(call_id) => {
-                self.leave(&call_id);
-                None
-            }
-        }
-    }
-
-    fn join(&mut self, call_id: &CallId) -> Result<(), Refused> {
-        if self.joined.contains(call_id) {
-            return Ok(());
-        }
-        if self.joined.len() >= self.rooms.limits.max_rooms_per_connection {
-            return Err(Refused::TooManyRooms);
-        }
-        self.rooms.join(call_id, self.id, self.peer.clone())?;
-        self.joined.push(call_id.clone());
-        Ok(())
-    }
-
-    fn leave(&mut self, call_id: &CallId) {
-        if let Some(at) = self.joined.iter().position(|c| c == call_id) {
-            self.joined.swap_remove(at);
-            self.rooms.leave(call_id, self.id);
-        }
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        for call_id in std::mem::take(&mut self.joined) {
-            self.rooms.leave(&call_id, self.id);
-        }
-    }
-}
-
-fn refused(why: Refused, call_id: Option<&CallId>) -> Arc<str> {
-    ServerFrame::Error {
-        detail: &why.to_string(),
-        call_id,
-    }
-    .text()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::{json, Value};
 
-    fn limits() -> RoomLimits {
+    pub(super) fn limits() -> RoomLimits {
         RoomLimits {
             max_peers_per_room: 3,
             max_rooms_per_connection: 2,
@@ -440,18 +345,18 @@ mod tests {
         }
     }
 
-    fn gauges() -> Gauges {
+    pub(super) fn gauges() -> Gauges {
         Gauges {
             rooms: IntGauge::new("rooms", "rooms").unwrap(),
             members: IntGauge::new("members", "members").unwrap(),
         }
     }
 
-    fn rooms_with(limits: RoomLimits) -> Arc<Rooms> {
+    pub(super) fn rooms_with(limits: RoomLimits) -> Arc<Rooms> {
         Rooms::new(limits, gauges(), None)
     }
 
-    fn drain(rx: &mut mpsc::Receiver<Arc<str>>) -> Vec<Value> {
+    pub(super) fn drain(rx: &mut mpsc::Receiver<Arc<str>>) -> Vec<Value> {
         let mut got = Vec::new();
         while let Ok(text) = rx.try_recv() {
             got.push(serde_json::from_str(&text).unwrap());
@@ -459,11 +364,11 @@ mod tests {
         got
     }
 
-    fn join(c: &str) -> String {
+    pub(super) fn join(c: &str) -> String {
         json!({"type": "join", "call_id": c}).to_string()
     }
 
-    fn signal(c: &str, payload: Value) -> String {
+    pub(super) fn signal(c: &str, payload: Value) -> String {
         json!({"type": "signal", "call_id": c, "payload": payload}).to_string()
     }
 
@@ -531,53 +436,6 @@ mod tests {
     }
 
     #[test]
-    fn limits_refuse_with_an_error_frame() {
-        let rooms = rooms_with(limits());
-        let mut sockets: Vec<_> = (0..4).map(|_| rooms.connect()).collect();
-        for (m, _) in &mut sockets[..3] {
-            assert_eq!(m.on_text(&join("full")), None);
-        }
-        let answer = sockets[3].0.on_text(&join("full")).unwrap();
-        assert_eq!(
-            serde_json::from_str::<Value>(&answer).unwrap(),
-            json!({"type": "error", "detail": "room full", "call_id": "full"})
-        );
-        assert_eq!(
-            sockets[0].0.on_text(&join("full")),
-            None,
-            "rejoin is a no-op"
-        );
-        assert!(drain(&mut sockets[1].1)
-            .iter()
-            .all(|f| f["type"] == "peer-join"));
-
-        let (m, _) = &mut sockets[0];
-        assert_eq!(m.on_text(&join("second")), None);
-        let answer = m.on_text(&join("third")).unwrap();
-        assert!(answer.contains("too many rooms"), "{answer}");
-        let huge = signal("second", json!("x".repeat(300)));
-        assert!(m.on_text(&huge).unwrap().contains("message too big"));
-        assert_eq!(
-            m.on_text("not json"),
-            None,
-            "unusable frames are dropped silently"
-        );
-    }
-
-    #[test]
-    fn the_frame_rate_is_limited_with_one_error_per_run() {
-        let rooms = rooms_with(RoomLimits {
-            max_frames_per_second: 2,
-            ..limits()
-        });
-        let (mut m, _rx) = rooms.connect();
-        assert_eq!(m.on_text(&join("a")), None);
-        assert_eq!(m.on_text(&join("a")), None);
-        assert!(m.on_text(&join("a")).unwrap().contains("rate limited"));
-        assert_eq!(m.on_text(&join("a")), None, "one error, then silence");
-    }
-
-    #[test]
     fn a_socket_that_does_not_read_is_told_to_close() {
         let rooms = rooms_with(RoomLimits {
             outbox: 1,
@@ -618,7 +476,7 @@ mod tests {
         );
         match commands.try_recv().unwrap() {
             Command::Publish { event, conn, .. } => {
-                assert_eq!((event, conn), (Event::Here, a.id))
+                assert_eq!((event, conn), (Event::Here, a.id()))
             }
             other => panic!("{other:?}"),
         }
