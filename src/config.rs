@@ -101,9 +101,19 @@ pub struct Config {
     /// unexpired attachments. With Redis, Redis's `maxmemory` is the budget.
     pub max_attachment_store_bytes: usize,
     /// Serve the Whispr v1 API (`POST /send`, `GET /inbox/{key}`, `/ws/{key}`,
-    /// `GET /public-key`) for unmodified v1 clients. v1 has no proof of key ownership:
+    /// `GET /public-key`, `GET /signal`) for unmodified v1 clients. v1 has no proof of key ownership:
     /// see the README's "Whispr v1 compatibility". Off: every v1 path is 404.
     pub compat_whispr_v1: bool,
+    /// Whispr v1 `/signal`: most sockets in one call room (counted across nodes on a
+    /// best-effort basis, see `signal`); a join beyond it gets `room full`.
+    pub signal_max_peers_per_room: usize,
+    /// Whispr v1 `/signal`: largest client frame relayed. Larger ones (up to twice
+    /// this) are answered with an error frame and dropped; beyond that, close 1009.
+    pub signal_max_message_bytes: usize,
+    /// Whispr v1 `/signal`: most rooms one socket may be in at once.
+    pub signal_max_rooms_per_connection: usize,
+    /// Whispr v1 `/signal`: frames per second one socket may send (also the burst).
+    pub signal_max_frames_per_second: u32,
     /// Server WebSocket ping interval.
     pub ws_ping_interval_seconds: u64,
     /// With the Redis store: how often every session re-reads its inbox, in case a
@@ -168,6 +178,10 @@ impl Default for Config {
             attachment_ttl_seconds: 3600,
             max_attachment_store_bytes: 256 << 20,
             compat_whispr_v1: true,
+            signal_max_peers_per_room: 8,
+            signal_max_message_bytes: 64 * 1024,
+            signal_max_rooms_per_connection: 4,
+            signal_max_frames_per_second: 50,
             ws_ping_interval_seconds: 30,
             ws_catch_up_seconds: 5,
             ws_pong_timeout_seconds: 20,
@@ -377,6 +391,24 @@ impl Config {
                 return invalid(key, "must be at least 1 second");
             }
         }
+        if self.signal_max_peers_per_room < 2 {
+            return invalid(
+                "signal_max_peers_per_room",
+                "must be at least 2 (a call needs two peers)",
+            );
+        }
+        if !(64..=16 << 20).contains(&self.signal_max_message_bytes) {
+            return invalid(
+                "signal_max_message_bytes",
+                "must be between 64 and 16777216",
+            );
+        }
+        if self.signal_max_rooms_per_connection == 0 {
+            return invalid("signal_max_rooms_per_connection", "must be at least 1");
+        }
+        if self.signal_max_frames_per_second == 0 {
+            return invalid("signal_max_frames_per_second", "must be at least 1");
+        }
         if self.poll_max_messages == 0 {
             return invalid("poll_max_messages", "must be at least 1");
         }
@@ -461,6 +493,12 @@ impl Config {
             ttl_ms: self.attachment_ttl_seconds * 1000,
             max_store_bytes: self.max_attachment_store_bytes,
         }
+    }
+
+    /// Largest WebSocket message a `/signal` socket reads: twice the relayed limit, so
+    /// a frame somewhat over it is answered and dropped instead of ending the socket.
+    pub fn signal_max_ws_message_bytes(&self) -> usize {
+        self.signal_max_message_bytes.saturating_mul(2)
     }
 
     pub fn message_ttl(&self) -> Duration {
@@ -612,6 +650,16 @@ mod tests {
             (
                 "attachment_max_size_bytes = 2048\nmax_attachment_store_bytes = 2047",
                 "max_attachment_store_bytes",
+            ),
+            ("signal_max_peers_per_room = 1", "signal_max_peers_per_room"),
+            ("signal_max_message_bytes = 0", "signal_max_message_bytes"),
+            (
+                "signal_max_rooms_per_connection = 0",
+                "signal_max_rooms_per_connection",
+            ),
+            (
+                "signal_max_frames_per_second = 0",
+                "signal_max_frames_per_second",
             ),
         ] {
             let err = Config::from_toml(toml).unwrap_err().to_string();

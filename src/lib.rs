@@ -11,6 +11,8 @@
 //! - [`blobs`]: attachments: the `BlobStore` trait, memory (byte budget) and Redis.
 //! - [`registry`]: live sessions on this node (takeover, wake-ups, ephemeral pushes).
 //! - [`notify`]: with Redis, wake-ups and takeovers between relay nodes (pub/sub).
+//! - [`signal`]: call signalling rooms of the Whispr v1 `/signal` socket, across nodes
+//!   over Redis pub/sub when the store is Redis.
 //! - [`session`]: one WebSocket client: pure state machine plus socket loop.
 //! - [`http`]: routes: WebSocket upgrade, polling fallback, health, info, and the
 //!   Whispr v1 API for Python-era clients (`http::v1`, behind `compat_whispr_v1`).
@@ -40,6 +42,7 @@ pub mod relay;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod signal;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -58,6 +58,10 @@ pub struct Metrics {
     pub store_errors: IntCounter,
     pub blob_bytes: IntGauge,
     pub blobs_expired: IntCounter,
+    /// Whispr v1 `/signal` rooms with a member on this node.
+    pub signal_rooms: IntGauge,
+    /// Memberships of this node's `/signal` sockets in rooms.
+    pub signal_members: IntGauge,
 }
 
 fn buckets() -> Vec<f64> {
@@ -165,6 +169,14 @@ impl Metrics {
             blobs_expired: counter(
                 "whispr_attachments_expired_total",
                 "Attachments dropped by the sweep after their TTL (memory store).",
+            ),
+            signal_rooms: gauge(
+                "whispr_signal_rooms",
+                "Call signalling rooms (/signal) with a member on this node.",
+            ),
+            signal_members: gauge(
+                "whispr_signal_members",
+                "Room memberships of this node's /signal sockets.",
             ),
             registry,
         }

@@ -19,9 +19,10 @@ use crate::clock::Clock;
 use crate::config::{Config, StoreKind};
 use crate::http::{self, Admission, App};
 use crate::notify;
-use crate::redis_link::RedisLink;
+use crate::redis_link::{RedisLink, RedisNodes};
 use crate::registry::Registry;
 use crate::relay::Relay;
+use crate::signal;
 use crate::store::{MemoryStore, RedisStore, SharedStore, StoreError};
 use crate::tls::{ReloadableTls, TlsError, TlsListener};
 
@@ -139,6 +140,40 @@ impl Server {
         Ok(blobs)
     }
 
+    /// The `/signal` rooms; with a shared (Redis) store and v1 on, their cross-node task.
+    fn signal_rooms(
+        &self,
+        relay: &Relay,
+        shared: bool,
+        tracker: &TaskTracker,
+        token: &CancellationToken,
+    ) -> Result<Arc<signal::Rooms>, ServerError> {
+        let c = &self.config;
+        let gauges = signal::Gauges {
+            rooms: relay.metrics.signal_rooms.clone(),
+            members: relay.metrics.signal_members.clone(),
+        };
+        let limits = signal::RoomLimits::from_config(c);
+        if !(shared && c.compat_whispr_v1) {
+            return Ok(signal::Rooms::new(limits, gauges, None));
+        }
+        let (remote, commands) = tokio::sync::mpsc::unbounded_channel();
+        let rooms = signal::Rooms::new(limits, gauges, Some(remote));
+        // On a cluster, classic pub/sub on any one node reaches every node (Redis
+        // forwards PUBLISH over the cluster bus), so rooms use the first seed node.
+        let target = c.redis_target();
+        let url = match &target.nodes {
+            RedisNodes::Single(url) => url,
+            RedisNodes::Cluster(urls) => &urls[0],
+        };
+        let client = target.client(url).map_err(|e| ServerError::Redis {
+            url: target.redacted(),
+            source: StoreError::Unavailable(e.to_string()),
+        })?;
+        signal::redis::start(client, rooms.clone(), commands, tracker, token.clone());
+        Ok(rooms)
+    }
+
     /// Serves on `listener` until `shutdown` resolves, then drains.
     pub async fn run(
         self,
@@ -188,6 +223,7 @@ impl Server {
         let relay = Arc::new(relay);
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let signal = self.signal_rooms(&relay, shared, &tracker, &token)?;
         let app = Arc::new(App {
             relay: relay.clone(),
             config: config.clone(),
@@ -199,6 +235,7 @@ impl Server {
                 config.max_new_connections_per_second,
             ),
             blobs: blobs.clone(),
+            signal,
         });
 
         tracker.spawn(sweeper(

@@ -75,6 +75,10 @@ pub async fn info(State(app): State<AppState>) -> Json<Value> {
             "poll_max_messages": c.poll_max_messages,
             "attachment_max_size_bytes": c.attachment_max_size_bytes,
             "attachment_ttl_seconds": c.attachment_ttl_seconds,
+            "signal_max_peers_per_room": c.signal_max_peers_per_room,
+            "signal_max_message_bytes": c.signal_max_message_bytes,
+            "signal_max_rooms_per_connection": c.signal_max_rooms_per_connection,
+            "signal_max_frames_per_second": c.signal_max_frames_per_second,
         }
     }))
 }

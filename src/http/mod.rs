@@ -38,6 +38,8 @@ pub struct App {
     /// Attachments (`POST /v1/blobs`, v1 `POST /upload`): Redis when the message store
     /// is Redis, else memory.
     pub blobs: SharedBlobs,
+    /// Call signalling rooms (Whispr v1 `/signal`).
+    pub signal: Arc<crate::signal::Rooms>,
 }
 
 pub type AppState = Arc<App>;

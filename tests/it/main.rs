@@ -16,6 +16,7 @@ mod redis_cluster;
 mod redis_faults;
 mod redis_store;
 mod sessions;
+mod signal;
 mod support;
 mod tls;
 mod v1;

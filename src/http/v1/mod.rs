@@ -1,5 +1,6 @@
 //! The Whispr v1 API, for unmodified clients of the original Python server: `POST /send`,
-//! `GET /inbox/{key}`, `WS /ws/{key}` and `WS /ws?recipient=`, `GET /public-key`.
+//! `GET /inbox/{key}`, `WS /ws/{key}` and `WS /ws?recipient=`, `GET /public-key`, and
+//! the call signalling socket `WS /signal` (`signal`, over [`crate::signal`]).
 //!
 //! Why it is a separate router: v1 proves no key ownership, so it is a switch
 //! (`compat_whispr_v1`) and lives in its own namespace of the same store. A v1 message is
@@ -8,14 +9,15 @@
 //! `to` key, which no native client can read and no v1 reader can point at a native
 //! inbox. Reads hand messages out and acknowledge them in that namespace (`reader`).
 //! Attachments (`attachments`: `POST /upload`, `GET /download/{att_id}`,
-//! `GET /download/raw/{att_id}`) are checked here and kept in the relay's blob store.
-//! Errors leave as v1's FastAPI shapes (`error`). `/signal` is not here yet.
+//! `GET /download/raw/{att_id}`) are checked here and kept in the relay's blob store;
+//! `/signal` rooms live in `crate::signal`. Errors leave as v1's FastAPI shapes (`error`).
 
 mod attachments;
 mod error;
 mod inbox;
 mod reader;
 mod send;
+mod signal;
 mod ws;
 
 use axum::extract::State;
@@ -57,6 +59,7 @@ pub fn router(app: AppState) -> Router {
         .route("/upload", post(attachments::upload))
         .route("/download/{att_id}", get(attachments::download))
         .route("/download/raw/{att_id}", get(attachments::download_raw))
+        .route("/signal", get(signal::upgrade))
         .with_state(state)
 }
 
@@ -66,6 +69,8 @@ pub const STARTUP_WARNING: &str = "Whispr v1 compatibility is on (compat_whispr_
     are served without proof of key ownership; anyone who knows a v1 public key can read \
     that v1 inbox's ciphertext and metadata and take its messages from the owner (never a \
     native inbox), and fetch attachments whose id they know. \
+    GET /signal relays call signalling between any sockets that name the same call_id, \
+    unauthenticated: whoever knows or guesses a call_id can join that call's room. \
     Set compat_whispr_v1 = false when no v1 client is left";
 
 async fn public_key(State(v1): State<V1State>) -> Json<Value> {
