@@ -3,6 +3,7 @@
 //! relay shuts down. Each event has its own handler; all state decisions are in
 //! [`super::state`].
 
+use super::sleep_until_opt;
 use axum::extract::ws::{Message, WebSocket};
 use rand::RngCore;
 use std::net::IpAddr;
@@ -448,11 +449,4 @@ fn stored_at(batch: &Batch) -> Vec<(u64, u64)> {
         .iter()
         .map(|m| (m.seq, m.stored_at_ms))
         .collect()
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }

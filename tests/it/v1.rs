@@ -427,3 +427,37 @@ async fn a_full_v1_inbox_refuses_instead_of_dropping() {
         "room again"
     );
 }
+
+#[tokio::test]
+async fn a_v1_socket_that_never_answers_pings_is_closed_with_4005() {
+    let relay = TestRelay::start_with(crate::support::config_with(
+        "ws_ping_interval_seconds = 1\nws_pong_timeout_seconds = 1",
+    ))
+    .await;
+    let key = hex::encode([7u8; 32]);
+    let mut ws = connect(&relay, &format!("/ws/{key}")).await;
+    // tungstenite answers pings only while we read; sleeping means no pong.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("closed within 5 s")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(code, 4005);
+    // A socket that reads (and so answers pings) stays open through several pings.
+    let mut ws = connect(&relay, &format!("/ws/{key}")).await;
+    assert_quiet(&mut ws).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(3500);
+    while let Ok(msg) = tokio::time::timeout_at(deadline, ws.next()).await {
+        match msg {
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("the reading socket stays open, got {other:?}"),
+        }
+    }
+    relay.stop().await;
+}

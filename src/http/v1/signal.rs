@@ -9,6 +9,7 @@
 //! and 1009 for a message over twice `signal_max_message_bytes` (smaller oversized
 //! frames only get an error frame). Binary frames are ignored: v1 clients send text.
 
+use crate::session::sleep_until_opt;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
@@ -189,12 +190,5 @@ fn on_receive_error(e: &axum::Error) -> End {
         End::Close(close_code::TOO_BIG, "message too big")
     } else {
         End::Gone
-    }
-}
-
-async fn sleep_until_opt(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
 
 use super::error::V1Error;
 use super::inbox::V1Message;
@@ -23,6 +24,7 @@ use super::{parse_key, V1State};
 use crate::error::close_code;
 use crate::protocol::whispr_v1::{inbox_key, StoredV1};
 use crate::protocol::{ErrorCode, PublicKey};
+use crate::session::sleep_until_opt;
 
 pub async fn by_path(
     state: State<V1State>,
@@ -122,6 +124,10 @@ impl V1Socket {
             self.v1.app.config.ws_ping_interval_seconds,
         ));
         ping.reset();
+        let pong_timeout = Duration::from_secs(self.v1.app.config.ws_pong_timeout_seconds);
+        // Set by a ping, cleared by any frame from the client (v1 clients answer pings
+        // and ping every 30 s themselves): a dead peer is closed with 4005.
+        let mut pong_deadline: Option<Instant> = None;
         let mut result = self.on_wake(&mut sink).await;
         while result.is_ok() {
             result = tokio::select! {
@@ -129,7 +135,10 @@ impl V1Socket {
                 _ = shutdown.cancelled() => Err(End::Close(close_code::GOING_AWAY, "relay shutting down")),
                 msg = stream.next() => match msg {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => Err(End::Gone),
-                    Some(Ok(_)) => Ok(()),
+                    Some(Ok(_)) => {
+                        pong_deadline = None;
+                        Ok(())
+                    }
                 },
                 changed = wake.changed() => match changed {
                     Ok(()) => self.on_wake(&mut sink).await,
@@ -140,7 +149,11 @@ impl V1Socket {
                     Err(RecvError::Lagged(_)) => Ok(()),
                     Err(RecvError::Closed) => Err(End::Gone),
                 },
-                _ = ping.tick() => self.write(&mut sink, Message::Ping(Default::default())).await,
+                _ = ping.tick() => {
+                    pong_deadline.get_or_insert_with(|| Instant::now() + pong_timeout);
+                    self.write(&mut sink, Message::Ping(Default::default())).await
+                }
+                _ = sleep_until_opt(pong_deadline) => Err(End::Close(close_code::PING_TIMEOUT, "no pong within the deadline")),
             };
         }
         if let Err(End::Close(code, reason)) = result {
@@ -151,6 +164,17 @@ impl V1Socket {
             let _ =
                 tokio::time::timeout(self.write_timeout, sink.send(Message::Close(Some(close))))
                     .await;
+            // The closing handshake: wait (bounded) for the client's Close before the
+            // TCP connection goes, so the client reads our close code rather than a
+            // reset when it still had a pong to write.
+            let _ = tokio::time::timeout(self.write_timeout, async {
+                while let Some(Ok(msg)) = stream.next().await {
+                    if matches!(msg, Message::Close(_)) {
+                        break;
+                    }
+                }
+            })
+            .await;
         }
         drop((wake, copies));
         registry.unregister_v1(&self.inbox, &self.to);
@@ -172,12 +196,16 @@ impl V1Socket {
     async fn on_wake(&self, sink: &mut Sink) -> Result<(), End> {
         let limit = self.v1.app.config.max_messages_per_recipient;
         let relay = &self.v1.app.relay;
-        let mut pending = self
-            .v1
-            .readers
-            .open(relay, &self.to, limit)
-            .await
-            .map_err(|_| End::Close(close_code::UNAVAILABLE, "message store unavailable"))?;
+        let mut pending = match self.v1.readers.open(relay, &self.to, limit).await {
+            Ok(pending) => pending,
+            Err(e) => {
+                // Nothing was handed out; the socket stays up and the next wake-up or
+                // catch-up reads again (as native sessions do while Redis is away).
+                tracing::warn!(error = %e, "v1 socket: store read failed");
+                relay.metrics.store_errors.inc();
+                return Ok(());
+            }
+        };
         let mut written = Ok(());
         for (seq, message) in pending.unhandled() {
             written = self.write(sink, Self::frame(&message)).await;
