@@ -32,10 +32,12 @@
 //!
 //! Message TTL and the dedupe window are enforced by the scores above, checked against
 //! the relay's clock (never Redis's), so tests with a manual clock behave as in memory.
-//! Redis key expiry only removes idle inboxes: every script that writes extends every
-//! key of the inbox to live at least `message TTL + dedupe window` longer (never
-//! shortening a longer life), so every message and remembered id is gone before its
-//! inbox's keys. An inbox that vanished comes back with a new epoch, and a reader with
+//! Redis key expiry only removes idle inboxes: every insert extends every key of the
+//! inbox to live at least `message TTL + dedupe window` longer (never shortening a
+//! longer life), so every message and remembered id is gone before its inbox's keys;
+//! a fetch that creates an inbox's `meta` gives it that life too. Acks and other
+//! fetches only remove or read, so they leave the lives alone (extending on every read
+//! and ack cost more Redis time than the rest of those scripts). An inbox that vanished comes back with a new epoch, and a reader with
 //! the old cursor is told of an epoch change, like the memory store's idle drop.
 //!
 //! # Sweep and depth
@@ -88,7 +90,9 @@ local function int(n) return string.format('%d', n) end
 local function open(new_epoch)
   if redis.call('EXISTS', meta) == 0 then
     redis.call('HSET', meta, 'epoch', new_epoch, 'head', '0', 'lost', '0', 'acked', '0')
+    return true
   end
+  return false
 end
 local function remove(seqs)
   for i = 1, #seqs, 1000 do
@@ -124,12 +128,13 @@ end
 const INSERT: &str = r#"
 open(ARGV[8])
 local expired = expire(ARGV[3])
-keep(tonumber(ARGV[7]))
 local epoch = redis.call('HGET', meta, 'epoch')
 if redis.call('ZSCORE', ids, ARGV[1]) then
+  keep(tonumber(ARGV[7]))
   return {'dup', epoch, '0', int(expired)}
 end
 if redis.call('ZCARD', q) >= tonumber(ARGV[5]) then
+  keep(tonumber(ARGV[7]))
   return {'full', epoch, '0', int(expired)}
 end
 local seq = int(redis.call('HINCRBY', meta, 'head', 1))
@@ -144,9 +149,8 @@ return {'stored', epoch, seq, int(expired)}
 /// ARGV: now, cursor epoch ('' for none), cursor seq, limit, new_epoch, keep_ms.
 /// Returns {epoch, head, lost, acked, expired, seq1, payload1, seq2, payload2, ...}.
 const FETCH: &str = r#"
-open(ARGV[5])
+if open(ARGV[5]) then keep(tonumber(ARGV[6])) end
 local expired = expire(ARGV[1])
-keep(tonumber(ARGV[6]))
 local v = redis.call('HMGET', meta, 'epoch', 'head', 'lost', 'acked')
 local low = v[3]
 if ARGV[2] == v[1] then
@@ -166,7 +170,7 @@ end
 return out
 "#;
 
-/// ARGV: epoch, seq, keep_ms. Returns {status, removed count or head}.
+/// ARGV: epoch, seq. Returns {status, removed count or head}.
 const ACK: &str = r#"
 if redis.call('EXISTS', meta) == 0 then return {'stale', '0'} end
 local v = redis.call('HMGET', meta, 'epoch', 'head', 'acked')
@@ -175,7 +179,6 @@ if tonumber(ARGV[2]) > tonumber(v[2]) then return {'ahead', v[2]} end
 if tonumber(ARGV[2]) > tonumber(v[3]) then redis.call('HSET', meta, 'acked', ARGV[2]) end
 local gone = redis.call('ZRANGEBYSCORE', q, '-inf', ARGV[2])
 remove(gone)
-keep(tonumber(ARGV[3]))
 return {'ok', int(#gone)}
 "#;
 
@@ -421,9 +424,7 @@ impl MessageStore for RedisStore {
 
     async fn ack(&self, inbox: &PublicKey, through: Cursor) -> Result<u64, StoreError> {
         let mut call = on_inbox(&self.scripts.ack, &inbox.to_hex());
-        call.arg(through.epoch.to_string())
-            .arg(through.seq)
-            .arg(self.keep_ms());
+        call.arg(through.epoch.to_string()).arg(through.seq);
         let reply: Vec<Vec<u8>> = self.run(&call).await?;
         let [status, n] = reply.as_slice() else {
             return Err(corrupt("ack"));
