@@ -229,6 +229,9 @@ pub enum ConfigError {
     Invalid { key: &'static str, detail: String },
 }
 
+/// Highest accepted `max_messages_per_second[_per_ip]`.
+const MAX_RATE: u32 = 1_000_000;
+
 /// Overrides from command-line flags (only the flags that were given).
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Overrides {
@@ -335,6 +338,14 @@ impl Config {
             return invalid(
                 "max_messages_per_second",
                 "rates must be at least 1 per second",
+            );
+        }
+        // The shared (Redis) buckets count in microseconds: one message per µs at most.
+        if self.max_messages_per_second > MAX_RATE || self.max_messages_per_second_per_ip > MAX_RATE
+        {
+            return invalid(
+                "max_messages_per_second",
+                "rates must be at most 1000000 per second (per sender and per IP)",
             );
         }
         if self.burst_messages == 0 || self.burst_messages_per_ip == 0 {
@@ -641,6 +652,10 @@ mod tests {
     fn invalid_values_are_refused() {
         for (toml, key) in [
             ("message_ttl_seconds = 0", "message_ttl_seconds"),
+            (
+                "max_messages_per_second_per_ip = 1000001",
+                "max_messages_per_second",
+            ),
             ("max_message_bytes = 0", "max_message_bytes"),
             ("ws_max_inflight = 0", "ws_max_inflight"),
             ("origin = \"https://x\"", "origin"),

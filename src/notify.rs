@@ -38,14 +38,14 @@
 //! own connection (a subscribed connection cannot publish).
 
 use futures::StreamExt;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::PublicKey;
-use crate::redis_link::{RedisNodes, RedisTarget};
+use crate::redis_link::{bounded, RedisNodes, RedisTarget};
 use crate::registry::Registry;
 use redis::cluster_async::ClusterConnection;
 
@@ -65,6 +65,9 @@ pub type Commands = mpsc::UnboundedSender<Command>;
 
 /// Publishes queued per batch; a larger backlog waits for the next round trip.
 const PUBLISH_BATCH: usize = 256;
+/// How often unechoed takeovers are announced again and failed cluster subscriptions
+/// retried.
+const RETRY_EVERY: Duration = Duration::from_secs(2);
 /// Wait between attempts to reconnect the subscriber.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
@@ -121,6 +124,10 @@ pub struct Remote {
     registry: Arc<Registry>,
     node: u64,
     locals: HashMap<PublicKey, Local>,
+    /// Cluster only: local inboxes whose `SSUBSCRIBE` failed or may have been lost
+    /// with a node link; retried every [`RETRY_EVERY`]. (On one Redis a failed command
+    /// reconnects, and the new connection subscribes to every local inbox.)
+    pending: HashSet<PublicKey>,
     publish: mpsc::UnboundedSender<(String, String)>,
 }
 
@@ -137,15 +144,15 @@ enum Subscriber<'a> {
 impl Subscriber<'_> {
     async fn subscribe(&mut self, channel: String) -> redis::RedisResult<()> {
         match self {
-            Subscriber::Single(sink) => sink.subscribe(channel).await,
-            Subscriber::Cluster(conn) => conn.ssubscribe(channel).await,
+            Subscriber::Single(sink) => bounded(sink.subscribe(channel)).await,
+            Subscriber::Cluster(conn) => bounded(conn.ssubscribe(channel)).await,
         }
     }
 
     async fn unsubscribe(&mut self, channel: String) -> redis::RedisResult<()> {
         match self {
-            Subscriber::Single(sink) => sink.unsubscribe(channel).await,
-            Subscriber::Cluster(conn) => conn.sunsubscribe(channel).await,
+            Subscriber::Single(sink) => bounded(sink.unsubscribe(channel)).await,
+            Subscriber::Cluster(conn) => bounded(conn.sunsubscribe(channel)).await,
         }
     }
 }
@@ -172,6 +179,7 @@ pub async fn start(
         registry,
         node: rand::random(),
         locals: HashMap::new(),
+        pending: HashSet::new(),
         publish,
     };
     match &target.nodes {
@@ -212,7 +220,7 @@ impl Remote {
         loop {
             let pubsub = tokio::select! {
                 _ = stop.cancelled() => return,
-                p = client.get_async_pubsub() => p,
+                p = bounded(client.get_async_pubsub()) => p,
             };
             let (mut sink, mut stream) = match pubsub {
                 Ok(p) => p.split(),
@@ -225,9 +233,10 @@ impl Remote {
                 }
             };
             let channels: Vec<String> = self.locals.keys().map(channel).collect();
-            if !channels.is_empty() && sink.subscribe(&channels).await.is_err() {
+            if !channels.is_empty() && bounded(sink.subscribe(&channels)).await.is_err() {
                 continue;
             }
+            let mut retry = tokio::time::interval(RETRY_EVERY);
             if !first {
                 self.reconnected();
             }
@@ -251,6 +260,7 @@ impl Remote {
                             break;
                         }
                     },
+                    _ = retry.tick() => self.announce_unechoed(),
                 }
             }
         }
@@ -266,22 +276,20 @@ impl Remote {
         mut commands: mpsc::UnboundedReceiver<Command>,
         stop: CancellationToken,
     ) {
+        let mut retry = tokio::time::interval(RETRY_EVERY);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 Some(cmd) = commands.recv() => {
-                    let key = match &cmd {
-                        Command::Registered { key, .. } => Some(*key),
-                        _ => None,
-                    };
                     if let Err(e) = self.on_command(Subscriber::Cluster(&mut conn), cmd).await {
-                        // The connection retries by itself; until the subscription is
-                        // in place the periodic catch-up delivers.
+                        // Only an unsubscribe gets here (a failed subscribe is pending);
+                        // a stale subscription just delivers wake-ups nobody needs.
                         tracing::warn!(error = %e, "Redis Cluster pub/sub: command failed");
-                        if let Some(key) = key {
-                            self.registry.notify(&key);
-                        }
                     }
+                }
+                _ = retry.tick() => {
+                    self.resubscribe_pending(&mut conn).await;
+                    self.announce_unechoed();
                 }
                 Some(push) = pushes.recv() => match push.kind {
                     redis::PushKind::SMessage | redis::PushKind::Message => {
@@ -293,8 +301,13 @@ impl Remote {
                         self.on_message(&text(channel), &text(payload));
                     }
                     redis::PushKind::Disconnection => {
-                        tracing::warn!("Redis Cluster pub/sub: a node connection dropped; redis-rs resubscribes");
-                        self.reconnected();
+                        // redis-rs renews its subscriptions after refreshing the slots;
+                        // subscribing again ourselves (harmless if it already did)
+                        // makes sure, before takeovers are announced again.
+                        tracing::warn!("Redis Cluster pub/sub: a node connection dropped; resubscribing");
+                        self.pending.extend(self.locals.keys().copied());
+                        self.forget_echoes();
+                        self.registry.wake_all();
                     }
                     _ => {}
                 },
@@ -306,6 +319,28 @@ impl Remote {
     /// was failing may be lost, and so may wake-ups, so announce again and read the
     /// store for every local session.
     fn reconnected(&mut self) {
+        self.forget_echoes();
+        self.announce_unechoed();
+        tracing::info!("Redis pub/sub reconnected; waking every local session");
+        self.registry.wake_all();
+    }
+
+    /// After a gap in what this node heard: another node's takeover may have been
+    /// missed, leaving two sessions for one inbox. Every local session announces itself
+    /// again and takes its place in the channel's order anew; if another node holds a
+    /// session for the same inbox, one of the two closes (possibly the newer one: a
+    /// lost message leaves no way to tell, and one consumer per inbox matters more).
+    fn forget_echoes(&mut self) {
+        for local in self.locals.values_mut() {
+            local.echoed = false;
+        }
+    }
+
+    /// Publishes again the takeover of every local session whose own announcement has
+    /// not come back (lost with a failed publish or a dropped link). Until it does,
+    /// this node cannot place its session in the channel's order and would keep it
+    /// beside a newer one elsewhere; once it does, the older of the two closes.
+    fn announce_unechoed(&self) {
         for (key, local) in self.locals.iter().filter(|(_, l)| !l.echoed) {
             let event = Event::Takeover {
                 node: self.node,
@@ -313,8 +348,28 @@ impl Remote {
             };
             let _ = self.publish.send((channel(key), event.encode()));
         }
-        tracing::info!("Redis pub/sub reconnected; waking every local session");
-        self.registry.wake_all();
+    }
+
+    /// Cluster: retries the subscriptions that failed or may have been lost; a key
+    /// subscribed again reads its store once (a wake-up may have been missed).
+    async fn resubscribe_pending(&mut self, conn: &mut ClusterConnection) {
+        let keys: Vec<PublicKey> = self.pending.iter().copied().collect();
+        for key in keys {
+            if !self.locals.contains_key(&key) {
+                self.pending.remove(&key);
+                continue;
+            }
+            match bounded(conn.ssubscribe(channel(&key))).await {
+                Ok(()) => {
+                    self.pending.remove(&key);
+                    self.registry.notify(&key);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Redis Cluster pub/sub: subscribe failed; retrying");
+                    return;
+                }
+            }
+        }
     }
 
     async fn on_command(
@@ -335,7 +390,15 @@ impl Remote {
                     )
                     .is_none();
                 if fresh {
-                    sub.subscribe(channel(&key)).await?;
+                    match sub.subscribe(channel(&key)).await {
+                        Ok(()) => {}
+                        // On a cluster, retry later; the takeover is announced anyway.
+                        Err(e) if matches!(sub, Subscriber::Cluster(_)) => {
+                            tracing::warn!(error = %e, "Redis Cluster pub/sub: subscribe failed; will retry");
+                            self.pending.insert(key);
+                        }
+                        Err(e) => return Err(e),
+                    }
                     // A wake-up published before the subscription took effect was
                     // missed: read the store once more.
                     self.registry.notify(&key);
@@ -351,6 +414,7 @@ impl Remote {
             Command::Unregistered { key, session } => {
                 if self.locals.get(&key).is_some_and(|l| l.session == session) {
                     self.locals.remove(&key);
+                    self.pending.remove(&key);
                     sub.unsubscribe(channel(&key)).await?;
                 }
             }

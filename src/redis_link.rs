@@ -128,6 +128,20 @@ impl RedisTarget {
     }
 }
 
+/// Runs a Redis call with [`RESPONSE_TIMEOUT`]: redis-rs's pub/sub connections have no
+/// response timeout of their own, and a black-holed Redis must not hold a task (and
+/// the commands queued behind it) for the minutes TCP takes to give up.
+pub async fn bounded<T>(call: impl std::future::Future<Output = RedisResult<T>>) -> RedisResult<T> {
+    tokio::time::timeout(RESPONSE_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(RedisError::from((
+                ErrorKind::Io,
+                "redis did not answer in time",
+            )))
+        })
+}
+
 /// Where a RESP3 connection sends its pushes (pub/sub messages, disconnections).
 pub type PushSender = tokio::sync::mpsc::UnboundedSender<redis::PushInfo>;
 
@@ -243,36 +257,53 @@ impl RedisLink {
     }
 }
 
-/// The cluster's masters as `(host, port)`, from `CLUSTER NODES` on any node.
+/// The cluster's masters as `(host, port)`, from `CLUSTER SLOTS` on any node: the same
+/// endpoints (IP or announced hostname) redis-rs keys its connections by, which is what
+/// routing by address needs.
 async fn masters(conn: &mut ClusterConnection) -> RedisResult<Vec<(String, u16)>> {
     let reply = conn
         .route_command(
-            redis::cmd("CLUSTER").arg("NODES").clone(),
+            redis::cmd("CLUSTER").arg("SLOTS").clone(),
             RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
         )
         .await?;
-    let text: String = redis::FromRedisValue::from_redis_value(reply)?;
-    Ok(parse_masters(&text))
+    Ok(parse_masters(&reply))
 }
 
-/// Parses `CLUSTER NODES`: `<id> <ip:port@cport[,hostname]> <flags> ...`, keeping the
-/// healthy masters.
-fn parse_masters(text: &str) -> Vec<(String, u16)> {
-    text.lines()
-        .filter_map(|line| {
-            let mut fields = line.split_whitespace();
-            let addr = fields.nth(1)?;
-            let flags = fields.next()?;
-            let is_master = flags.split(',').any(|f| f == "master");
-            let failed = flags.split(',').any(|f| f == "fail" || f == "noaddr");
-            if !is_master || failed {
-                return None;
-            }
-            let host_port = addr.split(['@', ',']).next()?;
-            let (host, port) = host_port.rsplit_once(':')?;
-            Some((host.to_owned(), port.parse().ok()?))
-        })
-        .collect()
+/// `CLUSTER SLOTS`: `[[start, end, [host, port, id, …], replicas…], …]`; each master
+/// once, in the order first seen.
+fn parse_masters(reply: &Value) -> Vec<(String, u16)> {
+    let Value::Array(ranges) = reply else {
+        return Vec::new();
+    };
+    let mut masters = Vec::new();
+    for range in ranges {
+        let Value::Array(fields) = range else {
+            continue;
+        };
+        let Some(Value::Array(master)) = fields.get(2) else {
+            continue;
+        };
+        let host = match master.first() {
+            Some(Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+            Some(Value::SimpleString(s)) => s.clone(),
+            _ => continue,
+        };
+        let Some(Value::Int(port)) = master.get(1) else {
+            continue;
+        };
+        // "" or "?" : the node does not know its own address yet.
+        if host.is_empty() || host == "?" {
+            continue;
+        }
+        let Ok(port) = u16::try_from(*port) else {
+            continue;
+        };
+        if !masters.contains(&(host.clone(), port)) {
+            masters.push((host, port));
+        }
+    }
+    masters
 }
 
 impl ConnectionLike for RedisLink {
@@ -331,19 +362,30 @@ mod tests {
     }
 
     #[test]
-    fn masters_are_parsed_from_cluster_nodes() {
-        let text = "\
-07c3 127.0.0.1:30004@40004 slave e7d1 0 1426238317239 4 connected
-67ed 127.0.0.1:30002@40002,host-b master - 0 1426238316232 2 connected 5461-10922
-2926 127.0.0.1:30003@40003 master,fail - 0 1426238318243 3 connected
-e7d1 127.0.0.1:30001@40001 myself,master - 0 0 1 connected 0-5460
-";
+    fn masters_are_parsed_from_cluster_slots() {
+        let node = |host: &str, port: i64| {
+            Value::Array(vec![
+                Value::BulkString(host.as_bytes().to_vec()),
+                Value::Int(port),
+                Value::BulkString(b"id".to_vec()),
+            ])
+        };
+        let range = |lo: i64, hi: i64, master: Value, replica: Value| {
+            Value::Array(vec![Value::Int(lo), Value::Int(hi), master, replica])
+        };
+        let reply = Value::Array(vec![
+            range(0, 5460, node("10.0.0.1", 7000), node("10.0.0.4", 7000)),
+            range(5461, 10922, node("redis-b.internal", 7000), node("x", 1)),
+            range(10923, 12000, node("10.0.0.1", 7000), node("x", 1)),
+            range(12001, 16383, node("?", 7000), node("x", 1)),
+        ]);
         assert_eq!(
-            parse_masters(text),
+            parse_masters(&reply),
             vec![
-                ("127.0.0.1".to_owned(), 30002),
-                ("127.0.0.1".to_owned(), 30001)
+                ("10.0.0.1".to_owned(), 7000),
+                ("redis-b.internal".to_owned(), 7000)
             ]
         );
+        assert!(parse_masters(&Value::Nil).is_empty());
     }
 }

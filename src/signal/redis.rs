@@ -20,6 +20,7 @@
 //! while a node is disconnected are lost, as they would be on a dropped socket; WebRTC
 //! clients retry their offers and gather candidates again.
 
+use crate::redis_link::bounded;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -200,7 +201,7 @@ impl Remote {
         let (mut sink, stream) = pubsub.split();
         let channels: Vec<String> = self.subscribed.iter().map(channel).collect();
         if !channels.is_empty() {
-            sink.subscribe(&channels).await?;
+            bounded(sink.subscribe(&channels)).await?;
         }
         Ok((sink, stream))
     }
@@ -215,7 +216,7 @@ impl Remote {
                 let name = channel(&call_id);
                 if self.subscribed.insert(call_id) {
                     if let Some(sink) = sink {
-                        sink.subscribe(name).await?;
+                        bounded(sink.subscribe(name)).await?;
                     }
                 }
             }
@@ -223,7 +224,7 @@ impl Remote {
                 let name = channel(&call_id);
                 if self.subscribed.remove(&call_id) {
                     if let Some(sink) = sink {
-                        sink.unsubscribe(name).await?;
+                        bounded(sink.unsubscribe(name)).await?;
                     }
                 }
             }

@@ -130,3 +130,51 @@ async fn a_wake_up_lost_while_pub_sub_reconnects_is_caught_up() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_takeover_during_a_pub_sub_outage_still_leaves_one_session() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (a, b) = two_nodes(&redis).await;
+    let bob = Identity::generate();
+    let (mut first, _) = a.connect(&bob).await;
+    assert!(drain_until_synced(&mut first, true).await.is_empty());
+
+    // Every subscriber connection drops; the takeover from b may reach nobody.
+    let client = redis::Client::open(redis.url.as_str()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: i64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "pubsub"])
+        .query_async(&mut conn)
+        .await
+        .expect("client kill");
+    let (mut second, _) = b.connect_at(&bob, None, Codec::MsgPack).await;
+
+    // Whatever was lost, the nodes re-announce their sessions after reconnecting:
+    // within a few seconds exactly one of the two sessions is closed as taken over.
+    let (closed, mut survivor) = tokio::select! {
+        code = close_code(&mut first) => (code, second),
+        code = close_code(&mut second) => (code, first),
+    };
+    assert_eq!(closed, 4001);
+    // The other one stays open (its ready/synced frames may still be unread).
+    let ended = tokio::time::timeout(Duration::from_millis(2500), async {
+        loop {
+            if let Err(e) = survivor.next_frame().await {
+                return e;
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_err(),
+        "the surviving session stays open: {ended:?}"
+    );
+    survivor.close().await;
+    a.stop().await;
+    b.stop().await;
+}
