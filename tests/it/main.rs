@@ -20,4 +20,5 @@ mod signal;
 mod support;
 mod tls;
 mod v1;
+mod v1_script;
 mod vectors;
