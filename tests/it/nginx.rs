@@ -38,7 +38,13 @@ fn free_port() -> u16 {
 }
 
 /// `nginx/whispr.conf` with its ports, upstream and certificate put on this machine.
-fn render(relay: SocketAddr, http: u16, https: u16, cert: &Path, key: &Path) -> String {
+/// Several relays: listed in the upstream with consistent hashing turned on, as the
+/// README's scaling section says.
+fn render(relays: &[SocketAddr], http: u16, https: u16, cert: &Path, key: &Path) -> String {
+    let servers: Vec<String> = relays
+        .iter()
+        .map(|r| format!("server {r} max_fails=3 fail_timeout=10s;"))
+        .collect();
     let shipped =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/nginx/whispr.conf")).unwrap();
     let swaps = [
@@ -56,8 +62,16 @@ fn render(relay: SocketAddr, http: u16, https: u16, cert: &Path, key: &Path) -> 
             String::new(),
         ),
         (
-            "server 127.0.0.1:8000".to_string(),
-            format!("server {relay}"),
+            "server 127.0.0.1:8000 max_fails=3 fail_timeout=10s;".to_string(),
+            servers.join("\n    "),
+        ),
+        (
+            "# hash $remote_addr consistent;".to_string(),
+            if relays.len() > 1 {
+                "hash $remote_addr consistent;".to_string()
+            } else {
+                "# hash $remote_addr consistent;".to_string()
+            },
         ),
         (
             "/etc/letsencrypt/live/chat.example.com/fullchain.pem".to_string(),
@@ -81,12 +95,12 @@ fn render(relay: SocketAddr, http: u16, https: u16, cert: &Path, key: &Path) -> 
 
 impl Nginx {
     /// Renders the config into a throwaway prefix, checks it with `nginx -t`, starts it.
-    fn start(relay: SocketAddr, cert: &Path, key: &Path) -> Nginx {
+    fn start(relays: &[SocketAddr], cert: &Path, key: &Path) -> Nginx {
         let dir = scratch_dir("nginx");
         let (http, https) = (free_port(), free_port());
         std::fs::write(
             dir.join("whispr.conf"),
-            render(relay, http, https, cert, key),
+            render(relays, http, https, cert, key),
         )
         .unwrap();
         let d = dir.display();
@@ -188,7 +202,7 @@ async fn a_relay_behind_the_shipped_nginx_config_serves_wss_https_and_real_clien
     .await;
     let nginx = tokio::task::spawn_blocking({
         let (cert, key, addr) = (cert.clone(), key.clone(), relay.addr);
-        move || Nginx::start(addr, &cert, &key)
+        move || Nginx::start(&[addr], &cert, &key)
     })
     .await
     .unwrap();
@@ -321,4 +335,63 @@ async fn a_relay_behind_the_shipped_nginx_config_serves_wss_https_and_real_clien
     drop(nginx);
     relay.stop().await;
     let _ = std::fs::remove_dir_all(certs);
+}
+
+#[tokio::test]
+async fn two_nodes_on_one_redis_behind_nginx_deliver_whatever_node_takes_the_send() {
+    if !have_program("nginx") || !have_program("openssl") {
+        return;
+    }
+    let Some(redis) = crate::redis_store::RedisServer::start().await else {
+        return;
+    };
+    let certs = scratch_dir("nginx-certs");
+    let (cert, key) = self_signed_cert(&certs, "nginx");
+    // The README's recipe: the same settings on both nodes, store = "redis".
+    let config = config_with(&format!(
+        "trusted_proxies = [\"127.0.0.1/32\"]\nstore = \"redis\"\nredis_url = {:?}\n\
+         ws_catch_up_seconds = 60",
+        redis.url
+    ));
+    let a = TestRelay::start_with(config.clone()).await;
+    let b = TestRelay::start_clocked(config, a.clock.clone()).await;
+    let nginx = tokio::task::spawn_blocking({
+        let (cert, key, nodes) = (cert.clone(), key.clone(), [a.addr, b.addr]);
+        move || Nginx::start(&nodes, &cert, &key)
+    })
+    .await
+    .unwrap();
+    let tls = Tls::with_ca_file(&cert).unwrap();
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    let (mut ws, _) = WsClient::connect_with(&nginx.base(), &bob, None, Codec::MsgPack, Some(&tls))
+        .await
+        .expect("wss through nginx to one of the nodes");
+    assert!(drain_until_synced(&mut ws, true).await.is_empty());
+
+    // A send through nginx and one straight to each node: whichever node stores it,
+    // the session (on one of them) gets each message once, promptly.
+    let via_nginx = HttpClient::with_tls(&nginx.base(), Codec::Json, &tls).unwrap();
+    let sends = [
+        (via_nginx, "through nginx"),
+        (a.http(), "through node a"),
+        (b.http(), "through node b"),
+    ];
+    for (n, (client, body)) in sends.into_iter().enumerate() {
+        client
+            .send(&a.seal(&alice, bob.public_key(), body))
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(
+            Duration::from_secs(2),
+            crate::support::receive(&mut ws, 1, true),
+        )
+        .await
+        .expect("delivered across nodes well before the 60 s catch-up");
+        assert_eq!(got, vec![(n as u64 + 1, body.to_string())]);
+    }
+    crate::support::assert_silent(&mut ws, 300).await;
+    ws.close().await;
+    drop(nginx);
+    a.stop().await;
+    b.stop().await;
 }
