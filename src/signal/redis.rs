@@ -234,8 +234,13 @@ impl Remote {
                 event,
             } => {
                 let message = (channel(&call_id), encode(self.node, &call_id, conn, &event));
-                if self.publish.try_send(message).is_err() {
-                    tracing::warn!("signal pub/sub: publish queue full; dropping an event");
+                match self.publish.try_send(message) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        tracing::warn!("signal pub/sub: publish queue full; dropping an event")
+                    }
+                    // The publisher has stopped: the relay is shutting down.
+                    Err(mpsc::error::TrySendError::Closed(_)) => {}
                 }
             }
         }

@@ -271,3 +271,33 @@ async fn two_relays_on_a_cluster_deliver_across_nodes_and_slots() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn signal_rooms_span_relays_on_a_cluster() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let config = config_with(&format!(
+        "store = \"redis\"\nredis_cluster_urls = {:?}",
+        cluster.urls()
+    ));
+    let a = TestRelay::start_with(config.clone()).await;
+    let b = TestRelay::start_clocked(config, a.clock.clone()).await;
+    // Watched through another node than the relays publish to: Redis forwards it.
+    let (mut caller, mut callee) =
+        crate::signal::cross_pair(&cluster.nodes[2].url, &a, &b, "cluster-call").await;
+    let offer = serde_json::json!({"type": "offer", "sdp": "v=0\r\n"});
+    crate::signal::signal(&mut caller, "cluster-call", offer.clone()).await;
+    assert_eq!(
+        crate::signal::next(&mut callee).await,
+        crate::signal::signalled("cluster-call", offer)
+    );
+    let answer = serde_json::json!({"type": "answer", "sdp": "v=0\r\n"});
+    crate::signal::signal(&mut callee, "cluster-call", answer.clone()).await;
+    assert_eq!(
+        crate::signal::next(&mut caller).await,
+        crate::signal::signalled("cluster-call", answer)
+    );
+    a.stop().await;
+    b.stop().await;
+}

@@ -13,7 +13,7 @@ use whispr::signal::{redis::channel, CallId};
 use crate::redis_store::RedisServer;
 use crate::support::{config_with, TestRelay};
 
-type Ws =
+pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn open(relay: &TestRelay) -> Ws {
@@ -36,7 +36,7 @@ async fn join(ws: &mut Ws, call: &str) {
     send(ws, json!({"type": "join", "call_id": call})).await;
 }
 
-async fn signal(ws: &mut Ws, call: &str, payload: Value) {
+pub(crate) async fn signal(ws: &mut Ws, call: &str, payload: Value) {
     send(
         ws,
         json!({"type": "signal", "call_id": call, "payload": payload}),
@@ -61,7 +61,7 @@ async fn next_text(ws: &mut Ws) -> String {
 }
 
 /// The next text frame as JSON.
-async fn next(ws: &mut Ws) -> Value {
+pub(crate) async fn next(ws: &mut Ws) -> Value {
     serde_json::from_str(&next_text(ws).await).expect("JSON")
 }
 
@@ -87,7 +87,7 @@ fn peer_leave(call: &str) -> Value {
     json!({"type": "peer-leave", "call_id": call})
 }
 
-fn signalled(call: &str, payload: Value) -> Value {
+pub(crate) fn signalled(call: &str, payload: Value) -> Value {
     json!({"type": "signal", "call_id": call, "payload": payload})
 }
 
@@ -342,8 +342,8 @@ async fn subscribers(redis: &RedisServer, call: &str, n: i64) {
 }
 
 /// A subscriber of `call`'s channel, to see what the nodes published.
-async fn watch(redis: &RedisServer, call: &str) -> redis::aio::PubSub {
-    let client = redis::Client::open(redis.url.as_str()).unwrap();
+async fn watch(redis_url: &str, call: &str) -> redis::aio::PubSub {
+    let client = redis::Client::open(redis_url).unwrap();
     let mut pubsub = client.get_async_pubsub().await.unwrap();
     pubsub
         .subscribe(channel(&CallId::string(call).unwrap()))
@@ -371,13 +371,15 @@ async fn seen(pubsub: &mut redis::aio::PubSub, k: &str) {
 }
 
 /// `a` on `node_a` and `b` on `node_b` in `call`; `a` has seen `b` join.
-async fn cross_pair(
-    redis: &RedisServer,
+/// `redis_url`: any node of the Redis the relays use (on a cluster, classic pub/sub
+/// reaches every node).
+pub(crate) async fn cross_pair(
+    redis_url: &str,
     node_a: &TestRelay,
     node_b: &TestRelay,
     call: &str,
 ) -> (Ws, Ws) {
-    let mut watcher = watch(redis, call).await;
+    let mut watcher = watch(redis_url, call).await;
     let mut a = open(node_a).await;
     join(&mut a, call).await;
     seen(&mut watcher, "j").await;
@@ -393,7 +395,7 @@ async fn peers_on_two_nodes_exchange_offer_and_answer() {
         return;
     };
     let (node_a, node_b) = two_nodes(&redis, "signal_max_peers_per_room = 2").await;
-    let (mut a, mut b) = cross_pair(&redis, &node_a, &node_b, "x-call").await;
+    let (mut a, mut b) = cross_pair(&redis.url, &node_a, &node_b, "x-call").await;
 
     let offer = json!({"type": "offer", "sdp": "v=0\r\n"});
     signal(&mut a, "x-call", offer.clone()).await;
@@ -427,7 +429,7 @@ async fn rooms_span_nodes_again_after_pub_sub_reconnects() {
         return;
     };
     let (node_a, node_b) = two_nodes(&redis, "").await;
-    let (mut a, mut b) = cross_pair(&redis, &node_a, &node_b, "y").await;
+    let (mut a, mut b) = cross_pair(&redis.url, &node_a, &node_b, "y").await;
 
     let client = redis::Client::open(redis.url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
