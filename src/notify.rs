@@ -14,9 +14,10 @@
 //!   from another node is newer, and closes its session; one whose echo has not come yet
 //!   knows its own session is the newer one and keeps it. No clocks are compared.
 //!
-//! Whispr v1 sockets (many per key, no takeover) and ephemeral envelopes do not use
-//! these channels: v1 sockets on another node are woken by the catch-up below, and an
-//! ephemeral envelope reaches its recipient only on the node it was sent through.
+//! Whispr v1 sockets (many per key, no takeover) subscribe to their derived inbox's
+//! channel too, for wake-ups only ([`Command::Watch`]). Ephemeral envelopes and v1
+//! sender copies are live hand-overs that never touch the store: they reach sockets on
+//! the node they were sent through only.
 //!
 //! Pub/sub is at-most-once: a wake-up published while a node is reconnecting is lost.
 //! Sessions read from the store, so nothing is lost, only late: after every reconnect
@@ -58,6 +59,11 @@ pub enum Command {
     Unregistered { key: PublicKey, session: u64 },
     /// `key`'s inbox has new stored messages: wake whichever node holds its session.
     Wake(PublicKey),
+    /// The first Whispr v1 socket for the (derived) inbox `key` opened here: hear its
+    /// wake-ups too. v1 sockets take nothing over, so there is no takeover to announce.
+    Watch(PublicKey),
+    /// The last v1 socket for `key` closed.
+    Unwatch(PublicKey),
 }
 
 /// The sending side handed to the [`Registry`].
@@ -124,6 +130,8 @@ pub struct Remote {
     registry: Arc<Registry>,
     node: u64,
     locals: HashMap<PublicKey, Local>,
+    /// Inboxes with Whispr v1 sockets here (their channels carry wake-ups only).
+    watched: HashSet<PublicKey>,
     /// Cluster only: local inboxes whose `SSUBSCRIBE` failed or may have been lost
     /// with a node link; retried every [`RETRY_EVERY`]. (On one Redis a failed command
     /// reconnects, and the new connection subscribes to every local inbox.)
@@ -179,6 +187,7 @@ pub async fn start(
         registry,
         node: rand::random(),
         locals: HashMap::new(),
+        watched: HashSet::new(),
         pending: HashSet::new(),
         publish,
     };
@@ -232,7 +241,7 @@ impl Remote {
                     }
                 }
             };
-            let channels: Vec<String> = self.locals.keys().map(channel).collect();
+            let channels: Vec<String> = self.subscribed_keys().map(channel).collect();
             if !channels.is_empty() && bounded(sink.subscribe(&channels)).await.is_err() {
                 continue;
             }
@@ -305,7 +314,8 @@ impl Remote {
                         // subscribing again ourselves (harmless if it already did)
                         // makes sure, before takeovers are announced again.
                         tracing::warn!("Redis Cluster pub/sub: a node connection dropped; resubscribing");
-                        self.pending.extend(self.locals.keys().copied());
+                        let keys: Vec<PublicKey> = self.subscribed_keys().copied().collect();
+                        self.pending.extend(keys);
                         self.forget_echoes();
                         self.registry.wake_all();
                     }
@@ -323,6 +333,36 @@ impl Remote {
         self.announce_unechoed();
         tracing::info!("Redis pub/sub reconnected; waking every local session");
         self.registry.wake_all();
+    }
+
+    /// Every inbox this node needs the channel of: its sessions' and its v1 sockets'.
+    fn subscribed_keys(&self) -> impl Iterator<Item = &PublicKey> {
+        self.locals.keys().chain(self.watched.iter())
+    }
+
+    fn wants(&self, key: &PublicKey) -> bool {
+        self.locals.contains_key(key) || self.watched.contains(key)
+    }
+
+    /// Subscribes to `key`'s channel, then reads its store once (a wake-up published
+    /// before the subscription took effect was missed). On a cluster a failure leaves
+    /// the key pending for the retry tick; on one Redis it is returned (and the
+    /// connection is rebuilt, subscribing to everything again).
+    async fn subscribe(
+        &mut self,
+        sub: &mut Subscriber<'_>,
+        key: PublicKey,
+    ) -> redis::RedisResult<()> {
+        match sub.subscribe(channel(&key)).await {
+            Ok(()) => {}
+            Err(e) if matches!(sub, Subscriber::Cluster(_)) => {
+                tracing::warn!(error = %e, "Redis Cluster pub/sub: subscribe failed; will retry");
+                self.pending.insert(key);
+            }
+            Err(e) => return Err(e),
+        }
+        self.registry.notify(&key);
+        Ok(())
     }
 
     /// After a gap in what this node heard: another node's takeover may have been
@@ -355,7 +395,7 @@ impl Remote {
     async fn resubscribe_pending(&mut self, conn: &mut ClusterConnection) {
         let keys: Vec<PublicKey> = self.pending.iter().copied().collect();
         for key in keys {
-            if !self.locals.contains_key(&key) {
+            if !self.wants(&key) {
                 self.pending.remove(&key);
                 continue;
             }
@@ -389,19 +429,10 @@ impl Remote {
                         },
                     )
                     .is_none();
-                if fresh {
-                    match sub.subscribe(channel(&key)).await {
-                        Ok(()) => {}
-                        // On a cluster, retry later; the takeover is announced anyway.
-                        Err(e) if matches!(sub, Subscriber::Cluster(_)) => {
-                            tracing::warn!(error = %e, "Redis Cluster pub/sub: subscribe failed; will retry");
-                            self.pending.insert(key);
-                        }
-                        Err(e) => return Err(e),
-                    }
-                    // A wake-up published before the subscription took effect was
-                    // missed: read the store once more.
-                    self.registry.notify(&key);
+                if fresh && !self.watched.contains(&key) {
+                    // On a cluster a failure is retried later; the takeover below is
+                    // announced anyway.
+                    self.subscribe(&mut sub, key).await?;
                 }
                 // Subscribed first, so this node sees its own takeover come back and
                 // knows where it stands in the channel's order.
@@ -414,6 +445,21 @@ impl Remote {
             Command::Unregistered { key, session } => {
                 if self.locals.get(&key).is_some_and(|l| l.session == session) {
                     self.locals.remove(&key);
+                    if !self.wants(&key) {
+                        self.pending.remove(&key);
+                        sub.unsubscribe(channel(&key)).await?;
+                    }
+                }
+            }
+            Command::Watch(key) => {
+                let fresh = !self.wants(&key);
+                self.watched.insert(key);
+                if fresh {
+                    self.subscribe(&mut sub, key).await?;
+                }
+            }
+            Command::Unwatch(key) => {
+                if self.watched.remove(&key) && !self.wants(&key) {
                     self.pending.remove(&key);
                     sub.unsubscribe(channel(&key)).await?;
                 }

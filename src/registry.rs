@@ -182,7 +182,11 @@ impl Registry {
         let wake = self
             .v1_inboxes
             .entry(inbox)
-            .or_insert_with(|| watch::channel(0).0)
+            .or_insert_with(|| {
+                // The first v1 socket for this inbox here: hear other nodes' wake-ups.
+                self.tell(Command::Watch(inbox));
+                watch::channel(0).0
+            })
             .subscribe();
         let copies = self
             .v1_copies
@@ -195,8 +199,12 @@ impl Registry {
     /// Forgets a v1 socket's channels once no socket listens on them. The caller drops
     /// its receivers first.
     pub fn unregister_v1(&self, inbox: &PublicKey, key: &PublicKey) {
-        self.v1_inboxes
+        let last = self
+            .v1_inboxes
             .remove_if(inbox, |_, tx| tx.receiver_count() == 0);
+        if last.is_some() {
+            self.tell(Command::Unwatch(*inbox));
+        }
         self.v1_copies
             .remove_if(key, |_, tx| tx.receiver_count() == 0);
     }

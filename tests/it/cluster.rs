@@ -178,3 +178,45 @@ async fn a_takeover_during_a_pub_sub_outage_still_leaves_one_session() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_v1_message_sent_through_one_node_is_pushed_to_a_v1_socket_on_the_other() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    // Catch-up every 60 s: a push within a second is the pub/sub wake-up.
+    let (a, b) = two_nodes(&redis).await;
+    let (alice, bob) = (crate::v1::V1User::new(), crate::v1::V1User::new());
+    let url = format!("ws://{}/ws/{}", b.addr, bob.enc_pub());
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws.send(Message::text("ping")).await.unwrap();
+    for n in 1..=3 {
+        let body = alice.message(&bob, &format!("v1 m{n}"), 1_700_000_000.0 + n as f64);
+        let res = reqwest::Client::new()
+            .post(format!("{}/send", a.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        let frame = tokio::time::timeout(Duration::from_secs(1), async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) => return t.to_string(),
+                    Some(Ok(_)) => continue,
+                    other => panic!("v1 socket ended: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("pushed across nodes");
+        let m: serde_json::Value = serde_json::from_str(&frame).unwrap();
+        assert_eq!(bob.open(&m), format!("v1 m{n}"));
+    }
+    ws.close(None).await.unwrap();
+    a.stop().await;
+    b.stop().await;
+}

@@ -104,6 +104,9 @@ struct V1Socket {
 
 type Sink = futures::stream::SplitSink<WebSocket, Message>;
 
+/// How long a closing socket waits for the client's Close before dropping TCP.
+const CLOSE_HANDSHAKE_WAIT: Duration = Duration::from_secs(1);
+
 impl V1Socket {
     fn new(v1: V1State, to: PublicKey) -> Self {
         let write_timeout = Duration::from_secs(v1.app.config.ws_write_timeout_seconds);
@@ -167,7 +170,7 @@ impl V1Socket {
             // The closing handshake: wait (bounded) for the client's Close before the
             // TCP connection goes, so the client reads our close code rather than a
             // reset when it still had a pong to write.
-            let _ = tokio::time::timeout(self.write_timeout, async {
+            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_WAIT, async {
                 while let Some(Ok(msg)) = stream.next().await {
                     if matches!(msg, Message::Close(_)) {
                         break;
