@@ -6,7 +6,7 @@
 use axum::body::Bytes;
 use rand::RngCore;
 
-use super::{Blob, BlobError, BlobId, BlobLimits, BlobMeta, PutOutcome, SharedBlobs};
+use super::{Blob, BlobError, BlobId, BlobLimits, BlobMeta, BlobOrigin, PutOutcome, SharedBlobs};
 
 /// Limits used by the suite.
 pub const LIMITS: BlobLimits = BlobLimits {
@@ -30,6 +30,7 @@ pub fn blob(data: &[u8], from: &str, to: &str, now_ms: u64) -> Blob {
             enc_pub: "e".repeat(64),
             created_ms: now_ms,
             expires_ms: now_ms + LIMITS.ttl_ms,
+            origin: BlobOrigin::Native,
         },
         data: Bytes::copy_from_slice(data),
     }
@@ -90,6 +91,13 @@ async fn retries_are_idempotent_and_others_refused(store: &SharedBlobs) {
             "{from} -> {to}"
         );
     }
+    let mut other_api = blob(&data, "a", "b", later);
+    other_api.meta.origin = BlobOrigin::V1;
+    assert_eq!(
+        store.put(other_api, later).await,
+        Err(BlobError::Taken),
+        "the same upload through the other API"
+    );
     let kept = store.get(&BlobId::of(&data), later).await.unwrap().unwrap();
     assert_eq!(kept.meta, *first.meta());
 }

@@ -147,7 +147,7 @@ impl BlobStore for MemoryBlobs {
 
 #[cfg(test)]
 mod tests {
-    use super::super::BlobMeta;
+    use super::super::{BlobMeta, BlobOrigin};
     use super::*;
     use axum::body::Bytes;
 
@@ -168,6 +168,7 @@ mod tests {
                 enc_pub: String::new(),
                 created_ms: now_ms,
                 expires_ms: now_ms + LIMITS.ttl_ms,
+                origin: BlobOrigin::Native,
             },
             data: Bytes::copy_from_slice(data),
         }

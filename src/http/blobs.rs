@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 
 use super::poll::authenticate;
 use super::{accept_codec, encoded, AppState};
-use crate::blobs::{Blob, BlobId, BlobMeta, PutOutcome};
+use crate::blobs::{Blob, BlobId, BlobMeta, BlobOrigin, PutOutcome};
 use crate::error::ApiError;
 use crate::protocol::{ErrorCode, KeyField, PublicKey};
 
@@ -128,6 +128,7 @@ pub async fn upload(
             enc_pub: String::new(),
             created_ms: now_ms,
             expires_ms: now_ms + app.config.attachment_ttl_seconds * 1000,
+            origin: BlobOrigin::Native,
         },
         data,
     };
@@ -160,6 +161,8 @@ pub async fn download(
         .blobs
         .get(&id, app.relay.clock.now_ms())
         .await?
+        // A v1 blob is not served here: its `to` proved nothing when it was stored.
+        .filter(|b| b.meta.origin == BlobOrigin::Native)
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such attachment, or it expired"))?;
     if blob.meta.to != reader.to_hex() {
         return Err(ApiError::new(

@@ -269,11 +269,18 @@ async fn v1_download_refusals_and_expiry() {
     for path in [download_path(&unknown, &bob), raw_path(&unknown, &bob)] {
         assert_eq!(get(&relay, &path).await.0, 404, "{path}");
     }
+    // An id that is not 64 hex names no attachment: 404, as the v1 spec lists (the
+    // Python server looked it up and found nothing).
+    for path in [download_path("abc", &bob), raw_path(&"g".repeat(64), &bob)] {
+        let (status, body) = get(&relay, &path).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(body["detail"].is_string(), "{path}: {body}");
+    }
+    // A missing or malformed `recipient` is still a validation error.
     for path in [
-        download_path("abc", &bob),
-        raw_path(&"g".repeat(64), &bob),
         format!("/download/{att_id}"),
         format!("/download/{att_id}?recipient=xyz"),
+        "/download/abc?recipient=xyz".to_string(),
     ] {
         assert_eq!(get(&relay, &path).await.0, 422, "{path}");
     }
@@ -559,6 +566,95 @@ async fn native_blobs_round_trip_and_refusals() {
     relay.stop().await;
 }
 
+/// Native blobs are for signed downloads only and v1 blobs for v1 downloads only: the
+/// unauthenticated v1 `?recipient=` must not read what the signed API stored, and the
+/// same bytes through the other API do not change whose rules a blob follows.
+async fn the_two_apis_do_not_share_blobs(relay: &TestRelay) {
+    use reqwest::Method;
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    let data = b"native ciphertext for bob".to_vec();
+    let resp = signed(relay, &alice, Method::POST, &blob_upload_path(&bob, &data))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let sha = BlobId::of(&data).to_hex();
+    let recipient = bob.public_key().to_hex();
+    for path in [
+        format!("/download/{sha}?recipient={recipient}"),
+        format!("/download/raw/{sha}?recipient={recipient}"),
+    ] {
+        let (status, body) = get(relay, &path).await;
+        assert_eq!(
+            status, 404,
+            "v1 must not read a native blob: {path}: {body}"
+        );
+    }
+    // The same bytes, same sender and recipient, through v1: refused, not merged.
+    let v1_upload = json!({
+        "to": recipient,
+        "from_": alice.public_key().to_hex(),
+        "enc_pub": "cd".repeat(32),
+        "blob": STANDARD.encode(&data),
+        "signature": STANDARD.encode(alice.sign(&data).to_bytes()),
+        "name": "f",
+        "size": data.len(),
+        "sha256": sha,
+    });
+    let (status, body) = post(relay, "/upload", v1_upload.to_string()).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        get(relay, &format!("/download/{sha}?recipient={recipient}"))
+            .await
+            .0,
+        404,
+        "still native"
+    );
+
+    // A v1 blob addressed to a key that can sign: the signed GET does not serve it.
+    let v1_data = b"v1 ciphertext for bob".to_vec();
+    let mut v1_upload = v1_upload;
+    v1_upload["blob"] = json!(STANDARD.encode(&v1_data));
+    v1_upload["signature"] = json!(STANDARD.encode(alice.sign(&v1_data).to_bytes()));
+    v1_upload["size"] = json!(v1_data.len());
+    v1_upload["sha256"] = json!(BlobId::of(&v1_data).to_hex());
+    let (status, body) = post(relay, "/upload", v1_upload.to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    let get_path = format!("/v1/blobs/{}", BlobId::of(&v1_data).to_hex());
+    let resp = signed(relay, &bob, Method::GET, &get_path)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        404,
+        "native must not read a v1 blob"
+    );
+    let resp = signed(
+        relay,
+        &alice,
+        Method::POST,
+        &blob_upload_path(&bob, &v1_data),
+    )
+    .body(v1_data.clone())
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        403,
+        "nor take it over by re-uploading"
+    );
+}
+
+#[tokio::test]
+async fn v1_downloads_cannot_read_native_blobs_nor_the_reverse() {
+    let relay = TestRelay::start().await;
+    the_two_apis_do_not_share_blobs(&relay).await;
+    relay.stop().await;
+}
+
 #[tokio::test]
 async fn redis_blobs_pass_conformance() {
     let Some(redis) = RedisServer::start().await else {
@@ -583,6 +679,7 @@ async fn attachments_on_redis_are_shared_by_relays_and_expire() {
     let two = TestRelay::start_clocked(config, one.clock.clone()).await;
     v1_round_trip(&one, &two).await;
     native_round_trip(&two, &one).await;
+    the_two_apis_do_not_share_blobs(&two).await;
 
     let (alice, bob, eve) = (V1User::new(), V1User::new(), V1User::new());
     let blob = alice.seal_for(&bob, b"short-lived");

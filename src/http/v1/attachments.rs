@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 
 use super::error::V1Error;
 use super::{parse_key, V1State};
-use crate::blobs::{Blob, BlobId, BlobMeta};
+use crate::blobs::{Blob, BlobId, BlobMeta, BlobOrigin};
 use crate::error::RelayError;
 use crate::protocol::{ErrorCode, KeyField, PublicKey, Signature};
 
@@ -125,6 +125,7 @@ pub async fn upload(
             enc_pub: upload.enc_pub,
             created_ms: now_ms,
             expires_ms: now_ms + app.config.attachment_ttl_seconds * 1000,
+            origin: BlobOrigin::V1,
         },
         data: checked.data.into(),
     };
@@ -134,21 +135,26 @@ pub async fn upload(
     ))
 }
 
-/// The stored blob `att_id`, if `?recipient=` is its `to`.
+/// The stored v1 blob `att_id`, if `?recipient=` is its `to`.
+///
+/// A missing or malformed `recipient` is 422 (FastAPI's query validation); an `att_id`
+/// that is not 64 hex names no attachment and is 404, as is a blob the native API stored
+/// (the native API promises its blobs only to a signed download by their `to`).
 async fn find(v1: &V1State, att_id: &str, uri: &Uri) -> Result<Blob, V1Error> {
-    let id = BlobId::from_hex(att_id)
-        .ok_or_else(|| V1Error::Unprocessable("att_id must be 64 hex characters".into()))?;
     let recipient = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
         .find(|(k, _)| k == "recipient")
         .map(|(_, v)| v.into_owned())
         .ok_or_else(|| V1Error::Unprocessable("missing query parameter `recipient`".into()))?;
     let recipient = parse_key(&recipient)?;
+    let not_found = || V1Error::status(ErrorCode::NotFound, "Attachment not found");
+    let id = BlobId::from_hex(att_id).ok_or_else(not_found)?;
     let app = &v1.app;
     let blob = app
         .blobs
         .get(&id, app.relay.clock.now_ms())
         .await?
-        .ok_or_else(|| V1Error::status(ErrorCode::NotFound, "Attachment not found"))?;
+        .filter(|b| b.meta.origin == BlobOrigin::V1)
+        .ok_or_else(not_found)?;
     if blob.meta.to != recipient.to_hex() {
         return Err(V1Error::status(
             ErrorCode::Forbidden,
