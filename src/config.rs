@@ -214,6 +214,10 @@ pub const V1_ENV_KEYS: [&str; 4] = [
 /// The largest `attachment_max_size_bytes`: Redis refuses larger values.
 const MAX_ATTACHMENT_BYTES: usize = 512 << 20;
 
+/// The longest `attachment_ttl_seconds`: 30 days. Attachments are for handing a file
+/// over, not for keeping it; the bound also keeps every expiry far from overflowing.
+const MAX_ATTACHMENT_TTL_SECONDS: u64 = 30 * 24 * 3600;
+
 /// Room in a `POST /upload` body for everything but the base64 blob: two keys, the
 /// sender's X25519 key, a signature, the digest, the size, JSON punctuation and a file
 /// name of a few KiB.
@@ -358,8 +362,11 @@ impl Config {
                 "must be between 1 and 536870912 (512 MiB, Redis's largest value)",
             );
         }
-        if self.attachment_ttl_seconds == 0 {
-            return invalid("attachment_ttl_seconds", "must be at least 1");
+        if !(1..=MAX_ATTACHMENT_TTL_SECONDS).contains(&self.attachment_ttl_seconds) {
+            return invalid(
+                "attachment_ttl_seconds",
+                "must be between 1 and 2592000 (30 days)",
+            );
         }
         if self.max_attachment_store_bytes < self.attachment_max_size_bytes {
             return invalid(
@@ -490,9 +497,14 @@ impl Config {
     pub fn blob_limits(&self) -> crate::blobs::BlobLimits {
         crate::blobs::BlobLimits {
             max_blob_bytes: self.attachment_max_size_bytes,
-            ttl_ms: self.attachment_ttl_seconds * 1000,
+            ttl_ms: self.attachment_ttl_ms(),
             max_store_bytes: self.max_attachment_store_bytes,
         }
+    }
+
+    /// `attachment_ttl_seconds` in ms; saturating, although validation keeps it small.
+    pub fn attachment_ttl_ms(&self) -> u64 {
+        self.attachment_ttl_seconds.saturating_mul(1000)
     }
 
     /// Largest WebSocket message a `/signal` socket reads: twice the relayed limit, so
@@ -592,6 +604,18 @@ mod tests {
     }
 
     #[test]
+    fn attachment_ttl_math_saturates() {
+        let month = Config::from_toml("attachment_ttl_seconds = 2592000").unwrap();
+        assert_eq!(month.attachment_ttl_ms(), 2_592_000_000);
+        let huge = Config {
+            attachment_ttl_seconds: u64::MAX,
+            ..Config::default()
+        };
+        assert_eq!(huge.attachment_ttl_ms(), u64::MAX);
+        assert_eq!(huge.blob_limits().ttl_ms, u64::MAX);
+    }
+
+    #[test]
     fn v1_names_are_keys() {
         let c = Config::from_toml(
             "max_messages_per_recipient = 20\nmax_messages_per_second = 3\nmessage_ttl_seconds = 60\nattachment_max_size_bytes = 1024\n",
@@ -647,6 +671,11 @@ mod tests {
             ("max_store_bytes = 10", "max_store_bytes"),
             ("attachment_max_size_bytes = 0", "attachment_max_size_bytes"),
             ("attachment_ttl_seconds = 0", "attachment_ttl_seconds"),
+            ("attachment_ttl_seconds = 2592001", "attachment_ttl_seconds"),
+            (
+                "attachment_ttl_seconds = 18446744073709551615",
+                "attachment_ttl_seconds",
+            ),
             (
                 "attachment_max_size_bytes = 2048\nmax_attachment_store_bytes = 2047",
                 "max_attachment_store_bytes",

@@ -127,7 +127,7 @@ pub async fn upload(
             to: q.to.to_hex(),
             enc_pub: String::new(),
             created_ms: now_ms,
-            expires_ms: now_ms + app.config.attachment_ttl_seconds * 1000,
+            expires_ms: now_ms.saturating_add(app.config.attachment_ttl_ms()),
             origin: BlobOrigin::Native,
         },
         data,

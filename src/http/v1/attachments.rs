@@ -124,7 +124,7 @@ pub async fn upload(
             to: checked.to.to_hex(),
             enc_pub: upload.enc_pub,
             created_ms: now_ms,
-            expires_ms: now_ms + app.config.attachment_ttl_seconds * 1000,
+            expires_ms: now_ms.saturating_add(app.config.attachment_ttl_ms()),
             origin: BlobOrigin::V1,
         },
         data: checked.data.into(),
