@@ -100,6 +100,11 @@ pub struct Config {
     /// small per-blob overhead); a full store refuses uploads with 507 and never drops
     /// unexpired attachments. With Redis, Redis's `maxmemory` is the budget.
     pub max_attachment_store_bytes: usize,
+    /// Attachment bytes the relay holds for requests in progress, all uploads and
+    /// downloads together (bodies being read, their decoded copies, blobs being
+    /// answered). A request that would go over it is refused at once with 503 and
+    /// `Retry-After`, not queued. At least one largest v1 upload body.
+    pub max_attachment_inflight_bytes: usize,
     /// Serve the Whispr v1 API (`POST /send`, `GET /inbox/{key}`, `/ws/{key}`,
     /// `GET /public-key`, `GET /signal`) for unmodified v1 clients. v1 has no proof of key ownership:
     /// see the README's "Whispr v1 compatibility". Off: every v1 path is 404.
@@ -177,6 +182,7 @@ impl Default for Config {
             attachment_max_size_bytes: 10_485_760,
             attachment_ttl_seconds: 3600,
             max_attachment_store_bytes: 256 << 20,
+            max_attachment_inflight_bytes: 64 << 20,
             compat_whispr_v1: true,
             signal_max_peers_per_room: 8,
             signal_max_message_bytes: 64 * 1024,
@@ -217,6 +223,10 @@ const MAX_ATTACHMENT_BYTES: usize = 512 << 20;
 /// The longest `attachment_ttl_seconds`: 30 days. Attachments are for handing a file
 /// over, not for keeping it; the bound also keeps every expiry far from overflowing.
 const MAX_ATTACHMENT_TTL_SECONDS: u64 = 30 * 24 * 3600;
+
+/// The largest `max_attachment_inflight_bytes` (its KiB count must fit a semaphore
+/// reservation).
+const MAX_ATTACHMENT_INFLIGHT_BYTES: usize = 1 << 40;
 
 /// Room in a `POST /upload` body for everything but the base64 blob: two keys, the
 /// sender's X25519 key, a signature, the digest, the size, JSON punctuation and a file
@@ -372,6 +382,14 @@ impl Config {
             return invalid(
                 "max_attachment_store_bytes",
                 "must hold at least one attachment of attachment_max_size_bytes",
+            );
+        }
+        if self.max_attachment_inflight_bytes < self.max_upload_body_bytes()
+            || self.max_attachment_inflight_bytes > MAX_ATTACHMENT_INFLIGHT_BYTES
+        {
+            return invalid(
+                "max_attachment_inflight_bytes",
+                "must be at least one largest upload body (attachment_max_size_bytes in base64 plus 16 KiB) and at most 1 TiB",
             );
         }
         if self.ws_max_inflight == 0 {
@@ -679,6 +697,10 @@ mod tests {
             (
                 "attachment_max_size_bytes = 2048\nmax_attachment_store_bytes = 2047",
                 "max_attachment_store_bytes",
+            ),
+            (
+                "attachment_max_size_bytes = 3000\nmax_attachment_inflight_bytes = 20383",
+                "max_attachment_inflight_bytes",
             ),
             ("signal_max_peers_per_room = 1", "signal_max_peers_per_room"),
             ("signal_max_message_bytes = 0", "signal_max_message_bytes"),

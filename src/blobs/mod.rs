@@ -13,6 +13,7 @@
 //! by TTL, and a full store refuses new uploads rather than dropping unexpired ones.
 
 pub mod conformance;
+mod inflight;
 mod memory;
 mod redis;
 
@@ -23,6 +24,7 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::Arc;
 
+pub use inflight::{Inflight, InflightPermit};
 pub use memory::MemoryBlobs;
 pub use redis::RedisBlobs;
 
@@ -157,6 +159,10 @@ pub enum BlobError {
     Taken,
     #[error("attachment store unavailable: {0}")]
     Unavailable(String),
+    /// The relay already holds `max_attachment_inflight_bytes` of attachments for
+    /// requests in progress ([`Inflight`]); retry in a moment.
+    #[error("the relay is moving its limit of {limit} attachment bytes at once (max_attachment_inflight_bytes); retry shortly")]
+    Busy { limit: usize },
 }
 
 /// Where attachments wait. Times are the relay's clock (`now_ms`), never the backend's,

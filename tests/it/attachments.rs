@@ -382,6 +382,128 @@ async fn uploads_share_the_senders_rate_limit() {
 }
 
 #[tokio::test]
+async fn an_upload_takes_the_ips_token_before_its_body_is_read() {
+    let relay = TestRelay::start_with(config_with(
+        "max_messages_per_second_per_ip = 1\nburst_messages_per_ip = 1",
+    ))
+    .await;
+    let (alice, bob) = (V1User::new(), V1User::new());
+    // Garbage costs the IP a token, as a good upload does: nothing is read for free.
+    assert_eq!(post(&relay, "/upload", "{".into()).await.0, 422);
+    let (status, body) = post(
+        &relay,
+        "/upload",
+        alice.upload(&bob, b"one", "f").to_string(),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (429, json!({"detail": "Rate limit exceeded"}))
+    );
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn downloads_take_a_token_from_the_ips_bucket() {
+    use reqwest::Method;
+    let relay = TestRelay::start_with(config_with(
+        "max_messages_per_second_per_ip = 1\nburst_messages_per_ip = 2",
+    ))
+    .await;
+    let (alice, bob) = (V1User::new(), V1User::new());
+    let blob = alice.seal_for(&bob, b"once");
+    let upload = alice.upload(&bob, &blob, "f").to_string();
+    assert_eq!(post(&relay, "/upload", upload).await.0, 200);
+    let att_id = BlobId::of(&blob).to_hex();
+    assert_eq!(get(&relay, &download_path(&att_id, &bob)).await.0, 200);
+    let resp = reqwest::get(format!("{}{}", relay.base, raw_path(&att_id, &bob)))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_eq!(get(&relay, &download_path(&att_id, &bob)).await.0, 429);
+    let who = Identity::generate();
+    let path = format!("/v1/blobs/{att_id}");
+    let resp = signed(&relay, &who, Method::GET, &path)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429, "native downloads too");
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn attachment_bytes_in_flight_are_bounded_across_requests() {
+    use tokio::io::AsyncWriteExt;
+    // The smallest budget allowed: one largest upload body (1024 bytes in base64 plus
+    // 16 KiB of room), about 17 KiB.
+    let relay = TestRelay::start_with(config_with(
+        "attachment_max_size_bytes = 1024\nmax_attachment_inflight_bytes = 17752",
+    ))
+    .await;
+    let (alice, bob) = (V1User::new(), V1User::new());
+    let stored = alice.seal_for(&bob, b"stored before");
+    let upload = alice.upload(&bob, &stored, "f").to_string();
+    assert_eq!(post(&relay, "/upload", upload).await.0, 200);
+    let att_id = BlobId::of(&stored).to_hex();
+
+    // A slow client declares a large body and sends a little of it: its reservation
+    // (twice the body, clamped to the budget) holds everything.
+    let mut slow = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 17000\r\n\r\n{{\"to\": ",
+        relay.addr
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+
+    // Until the slow upload ends, every other attachment request is refused at once.
+    let small = alice
+        .upload(&bob, &alice.seal_for(&bob, b"x"), "f")
+        .to_string();
+    let mut refused = None;
+    for _ in 0..200 {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/upload", relay.base))
+            .header("content-type", "application/json")
+            .body(small.clone())
+            .send()
+            .await
+            .unwrap();
+        if resp.status().as_u16() == 503 {
+            refused = Some(resp);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let refused = refused.expect("an upload is refused while the budget is held");
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_attachment_inflight_bytes"),
+        "{body}"
+    );
+    let (status, _, _, _) = get_raw(&relay, &raw_path(&att_id, &bob)).await;
+    assert_eq!(status, 503, "downloads share the budget");
+
+    // The slow client gives up: its reservation is returned.
+    drop(slow);
+    let mut status = 0;
+    for _ in 0..200 {
+        status = get(&relay, &download_path(&att_id, &bob)).await.0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(status, 200, "room again once the slow upload is gone");
+    assert_eq!(post(&relay, "/upload", small).await.0, 200);
+    relay.stop().await;
+}
+
+#[tokio::test]
 async fn v1_attachments_are_404_when_compat_is_off() {
     let relay = TestRelay::start_with(config_with("compat_whispr_v1 = false")).await;
     let (alice, bob) = (V1User::new(), V1User::new());
