@@ -100,6 +100,10 @@ pub struct Config {
     /// small per-blob overhead); a full store refuses uploads with 507 and never drops
     /// unexpired attachments. With Redis, Redis's `maxmemory` is the budget.
     pub max_attachment_store_bytes: usize,
+    /// Bytes of unexpired attachments one sender key may hold, so one key cannot fill
+    /// the store; an upload beyond it is refused with 507 until the sender's older
+    /// attachments expire. At least `attachment_max_size_bytes`.
+    pub max_attachment_bytes_per_sender: usize,
     /// Attachment bytes the relay holds for requests in progress, all uploads and
     /// downloads together (bodies being read, their decoded copies, blobs being
     /// answered). A request that would go over it is refused at once with 503 and
@@ -182,6 +186,7 @@ impl Default for Config {
             attachment_max_size_bytes: 10_485_760,
             attachment_ttl_seconds: 3600,
             max_attachment_store_bytes: 256 << 20,
+            max_attachment_bytes_per_sender: 64 << 20,
             max_attachment_inflight_bytes: 64 << 20,
             compat_whispr_v1: true,
             signal_max_peers_per_room: 8,
@@ -384,6 +389,12 @@ impl Config {
                 "must hold at least one attachment of attachment_max_size_bytes",
             );
         }
+        if self.max_attachment_bytes_per_sender < self.attachment_max_size_bytes {
+            return invalid(
+                "max_attachment_bytes_per_sender",
+                "must hold at least one attachment of attachment_max_size_bytes",
+            );
+        }
         if self.max_attachment_inflight_bytes < self.max_upload_body_bytes()
             || self.max_attachment_inflight_bytes > MAX_ATTACHMENT_INFLIGHT_BYTES
         {
@@ -517,6 +528,7 @@ impl Config {
             max_blob_bytes: self.attachment_max_size_bytes,
             ttl_ms: self.attachment_ttl_ms(),
             max_store_bytes: self.max_attachment_store_bytes,
+            max_sender_bytes: self.max_attachment_bytes_per_sender,
         }
     }
 
@@ -697,6 +709,10 @@ mod tests {
             (
                 "attachment_max_size_bytes = 2048\nmax_attachment_store_bytes = 2047",
                 "max_attachment_store_bytes",
+            ),
+            (
+                "attachment_max_size_bytes = 2048\nmax_attachment_bytes_per_sender = 2047",
+                "max_attachment_bytes_per_sender",
             ),
             (
                 "attachment_max_size_bytes = 3000\nmax_attachment_inflight_bytes = 20383",

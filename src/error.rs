@@ -73,7 +73,7 @@ impl RelayError {
 pub fn blob_code(e: &BlobError) -> ErrorCode {
     match e {
         BlobError::TooLarge { .. } => ErrorCode::TooLarge,
-        BlobError::StoreFull { .. } => ErrorCode::StoreFull,
+        BlobError::StoreFull { .. } | BlobError::SenderFull { .. } => ErrorCode::StoreFull,
         BlobError::Taken => ErrorCode::Forbidden,
         BlobError::Unavailable(_) | BlobError::Busy { .. } => ErrorCode::Unavailable,
     }

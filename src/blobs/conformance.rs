@@ -13,6 +13,7 @@ pub const LIMITS: BlobLimits = BlobLimits {
     max_blob_bytes: 4096,
     ttl_ms: 60_000,
     max_store_bytes: 1 << 20,
+    max_sender_bytes: 4 * 4096,
 };
 
 const NOW: u64 = 1_800_000_000_000;
@@ -49,6 +50,7 @@ pub async fn run_all(store: SharedBlobs) {
     retries_are_idempotent_and_others_refused(&store).await;
     expiry_by_the_callers_clock(&store).await;
     oversized_is_refused(&store).await;
+    a_senders_unexpired_bytes_are_capped(&store).await;
 }
 
 async fn round_trip_without_consuming(store: &SharedBlobs) {
@@ -132,4 +134,43 @@ async fn oversized_is_refused(store: &SharedBlobs) {
         })
     );
     assert_eq!(store.get(&BlobId::of(&data), NOW).await.unwrap(), None);
+}
+
+async fn a_senders_unexpired_bytes_are_capped(store: &SharedBlobs) {
+    let sender = hex::encode(random(32));
+    let from = |data: &[u8], now_ms: u64| {
+        let mut b = blob(data, "a", "b", now_ms);
+        b.meta.from = sender.clone();
+        b
+    };
+    let first = random(4096);
+    for data in [first.clone(), random(4096), random(4096), random(4096)] {
+        let out = store.put(from(&data, NOW), NOW).await.unwrap();
+        assert!(matches!(out, PutOutcome::Stored(_)), "{out:?}");
+    }
+    let limit = LIMITS.max_sender_bytes;
+    assert_eq!(
+        store.put(from(&random(1), NOW + 1), NOW + 1).await,
+        Err(BlobError::SenderFull { limit }),
+        "a byte over the sender's limit"
+    );
+    let again = store.put(from(&first, NOW + 1), NOW + 1).await.unwrap();
+    assert!(
+        matches!(again, PutOutcome::Existing(_)),
+        "a retry is not new bytes: {again:?}"
+    );
+    let other = store
+        .put(blob(&random(10), "f", "b", NOW + 1), NOW + 1)
+        .await;
+    assert!(matches!(other, Ok(PutOutcome::Stored(_))), "{other:?}");
+    // Refused bytes were not counted, and expired ones are released.
+    let end = NOW + LIMITS.ttl_ms;
+    for _ in 0..4 {
+        let out = store.put(from(&random(4096), end), end).await.unwrap();
+        assert!(matches!(out, PutOutcome::Stored(_)), "{out:?}");
+    }
+    assert_eq!(
+        store.put(from(&random(1), end), end).await,
+        Err(BlobError::SenderFull { limit })
+    );
 }

@@ -151,6 +151,10 @@ pub enum BlobError {
     TooLarge { size: u64, max: usize },
     #[error("the relay's attachment store is at its byte budget of {budget} bytes; retry after older attachments expire")]
     StoreFull { budget: usize },
+    /// The sender's unexpired attachments would go over
+    /// `max_attachment_bytes_per_sender` with this one.
+    #[error("this sender key's unexpired attachments would exceed max_attachment_bytes_per_sender ({limit} bytes); retry after its older attachments expire")]
+    SenderFull { limit: usize },
     /// The same bytes are held, unexpired, for another sender or recipient, or were
     /// stored through the other API ([`BlobOrigin`]). Blobs are content-addressed, so
     /// one id cannot name two uploads; clients encrypt per recipient, so this only
@@ -171,8 +175,9 @@ pub enum BlobError {
 pub trait BlobStore: Send + Sync + 'static {
     /// Stores `blob` unless an unexpired blob with its id exists: a retry of the same
     /// upload is [`PutOutcome::Existing`], another upload of the same bytes is
-    /// [`BlobError::Taken`]. A full store is [`BlobError::StoreFull`]; nothing
-    /// unexpired is ever dropped to make room.
+    /// [`BlobError::Taken`]. A sender whose unexpired blobs would go over
+    /// `max_sender_bytes` is [`BlobError::SenderFull`]; a full store is
+    /// [`BlobError::StoreFull`]; nothing unexpired is ever dropped to make room.
     async fn put(&self, blob: Blob, now_ms: u64) -> Result<PutOutcome, BlobError>;
 
     /// The unexpired blob with this id, if any. Does not consume it.
@@ -200,6 +205,9 @@ pub struct BlobLimits {
     pub ttl_ms: u64,
     /// Memory store only: the bytes all blobs may take together.
     pub max_store_bytes: usize,
+    /// The bytes (data only) one sender's unexpired blobs may take together, so one key
+    /// cannot spend the whole budget.
+    pub max_sender_bytes: usize,
 }
 
 impl BlobLimits {

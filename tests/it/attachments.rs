@@ -352,6 +352,55 @@ async fn a_full_attachment_store_refuses_with_507_until_attachments_expire() {
 }
 
 #[tokio::test]
+async fn one_sender_cannot_fill_the_attachment_store() {
+    use reqwest::Method;
+    let relay = TestRelay::start_with(config_with(
+        "attachment_max_size_bytes = 1024\nmax_attachment_bytes_per_sender = 2048\nattachment_ttl_seconds = 60",
+    ))
+    .await;
+    let (alice, bob, carol) = (V1User::new(), V1User::new(), V1User::new());
+    for n in 0..2u8 {
+        let upload = alice.upload(&bob, &[n; 1000], "f").to_string();
+        assert_eq!(post(&relay, "/upload", upload).await.0, 200);
+    }
+    let (status, body) = post(
+        &relay,
+        "/upload",
+        alice.upload(&bob, &[9; 1000], "f").to_string(),
+    )
+    .await;
+    assert_eq!(status, 507, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_attachment_bytes_per_sender"),
+        "{body}"
+    );
+    // The same key through the native API shares the limit.
+    let data = vec![7u8; 100];
+    let resp = signed(
+        &relay,
+        &alice.sign,
+        Method::POST,
+        &blob_upload_path(&bob.sign, &data),
+    )
+    .body(data)
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status().as_u16(), 507);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"], "store_full");
+    // Other senders are not held back, and the sender has room again at expiry.
+    let upload = carol.upload(&bob, &[9; 1000], "f").to_string();
+    assert_eq!(post(&relay, "/upload", upload).await.0, 200);
+    relay.clock.advance_ms(60_000);
+    let upload = alice.upload(&bob, &[8; 1000], "f").to_string();
+    assert_eq!(post(&relay, "/upload", upload).await.0, 200);
+    relay.stop().await;
+}
+
+#[tokio::test]
 async fn uploads_share_the_senders_rate_limit() {
     let relay = TestRelay::start_with(config_with(
         "max_messages_per_second = 1\nburst_messages = 1",
