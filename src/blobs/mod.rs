@@ -11,6 +11,11 @@
 //! second copy. Why blobs never leave early: a v1 client may download an attachment
 //! twice (the JSON and the raw form), so a download does not consume it; blobs go only
 //! by TTL, and a full store refuses new uploads rather than dropping unexpired ones.
+//!
+//! Three bounds keep one client from taking the attachment memory: the store's budget,
+//! a per-sender budget of unexpired bytes (both enforced by the stores), and
+//! [`Inflight`], the bytes held by requests in progress (enforced by the routes). Each
+//! blob records the API that stored it ([`BlobOrigin`]) and only that API serves it.
 
 pub mod conformance;
 mod inflight;
