@@ -10,6 +10,11 @@
 //! [`BlobError::Busy`] (503 with `Retry-After`) rather than queued: a queue of waiting
 //! uploads would itself hold sockets and buffers without bound. A request that wants
 //! more than the whole budget reserves the whole budget, so it runs, alone.
+//!
+//! A download learns its blob's size only from the store, and the Redis store's reply
+//! is already in memory by then: that copy is reserved as soon as it is known, and how
+//! often one client can cause it is bounded by the IP's rate-limit token every download
+//! takes first.
 
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};

@@ -121,10 +121,7 @@ pub async fn upload(
     };
     // The body, and a working copy on its way to the store (the Redis command buffer).
     let size = body_size(&headers, limit).map_err(too_large)?;
-    let _held = app
-        .relay
-        .attachment_bytes
-        .try_reserve(size.saturating_mul(2))?;
+    let _held = app.relay.reserve_attachment_bytes(size.saturating_mul(2))?;
     let data = read_limited(&headers, body, limit)
         .await
         .map_err(too_large)?;
@@ -190,10 +187,7 @@ pub async fn download(
             "this attachment is for another key",
         ));
     }
-    let held = app
-        .relay
-        .attachment_bytes
-        .try_reserve(blob.data.len() as u64)?;
+    let held = app.relay.reserve_attachment_bytes(blob.data.len() as u64)?;
     let mut resp = raw(blob.data, held);
     for (name, value) in [
         ("x-whispr-from", blob.meta.from),

@@ -12,7 +12,7 @@
 //!
 //! The relay also holds what attachment requests share with it: the rate-limit buckets
 //! (`check_rate`, `check_ip_rate`, `check_sender_rate`) and the bound on attachment
-//! bytes in flight (`attachment_bytes`). The attachment routes use them; the store is
+//! bytes in flight (`reserve_attachment_bytes`). The attachment routes use them; the store is
 //! `blobs`.
 
 mod keys;
@@ -22,7 +22,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::analytics::{Analytics, Event};
-use crate::blobs::Inflight;
+use crate::blobs::{BlobError, Inflight, InflightPermit};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::RelayError;
@@ -57,7 +57,7 @@ pub struct Relay {
     pub analytics: Analytics,
     /// Attachment bytes held by requests in progress, all uploads and downloads
     /// together (`max_attachment_inflight_bytes`).
-    pub attachment_bytes: Inflight,
+    attachment_bytes: Inflight,
     limits: RateLimits,
     sender_keys: keys::SenderKeys,
     max_message_bytes: usize,
@@ -250,6 +250,14 @@ impl Relay {
                 self.metrics.rate_limited.with_label_values(&[scope]).inc();
             }
         })
+    }
+
+    /// Reserves `bytes` of the attachment bytes in flight for one request, or refuses
+    /// at once ([`BlobError::Busy`]). Counts a refusal.
+    pub fn reserve_attachment_bytes(&self, bytes: u64) -> Result<InflightPermit, BlobError> {
+        self.attachment_bytes
+            .try_reserve(bytes)
+            .inspect_err(|_| self.metrics.blobs_busy.inc())
     }
 
     /// Periodic housekeeping: idle rate-limit buckets.

@@ -536,6 +536,18 @@ async fn attachment_bytes_in_flight_are_bounded_across_requests() {
     );
     let (status, _, _, _) = get_raw(&relay, &raw_path(&att_id, &bob)).await;
     assert_eq!(status, 503, "downloads share the budget");
+    let metrics = reqwest::get(format!("{}/metrics", relay.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("whispr_attachments_busy_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
 
     // The slow client gives up: its reservation is returned.
     drop(slow);

@@ -137,10 +137,7 @@ async fn store_upload(
     // At most twice the body is held at once: the body and its parsed copy, then the
     // parsed base64 and the decoded bytes.
     let size = body_size(headers, limit).map_err(too_large)?;
-    let _held = app
-        .relay
-        .attachment_bytes
-        .try_reserve(size.saturating_mul(2))?;
+    let _held = app.relay.reserve_attachment_bytes(size.saturating_mul(2))?;
     let bytes = read_limited(headers, body, limit)
         .await
         .map_err(too_large)?;
@@ -241,8 +238,7 @@ async fn download_json(
     let held = v1
         .app
         .relay
-        .attachment_bytes
-        .try_reserve(len.saturating_add(len.div_ceil(3).saturating_mul(8)))?;
+        .reserve_attachment_bytes(len.saturating_add(len.div_ceil(3).saturating_mul(8)))?;
     let m = &blob.meta;
     let body = serde_json::to_vec(&DownloadV1 {
         att_id: &m.sha256,
@@ -268,8 +264,7 @@ pub async fn download_raw(
         let held = v1
             .app
             .relay
-            .attachment_bytes
-            .try_reserve(blob.data.len() as u64)?;
+            .reserve_attachment_bytes(blob.data.len() as u64)?;
         Ok(raw(blob.data, held))
     };
     answer(result.await)
