@@ -100,6 +100,15 @@ pub struct Config {
     /// small per-blob overhead); a full store refuses uploads with 507 and never drops
     /// unexpired attachments. With Redis, Redis's `maxmemory` is the budget.
     pub max_attachment_store_bytes: usize,
+    /// Bytes of unexpired attachments one sender key may hold, so one key cannot fill
+    /// the store; an upload beyond it is refused with 507 until the sender's older
+    /// attachments expire. At least `attachment_max_size_bytes`.
+    pub max_attachment_bytes_per_sender: usize,
+    /// Attachment bytes the relay holds for requests in progress, all uploads and
+    /// downloads together (bodies being read, their decoded copies, blobs being
+    /// answered). A request that would go over it is refused at once with 503 and
+    /// `Retry-After`, not queued. At least one largest v1 upload body.
+    pub max_attachment_inflight_bytes: usize,
     /// Serve the Whispr v1 API (`POST /send`, `GET /inbox/{key}`, `/ws/{key}`,
     /// `GET /public-key`, `GET /signal`) for unmodified v1 clients. v1 has no proof of key ownership:
     /// see the README's "Whispr v1 compatibility". Off: every v1 path is 404.
@@ -177,6 +186,8 @@ impl Default for Config {
             attachment_max_size_bytes: 10_485_760,
             attachment_ttl_seconds: 3600,
             max_attachment_store_bytes: 256 << 20,
+            max_attachment_bytes_per_sender: 64 << 20,
+            max_attachment_inflight_bytes: 64 << 20,
             compat_whispr_v1: true,
             signal_max_peers_per_room: 8,
             signal_max_message_bytes: 64 * 1024,
@@ -213,6 +224,14 @@ pub const V1_ENV_KEYS: [&str; 4] = [
 
 /// The largest `attachment_max_size_bytes`: Redis refuses larger values.
 const MAX_ATTACHMENT_BYTES: usize = 512 << 20;
+
+/// The longest `attachment_ttl_seconds`: 30 days. Attachments are for handing a file
+/// over, not for keeping it; the bound also keeps every expiry far from overflowing.
+const MAX_ATTACHMENT_TTL_SECONDS: u64 = 30 * 24 * 3600;
+
+/// The largest `max_attachment_inflight_bytes` (its KiB count must fit a semaphore
+/// reservation).
+const MAX_ATTACHMENT_INFLIGHT_BYTES: usize = 1 << 40;
 
 /// Room in a `POST /upload` body for everything but the base64 blob: two keys, the
 /// sender's X25519 key, a signature, the digest, the size, JSON punctuation and a file
@@ -369,13 +388,30 @@ impl Config {
                 "must be between 1 and 536870912 (512 MiB, Redis's largest value)",
             );
         }
-        if self.attachment_ttl_seconds == 0 {
-            return invalid("attachment_ttl_seconds", "must be at least 1");
+        if !(1..=MAX_ATTACHMENT_TTL_SECONDS).contains(&self.attachment_ttl_seconds) {
+            return invalid(
+                "attachment_ttl_seconds",
+                "must be between 1 and 2592000 (30 days)",
+            );
         }
         if self.max_attachment_store_bytes < self.attachment_max_size_bytes {
             return invalid(
                 "max_attachment_store_bytes",
                 "must hold at least one attachment of attachment_max_size_bytes",
+            );
+        }
+        if self.max_attachment_bytes_per_sender < self.attachment_max_size_bytes {
+            return invalid(
+                "max_attachment_bytes_per_sender",
+                "must hold at least one attachment of attachment_max_size_bytes",
+            );
+        }
+        if self.max_attachment_inflight_bytes < self.max_upload_body_bytes()
+            || self.max_attachment_inflight_bytes > MAX_ATTACHMENT_INFLIGHT_BYTES
+        {
+            return invalid(
+                "max_attachment_inflight_bytes",
+                "must be at least one largest upload body (attachment_max_size_bytes in base64 plus 16 KiB) and at most 1 TiB",
             );
         }
         if self.ws_max_inflight == 0 {
@@ -501,9 +537,15 @@ impl Config {
     pub fn blob_limits(&self) -> crate::blobs::BlobLimits {
         crate::blobs::BlobLimits {
             max_blob_bytes: self.attachment_max_size_bytes,
-            ttl_ms: self.attachment_ttl_seconds * 1000,
+            ttl_ms: self.attachment_ttl_ms(),
             max_store_bytes: self.max_attachment_store_bytes,
+            max_sender_bytes: self.max_attachment_bytes_per_sender,
         }
+    }
+
+    /// `attachment_ttl_seconds` in ms; saturating, although validation keeps it small.
+    pub fn attachment_ttl_ms(&self) -> u64 {
+        self.attachment_ttl_seconds.saturating_mul(1000)
     }
 
     /// Largest WebSocket message a `/signal` socket reads: twice the relayed limit, so
@@ -603,6 +645,18 @@ mod tests {
     }
 
     #[test]
+    fn attachment_ttl_math_saturates() {
+        let month = Config::from_toml("attachment_ttl_seconds = 2592000").unwrap();
+        assert_eq!(month.attachment_ttl_ms(), 2_592_000_000);
+        let huge = Config {
+            attachment_ttl_seconds: u64::MAX,
+            ..Config::default()
+        };
+        assert_eq!(huge.attachment_ttl_ms(), u64::MAX);
+        assert_eq!(huge.blob_limits().ttl_ms, u64::MAX);
+    }
+
+    #[test]
     fn v1_names_are_keys() {
         let c = Config::from_toml(
             "max_messages_per_recipient = 20\nmax_messages_per_second = 3\nmessage_ttl_seconds = 60\nattachment_max_size_bytes = 1024\n",
@@ -662,9 +716,22 @@ mod tests {
             ("max_store_bytes = 10", "max_store_bytes"),
             ("attachment_max_size_bytes = 0", "attachment_max_size_bytes"),
             ("attachment_ttl_seconds = 0", "attachment_ttl_seconds"),
+            ("attachment_ttl_seconds = 2592001", "attachment_ttl_seconds"),
+            (
+                "attachment_ttl_seconds = 18446744073709551615",
+                "attachment_ttl_seconds",
+            ),
             (
                 "attachment_max_size_bytes = 2048\nmax_attachment_store_bytes = 2047",
                 "max_attachment_store_bytes",
+            ),
+            (
+                "attachment_max_size_bytes = 2048\nmax_attachment_bytes_per_sender = 2047",
+                "max_attachment_bytes_per_sender",
+            ),
+            (
+                "attachment_max_size_bytes = 3000\nmax_attachment_inflight_bytes = 20383",
+                "max_attachment_inflight_bytes",
             ),
             ("signal_max_peers_per_room = 1", "signal_max_peers_per_room"),
             ("signal_max_message_bytes = 0", "signal_max_message_bytes"),

@@ -73,11 +73,14 @@ impl RelayError {
 pub fn blob_code(e: &BlobError) -> ErrorCode {
     match e {
         BlobError::TooLarge { .. } => ErrorCode::TooLarge,
-        BlobError::StoreFull { .. } => ErrorCode::StoreFull,
+        BlobError::StoreFull { .. } | BlobError::SenderFull { .. } => ErrorCode::StoreFull,
         BlobError::Taken => ErrorCode::Forbidden,
-        BlobError::Unavailable(_) => ErrorCode::Unavailable,
+        BlobError::Unavailable(_) | BlobError::Busy { .. } => ErrorCode::Unavailable,
     }
 }
+
+/// How long to wait before retrying an attachment request the relay was too busy for.
+pub const BLOB_BUSY_RETRY_MS: u64 = 1000;
 
 /// The HTTP status for each error code; the one table for the HTTP edge.
 pub fn http_status(code: ErrorCode) -> StatusCode {
@@ -173,7 +176,11 @@ impl From<StoreError> for ApiError {
 
 impl From<BlobError> for ApiError {
     fn from(e: BlobError) -> Self {
-        ApiError::new(blob_code(&e), e.to_string())
+        let retry_after_ms = matches!(e, BlobError::Busy { .. }).then_some(BLOB_BUSY_RETRY_MS);
+        ApiError {
+            retry_after_ms,
+            ..ApiError::new(blob_code(&e), e.to_string())
+        }
     }
 }
 

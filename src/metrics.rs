@@ -58,6 +58,8 @@ pub struct Metrics {
     pub store_errors: IntCounter,
     pub blob_bytes: IntGauge,
     pub blobs_expired: IntCounter,
+    /// Attachment requests refused because `max_attachment_inflight_bytes` was in use.
+    pub blobs_busy: IntCounter,
     /// Whispr v1 `/signal` rooms with a member on this node.
     pub signal_rooms: IntGauge,
     /// Memberships of this node's `/signal` sockets in rooms.
@@ -169,6 +171,10 @@ impl Metrics {
             blobs_expired: counter(
                 "whispr_attachments_expired_total",
                 "Attachments dropped by the sweep after their TTL (memory store).",
+            ),
+            blobs_busy: counter(
+                "whispr_attachments_busy_total",
+                "Attachment uploads and downloads refused (503) because max_attachment_inflight_bytes was in use.",
             ),
             signal_rooms: gauge(
                 "whispr_signal_rooms",

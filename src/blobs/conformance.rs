@@ -6,13 +6,14 @@
 use axum::body::Bytes;
 use rand::RngCore;
 
-use super::{Blob, BlobError, BlobId, BlobLimits, BlobMeta, PutOutcome, SharedBlobs};
+use super::{Blob, BlobError, BlobId, BlobLimits, BlobMeta, BlobOrigin, PutOutcome, SharedBlobs};
 
 /// Limits used by the suite.
 pub const LIMITS: BlobLimits = BlobLimits {
     max_blob_bytes: 4096,
     ttl_ms: 60_000,
     max_store_bytes: 1 << 20,
+    max_sender_bytes: 4 * 4096,
 };
 
 const NOW: u64 = 1_800_000_000_000;
@@ -30,6 +31,7 @@ pub fn blob(data: &[u8], from: &str, to: &str, now_ms: u64) -> Blob {
             enc_pub: "e".repeat(64),
             created_ms: now_ms,
             expires_ms: now_ms + LIMITS.ttl_ms,
+            origin: BlobOrigin::Native,
         },
         data: Bytes::copy_from_slice(data),
     }
@@ -48,6 +50,7 @@ pub async fn run_all(store: SharedBlobs) {
     retries_are_idempotent_and_others_refused(&store).await;
     expiry_by_the_callers_clock(&store).await;
     oversized_is_refused(&store).await;
+    a_senders_unexpired_bytes_are_capped(&store).await;
 }
 
 async fn round_trip_without_consuming(store: &SharedBlobs) {
@@ -90,6 +93,13 @@ async fn retries_are_idempotent_and_others_refused(store: &SharedBlobs) {
             "{from} -> {to}"
         );
     }
+    let mut other_api = blob(&data, "a", "b", later);
+    other_api.meta.origin = BlobOrigin::V1;
+    assert_eq!(
+        store.put(other_api, later).await,
+        Err(BlobError::Taken),
+        "the same upload through the other API"
+    );
     let kept = store.get(&BlobId::of(&data), later).await.unwrap().unwrap();
     assert_eq!(kept.meta, *first.meta());
 }
@@ -124,4 +134,43 @@ async fn oversized_is_refused(store: &SharedBlobs) {
         })
     );
     assert_eq!(store.get(&BlobId::of(&data), NOW).await.unwrap(), None);
+}
+
+async fn a_senders_unexpired_bytes_are_capped(store: &SharedBlobs) {
+    let sender = hex::encode(random(32));
+    let from = |data: &[u8], now_ms: u64| {
+        let mut b = blob(data, "a", "b", now_ms);
+        b.meta.from = sender.clone();
+        b
+    };
+    let first = random(4096);
+    for data in [first.clone(), random(4096), random(4096), random(4096)] {
+        let out = store.put(from(&data, NOW), NOW).await.unwrap();
+        assert!(matches!(out, PutOutcome::Stored(_)), "{out:?}");
+    }
+    let limit = LIMITS.max_sender_bytes;
+    assert_eq!(
+        store.put(from(&random(1), NOW + 1), NOW + 1).await,
+        Err(BlobError::SenderFull { limit }),
+        "a byte over the sender's limit"
+    );
+    let again = store.put(from(&first, NOW + 1), NOW + 1).await.unwrap();
+    assert!(
+        matches!(again, PutOutcome::Existing(_)),
+        "a retry is not new bytes: {again:?}"
+    );
+    let other = store
+        .put(blob(&random(10), "f", "b", NOW + 1), NOW + 1)
+        .await;
+    assert!(matches!(other, Ok(PutOutcome::Stored(_))), "{other:?}");
+    // Refused bytes were not counted, and expired ones are released.
+    let end = NOW + LIMITS.ttl_ms;
+    for _ in 0..4 {
+        let out = store.put(from(&random(4096), end), end).await.unwrap();
+        assert!(matches!(out, PutOutcome::Stored(_)), "{out:?}");
+    }
+    assert_eq!(
+        store.put(from(&random(1), end), end).await,
+        Err(BlobError::SenderFull { limit })
+    );
 }

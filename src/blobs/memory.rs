@@ -3,7 +3,8 @@
 //!
 //! Accounting: each blob costs its length plus its record's strings plus a fixed
 //! [`OVERHEAD`] (map entry, `Arc`s, the record's numbers), counted when stored and
-//! released when it expires. A put that does not fit first drops whatever has expired
+//! released when it expires; its length alone also counts against its sender's
+//! `max_sender_bytes` until then. A put that does not fit first drops whatever has expired
 //! (so an unswept expired blob never blocks an upload) and then, if it still does not
 //! fit, is refused: unexpired blobs are never evicted to make room. Expired blobs are
 //! dropped by the relay's periodic sweep, by a get that finds one, and by a put that
@@ -38,11 +39,20 @@ struct Inner {
     /// (expires_ms, id) of every blob in `blobs`.
     by_expiry: BTreeSet<(u64, BlobId)>,
     used: usize,
+    /// Data bytes of every sender's blobs in `blobs`, by the sender's key (lowercase
+    /// hex); a sender with none has no entry.
+    by_sender: HashMap<String, usize>,
+}
+
+/// The key a blob is counted under in `by_sender`.
+fn sender(blob: &Blob) -> String {
+    blob.meta.from.to_ascii_lowercase()
 }
 
 impl Inner {
     fn insert(&mut self, id: BlobId, blob: Blob) {
         self.used += cost(&blob);
+        *self.by_sender.entry(sender(&blob)).or_default() += blob.data.len();
         self.by_expiry.insert((blob.meta.expires_ms, id));
         self.blobs.insert(id, Arc::new(blob));
     }
@@ -50,8 +60,31 @@ impl Inner {
     fn remove(&mut self, id: &BlobId) {
         if let Some(blob) = self.blobs.remove(id) {
             self.used -= cost(&blob);
+            let key = sender(&blob);
+            if let Some(held) = self.by_sender.get_mut(&key) {
+                *held -= blob.data.len();
+                if *held == 0 {
+                    self.by_sender.remove(&key);
+                }
+            }
             self.by_expiry.remove(&(blob.meta.expires_ms, *id));
         }
+    }
+
+    /// Whether `blob` fits its sender's limit and the store's budget as things are.
+    fn fits(&self, blob: &Blob, limits: &BlobLimits) -> Result<(), BlobError> {
+        let held = self.by_sender.get(&sender(blob)).copied().unwrap_or(0);
+        if held + blob.data.len() > limits.max_sender_bytes {
+            return Err(BlobError::SenderFull {
+                limit: limits.max_sender_bytes,
+            });
+        }
+        if self.used + cost(blob) > limits.max_store_bytes {
+            return Err(BlobError::StoreFull {
+                budget: limits.max_store_bytes,
+            });
+        }
+        Ok(())
     }
 
     fn drop_expired(&mut self, now_ms: u64) -> u64 {
@@ -107,13 +140,9 @@ impl BlobStore for MemoryBlobs {
             Some(_) => inner.remove(&id),
             None => {}
         }
-        let need = cost(&blob);
-        let budget = self.limits.max_store_bytes;
-        if inner.used + need > budget {
+        if inner.fits(&blob, &self.limits).is_err() {
             inner.drop_expired(now_ms);
-            if inner.used + need > budget {
-                return Err(BlobError::StoreFull { budget });
-            }
+            inner.fits(&blob, &self.limits)?;
         }
         let meta = blob.meta.clone();
         inner.insert(id, blob);
@@ -147,7 +176,7 @@ impl BlobStore for MemoryBlobs {
 
 #[cfg(test)]
 mod tests {
-    use super::super::BlobMeta;
+    use super::super::{BlobMeta, BlobOrigin};
     use super::*;
     use axum::body::Bytes;
 
@@ -155,6 +184,7 @@ mod tests {
         max_blob_bytes: 1000,
         ttl_ms: 60_000,
         max_store_bytes: 3 * (1000 + OVERHEAD + 64 + 64 + 64),
+        max_sender_bytes: 3 * (1000 + OVERHEAD + 64 + 64 + 64),
     };
 
     fn blob(data: &[u8], from: &str, to: &str, now_ms: u64) -> Blob {
@@ -168,6 +198,7 @@ mod tests {
                 enc_pub: String::new(),
                 created_ms: now_ms,
                 expires_ms: now_ms + LIMITS.ttl_ms,
+                origin: BlobOrigin::Native,
             },
             data: Bytes::copy_from_slice(data),
         }
@@ -222,6 +253,7 @@ mod tests {
         assert_eq!(store.sweep(ttl).await.unwrap(), 0, "the get dropped it");
         assert_eq!(store.sweep(ttl + 10).await.unwrap(), 1);
         assert_eq!(store.stored_bytes(), Some(0));
+        assert!(store.lock().by_sender.is_empty(), "senders are forgotten");
         assert!(
             store.lock().by_expiry.is_empty(),
             "the index follows the map"

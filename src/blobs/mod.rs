@@ -11,8 +11,14 @@
 //! second copy. Why blobs never leave early: a v1 client may download an attachment
 //! twice (the JSON and the raw form), so a download does not consume it; blobs go only
 //! by TTL, and a full store refuses new uploads rather than dropping unexpired ones.
+//!
+//! Three bounds keep one client from taking the attachment memory: the store's budget,
+//! a per-sender budget of unexpired bytes (both enforced by the stores), and
+//! [`Inflight`], the bytes held by requests in progress (enforced by the routes). Each
+//! blob records the API that stored it ([`BlobOrigin`]) and only that API serves it.
 
 pub mod conformance;
+mod inflight;
 mod memory;
 mod redis;
 
@@ -23,6 +29,7 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::Arc;
 
+pub use inflight::{Inflight, InflightPermit};
 pub use memory::MemoryBlobs;
 pub use redis::RedisBlobs;
 
@@ -63,6 +70,23 @@ impl fmt::Debug for BlobId {
     }
 }
 
+/// The API that stored a blob. Each API serves only its own blobs: the unauthenticated
+/// v1 download (`?recipient=`) must never read a blob the signed native API stored, and
+/// the native download, which promises "only `to` uploaded through `/v1/blobs`", does
+/// not serve v1 blobs either. The same bytes uploaded through the other API while a blob
+/// is held are [`BlobError::Taken`], so a re-upload can never move a blob across.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobOrigin {
+    /// Native `POST /v1/blobs` (signed).
+    Native,
+    /// Whispr v1 `POST /upload`. The default, so records written before the origin was
+    /// kept (all v1 or native, indistinguishable) are served only to the weaker API's
+    /// rules; a native client re-uploads after they expire.
+    #[default]
+    V1,
+}
+
 /// What the relay records about a blob besides its bytes. Keys are kept as the hex the
 /// uploader gave (v1 answers them back verbatim); `to` and `from` are lowercase hex.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +105,9 @@ pub struct BlobMeta {
     pub enc_pub: String,
     pub created_ms: u64,
     pub expires_ms: u64,
+    /// Which API stored it; only that API serves it.
+    #[serde(default)]
+    pub origin: BlobOrigin,
 }
 
 /// A blob: its record and its bytes (`Bytes`, so a download streams slices of it
@@ -96,11 +123,12 @@ impl Blob {
         BlobId::from_hex(&self.meta.sha256)
     }
 
-    /// Whether `other` is a retry of this upload: same sender and recipient. The bytes
-    /// are the same by construction (same id).
+    /// Whether `other` is a retry of this upload: same sender, recipient and API. The
+    /// bytes are the same by construction (same id).
     fn same_upload(&self, other: &BlobMeta) -> bool {
         self.meta.from.eq_ignore_ascii_case(&other.from)
             && self.meta.to.eq_ignore_ascii_case(&other.to)
+            && self.meta.origin == other.origin
     }
 }
 
@@ -128,13 +156,22 @@ pub enum BlobError {
     TooLarge { size: u64, max: usize },
     #[error("the relay's attachment store is at its byte budget of {budget} bytes; retry after older attachments expire")]
     StoreFull { budget: usize },
-    /// The same bytes are held, unexpired, for another sender or recipient. Blobs are
-    /// content-addressed, so one id cannot name two uploads; clients encrypt per
-    /// recipient, so this only happens when the same ciphertext is reused.
-    #[error("an attachment with this sha256 is already held for another sender or recipient")]
+    /// The sender's unexpired attachments would go over
+    /// `max_attachment_bytes_per_sender` with this one.
+    #[error("this sender key's unexpired attachments would exceed max_attachment_bytes_per_sender ({limit} bytes); retry after its older attachments expire")]
+    SenderFull { limit: usize },
+    /// The same bytes are held, unexpired, for another sender or recipient, or were
+    /// stored through the other API ([`BlobOrigin`]). Blobs are content-addressed, so
+    /// one id cannot name two uploads; clients encrypt per recipient, so this only
+    /// happens when the same ciphertext is reused.
+    #[error("an attachment with this sha256 is already held for another sender or recipient, or through the other attachment API")]
     Taken,
     #[error("attachment store unavailable: {0}")]
     Unavailable(String),
+    /// The relay already holds `max_attachment_inflight_bytes` of attachments for
+    /// requests in progress ([`Inflight`]); retry in a moment.
+    #[error("the relay is moving its limit of {limit} attachment bytes at once (max_attachment_inflight_bytes); retry shortly")]
+    Busy { limit: usize },
 }
 
 /// Where attachments wait. Times are the relay's clock (`now_ms`), never the backend's,
@@ -143,8 +180,9 @@ pub enum BlobError {
 pub trait BlobStore: Send + Sync + 'static {
     /// Stores `blob` unless an unexpired blob with its id exists: a retry of the same
     /// upload is [`PutOutcome::Existing`], another upload of the same bytes is
-    /// [`BlobError::Taken`]. A full store is [`BlobError::StoreFull`]; nothing
-    /// unexpired is ever dropped to make room.
+    /// [`BlobError::Taken`]. A sender whose unexpired blobs would go over
+    /// `max_sender_bytes` is [`BlobError::SenderFull`]; a full store is
+    /// [`BlobError::StoreFull`]; nothing unexpired is ever dropped to make room.
     async fn put(&self, blob: Blob, now_ms: u64) -> Result<PutOutcome, BlobError>;
 
     /// The unexpired blob with this id, if any. Does not consume it.
@@ -172,6 +210,9 @@ pub struct BlobLimits {
     pub ttl_ms: u64,
     /// Memory store only: the bytes all blobs may take together.
     pub max_store_bytes: usize,
+    /// The bytes (data only) one sender's unexpired blobs may take together, so one key
+    /// cannot spend the whole budget.
+    pub max_sender_bytes: usize,
 }
 
 impl BlobLimits {
@@ -191,6 +232,40 @@ impl BlobLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_without_an_origin_are_v1() {
+        #[derive(Serialize)]
+        struct Old {
+            sha256: String,
+            name: String,
+            size: u64,
+            from: String,
+            to: String,
+            enc_pub: String,
+            created_ms: u64,
+            expires_ms: u64,
+        }
+        let old = Old {
+            sha256: BlobId::of(b"x").to_hex(),
+            name: String::new(),
+            size: 1,
+            from: "a".repeat(64),
+            to: "b".repeat(64),
+            enc_pub: String::new(),
+            created_ms: 1,
+            expires_ms: 2,
+        };
+        let bytes = rmp_serde::to_vec_named(&old).unwrap();
+        let meta: BlobMeta = rmp_serde::from_slice(&bytes).unwrap();
+        assert_eq!(meta.origin, BlobOrigin::V1);
+        let native = BlobMeta {
+            origin: BlobOrigin::Native,
+            ..meta
+        };
+        let bytes = rmp_serde::to_vec_named(&native).unwrap();
+        assert_eq!(rmp_serde::from_slice::<BlobMeta>(&bytes).unwrap(), native);
+    }
 
     #[test]
     fn ids_are_64_hex_of_the_sha256() {

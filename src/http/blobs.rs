@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 
 use super::poll::authenticate;
 use super::{accept_codec, encoded, AppState};
-use crate::blobs::{Blob, BlobId, BlobMeta, PutOutcome};
+use crate::blobs::{Blob, BlobId, BlobMeta, BlobOrigin, InflightPermit, PutOutcome};
 use crate::error::ApiError;
 use crate::protocol::{ErrorCode, KeyField, PublicKey};
 
@@ -67,6 +67,20 @@ fn parse_upload_query(query: Option<&str>) -> Result<UploadQuery, ApiError> {
     })
 }
 
+/// The most bytes a body can bring: its declared length, or `limit` when it declares
+/// none; `TooLarge` when it declares more than `limit`, before any of it is read.
+pub(super) fn body_size(headers: &HeaderMap, limit: usize) -> Result<u64, ErrorCode> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > limit as u64 => Err(ErrorCode::TooLarge),
+        Some(n) => Ok(n),
+        None => Ok(limit as u64),
+    }
+}
+
 /// Refuses a body whose declared length is over `limit` before reading any of it, and
 /// reads at most `limit` bytes of one that lies.
 pub(super) async fn read_limited(
@@ -74,13 +88,7 @@ pub(super) async fn read_limited(
     body: Body,
     limit: usize,
 ) -> Result<Bytes, ErrorCode> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(ErrorCode::TooLarge);
-    }
+    body_size(headers, limit)?;
     axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| ErrorCode::TooLarge)
@@ -105,12 +113,18 @@ pub async fn upload(
     let ip = super::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
     app.relay.check_rate(&from, ip).await?;
     let limit = app.config.attachment_max_size_bytes;
-    let data = read_limited(&headers, body, limit).await.map_err(|code| {
+    let too_large = |code| {
         ApiError::new(
             code,
             format!("the attachment is over the limit of {limit} bytes"),
         )
-    })?;
+    };
+    // The body, and a working copy on its way to the store (the Redis command buffer).
+    let size = body_size(&headers, limit).map_err(too_large)?;
+    let _held = app.relay.reserve_attachment_bytes(size.saturating_mul(2))?;
+    let data = read_limited(&headers, body, limit)
+        .await
+        .map_err(too_large)?;
     if BlobId::of(&data) != q.sha256 {
         return Err(ApiError::new(
             ErrorCode::Malformed,
@@ -127,7 +141,8 @@ pub async fn upload(
             to: q.to.to_hex(),
             enc_pub: String::new(),
             created_ms: now_ms,
-            expires_ms: now_ms + app.config.attachment_ttl_seconds * 1000,
+            expires_ms: now_ms.saturating_add(app.config.attachment_ttl_ms()),
+            origin: BlobOrigin::Native,
         },
         data,
     };
@@ -148,11 +163,14 @@ pub async fn upload(
 
 pub async fn download(
     State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(sha256): Path<String>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let ip = super::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
+    app.relay.check_ip_rate(ip).await?;
     let reader = authenticate(&app, &headers, &method, &uri)?;
     let id = BlobId::from_hex(&sha256)
         .ok_or_else(|| ApiError::new(ErrorCode::Malformed, "sha256 must be 64 hex characters"))?;
@@ -160,6 +178,8 @@ pub async fn download(
         .blobs
         .get(&id, app.relay.clock.now_ms())
         .await?
+        // A v1 blob is not served here: its `to` proved nothing when it was stored.
+        .filter(|b| b.meta.origin == BlobOrigin::Native)
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "no such attachment, or it expired"))?;
     if blob.meta.to != reader.to_hex() {
         return Err(ApiError::new(
@@ -167,7 +187,8 @@ pub async fn download(
             "this attachment is for another key",
         ));
     }
-    let mut resp = raw(blob.data);
+    let held = app.relay.reserve_attachment_bytes(blob.data.len() as u64)?;
+    let mut resp = raw(blob.data, held);
     for (name, value) in [
         ("x-whispr-from", blob.meta.from),
         ("x-whispr-expires-at-ms", blob.meta.expires_ms.to_string()),
@@ -179,19 +200,23 @@ pub async fn download(
     Ok(resp)
 }
 
-/// The bytes as `application/octet-stream`, streamed in slices of the stored `Bytes`
-/// (no copy), with their length declared up front.
-pub(super) fn raw(data: Bytes) -> Response {
+/// The bytes as `application/octet-stream`, streamed (see [`stream`]).
+pub(super) fn raw(data: Bytes, held: InflightPermit) -> Response {
+    stream(data, "application/octet-stream", held)
+}
+
+/// `data` as the body, streamed in slices of it (no copy), with its length declared up
+/// front; `held` (the in-flight reservation for these bytes) is given back when the
+/// body is dropped: sent, or abandoned by the client.
+pub(super) fn stream(data: Bytes, content_type: &'static str, held: InflightPermit) -> Response {
     let len = data.len();
-    let chunks = (0..len)
-        .step_by(CHUNK_BYTES)
-        .map(move |start| Ok::<_, Infallible>(data.slice(start..(start + CHUNK_BYTES).min(len))));
+    let chunks = (0..len).step_by(CHUNK_BYTES).map(move |start| {
+        let _held = &held;
+        Ok::<_, Infallible>(data.slice(start..(start + CHUNK_BYTES).min(len)))
+    });
     (
         [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            ),
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
             (header::CONTENT_LENGTH, HeaderValue::from(len)),
         ],
         Body::from_stream(futures::stream::iter(chunks)),

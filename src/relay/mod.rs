@@ -9,6 +9,11 @@
 //!
 //! Ephemeral envelopes take the same checks but skip the store: they are handed to the
 //! recipient's live session or reported offline.
+//!
+//! The relay also holds what attachment requests share with it: the rate-limit buckets
+//! (`check_rate`, `check_ip_rate`, `check_sender_rate`) and the bound on attachment
+//! bytes in flight (`reserve_attachment_bytes`). The attachment routes use them; the store is
+//! `blobs`.
 
 mod keys;
 mod ratelimit;
@@ -17,6 +22,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::analytics::{Analytics, Event};
+use crate::blobs::{BlobError, Inflight, InflightPermit};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::RelayError;
@@ -49,6 +55,9 @@ pub struct Relay {
     pub clock: Clock,
     pub metrics: Metrics,
     pub analytics: Analytics,
+    /// Attachment bytes held by requests in progress, all uploads and downloads
+    /// together (`max_attachment_inflight_bytes`).
+    attachment_bytes: Inflight,
     limits: RateLimits,
     sender_keys: keys::SenderKeys,
     max_message_bytes: usize,
@@ -63,6 +72,7 @@ impl Relay {
             clock,
             metrics: Metrics::new(),
             analytics: Analytics::disabled(),
+            attachment_bytes: Inflight::new(config.max_attachment_inflight_bytes),
             limits: RateLimits::new(
                 (config.max_messages_per_second, config.burst_messages),
                 (
@@ -215,11 +225,39 @@ impl Relay {
         sender: &PublicKey,
         client_ip: IpAddr,
     ) -> Result<(), RelayError> {
-        self.limits.check(sender, client_ip).await.inspect_err(|e| {
+        let result = self.limits.check(sender, client_ip).await;
+        self.count_rate_limited(result)
+    }
+
+    /// Takes one token from the client IP's bucket only (the one sends use): before an
+    /// attachment body is read, when its sender is not known yet, and per download.
+    /// Counts a refusal.
+    pub async fn check_ip_rate(&self, client_ip: IpAddr) -> Result<(), RelayError> {
+        let result = self.limits.check_ip(client_ip).await;
+        self.count_rate_limited(result)
+    }
+
+    /// Takes one token from the sender's bucket only, for an upload whose IP token was
+    /// taken before its body was read. Counts a refusal.
+    pub async fn check_sender_rate(&self, sender: &PublicKey) -> Result<(), RelayError> {
+        let result = self.limits.check_sender(sender).await;
+        self.count_rate_limited(result)
+    }
+
+    fn count_rate_limited(&self, result: Result<(), RelayError>) -> Result<(), RelayError> {
+        result.inspect_err(|e| {
             if let RelayError::RateLimited { scope, .. } = e {
                 self.metrics.rate_limited.with_label_values(&[scope]).inc();
             }
         })
+    }
+
+    /// Reserves `bytes` of the attachment bytes in flight for one request, or refuses
+    /// at once ([`BlobError::Busy`]). Counts a refusal.
+    pub fn reserve_attachment_bytes(&self, bytes: u64) -> Result<InflightPermit, BlobError> {
+        self.attachment_bytes
+            .try_reserve(bytes)
+            .inspect_err(|_| self.metrics.blobs_busy.inc())
     }
 
     /// Periodic housekeeping: idle rate-limit buckets.

@@ -112,33 +112,43 @@ impl RateLimits {
 
     /// Takes one token from the client IP's bucket, then one from the sender's.
     pub async fn check(&self, sender: &PublicKey, ip: IpAddr) -> Result<(), RelayError> {
+        self.check_ip(ip).await?;
+        self.check_sender(sender).await
+    }
+
+    /// Takes one token from the client IP's bucket only: for work that comes before the
+    /// sender is known (an attachment body not yet read) or has no sender (a download).
+    pub async fn check_ip(&self, ip: IpAddr) -> Result<(), RelayError> {
         match &self.shared {
             Some(shared) => {
-                let (sender_limit, ip_limit) = self.limits;
-                shared
-                    .take(format!("whispr:rl:ip:{{{ip}}}"), ip_limit, "ip")
-                    .await?;
-                let key = format!("whispr:rl:s:{{{}}}", sender.to_hex());
-                shared.take(key, sender_limit, "sender").await
+                let key = format!("whispr:rl:ip:{{{ip}}}");
+                shared.take(key, self.limits.1, "ip").await
             }
-            None => self.check_local(sender, ip),
+            None => self.local(self.per_ip.check_key(&ip), "ip"),
         }
     }
 
-    fn check_local(&self, sender: &PublicKey, ip: IpAddr) -> Result<(), RelayError> {
-        if let Err(not_until) = self.per_ip.check_key(&ip) {
-            return Err(RelayError::RateLimited {
-                scope: "ip",
-                retry_after_ms: not_until.wait_time_from(self.clock.now()).as_millis() as u64 + 1,
-            });
+    /// Takes one token from the sender key's bucket only.
+    pub async fn check_sender(&self, sender: &PublicKey) -> Result<(), RelayError> {
+        match &self.shared {
+            Some(shared) => {
+                let key = format!("whispr:rl:s:{{{}}}", sender.to_hex());
+                shared.take(key, self.limits.0, "sender").await
+            }
+            None => self.local(self.per_sender.check_key(sender), "sender"),
         }
-        if let Err(not_until) = self.per_sender.check_key(sender) {
-            return Err(RelayError::RateLimited {
-                scope: "sender",
-                retry_after_ms: not_until.wait_time_from(self.clock.now()).as_millis() as u64 + 1,
-            });
-        }
-        Ok(())
+    }
+
+    /// A local bucket's answer as the relay's error.
+    fn local(
+        &self,
+        answer: Result<(), governor::NotUntil<<DefaultClock as Clock>::Instant>>,
+        scope: &'static str,
+    ) -> Result<(), RelayError> {
+        answer.map_err(|not_until| RelayError::RateLimited {
+            scope,
+            retry_after_ms: not_until.wait_time_from(self.clock.now()).as_millis() as u64 + 1,
+        })
     }
 
     /// Forgets buckets that are full again, so idle keys cost no memory (Redis buckets

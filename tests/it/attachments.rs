@@ -269,11 +269,18 @@ async fn v1_download_refusals_and_expiry() {
     for path in [download_path(&unknown, &bob), raw_path(&unknown, &bob)] {
         assert_eq!(get(&relay, &path).await.0, 404, "{path}");
     }
+    // An id that is not 64 hex names no attachment: 404, as the v1 spec lists (the
+    // Python server looked it up and found nothing).
+    for path in [download_path("abc", &bob), raw_path(&"g".repeat(64), &bob)] {
+        let (status, body) = get(&relay, &path).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(body["detail"].is_string(), "{path}: {body}");
+    }
+    // A missing or malformed `recipient` is still a validation error.
     for path in [
-        download_path("abc", &bob),
-        raw_path(&"g".repeat(64), &bob),
         format!("/download/{att_id}"),
         format!("/download/{att_id}?recipient=xyz"),
+        "/download/abc?recipient=xyz".to_string(),
     ] {
         assert_eq!(get(&relay, &path).await.0, 422, "{path}");
     }
@@ -345,6 +352,55 @@ async fn a_full_attachment_store_refuses_with_507_until_attachments_expire() {
 }
 
 #[tokio::test]
+async fn one_sender_cannot_fill_the_attachment_store() {
+    use reqwest::Method;
+    let relay = TestRelay::start_with(config_with(
+        "attachment_max_size_bytes = 1024\nmax_attachment_bytes_per_sender = 2048\nattachment_ttl_seconds = 60",
+    ))
+    .await;
+    let (alice, bob, carol) = (V1User::new(), V1User::new(), V1User::new());
+    for n in 0..2u8 {
+        let upload = alice.upload(&bob, &[n; 1000], "f").to_string();
+        assert_eq!(post(&relay, "/upload", upload).await.0, 200);
+    }
+    let (status, body) = post(
+        &relay,
+        "/upload",
+        alice.upload(&bob, &[9; 1000], "f").to_string(),
+    )
+    .await;
+    assert_eq!(status, 507, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_attachment_bytes_per_sender"),
+        "{body}"
+    );
+    // The same key through the native API shares the limit.
+    let data = vec![7u8; 100];
+    let resp = signed(
+        &relay,
+        &alice.sign,
+        Method::POST,
+        &blob_upload_path(&bob.sign, &data),
+    )
+    .body(data)
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(resp.status().as_u16(), 507);
+    assert_eq!(resp.json::<Value>().await.unwrap()["error"], "store_full");
+    // Other senders are not held back, and the sender has room again at expiry.
+    let upload = carol.upload(&bob, &[9; 1000], "f").to_string();
+    assert_eq!(post(&relay, "/upload", upload).await.0, 200);
+    relay.clock.advance_ms(60_000);
+    let upload = alice.upload(&bob, &[8; 1000], "f").to_string();
+    assert_eq!(post(&relay, "/upload", upload).await.0, 200);
+    relay.stop().await;
+}
+
+#[tokio::test]
 async fn uploads_share_the_senders_rate_limit() {
     let relay = TestRelay::start_with(config_with(
         "max_messages_per_second = 1\nburst_messages = 1",
@@ -371,6 +427,140 @@ async fn uploads_share_the_senders_rate_limit() {
         (status, body),
         (429, json!({"detail": "Rate limit exceeded"}))
     );
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn an_upload_takes_the_ips_token_before_its_body_is_read() {
+    let relay = TestRelay::start_with(config_with(
+        "max_messages_per_second_per_ip = 1\nburst_messages_per_ip = 1",
+    ))
+    .await;
+    let (alice, bob) = (V1User::new(), V1User::new());
+    // Garbage costs the IP a token, as a good upload does: nothing is read for free.
+    assert_eq!(post(&relay, "/upload", "{".into()).await.0, 422);
+    let (status, body) = post(
+        &relay,
+        "/upload",
+        alice.upload(&bob, b"one", "f").to_string(),
+    )
+    .await;
+    assert_eq!(
+        (status, body),
+        (429, json!({"detail": "Rate limit exceeded"}))
+    );
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn downloads_take_a_token_from_the_ips_bucket() {
+    use reqwest::Method;
+    let relay = TestRelay::start_with(config_with(
+        "max_messages_per_second_per_ip = 1\nburst_messages_per_ip = 2",
+    ))
+    .await;
+    let (alice, bob) = (V1User::new(), V1User::new());
+    let blob = alice.seal_for(&bob, b"once");
+    let upload = alice.upload(&bob, &blob, "f").to_string();
+    assert_eq!(post(&relay, "/upload", upload).await.0, 200);
+    let att_id = BlobId::of(&blob).to_hex();
+    assert_eq!(get(&relay, &download_path(&att_id, &bob)).await.0, 200);
+    let resp = reqwest::get(format!("{}{}", relay.base, raw_path(&att_id, &bob)))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_eq!(get(&relay, &download_path(&att_id, &bob)).await.0, 429);
+    let who = Identity::generate();
+    let path = format!("/v1/blobs/{att_id}");
+    let resp = signed(&relay, &who, Method::GET, &path)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 429, "native downloads too");
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn attachment_bytes_in_flight_are_bounded_across_requests() {
+    use tokio::io::AsyncWriteExt;
+    // The smallest budget allowed: one largest upload body (1024 bytes in base64 plus
+    // 16 KiB of room), about 17 KiB.
+    let relay = TestRelay::start_with(config_with(
+        "attachment_max_size_bytes = 1024\nmax_attachment_inflight_bytes = 17752",
+    ))
+    .await;
+    let (alice, bob) = (V1User::new(), V1User::new());
+    let stored = alice.seal_for(&bob, b"stored before");
+    let upload = alice.upload(&bob, &stored, "f").to_string();
+    assert_eq!(post(&relay, "/upload", upload).await.0, 200);
+    let att_id = BlobId::of(&stored).to_hex();
+
+    // A slow client declares a large body and sends a little of it: its reservation
+    // (twice the body, clamped to the budget) holds everything.
+    let mut slow = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 17000\r\n\r\n{{\"to\": ",
+        relay.addr
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+
+    // Until the slow upload ends, every other attachment request is refused at once.
+    let small = alice
+        .upload(&bob, &alice.seal_for(&bob, b"x"), "f")
+        .to_string();
+    let mut refused = None;
+    for _ in 0..200 {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/upload", relay.base))
+            .header("content-type", "application/json")
+            .body(small.clone())
+            .send()
+            .await
+            .unwrap();
+        if resp.status().as_u16() == 503 {
+            refused = Some(resp);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let refused = refused.expect("an upload is refused while the budget is held");
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("max_attachment_inflight_bytes"),
+        "{body}"
+    );
+    let (status, _, _, _) = get_raw(&relay, &raw_path(&att_id, &bob)).await;
+    assert_eq!(status, 503, "downloads share the budget");
+    let metrics = reqwest::get(format!("{}/metrics", relay.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("whispr_attachments_busy_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+
+    // The slow client gives up: its reservation is returned.
+    drop(slow);
+    let mut status = 0;
+    for _ in 0..200 {
+        status = get(&relay, &download_path(&att_id, &bob)).await.0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(status, 200, "room again once the slow upload is gone");
+    assert_eq!(post(&relay, "/upload", small).await.0, 200);
     relay.stop().await;
 }
 
@@ -559,6 +749,95 @@ async fn native_blobs_round_trip_and_refusals() {
     relay.stop().await;
 }
 
+/// Native blobs are for signed downloads only and v1 blobs for v1 downloads only: the
+/// unauthenticated v1 `?recipient=` must not read what the signed API stored, and the
+/// same bytes through the other API do not change whose rules a blob follows.
+async fn the_two_apis_do_not_share_blobs(relay: &TestRelay) {
+    use reqwest::Method;
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    let data = b"native ciphertext for bob".to_vec();
+    let resp = signed(relay, &alice, Method::POST, &blob_upload_path(&bob, &data))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let sha = BlobId::of(&data).to_hex();
+    let recipient = bob.public_key().to_hex();
+    for path in [
+        format!("/download/{sha}?recipient={recipient}"),
+        format!("/download/raw/{sha}?recipient={recipient}"),
+    ] {
+        let (status, body) = get(relay, &path).await;
+        assert_eq!(
+            status, 404,
+            "v1 must not read a native blob: {path}: {body}"
+        );
+    }
+    // The same bytes, same sender and recipient, through v1: refused, not merged.
+    let v1_upload = json!({
+        "to": recipient,
+        "from_": alice.public_key().to_hex(),
+        "enc_pub": "cd".repeat(32),
+        "blob": STANDARD.encode(&data),
+        "signature": STANDARD.encode(alice.sign(&data).to_bytes()),
+        "name": "f",
+        "size": data.len(),
+        "sha256": sha,
+    });
+    let (status, body) = post(relay, "/upload", v1_upload.to_string()).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        get(relay, &format!("/download/{sha}?recipient={recipient}"))
+            .await
+            .0,
+        404,
+        "still native"
+    );
+
+    // A v1 blob addressed to a key that can sign: the signed GET does not serve it.
+    let v1_data = b"v1 ciphertext for bob".to_vec();
+    let mut v1_upload = v1_upload;
+    v1_upload["blob"] = json!(STANDARD.encode(&v1_data));
+    v1_upload["signature"] = json!(STANDARD.encode(alice.sign(&v1_data).to_bytes()));
+    v1_upload["size"] = json!(v1_data.len());
+    v1_upload["sha256"] = json!(BlobId::of(&v1_data).to_hex());
+    let (status, body) = post(relay, "/upload", v1_upload.to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    let get_path = format!("/v1/blobs/{}", BlobId::of(&v1_data).to_hex());
+    let resp = signed(relay, &bob, Method::GET, &get_path)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        404,
+        "native must not read a v1 blob"
+    );
+    let resp = signed(
+        relay,
+        &alice,
+        Method::POST,
+        &blob_upload_path(&bob, &v1_data),
+    )
+    .body(v1_data.clone())
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(
+        resp.status().as_u16(),
+        403,
+        "nor take it over by re-uploading"
+    );
+}
+
+#[tokio::test]
+async fn v1_downloads_cannot_read_native_blobs_nor_the_reverse() {
+    let relay = TestRelay::start().await;
+    the_two_apis_do_not_share_blobs(&relay).await;
+    relay.stop().await;
+}
+
 #[tokio::test]
 async fn redis_blobs_pass_conformance() {
     let Some(redis) = RedisServer::start().await else {
@@ -583,6 +862,7 @@ async fn attachments_on_redis_are_shared_by_relays_and_expire() {
     let two = TestRelay::start_clocked(config, one.clock.clone()).await;
     v1_round_trip(&one, &two).await;
     native_round_trip(&two, &one).await;
+    the_two_apis_do_not_share_blobs(&two).await;
 
     let (alice, bob, eve) = (V1User::new(), V1User::new(), V1User::new());
     let blob = alice.seal_for(&bob, b"short-lived");

@@ -2,29 +2,32 @@
 //! `GET /download/raw/{att_id}` (the bytes, streamed), each download for the upload's
 //! `to` only (`?recipient=`).
 //!
-//! An upload is checked in the order that refuses cheaply first: the body's length
-//! (413 before it is read past `max_upload_body_bytes`), its shape (422), the digest's
-//! form (400), the declared and then the decoded size (413), the digest of the decoded
-//! bytes (400), the strict Ed25519 signature by `from_` over them (400), and the
-//! sender's and IP's rate limits, shared with `/send` (429). Only then is it stored.
+//! An upload is checked in the order that refuses cheaply first: the client IP's rate
+//! limit, shared with `/send` (429), the body's length (413 before it is read past
+//! `max_upload_body_bytes`), room in `max_attachment_inflight_bytes` for it (503), its
+//! shape (422), the digest's form (400), the declared and then the decoded size (413),
+//! the digest of the decoded bytes (400), the strict Ed25519 signature by `from_` over
+//! them (400), and the sender's rate limit (429). Only then is it stored. A download
+//! takes a token from the IP's bucket and holds in-flight room for what it answers.
 //! v1 proves no key ownership on download either: whoever knows the recipient's public
 //! key and the attachment id can fetch the ciphertext, as with the original server.
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
 use std::net::SocketAddr;
 
 use super::error::V1Error;
 use super::{parse_key, V1State};
-use crate::blobs::{Blob, BlobId, BlobMeta};
-use crate::error::RelayError;
+use crate::blobs::{Blob, BlobId, BlobMeta, BlobOrigin};
+use crate::error::{RelayError, BLOB_BUSY_RETRY_MS};
+use crate::http::blobs::{body_size, raw, read_limited, stream};
 use crate::protocol::{ErrorCode, KeyField, PublicKey, Signature};
 
 /// The body of `POST /upload`, field for field.
@@ -89,31 +92,60 @@ impl UploadV1 {
     }
 }
 
+/// The answer to a v1 attachment request; a 503 (the relay busy with other attachments,
+/// shutting down, the store failing) says when to retry, as native answers do.
+fn answer(result: Result<Response, V1Error>) -> Response {
+    let mut resp = result.unwrap_or_else(IntoResponse::into_response);
+    if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+        let secs = BLOB_BUSY_RETRY_MS.div_ceil(1000);
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
 pub async fn upload(
     State(v1): State<V1State>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, V1Error> {
+) -> Response {
+    answer(store_upload(&v1, peer, &headers, body).await)
+}
+
+/// `POST /upload`: the client IP's token and an in-flight reservation before the body
+/// is read, the checks, the sender's token, the store.
+async fn store_upload(
+    v1: &V1State,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, V1Error> {
     let app = &v1.app;
     if app.shutdown.is_cancelled() {
         return Err(RelayError::ShuttingDown.into());
     }
+    let ip = crate::http::client_ip(peer.ip(), headers, &app.config.trusted_proxies);
+    app.relay.check_ip_rate(ip).await?;
     let limit = app.config.max_upload_body_bytes();
-    let bytes = crate::http::blobs::read_limited(&headers, body, limit)
+    let too_large = |code| {
+        V1Error::status(
+            code,
+            format!("Request body is over the limit of {limit} bytes"),
+        )
+    };
+    // At most twice the body is held at once: the body and its parsed copy, then the
+    // parsed base64 and the decoded bytes.
+    let size = body_size(headers, limit).map_err(too_large)?;
+    let _held = app.relay.reserve_attachment_bytes(size.saturating_mul(2))?;
+    let bytes = read_limited(headers, body, limit)
         .await
-        .map_err(|code| {
-            V1Error::status(
-                code,
-                format!("Request body is over the limit of {limit} bytes"),
-            )
-        })?;
+        .map_err(too_large)?;
     let upload: UploadV1 = serde_json::from_slice(&bytes)
         .map_err(|e| V1Error::Unprocessable(format!("invalid request body: {e}")))?;
     drop(bytes);
     let checked = upload.check(app.config.attachment_max_size_bytes)?;
-    let ip = crate::http::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
-    app.relay.check_rate(&checked.from, ip).await?;
+    app.relay.check_sender_rate(&checked.from).await?;
     let now_ms = app.relay.clock.now_ms();
     let blob = Blob {
         meta: BlobMeta {
@@ -124,31 +156,45 @@ pub async fn upload(
             to: checked.to.to_hex(),
             enc_pub: upload.enc_pub,
             created_ms: now_ms,
-            expires_ms: now_ms + app.config.attachment_ttl_seconds * 1000,
+            expires_ms: now_ms.saturating_add(app.config.attachment_ttl_ms()),
+            origin: BlobOrigin::V1,
         },
         data: checked.data.into(),
     };
     app.blobs.put(blob, now_ms).await?;
-    Ok(Json(
-        json!({ "att_id": checked.id.to_hex(), "status": "ok" }),
-    ))
+    Ok(Json(json!({ "att_id": checked.id.to_hex(), "status": "ok" })).into_response())
 }
 
-/// The stored blob `att_id`, if `?recipient=` is its `to`.
-async fn find(v1: &V1State, att_id: &str, uri: &Uri) -> Result<Blob, V1Error> {
-    let id = BlobId::from_hex(att_id)
-        .ok_or_else(|| V1Error::Unprocessable("att_id must be 64 hex characters".into()))?;
+/// The stored v1 blob `att_id`, if `?recipient=` is its `to`.
+///
+/// A missing or malformed `recipient` is 422 (FastAPI's query validation); an `att_id`
+/// that is not 64 hex names no attachment and is 404, as is a blob the native API stored
+/// (the native API promises its blobs only to a signed download by their `to`).
+///
+/// Every download takes a token from the client IP's bucket first (the one sends use).
+async fn find(
+    v1: &V1State,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    att_id: &str,
+    uri: &Uri,
+) -> Result<Blob, V1Error> {
+    let app = &v1.app;
+    let ip = crate::http::client_ip(peer.ip(), headers, &app.config.trusted_proxies);
+    app.relay.check_ip_rate(ip).await?;
     let recipient = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
         .find(|(k, _)| k == "recipient")
         .map(|(_, v)| v.into_owned())
         .ok_or_else(|| V1Error::Unprocessable("missing query parameter `recipient`".into()))?;
     let recipient = parse_key(&recipient)?;
-    let app = &v1.app;
+    let not_found = || V1Error::status(ErrorCode::NotFound, "Attachment not found");
+    let id = BlobId::from_hex(att_id).ok_or_else(not_found)?;
     let blob = app
         .blobs
         .get(&id, app.relay.clock.now_ms())
         .await?
-        .ok_or_else(|| V1Error::status(ErrorCode::NotFound, "Attachment not found"))?;
+        .filter(|b| b.meta.origin == BlobOrigin::V1)
+        .ok_or_else(not_found)?;
     if blob.meta.to != recipient.to_hex() {
         return Err(V1Error::status(
             ErrorCode::Forbidden,
@@ -158,30 +204,70 @@ async fn find(v1: &V1State, att_id: &str, uri: &Uri) -> Result<Blob, V1Error> {
     Ok(blob)
 }
 
+/// The `GET /download/{att_id}` answer (members in the order the relay always sent).
+#[derive(Serialize)]
+struct DownloadV1<'a> {
+    att_id: &'a str,
+    blob: String,
+    from: &'a str,
+    name: &'a str,
+    size: u64,
+    to: &'a str,
+}
+
 pub async fn download(
     State(v1): State<V1State>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(att_id): Path<String>,
     uri: Uri,
-) -> Result<Json<Value>, V1Error> {
-    let blob = find(&v1, &att_id, &uri).await?;
+    headers: HeaderMap,
+) -> Response {
+    answer(download_json(&v1, peer, &headers, &att_id, &uri).await)
+}
+
+async fn download_json(
+    v1: &V1State,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    att_id: &str,
+    uri: &Uri,
+) -> Result<Response, V1Error> {
+    let blob = find(v1, peer, headers, att_id, uri).await?;
+    // The blob, its base64 and the JSON around it are held at once.
+    let len = blob.data.len() as u64;
+    let held = v1
+        .app
+        .relay
+        .reserve_attachment_bytes(len.saturating_add(len.div_ceil(3).saturating_mul(8)))?;
     let m = &blob.meta;
-    Ok(Json(json!({
-        "att_id": m.sha256,
-        "blob": STANDARD.encode(&blob.data),
-        "name": m.name,
-        "size": m.size,
-        "from": m.from,
-        "to": m.to,
-    })))
+    let body = serde_json::to_vec(&DownloadV1 {
+        att_id: &m.sha256,
+        blob: STANDARD.encode(&blob.data),
+        from: &m.from,
+        name: &m.name,
+        size: m.size,
+        to: &m.to,
+    })
+    .map_err(|e| V1Error::status(ErrorCode::Internal, format!("encoding the answer: {e}")))?;
+    Ok(stream(body.into(), "application/json", held))
 }
 
 pub async fn download_raw(
     State(v1): State<V1State>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(att_id): Path<String>,
     uri: Uri,
-) -> Result<Response, V1Error> {
-    let blob = find(&v1, &att_id, &uri).await?;
-    Ok(crate::http::blobs::raw(blob.data).into_response())
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        let blob = find(&v1, peer, &headers, &att_id, &uri).await?;
+        let held = v1
+            .app
+            .relay
+            .reserve_attachment_bytes(blob.data.len() as u64)?;
+        Ok(raw(blob.data, held))
+    };
+    answer(result.await)
 }
 
 #[cfg(test)]
