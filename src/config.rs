@@ -96,6 +96,9 @@ pub struct Config {
     /// How long an attachment is kept after its upload. Downloads do not remove it (a
     /// v1 client may download twice); only this TTL does.
     pub attachment_ttl_seconds: u64,
+    /// An upload's whole body must arrive within this many seconds (408 `timeout`
+    /// after it), so slow senders cannot hold the attachment bytes in flight forever.
+    pub attachment_upload_timeout_seconds: u64,
     /// Memory attachment store: byte budget for all attachments together (data plus a
     /// small per-blob overhead); a full store refuses uploads with 507 and never drops
     /// unexpired attachments. With Redis, Redis's `maxmemory` is the budget.
@@ -185,6 +188,7 @@ impl Default for Config {
             max_store_bytes: 512 << 20,
             attachment_max_size_bytes: 10_485_760,
             attachment_ttl_seconds: 3600,
+            attachment_upload_timeout_seconds: 120,
             max_attachment_store_bytes: 256 << 20,
             max_attachment_bytes_per_sender: 64 << 20,
             max_attachment_inflight_bytes: 64 << 20,
@@ -392,6 +396,12 @@ impl Config {
             return invalid(
                 "attachment_ttl_seconds",
                 "must be between 1 and 2592000 (30 days)",
+            );
+        }
+        if !(1..=3600).contains(&self.attachment_upload_timeout_seconds) {
+            return invalid(
+                "attachment_upload_timeout_seconds",
+                "must be between 1 and 3600",
             );
         }
         if self.max_attachment_store_bytes < self.attachment_max_size_bytes {
@@ -716,6 +726,10 @@ mod tests {
             ("max_store_bytes = 10", "max_store_bytes"),
             ("attachment_max_size_bytes = 0", "attachment_max_size_bytes"),
             ("attachment_ttl_seconds = 0", "attachment_ttl_seconds"),
+            (
+                "attachment_upload_timeout_seconds = 0",
+                "attachment_upload_timeout_seconds",
+            ),
             ("attachment_ttl_seconds = 2592001", "attachment_ttl_seconds"),
             (
                 "attachment_ttl_seconds = 18446744073709551615",

@@ -100,6 +100,7 @@ pub fn http_status(code: ErrorCode) -> StatusCode {
         ErrorCode::InboxFull | ErrorCode::StoreFull => StatusCode::INSUFFICIENT_STORAGE,
         ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Timeout => StatusCode::REQUEST_TIMEOUT,
     }
 }
 

@@ -342,13 +342,14 @@ fn all_error_codes() -> Vec<ErrorCode> {
         StoreFull,
         Unavailable,
         Internal,
+        Timeout,
     ];
     for code in &all {
         match code {
             Malformed | UnknownFrame | UnsupportedMediaType | InvalidKey | BadSignature
             | StaleTimestamp | TooLarge | Unauthorized | Forbidden | AuthRequired
             | AlreadyAuthenticated | NotFound | MethodNotAllowed | CursorAhead | RateLimited
-            | TooManyConnections | InboxFull | StoreFull | Unavailable | Internal => {}
+            | TooManyConnections | InboxFull | StoreFull | Unavailable | Internal | Timeout => {}
         }
     }
     all

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use super::poll::authenticate;
 use super::{accept_codec, encoded, AppState};
@@ -81,17 +82,30 @@ pub(super) fn body_size(headers: &HeaderMap, limit: usize) -> Result<u64, ErrorC
     }
 }
 
-/// Refuses a body whose declared length is over `limit` before reading any of it, and
-/// reads at most `limit` bytes of one that lies.
+/// Refuses a body whose declared length is over `limit` before reading any of it, reads
+/// at most `limit` bytes of one that lies, and gives up (`Timeout`) on one that has not
+/// all arrived within `deadline`: its reservation of bytes in flight must not be held
+/// by a sender that trickles.
 pub(super) async fn read_limited(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
+    deadline: std::time::Duration,
 ) -> Result<Bytes, ErrorCode> {
     body_size(headers, limit)?;
-    axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ErrorCode::TooLarge)
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) => Err(ErrorCode::TooLarge),
+        Err(_) => Err(ErrorCode::Timeout),
+    }
+}
+
+/// The detail of a refused upload body.
+pub(super) fn body_refusal(code: ErrorCode, limit: usize, deadline_s: u64) -> String {
+    match code {
+        ErrorCode::Timeout => format!("the upload did not arrive within {deadline_s} s"),
+        _ => format!("the body is over the limit of {limit} bytes"),
+    }
 }
 
 pub async fn upload(
@@ -113,16 +127,12 @@ pub async fn upload(
     let ip = super::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
     app.relay.check_rate(&from, ip).await?;
     let limit = app.config.attachment_max_size_bytes;
-    let too_large = |code| {
-        ApiError::new(
-            code,
-            format!("the attachment is over the limit of {limit} bytes"),
-        )
-    };
+    let deadline_s = app.config.attachment_upload_timeout_seconds;
+    let too_large = |code| ApiError::new(code, body_refusal(code, limit, deadline_s));
     // The body, and a working copy on its way to the store (the Redis command buffer).
     let size = body_size(&headers, limit).map_err(too_large)?;
     let _held = app.relay.reserve_attachment_bytes(size.saturating_mul(2))?;
-    let data = read_limited(&headers, body, limit)
+    let data = read_limited(&headers, body, limit, Duration::from_secs(deadline_s))
         .await
         .map_err(too_large)?;
     if BlobId::of(&data) != q.sha256 {

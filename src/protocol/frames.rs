@@ -140,6 +140,8 @@ pub enum ErrorCode {
     StoreFull,
     Unavailable,
     Internal,
+    /// A request body did not arrive within its deadline (an upload).
+    Timeout,
 }
 
 impl ErrorCode {
@@ -165,6 +167,7 @@ impl ErrorCode {
             ErrorCode::StoreFull => "store_full",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::Timeout => "timeout",
         }
     }
 }

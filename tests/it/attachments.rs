@@ -912,3 +912,46 @@ async fn an_oversized_upload_without_content_length_is_cut_off_at_the_limit() {
     assert!(answer.contains("\"detail\""), "{answer}");
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn an_upload_that_trickles_is_cut_off_with_408_and_frees_its_bytes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let relay = TestRelay::start_with(config_with(
+        "attachment_max_size_bytes = 1024\nmax_attachment_inflight_bytes = 17752\n\
+         attachment_upload_timeout_seconds = 1",
+    ))
+    .await;
+    // Declares a body and sends a little of it, then nothing.
+    let mut slow = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 17000\r\n\r\n{{\"to\": ",
+        relay.addr
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = slow.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "answered once the deadline passed");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("did not arrive within 1 s"), "{text}");
+
+    // Its reservation is gone: a normal upload goes through.
+    let (alice, bob) = (V1User::new(), V1User::new());
+    let sealed = alice.seal_for(&bob, b"after");
+    let upload = alice.upload(&bob, &sealed, "f").to_string();
+    assert_eq!(post(&relay, "/upload", upload).await.0, 200);
+    relay.stop().await;
+}

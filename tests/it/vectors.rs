@@ -980,6 +980,7 @@ fn ordinal(code: ErrorCode) -> usize {
         ErrorCode::StoreFull => 17,
         ErrorCode::Unavailable => 18,
         ErrorCode::Internal => 19,
+        ErrorCode::Timeout => 20,
     }
 }
 
@@ -998,7 +999,7 @@ fn error_and_close_codes() {
     }
     assert_eq!(
         seen,
-        (0..=19).collect(),
+        (0..=20).collect(),
         "errors.json lists every error code"
     );
 
