@@ -15,9 +15,10 @@
 //!   knows its own session is the newer one and keeps it. No clocks are compared.
 //!
 //! Whispr v1 sockets (many per key, no takeover) subscribe to their derived inbox's
-//! channel too, for wake-ups only ([`Command::Watch`]). Ephemeral envelopes and v1
-//! sender copies are live hand-overs that never touch the store: they reach sockets on
-//! the node they were sent through only.
+//! channel too, for wake-ups only ([`Command::Watch`]). A third payload, `e <base64>`,
+//! carries an ephemeral envelope to the node holding the recipient's session (published
+//! directly by the relay, whose answer `online` is Redis's subscriber count; the
+//! receiving node verifies the envelope again). v1 sender copies stay on their node.
 //!
 //! Pub/sub is at-most-once: a wake-up published while a node is reconnecting is lost.
 //! Sessions read from the store, so nothing is lost, only late: after every reconnect
@@ -45,9 +46,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::PublicKey;
-use crate::redis_link::{bounded, RedisNodes, RedisTarget};
+use crate::protocol::{Envelope, PublicKey, VerifiedEnvelope};
+use crate::redis_link::{bounded, RedisLink, RedisNodes, RedisTarget};
 use crate::registry::Registry;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use redis::cluster_async::ClusterConnection;
 
 /// What the registry and the relay ask of the pub/sub task.
@@ -64,6 +67,35 @@ pub enum Command {
     Watch(PublicKey),
     /// The last v1 socket for `key` closed.
     Unwatch(PublicKey),
+}
+
+/// Verifies an envelope that came from another node.
+pub type Verifier = Arc<dyn Fn(Envelope) -> Option<VerifiedEnvelope> + Send + Sync>;
+
+/// The pub/sub payload carrying an ephemeral envelope.
+pub fn ephemeral_payload(envelope: &Envelope) -> Result<String, rmp_serde::encode::Error> {
+    Ok(Event::Ephemeral(rmp_serde::to_vec_named(envelope)?).encode())
+}
+
+/// Publishes an ephemeral envelope's payload on `key`'s channel, right away (the
+/// sender waits for the answer); `true` when some node holding a session for `key`
+/// received it (the number of subscribers Redis reports).
+pub async fn publish_ephemeral(
+    link: &RedisLink,
+    key: &PublicKey,
+    payload: String,
+) -> redis::RedisResult<bool> {
+    let command = if link.is_cluster() {
+        "SPUBLISH"
+    } else {
+        "PUBLISH"
+    };
+    let receivers: i64 = redis::cmd(command)
+        .arg(channel(key))
+        .arg(payload)
+        .query_async(&mut link.clone())
+        .await?;
+    Ok(receivers > 0)
 }
 
 /// The sending side handed to the [`Registry`].
@@ -98,8 +130,16 @@ struct Local {
 /// A pub/sub message, decoded.
 #[derive(Debug, PartialEq)]
 enum Event {
-    Wake { node: u64 },
-    Takeover { node: u64, session: u64 },
+    Wake {
+        node: u64,
+    },
+    Takeover {
+        node: u64,
+        session: u64,
+    },
+    /// An ephemeral envelope (MessagePack, base64) for the session of the channel's
+    /// inbox; published by a node where that session is not.
+    Ephemeral(Vec<u8>),
 }
 
 impl Event {
@@ -113,6 +153,7 @@ impl Event {
                 node: u64::from_str_radix(parts.next()?, 16).ok()?,
                 session: parts.next()?.parse().ok()?,
             }),
+            "e" => Some(Event::Ephemeral(STANDARD.decode(parts.next()?).ok()?)),
             _ => None,
         }
     }
@@ -121,6 +162,7 @@ impl Event {
         match self {
             Event::Wake { node } => format!("w {node:x}"),
             Event::Takeover { node, session } => format!("t {node:x} {session}"),
+            Event::Ephemeral(bytes) => format!("e {}", STANDARD.encode(bytes)),
         }
     }
 }
@@ -128,6 +170,9 @@ impl Event {
 /// The pub/sub side of one node.
 pub struct Remote {
     registry: Arc<Registry>,
+    /// Checks an ephemeral envelope from another node (signature, timestamp window)
+    /// before a session gets it: only verified envelopes reach sessions.
+    verify: Verifier,
     node: u64,
     locals: HashMap<PublicKey, Local>,
     /// Inboxes with Whispr v1 sockets here (their channels carry wake-ups only).
@@ -178,6 +223,7 @@ enum Publisher {
 pub async fn start(
     target: &RedisTarget,
     registry: Arc<Registry>,
+    verify: Verifier,
     commands: mpsc::UnboundedReceiver<Command>,
     tracker: &tokio_util::task::TaskTracker,
     stop: CancellationToken,
@@ -185,6 +231,7 @@ pub async fn start(
     let (publish, outbox) = mpsc::unbounded_channel();
     let remote = Remote {
         registry,
+        verify,
         node: rand::random(),
         locals: HashMap::new(),
         watched: HashSet::new(),
@@ -482,6 +529,20 @@ impl Remote {
                     self.registry.notify(&key);
                 }
             }
+            Some(Event::Ephemeral(bytes)) => {
+                let verified = rmp_serde::from_slice::<Envelope>(&bytes)
+                    .ok()
+                    .and_then(|e| (self.verify)(e))
+                    .filter(|v| *v.recipient() == key);
+                match verified {
+                    Some(v) => {
+                        self.registry.push_ephemeral(&key, Arc::new(v));
+                    }
+                    None => {
+                        tracing::debug!(key = %key, "dropped an ephemeral envelope that does not verify")
+                    }
+                }
+            }
             Some(Event::Takeover { node, session }) => {
                 let Some(local) = self.locals.get_mut(&key) else {
                     return;
@@ -597,6 +658,7 @@ mod tests {
                 node: u64::MAX,
                 session: 7,
             },
+            Event::Ephemeral(vec![0, 1, 2, 255]),
         ] {
             assert_eq!(Event::parse(&e.encode()), Some(e));
         }

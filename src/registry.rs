@@ -216,6 +216,11 @@ impl Registry {
         }
     }
 
+    /// Whether a session for `key` is registered on this node.
+    pub fn has_session(&self, key: &PublicKey) -> bool {
+        self.sessions.contains_key(key)
+    }
+
     pub fn len(&self) -> usize {
         self.sessions.len()
     }

@@ -19,6 +19,7 @@ use crate::clock::Clock;
 use crate::config::{Config, StoreKind};
 use crate::http::{self, Admission, App};
 use crate::notify;
+use crate::protocol::Envelope;
 use crate::redis_link::{RedisLink, RedisNodes};
 use crate::registry::Registry;
 use crate::relay::Relay;
@@ -201,7 +202,7 @@ impl Server {
         });
         let mut relay = Relay::new(&config, store, registry, self.clock.clone());
         if let Some(link) = &redis {
-            relay.share_rate_limits(link.clone());
+            relay.share_with_nodes(link.clone());
         }
         // The analytics writer outlives the sessions (it records their close), so it
         // has its own stop signal, given after they are gone.
@@ -247,9 +248,13 @@ impl Server {
         tracker.spawn(reloader(self.reload.clone(), tls.clone(), token.clone()));
         if shared {
             // Other nodes share the store: wake-ups and takeovers cross nodes.
+            let (clock, max_skew_ms) = (relay.clock.clone(), relay.max_skew_ms());
+            let verify: notify::Verifier =
+                Arc::new(move |e: Envelope| e.verify(clock.now_ms(), max_skew_ms).ok());
             notify::start(
                 &config.redis_target(),
                 relay.registry.clone(),
+                verify,
                 commands,
                 &tracker,
                 token.clone(),

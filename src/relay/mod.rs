@@ -62,6 +62,9 @@ pub struct Relay {
     sender_keys: keys::SenderKeys,
     max_message_bytes: usize,
     max_skew_ms: u64,
+    /// Set when several nodes share Redis: an ephemeral envelope whose recipient has
+    /// no session here is published to the recipient's channel for the node that has.
+    nodes: Option<RedisLink>,
 }
 
 impl Relay {
@@ -83,6 +86,7 @@ impl Relay {
             sender_keys: keys::SenderKeys::default(),
             max_message_bytes: config.max_message_bytes,
             max_skew_ms: config.max_clock_skew_ms(),
+            nodes: None,
         }
     }
 
@@ -123,7 +127,7 @@ impl Relay {
         if verified.envelope().ephemeral {
             let recipient = *verified.recipient();
             let sender = *verified.sender();
-            let online = self.registry.push_ephemeral(&recipient, Arc::new(verified));
+            let online = self.push_ephemeral(verified).await?;
             return Ok(Accepted {
                 id,
                 sender,
@@ -212,9 +216,29 @@ impl Relay {
         }
     }
 
-    /// Keeps the rate-limit buckets in Redis, shared by every node on it.
-    pub fn share_rate_limits(&mut self, conn: RedisLink) {
-        self.limits.share(conn);
+    /// Joins the other nodes on this Redis: the rate-limit buckets move there, and
+    /// ephemeral envelopes reach sessions on other nodes.
+    pub fn share_with_nodes(&mut self, conn: RedisLink) {
+        self.limits.share(conn.clone());
+        self.nodes = Some(conn);
+    }
+
+    /// Hands an ephemeral envelope to the recipient's session here or, with other
+    /// nodes, on whichever node holds it. `true` when a session (or a node with one)
+    /// took it; on a node it is still only as reliable as pub/sub (at most once).
+    async fn push_ephemeral(&self, verified: VerifiedEnvelope) -> Result<bool, RelayError> {
+        let recipient = *verified.recipient();
+        let Some(link) = &self.nodes else {
+            return Ok(self.registry.push_ephemeral(&recipient, Arc::new(verified)));
+        };
+        if self.registry.has_session(&recipient) {
+            return Ok(self.registry.push_ephemeral(&recipient, Arc::new(verified)));
+        }
+        let payload = crate::notify::ephemeral_payload(verified.envelope())
+            .map_err(|e| StoreError::Unavailable(format!("encoding an ephemeral envelope: {e}")))?;
+        crate::notify::publish_ephemeral(link, &recipient, payload)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("redis (ephemeral): {e}")).into())
     }
 
     /// Takes one token from the client IP's and the sender's buckets, the ones sends

@@ -220,3 +220,68 @@ async fn a_v1_message_sent_through_one_node_is_pushed_to_a_v1_socket_on_the_othe
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn an_ephemeral_envelope_reaches_a_session_on_the_other_node() {
+    use whispr::protocol::ServerFrame;
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (a, b) = two_nodes(&redis).await;
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    let typing = |n: u64| {
+        whispr::protocol::Envelope::seal(
+            &alice,
+            bob.public_key(),
+            a.clock.now_ms() + n,
+            true,
+            format!("typing {n}").into_bytes(),
+        )
+    };
+    // Nobody anywhere: offline.
+    assert_eq!(a.http().send(&typing(0)).await.unwrap().online, Some(false));
+
+    let (mut ws, _) = b.connect(&bob).await;
+    assert!(drain_until_synced(&mut ws, true).await.is_empty());
+    // The session is on b; sent through a, it is online and arrives, never stored.
+    let env = typing(1);
+    let mut answer = a.http().send(&env).await.unwrap();
+    // b subscribes to bob's channel right after the session registers: until then a
+    // node cannot know, so the first answer may still say offline.
+    for n in 2..50 {
+        if answer.online == Some(true) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        answer = a.http().send(&typing(n)).await.unwrap();
+    }
+    assert_eq!(answer.online, Some(true));
+    let frame = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match ws.next_frame().await.expect("a frame") {
+                ServerFrame::Deliver {
+                    seq: None,
+                    envelope,
+                    ..
+                } => return envelope,
+                ServerFrame::Deliver { .. } => panic!("an ephemeral envelope was stored"),
+                _ => continue,
+            }
+        }
+    })
+    .await
+    .expect("delivered across nodes within a second");
+    assert!(frame.ephemeral);
+    assert!(String::from_utf8(frame.body.clone())
+        .unwrap()
+        .starts_with("typing"));
+    ws.close().await;
+    let (mut ws, _) = b.connect(&bob).await;
+    assert!(
+        drain_until_synced(&mut ws, true).await.is_empty(),
+        "never queued"
+    );
+    ws.close().await;
+    a.stop().await;
+    b.stop().await;
+}
