@@ -10,8 +10,9 @@
 //!
 //! Each bucket key carries its own hash tag (`whispr:rl:s:{<sender hex>}`,
 //! `whispr:rl:ip:{<ip>}`), so on Redis Cluster the buckets spread over the slots and each
-//! script call touches one slot. A bucket key expires when the bucket would be full
-//! again, so idle senders cost Redis nothing.
+//! script call touches one slot (one call per bucket); on one server both buckets of a
+//! send go in one call (one round trip, and one script run fewer per message). A bucket
+//! key expires when the bucket would be full again, so idle senders cost Redis nothing.
 //!
 //! When Redis does not answer, a check fails with `StoreError::Unavailable` (503): the
 //! message could not be stored anyway, and refusing is better than letting a node run
@@ -28,22 +29,28 @@ use crate::protocol::PublicKey;
 use crate::redis_link::RedisLink;
 use crate::store::StoreError;
 
-/// GCRA on one key. ARGV: emission interval (µs), burst. Returns 0 when the request
-/// may pass, else the wait in µs until it would.
+/// GCRA on each key in turn. ARGV: emission interval (µs) and burst for each key.
+/// Returns {0, 0} when the request may pass (a token taken from every bucket), else
+/// {i, wait}: the 1-based index of the first bucket that refused and the wait in µs
+/// until it would pass (the buckets before it keep the token they gave). On one Redis
+/// the IP and sender buckets go in one call; on a cluster, where they live in
+/// different slots, one call each.
 const GCRA: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local allow_at = tat + interval - burst * interval
-if now < allow_at then
-  return allow_at - now
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local burst = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', key) or '0')
+  if tat < now then tat = now end
+  local allow_at = tat + interval - burst * interval
+  if now < allow_at then
+    return {i, allow_at - now}
+  end
+  local new_tat = tat + interval
+  redis.call('SET', key, string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
 end
-local new_tat = tat + interval
-redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
-return 0
+return {0, 0}
 "#;
 
 /// A rate (per second) and a burst, both at least one.
@@ -112,18 +119,29 @@ impl RateLimits {
 
     /// Takes one token from the client IP's bucket, then one from the sender's.
     pub async fn check(&self, sender: &PublicKey, ip: IpAddr) -> Result<(), RelayError> {
-        self.check_ip(ip).await?;
-        self.check_sender(sender).await
+        match &self.shared {
+            // One round trip and one script for both buckets where one server has both.
+            Some(shared) if !shared.conn.is_cluster() => {
+                let (sender_limit, ip_limit) = self.limits;
+                shared
+                    .take(&[
+                        (ip_key(ip), ip_limit, "ip"),
+                        (sender_key(sender), sender_limit, "sender"),
+                    ])
+                    .await
+            }
+            _ => {
+                self.check_ip(ip).await?;
+                self.check_sender(sender).await
+            }
+        }
     }
 
     /// Takes one token from the client IP's bucket only: for work that comes before the
     /// sender is known (an attachment body not yet read) or has no sender (a download).
     pub async fn check_ip(&self, ip: IpAddr) -> Result<(), RelayError> {
         match &self.shared {
-            Some(shared) => {
-                let key = format!("whispr:rl:ip:{{{ip}}}");
-                shared.take(key, self.limits.1, "ip").await
-            }
+            Some(shared) => shared.take(&[(ip_key(ip), self.limits.1, "ip")]).await,
             None => self.local(self.per_ip.check_key(&ip), "ip"),
         }
     }
@@ -132,8 +150,9 @@ impl RateLimits {
     pub async fn check_sender(&self, sender: &PublicKey) -> Result<(), RelayError> {
         match &self.shared {
             Some(shared) => {
-                let key = format!("whispr:rl:s:{{{}}}", sender.to_hex());
-                shared.take(key, self.limits.0, "sender").await
+                shared
+                    .take(&[(sender_key(sender), self.limits.0, "sender")])
+                    .await
             }
             None => self.local(self.per_sender.check_key(sender), "sender"),
         }
@@ -161,23 +180,32 @@ impl RateLimits {
     }
 }
 
+/// The Redis key of an IP's bucket; its own hash tag, so buckets spread over a cluster.
+fn ip_key(ip: IpAddr) -> String {
+    format!("whispr:rl:ip:{{{ip}}}")
+}
+
+fn sender_key(sender: &PublicKey) -> String {
+    format!("whispr:rl:s:{{{}}}", sender.to_hex())
+}
+
 impl Shared {
-    async fn take(&self, key: String, limit: Limit, scope: &'static str) -> Result<(), RelayError> {
-        let wait_us: u64 = self
-            .gcra
-            .key(key)
-            .arg(limit.interval_us())
-            .arg(limit.burst)
+    /// Takes a token from each bucket in order, in one script call.
+    async fn take(&self, buckets: &[(String, Limit, &'static str)]) -> Result<(), RelayError> {
+        let mut call = self.gcra.prepare_invoke();
+        for (key, limit, _) in buckets {
+            call.key(key).arg(limit.interval_us()).arg(limit.burst);
+        }
+        let (refused, wait_us): (usize, u64) = call
             .invoke_async(&mut self.conn.clone())
             .await
             .map_err(|e| StoreError::Unavailable(format!("redis (rate limits): {e}")))?;
-        if wait_us == 0 {
-            Ok(())
-        } else {
-            Err(RelayError::RateLimited {
+        match refused.checked_sub(1).and_then(|i| buckets.get(i)) {
+            None => Ok(()),
+            Some((_, _, scope)) => Err(RelayError::RateLimited {
                 scope,
                 retry_after_ms: wait_us.div_ceil(1000) + 1,
-            })
+            }),
         }
     }
 }
