@@ -91,7 +91,7 @@ pub async fn publish_ephemeral(
         "PUBLISH"
     };
     let receivers: i64 = redis::cmd(command)
-        .arg(channel(key))
+        .arg(ephemeral_channel(key))
         .arg(payload)
         .query_async(&mut link.clone())
         .await?;
@@ -114,10 +114,32 @@ pub fn channel(key: &PublicKey) -> String {
     format!("whispr:{{{}}}:n", key.to_hex())
 }
 
-fn key_of(channel: &str) -> Option<PublicKey> {
-    let hex = channel.strip_prefix("whispr:{")?.strip_suffix("}:n")?;
+/// The Redis channel carrying ephemeral envelopes for `key`'s native session. Apart
+/// from `channel` so that only nodes with a native session subscribe to it, and the
+/// subscriber count a publish returns means "a session is there" (v1 sockets listen
+/// for wake-ups only).
+pub fn ephemeral_channel(key: &PublicKey) -> String {
+    format!("whispr:{{{}}}:e", key.to_hex())
+}
+
+/// Which of an inbox's channels a name is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `:n`: wake-ups and takeovers.
+    Notify,
+    /// `:e`: ephemeral envelopes.
+    Ephemeral,
+}
+
+fn key_of(channel: &str) -> Option<(PublicKey, Kind)> {
+    let rest = channel.strip_prefix("whispr:{")?;
+    let (hex, kind) = match rest.split_once("}:")? {
+        (hex, "n") => (hex, Kind::Notify),
+        (hex, "e") => (hex, Kind::Ephemeral),
+        _ => return None,
+    };
     let bytes: [u8; 32] = hex::decode(hex).ok()?.try_into().ok()?;
-    Some(PublicKey::from_bytes(bytes))
+    Some((PublicKey::from_bytes(bytes), kind))
 }
 
 /// This node's local session for one inbox, as the pub/sub task tracks it.
@@ -181,6 +203,10 @@ pub struct Remote {
     /// with a node link; retried every [`RETRY_EVERY`]. (On one Redis a failed command
     /// reconnects, and the new connection subscribes to every local inbox.)
     pending: HashSet<PublicKey>,
+    /// Cluster only: channels whose `SUNSUBSCRIBE` failed, retried every
+    /// [`RETRY_EVERY`] (a stale `:e` subscription would answer "online" for a session
+    /// that left).
+    stale: HashSet<String>,
     publish: mpsc::UnboundedSender<(String, String)>,
 }
 
@@ -195,17 +221,18 @@ enum Subscriber<'a> {
 }
 
 impl Subscriber<'_> {
-    async fn subscribe(&mut self, channel: String) -> redis::RedisResult<()> {
+    /// One inbox's channels (one hash tag, so one slot: one command on a cluster too).
+    async fn subscribe(&mut self, channels: Vec<String>) -> redis::RedisResult<()> {
         match self {
-            Subscriber::Single(sink) => bounded(sink.subscribe(channel)).await,
-            Subscriber::Cluster(conn) => bounded(conn.ssubscribe(channel)).await,
+            Subscriber::Single(sink) => bounded(sink.subscribe(channels)).await,
+            Subscriber::Cluster(conn) => bounded(conn.ssubscribe(channels)).await,
         }
     }
 
-    async fn unsubscribe(&mut self, channel: String) -> redis::RedisResult<()> {
+    async fn unsubscribe(&mut self, channels: Vec<String>) -> redis::RedisResult<()> {
         match self {
-            Subscriber::Single(sink) => bounded(sink.unsubscribe(channel)).await,
-            Subscriber::Cluster(conn) => bounded(conn.sunsubscribe(channel)).await,
+            Subscriber::Single(sink) => bounded(sink.unsubscribe(channels)).await,
+            Subscriber::Cluster(conn) => bounded(conn.sunsubscribe(channels)).await,
         }
     }
 }
@@ -236,6 +263,7 @@ pub async fn start(
         locals: HashMap::new(),
         watched: HashSet::new(),
         pending: HashSet::new(),
+        stale: HashSet::new(),
         publish,
     };
     match &target.nodes {
@@ -288,7 +316,10 @@ impl Remote {
                     }
                 }
             };
-            let channels: Vec<String> = self.subscribed_keys().map(channel).collect();
+            let channels: Vec<String> = self
+                .subscribed_keys()
+                .flat_map(|k| self.wanted_channels(k))
+                .collect();
             if !channels.is_empty() && bounded(sink.subscribe(&channels)).await.is_err() {
                 continue;
             }
@@ -345,6 +376,7 @@ impl Remote {
                 }
                 _ = retry.tick() => {
                     self.resubscribe_pending(&mut conn).await;
+                    self.unsubscribe_stale(&mut conn).await;
                     self.announce_unechoed();
                 }
                 Some(push) = pushes.recv() => match push.kind {
@@ -391,7 +423,28 @@ impl Remote {
         self.locals.contains_key(key) || self.watched.contains(key)
     }
 
-    /// Subscribes to `key`'s channel, then reads its store once (a wake-up published
+    /// The channels this node needs for `key`: wake-ups for a session or v1 sockets,
+    /// ephemeral envelopes for a session.
+    fn wanted_channels(&self, key: &PublicKey) -> Vec<String> {
+        let mut channels = Vec::with_capacity(2);
+        if self.wants(key) {
+            channels.push(channel(key));
+        }
+        if self.locals.contains_key(key) {
+            channels.push(ephemeral_channel(key));
+        }
+        channels
+    }
+
+    fn still_wanted(&self, name: &str) -> bool {
+        match key_of(name) {
+            Some((key, Kind::Notify)) => self.wants(&key),
+            Some((key, Kind::Ephemeral)) => self.locals.contains_key(&key),
+            None => false,
+        }
+    }
+
+    /// Subscribes to `channels` of `key`, then reads its store once (a wake-up published
     /// before the subscription took effect was missed). On a cluster a failure leaves
     /// the key pending for the retry tick; on one Redis it is returned (and the
     /// connection is rebuilt, subscribing to everything again).
@@ -399,8 +452,12 @@ impl Remote {
         &mut self,
         sub: &mut Subscriber<'_>,
         key: PublicKey,
+        channels: Vec<String>,
     ) -> redis::RedisResult<()> {
-        match sub.subscribe(channel(&key)).await {
+        for name in &channels {
+            self.stale.remove(name);
+        }
+        match sub.subscribe(channels).await {
             Ok(()) => {}
             Err(e) if matches!(sub, Subscriber::Cluster(_)) => {
                 tracing::warn!(error = %e, "Redis Cluster pub/sub: subscribe failed; will retry");
@@ -410,6 +467,34 @@ impl Remote {
         }
         self.registry.notify(&key);
         Ok(())
+    }
+
+    /// Unsubscribes from `channels`; on a cluster a failure is retried by the tick, on
+    /// one Redis it is returned (the connection is rebuilt with only what is wanted).
+    async fn unsubscribe(
+        &mut self,
+        sub: &mut Subscriber<'_>,
+        channels: Vec<String>,
+    ) -> redis::RedisResult<()> {
+        match sub.unsubscribe(channels.clone()).await {
+            Ok(()) => Ok(()),
+            Err(e) if matches!(sub, Subscriber::Cluster(_)) => {
+                tracing::warn!(error = %e, "Redis Cluster pub/sub: unsubscribe failed; will retry");
+                self.stale.extend(channels);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Cluster: retries the unsubscribes that failed, unless the channel is wanted again.
+    async fn unsubscribe_stale(&mut self, conn: &mut ClusterConnection) {
+        let names: Vec<String> = self.stale.iter().cloned().collect();
+        for name in names {
+            if self.still_wanted(&name) || bounded(conn.sunsubscribe(&name)).await.is_ok() {
+                self.stale.remove(&name);
+            }
+        }
     }
 
     /// After a gap in what this node heard: another node's takeover may have been
@@ -446,7 +531,7 @@ impl Remote {
                 self.pending.remove(&key);
                 continue;
             }
-            match bounded(conn.ssubscribe(channel(&key))).await {
+            match bounded(conn.ssubscribe(self.wanted_channels(&key))).await {
                 Ok(()) => {
                     self.pending.remove(&key);
                     self.registry.notify(&key);
@@ -476,10 +561,14 @@ impl Remote {
                         },
                     )
                     .is_none();
-                if fresh && !self.watched.contains(&key) {
+                if fresh {
                     // On a cluster a failure is retried later; the takeover below is
                     // announced anyway.
-                    self.subscribe(&mut sub, key).await?;
+                    let mut channels = vec![ephemeral_channel(&key)];
+                    if !self.watched.contains(&key) {
+                        channels.push(channel(&key));
+                    }
+                    self.subscribe(&mut sub, key, channels).await?;
                 }
                 // Subscribed first, so this node sees its own takeover come back and
                 // knows where it stands in the channel's order.
@@ -492,23 +581,25 @@ impl Remote {
             Command::Unregistered { key, session } => {
                 if self.locals.get(&key).is_some_and(|l| l.session == session) {
                     self.locals.remove(&key);
+                    let mut channels = vec![ephemeral_channel(&key)];
                     if !self.wants(&key) {
                         self.pending.remove(&key);
-                        sub.unsubscribe(channel(&key)).await?;
+                        channels.push(channel(&key));
                     }
+                    self.unsubscribe(&mut sub, channels).await?;
                 }
             }
             Command::Watch(key) => {
                 let fresh = !self.wants(&key);
                 self.watched.insert(key);
                 if fresh {
-                    self.subscribe(&mut sub, key).await?;
+                    self.subscribe(&mut sub, key, vec![channel(&key)]).await?;
                 }
             }
             Command::Unwatch(key) => {
                 if self.watched.remove(&key) && !self.wants(&key) {
                     self.pending.remove(&key);
-                    sub.unsubscribe(channel(&key)).await?;
+                    self.unsubscribe(&mut sub, vec![channel(&key)]).await?;
                 }
             }
             Command::Wake(key) => {
@@ -520,18 +611,19 @@ impl Remote {
     }
 
     fn on_message(&mut self, channel_name: &str, payload: &str) {
-        let Some(key) = key_of(channel_name) else {
+        let Some((key, kind)) = key_of(channel_name) else {
             return;
         };
-        match Event::parse(payload) {
-            Some(Event::Wake { node }) => {
+        match (kind, Event::parse(payload)) {
+            (Kind::Notify, Some(Event::Wake { node })) => {
                 if node != self.node {
                     self.registry.notify(&key);
                 }
             }
-            Some(Event::Ephemeral(bytes)) => {
+            (Kind::Ephemeral, Some(Event::Ephemeral(bytes))) => {
                 let verified = rmp_serde::from_slice::<Envelope>(&bytes)
                     .ok()
+                    .filter(|e| e.ephemeral)
                     .and_then(|e| (self.verify)(e))
                     .filter(|v| *v.recipient() == key);
                 match verified {
@@ -543,7 +635,7 @@ impl Remote {
                     }
                 }
             }
-            Some(Event::Takeover { node, session }) => {
+            (Kind::Notify, Some(Event::Takeover { node, session })) => {
                 let Some(local) = self.locals.get_mut(&key) else {
                     return;
                 };
@@ -557,7 +649,7 @@ impl Remote {
                     self.registry.replace(&key, local.session);
                 }
             }
-            None => tracing::debug!(channel = channel_name, "unknown pub/sub payload"),
+            _ => tracing::debug!(channel = channel_name, "unknown pub/sub payload"),
         }
     }
 }
@@ -646,8 +738,13 @@ mod tests {
         let key = Identity::generate().public_key();
         let name = channel(&key);
         assert_eq!(name, format!("whispr:{{{}}}:n", key.to_hex()));
-        assert_eq!(key_of(&name), Some(key));
+        assert_eq!(key_of(&name), Some((key, Kind::Notify)));
+        assert_eq!(
+            key_of(&ephemeral_channel(&key)),
+            Some((key, Kind::Ephemeral))
+        );
         assert_eq!(key_of("whispr:{zz}:n"), None);
+        assert_eq!(key_of(&format!("whispr:{{{}}}:x", key.to_hex())), None);
     }
 
     #[test]

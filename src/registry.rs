@@ -87,17 +87,24 @@ impl Registry {
             replaced: CancellationToken::new(),
             ephemeral: tx,
         });
+        let registered = Command::Registered {
+            key,
+            session: handle.id,
+        };
+        // Told while the entry is held, so two registrations racing for one key reach
+        // the pub/sub task in the order the map took them.
         let old = match self.sessions.entry(key) {
-            Entry::Occupied(mut e) => Some(e.insert(handle.clone())),
+            Entry::Occupied(mut e) => {
+                let old = e.insert(handle.clone());
+                self.tell(registered);
+                Some(old)
+            }
             Entry::Vacant(e) => {
-                e.insert(handle.clone());
+                let _held = e.insert(handle.clone());
+                self.tell(registered);
                 None
             }
         };
-        self.tell(Command::Registered {
-            key,
-            session: handle.id,
-        });
         let took_over = old.is_some();
         if let Some(old) = old {
             old.replaced.cancel();
@@ -199,11 +206,13 @@ impl Registry {
     /// Forgets a v1 socket's channels once no socket listens on them. The caller drops
     /// its receivers first.
     pub fn unregister_v1(&self, inbox: &PublicKey, key: &PublicKey) {
-        let last = self
-            .v1_inboxes
-            .remove_if(inbox, |_, tx| tx.receiver_count() == 0);
-        if last.is_some() {
-            self.tell(Command::Unwatch(*inbox));
+        // Told while the entry is held, so a `Watch` from a socket opening right now
+        // cannot overtake this `Unwatch`.
+        if let Entry::Occupied(e) = self.v1_inboxes.entry(*inbox) {
+            if e.get().receiver_count() == 0 {
+                e.remove();
+                self.tell(Command::Unwatch(*inbox));
+            }
         }
         self.v1_copies
             .remove_if(key, |_, tx| tx.receiver_count() == 0);

@@ -241,6 +241,44 @@ async fn an_ephemeral_envelope_reaches_a_session_on_the_other_node() {
     // Nobody anywhere: offline.
     assert_eq!(a.http().send(&typing(0)).await.unwrap().online, Some(false));
 
+    // A v1 socket on b listens for its inbox's wake-ups, not for ephemeral envelopes:
+    // one addressed to that (derived) inbox is not "online".
+    let carol = crate::v1::V1User::new();
+    let url = format!("ws://{}/ws/{}", b.addr, carol.enc_pub());
+    let (mut v1_socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let carol_inbox = whispr::protocol::whispr_v1::inbox_key(
+        &whispr::protocol::PublicKey::from_hex(&carol.enc_pub(), whispr::protocol::KeyField::Key)
+            .unwrap(),
+    );
+    // Until b has subscribed to the v1 inbox's wake-ups (5 s guard).
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let wakeups = whispr::notify::channel(&carol_inbox);
+    let mut subscribed = false;
+    for _ in 0..500 {
+        let (_, n): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(&wakeups)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if n == 1 {
+            subscribed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(subscribed, "b subscribes to the v1 inbox's channel");
+    let probe = whispr::protocol::Envelope::seal(
+        &alice,
+        carol_inbox,
+        a.clock.now_ms(),
+        true,
+        b"probe".to_vec(),
+    );
+    assert_eq!(a.http().send(&probe).await.unwrap().online, Some(false));
+    v1_socket.close(None).await.unwrap();
+
     let (mut ws, _) = b.connect(&bob).await;
     assert!(drain_until_synced(&mut ws, true).await.is_empty());
     // The session is on b; sent through a, it is online and arrives, never stored.
