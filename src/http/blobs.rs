@@ -93,8 +93,13 @@ pub(super) async fn read_limited(
     deadline: std::time::Duration,
 ) -> Result<Bytes, ErrorCode> {
     body_size(headers, limit)?;
+    // With a declared length (already checked against `limit`, and enforced by the
+    // HTTP layer) a failed read is a broken body (the client went away), not one over
+    // the limit.
+    let declared = headers.contains_key(header::CONTENT_LENGTH);
     match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(_)) if declared => Err(ErrorCode::Malformed),
         Ok(Err(_)) => Err(ErrorCode::TooLarge),
         Err(_) => Err(ErrorCode::Timeout),
     }
@@ -104,6 +109,7 @@ pub(super) async fn read_limited(
 pub(super) fn body_refusal(code: ErrorCode, limit: usize, deadline_s: u64) -> String {
     match code {
         ErrorCode::Timeout => format!("the upload did not arrive within {deadline_s} s"),
+        ErrorCode::Malformed => "the body ended before its Content-Length".to_string(),
         _ => format!("the body is over the limit of {limit} bytes"),
     }
 }

@@ -955,3 +955,29 @@ async fn an_upload_that_trickles_is_cut_off_with_408_and_frees_its_bytes() {
     assert_eq!(post(&relay, "/upload", upload).await.0, 200);
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn an_upload_cut_short_is_a_broken_body_not_too_large() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let relay = TestRelay::start().await;
+    let mut conn = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{{\"to\": ",
+        relay.addr
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    // The client stops sending (half-close) well before its declared length.
+    conn.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        conn.read_to_end(&mut answer),
+    )
+    .await
+    .expect("answered")
+    .unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("ended before its Content-Length"), "{text}");
+    relay.stop().await;
+}
