@@ -9,13 +9,16 @@ mod poll;
 pub mod v1;
 mod ws;
 
-pub use admission::Admission;
+pub use admission::{Admission, Permit};
 pub use client_ip::client_ip;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use std::net::IpAddr;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -88,6 +91,60 @@ async fn method_not_allowed() -> ApiError {
         ErrorCode::MethodNotAllowed,
         "this endpoint does not accept that method",
     )
+}
+
+/// What every WebSocket upgrade (native, v1, `/signal`) goes through before its socket
+/// runs: a real upgrade request, a relay not shutting down, the connection limits (the
+/// permit must live as long as the socket), the session buffer sizes and the largest
+/// message it may read.
+pub(crate) fn admit_upgrade(
+    app: &App,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ip: IpAddr,
+    max_message_bytes: usize,
+) -> Result<(WebSocketUpgrade, Permit), ApiError> {
+    let ws = ws.map_err(|e| {
+        ApiError::new(
+            ErrorCode::Malformed,
+            format!("not a WebSocket upgrade: {e}"),
+        )
+    })?;
+    if app.shutdown.is_cancelled() {
+        return Err(ApiError::new(
+            ErrorCode::Unavailable,
+            "the relay is shutting down",
+        ));
+    }
+    let permit = app.admission.admit(ip)?;
+    let c = &app.config;
+    let ws = ws
+        .read_buffer_size(c.ws_read_buffer_bytes)
+        .write_buffer_size(c.ws_write_buffer_bytes)
+        .max_message_size(max_message_bytes)
+        .max_frame_size(max_message_bytes);
+    Ok((ws, permit))
+}
+
+/// Completes an admitted upgrade: `socket` runs on the upgraded connection, tracked so
+/// shutdown waits for it, and the connection's permit is released when it ends.
+pub(crate) fn run_upgraded<F, Fut>(
+    app: &App,
+    ws: WebSocketUpgrade,
+    permit: Permit,
+    socket: F,
+) -> Response
+where
+    F: FnOnce(WebSocket) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let tracker = app.tracker.clone();
+    ws.on_upgrade(move |ws| {
+        tracker.track_future(async move {
+            socket(ws).await;
+            drop(permit);
+        })
+    })
+    .into_response()
 }
 
 impl App {

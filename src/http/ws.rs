@@ -4,7 +4,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -20,22 +20,9 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let ws = ws.map_err(|e| {
-        ApiError::new(
-            ErrorCode::Malformed,
-            format!("not a WebSocket upgrade: {e}"),
-        )
-    })?;
-    if app.shutdown.is_cancelled() {
-        return Err(ApiError::new(
-            ErrorCode::Unavailable,
-            "the relay is shutting down",
-        ));
-    }
     let ip = super::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
     let codec = negotiate(&headers)?;
-    // Last check before the upgrade: the permit lives as long as the session.
-    let permit = app.admission.admit(ip)?;
+    let (ws, permit) = super::admit_upgrade(&app, ws, ip, app.config.max_frame_bytes())?;
     let origin = app.origin(&headers, &uri)?;
     let c = &app.config;
     let settings = SessionSettings {
@@ -47,23 +34,12 @@ pub async fn upgrade(
         write_timeout: Duration::from_secs(c.ws_write_timeout_seconds),
         auth_timeout: Duration::from_secs(c.ws_auth_timeout_seconds),
     };
-    let ws = ws
-        .protocols([codec.subprotocol()])
-        .read_buffer_size(c.ws_read_buffer_bytes)
-        .write_buffer_size(c.ws_write_buffer_bytes)
-        .max_message_size(c.max_frame_bytes())
-        .max_frame_size(c.max_frame_bytes());
+    let ws = ws.protocols([codec.subprotocol()]);
     let relay = app.relay.clone();
     let shutdown = app.shutdown.clone();
-    let tracker = app.tracker.clone();
-    Ok(ws
-        .on_upgrade(move |socket| {
-            tracker.track_future(async move {
-                session::run(socket, codec, origin, ip, relay, settings, shutdown).await;
-                drop(permit);
-            })
-        })
-        .into_response())
+    Ok(super::run_upgraded(&app, ws, permit, move |socket| {
+        session::run(socket, codec, origin, ip, relay, settings, shutdown)
+    }))
 }
 
 /// The first subprotocol the client offered (in its order) that we speak; JSON when

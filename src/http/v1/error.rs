@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use crate::blobs::BlobError;
-use crate::error::{blob_code, http_status, RelayError};
+use crate::error::{blob_code, http_status, ApiError, RelayError};
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::store::StoreError;
 
@@ -25,6 +25,15 @@ pub enum V1Error {
     /// Everything else the relay refuses, with its native status.
     #[error("{detail}")]
     Relay { code: ErrorCode, detail: String },
+}
+
+impl From<ApiError> for V1Error {
+    fn from(e: ApiError) -> Self {
+        V1Error::Relay {
+            code: e.code,
+            detail: e.detail,
+        }
+    }
 }
 
 impl From<RelayError> for V1Error {

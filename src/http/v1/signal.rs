@@ -9,12 +9,13 @@
 //! and 1009 for a message over twice `signal_max_message_bytes` (smaller oversized
 //! frames only get an error frame). Binary frames are ignored: v1 clients send text.
 
+use crate::http::{admit_upgrade, run_upgraded};
 use crate::session::sleep_until_opt;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +26,6 @@ use tokio_util::sync::CancellationToken;
 use super::error::V1Error;
 use super::V1State;
 use crate::error::close_code;
-use crate::protocol::ErrorCode;
 use crate::signal::Member;
 
 pub async fn upgrade(
@@ -34,25 +34,10 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, V1Error> {
-    let ws = ws.map_err(|e| V1Error::Relay {
-        code: ErrorCode::Malformed,
-        detail: format!("not a WebSocket upgrade: {e}"),
-    })?;
     let app = &v1.app;
-    if app.shutdown.is_cancelled() {
-        return Err(crate::error::RelayError::ShuttingDown.into());
-    }
-    let ip = crate::http::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
-    let permit = app.admission.admit(ip).map_err(|e| V1Error::Relay {
-        code: e.code,
-        detail: e.detail,
-    })?;
     let c = &app.config;
-    let ws = ws
-        .read_buffer_size(c.ws_read_buffer_bytes)
-        .write_buffer_size(c.ws_write_buffer_bytes)
-        .max_message_size(c.signal_max_ws_message_bytes())
-        .max_frame_size(c.signal_max_ws_message_bytes());
+    let ip = crate::http::client_ip(peer.ip(), &headers, &c.trusted_proxies);
+    let (ws, permit) = admit_upgrade(app, ws, ip, c.signal_max_ws_message_bytes())?;
     let (member, outbox) = app.signal.connect();
     let socket = SignalSocket {
         slow: member.slow(),
@@ -64,15 +49,7 @@ pub async fn upgrade(
         write_timeout: Duration::from_secs(c.ws_write_timeout_seconds),
         pong_deadline: None,
     };
-    let tracker = app.tracker.clone();
-    Ok(ws
-        .on_upgrade(move |ws| {
-            tracker.track_future(async move {
-                socket.run(ws).await;
-                drop(permit);
-            })
-        })
-        .into_response())
+    Ok(run_upgraded(app, ws, permit, move |ws| socket.run(ws)))
 }
 
 /// Why a signal socket ends.

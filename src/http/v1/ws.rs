@@ -10,7 +10,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,8 +22,9 @@ use super::error::V1Error;
 use super::inbox::V1Message;
 use super::{parse_key, V1State};
 use crate::error::close_code;
+use crate::http::{admit_upgrade, run_upgraded};
 use crate::protocol::whispr_v1::{inbox_key, StoredV1};
-use crate::protocol::{ErrorCode, PublicKey};
+use crate::protocol::PublicKey;
 use crate::session::sleep_until_opt;
 
 pub async fn by_path(
@@ -57,35 +58,13 @@ fn upgrade(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, V1Error> {
     let to = parse_key(key)?;
-    let ws = ws.map_err(|e| V1Error::Relay {
-        code: ErrorCode::Malformed,
-        detail: format!("not a WebSocket upgrade: {e}"),
-    })?;
     let app = &v1.app;
-    if app.shutdown.is_cancelled() {
-        return Err(crate::error::RelayError::ShuttingDown.into());
-    }
     let ip = crate::http::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
-    let permit = app.admission.admit(ip).map_err(|e| V1Error::Relay {
-        code: e.code,
-        detail: e.detail,
-    })?;
-    let c = &app.config;
-    let ws = ws
-        .read_buffer_size(c.ws_read_buffer_bytes)
-        .write_buffer_size(c.ws_write_buffer_bytes)
-        .max_message_size(c.max_frame_bytes())
-        .max_frame_size(c.max_frame_bytes());
-    let tracker = app.tracker.clone();
+    let (ws, permit) = admit_upgrade(app, ws, ip, app.config.max_frame_bytes())?;
     let state = v1.clone();
-    Ok(ws
-        .on_upgrade(move |socket| {
-            tracker.track_future(async move {
-                V1Socket::new(state, to).run(socket).await;
-                drop(permit);
-            })
-        })
-        .into_response())
+    Ok(run_upgraded(app, ws, permit, move |socket| {
+        V1Socket::new(state, to).run(socket)
+    }))
 }
 
 /// Why a v1 socket ends.
