@@ -47,7 +47,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{Envelope, PublicKey, VerifiedEnvelope};
-use crate::redis_link::{bounded, RedisLink, RedisNodes, RedisTarget};
+use crate::redis_link::{bounded, Publisher, RedisLink, RedisNodes, RedisTarget};
 use crate::registry::Registry;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -237,13 +237,6 @@ impl Subscriber<'_> {
     }
 }
 
-/// Where the publisher sends: `PUBLISH` on one Redis, `SPUBLISH` (routed by the
-/// channel's slot) on a cluster.
-enum Publisher {
-    Single(Box<redis::Client>),
-    Cluster(ClusterConnection),
-}
-
 /// Starts the pub/sub tasks serving `commands` (the receiving end of the channel given
 /// to [`Registry::with_remote`]). The tasks end when `stop` is cancelled. On a cluster
 /// the connection is made here, so a cluster that cannot be reached fails the start.
@@ -270,7 +263,7 @@ pub async fn start(
         RedisNodes::Single(url) => {
             let client = target.client(url)?;
             tracker.spawn(publisher(
-                Publisher::Single(Box::new(client.clone())),
+                Publisher::single(client.clone()),
                 outbox,
                 stop.clone(),
             ));
@@ -657,59 +650,19 @@ impl Remote {
 /// Publishes queued events in batches. A failed batch is dropped: pub/sub is
 /// at-most-once anyway, and sessions catch up from the store.
 async fn publisher(
-    target: Publisher,
+    mut target: Publisher,
     mut outbox: mpsc::UnboundedReceiver<(String, String)>,
     stop: CancellationToken,
 ) {
-    let mut single = None;
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             n = outbox.recv_many(&mut batch, PUBLISH_BATCH) => if n == 0 { return },
         }
-        let result = match &target {
-            Publisher::Single(client) => {
-                if single.is_none() {
-                    single = client.get_connection_manager().await.ok();
-                }
-                let Some(c) = single.as_mut() else {
-                    tracing::warn!(
-                        dropped = batch.len(),
-                        "Redis pub/sub: cannot connect to publish"
-                    );
-                    batch.clear();
-                    continue;
-                };
-                // One pipelined round trip for the whole batch.
-                let mut pipe = redis::pipe();
-                for (channel, payload) in batch.drain(..) {
-                    pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
-                }
-                pipe.query_async::<()>(c).await
-            }
-            Publisher::Cluster(conn) => {
-                // Each channel lives on its own slot's master: one SPUBLISH each,
-                // concurrently.
-                let sends = batch.drain(..).map(|(channel, payload)| {
-                    let mut conn = conn.clone();
-                    async move {
-                        redis::cmd("SPUBLISH")
-                            .arg(channel)
-                            .arg(payload)
-                            .query_async::<()>(&mut conn)
-                            .await
-                    }
-                });
-                futures::future::join_all(sends)
-                    .await
-                    .into_iter()
-                    .collect::<Result<Vec<()>, _>>()
-                    .map(|_| ())
-            }
-        };
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "Redis pub/sub: publish failed");
+        let queued = batch.len();
+        if let Err(e) = target.publish(&mut batch).await {
+            tracing::warn!(error = %e, dropped = queued, "Redis pub/sub: publish failed");
         }
     }
 }

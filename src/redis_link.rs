@@ -142,6 +142,63 @@ pub async fn bounded<T>(call: impl std::future::Future<Output = RedisResult<T>>)
         })
 }
 
+/// Publishes pub/sub batches for the tasks that fan events out to other nodes (wake-ups,
+/// call signalling): `PUBLISH` pipelined on one server (its connection made on first
+/// use and remade by redis-rs), `SPUBLISH` per channel on a cluster (each channel lives
+/// on its own slot's master). Pub/sub is at most once: a batch that fails is reported
+/// and dropped, never retried.
+pub enum Publisher {
+    Single {
+        client: Box<redis::Client>,
+        conn: Option<ConnectionManager>,
+    },
+    Cluster(ClusterConnection),
+}
+
+impl Publisher {
+    pub fn single(client: redis::Client) -> Self {
+        Publisher::Single {
+            client: Box::new(client),
+            conn: None,
+        }
+    }
+
+    /// Publishes and empties `batch` (`(channel, payload)` pairs).
+    pub async fn publish(&mut self, batch: &mut Vec<(String, String)>) -> RedisResult<()> {
+        match self {
+            Publisher::Single { client, conn } => {
+                // A cheap clone of the shared, self-reconnecting connection.
+                let mut c = match conn {
+                    Some(c) => c.clone(),
+                    None => {
+                        let made = bounded(client.get_connection_manager()).await;
+                        let c = made.inspect_err(|_| batch.clear())?;
+                        conn.insert(c).clone()
+                    }
+                };
+                let mut pipe = redis::pipe();
+                for (channel, payload) in batch.drain(..) {
+                    pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+                }
+                bounded(pipe.query_async::<()>(&mut c)).await
+            }
+            Publisher::Cluster(conn) => {
+                let sends = batch.drain(..).map(|(channel, payload)| {
+                    let mut conn = conn.clone();
+                    async move {
+                        redis::cmd("SPUBLISH")
+                            .arg(channel)
+                            .arg(payload)
+                            .query_async::<()>(&mut conn)
+                            .await
+                    }
+                });
+                futures::future::try_join_all(sends).await.map(|_| ())
+            }
+        }
+    }
+}
+
 /// Where a RESP3 connection sends its pushes (pub/sub messages, disconnections).
 pub type PushSender = tokio::sync::mpsc::UnboundedSender<redis::PushInfo>;
 

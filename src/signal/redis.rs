@@ -20,7 +20,7 @@
 //! while a node is disconnected are lost, as they would be on a dropped socket; WebRTC
 //! clients retry their offers and gather candidates again.
 
-use crate::redis_link::bounded;
+use crate::redis_link::{bounded, Publisher};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -100,7 +100,11 @@ pub fn start(
     stop: CancellationToken,
 ) {
     let (publish, outbox) = mpsc::channel(PUBLISH_QUEUE);
-    tracker.spawn(publisher(client.clone(), outbox, stop.clone()));
+    tracker.spawn(publisher(
+        Publisher::single(client.clone()),
+        outbox,
+        stop.clone(),
+    ));
     let remote = Remote {
         client,
         rooms,
@@ -263,37 +267,19 @@ impl Remote {
 /// Publishes queued events in pipelined batches. A failed batch is dropped: pub/sub is
 /// at-most-once anyway.
 async fn publisher(
-    client: redis::Client,
+    mut target: Publisher,
     mut outbox: mpsc::Receiver<(String, String)>,
     stop: CancellationToken,
 ) {
-    let mut conn = None;
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             n = outbox.recv_many(&mut batch, PUBLISH_BATCH) => if n == 0 { return },
         }
-        if conn.is_none() {
-            conn = tokio::time::timeout(CONNECT_TIMEOUT, client.get_connection_manager())
-                .await
-                .ok()
-                .and_then(Result::ok);
-        }
-        let Some(c) = conn.as_mut() else {
-            tracing::warn!(
-                dropped = batch.len(),
-                "signal pub/sub: cannot connect to publish"
-            );
-            batch.clear();
-            continue;
-        };
-        let mut pipe = redis::pipe();
-        for (channel, payload) in batch.drain(..) {
-            pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
-        }
-        if let Err(e) = pipe.query_async::<()>(c).await {
-            tracing::warn!(error = %e, "signal pub/sub: publish failed");
+        let queued = batch.len();
+        if let Err(e) = target.publish(&mut batch).await {
+            tracing::warn!(error = %e, dropped = queued, "signal pub/sub: publish failed");
         }
     }
 }
