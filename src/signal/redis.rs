@@ -36,8 +36,6 @@ use super::{CallId, Command, Event, Rooms};
 
 /// Wait between attempts to reconnect the subscriber.
 pub const RECONNECT_DELAY: Duration = Duration::from_millis(500);
-/// How long one connection attempt may take (a black-holed Redis must not stall us).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Publishes queued at most; beyond it they are dropped (pub/sub is best effort, and
 /// memory must stay bounded while Redis is slow).
 const PUBLISH_QUEUE: usize = 4096;
@@ -197,11 +195,7 @@ impl Remote {
     }
 
     async fn try_connect(&self) -> redis::RedisResult<(Sink, Stream)> {
-        let pubsub = tokio::time::timeout(CONNECT_TIMEOUT, self.client.get_async_pubsub())
-            .await
-            .map_err(|_| {
-                redis::RedisError::from((redis::ErrorKind::Io, "connection timed out"))
-            })??;
+        let pubsub = bounded(self.client.get_async_pubsub()).await?;
         let (mut sink, stream) = pubsub.split();
         let channels: Vec<String> = self.subscribed.iter().map(channel).collect();
         if !channels.is_empty() {

@@ -854,12 +854,7 @@ async fn attachments_on_redis_are_shared_by_relays_and_expire() {
     let Some(redis) = RedisServer::start().await else {
         return;
     };
-    let config = config_with(&format!(
-        "store = \"redis\"\nredis_url = {:?}\nattachment_ttl_seconds = 60",
-        redis.url
-    ));
-    let one = TestRelay::start_with(config.clone()).await;
-    let two = TestRelay::start_clocked(config, one.clock.clone()).await;
+    let (one, two) = TestRelay::pair(redis.config("attachment_ttl_seconds = 60")).await;
     v1_round_trip(&one, &two).await;
     native_round_trip(&two, &one).await;
     the_two_apis_do_not_share_blobs(&two).await;

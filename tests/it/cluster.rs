@@ -7,18 +7,12 @@ use whispr::client::{ClientError, WsClient};
 use whispr::protocol::{Codec, Identity};
 
 use crate::redis_store::RedisServer;
-use crate::support::{assert_silent, config_with, drain_until_synced, receive, TestRelay};
+use crate::support::{assert_silent, drain_until_synced, receive, TestRelay};
 
 /// Two nodes on `redis`, sharing a clock. The periodic catch-up is slow, so a delivery
 /// within a second shows the pub/sub wake-up, not the catch-up.
 async fn two_nodes(redis: &RedisServer) -> (TestRelay, TestRelay) {
-    let config = config_with(&format!(
-        "store = \"redis\"\nredis_url = {:?}\nws_catch_up_seconds = 60",
-        redis.url
-    ));
-    let a = TestRelay::start_with(config.clone()).await;
-    let b = TestRelay::start_clocked(config, a.clock.clone()).await;
-    (a, b)
+    TestRelay::pair(redis.config("ws_catch_up_seconds = 60")).await
 }
 
 /// `n` deliveries within a second, acked.
@@ -250,25 +244,9 @@ async fn an_ephemeral_envelope_reaches_a_session_on_the_other_node() {
         &whispr::protocol::PublicKey::from_hex(&carol.enc_pub(), whispr::protocol::KeyField::Key)
             .unwrap(),
     );
-    // Until b has subscribed to the v1 inbox's wake-ups (5 s guard).
-    let client = redis::Client::open(redis.url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // Until b has subscribed to the v1 inbox's wake-ups.
     let wakeups = whispr::notify::channel(&carol_inbox);
-    let mut subscribed = false;
-    for _ in 0..500 {
-        let (_, n): (String, i64) = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(&wakeups)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if n == 1 {
-            subscribed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(subscribed, "b subscribes to the v1 inbox's channel");
+    crate::redis_store::wait_subscribers(&redis.url, &wakeups, 1).await;
     let probe = whispr::protocol::Envelope::seal(
         &alice,
         carol_inbox,

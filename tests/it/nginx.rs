@@ -348,13 +348,10 @@ async fn two_nodes_on_one_redis_behind_nginx_deliver_whatever_node_takes_the_sen
     let certs = scratch_dir("nginx-certs");
     let (cert, key) = self_signed_cert(&certs, "nginx");
     // The README's recipe: the same settings on both nodes, store = "redis".
-    let config = config_with(&format!(
-        "trusted_proxies = [\"127.0.0.1/32\"]\nstore = \"redis\"\nredis_url = {:?}\n\
-         ws_catch_up_seconds = 60",
-        redis.url
-    ));
-    let a = TestRelay::start_with(config.clone()).await;
-    let b = TestRelay::start_clocked(config, a.clock.clone()).await;
+    let (a, b) = TestRelay::pair(
+        redis.config("trusted_proxies = [\"127.0.0.1/32\"]\nws_catch_up_seconds = 60"),
+    )
+    .await;
     let nginx = tokio::task::spawn_blocking({
         let (cert, key, nodes) = (cert.clone(), key.clone(), [a.addr, b.addr]);
         move || Nginx::start(&nodes, &cert, &key)

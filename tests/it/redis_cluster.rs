@@ -207,8 +207,7 @@ async fn two_relays_on_a_cluster_deliver_across_nodes_and_slots() {
          max_messages_per_second = 1\nburst_messages = 4",
         cluster.urls()
     ));
-    let a = TestRelay::start_with(config.clone()).await;
-    let b = TestRelay::start_clocked(config, a.clock.clone()).await;
+    let (a, b) = TestRelay::pair(config).await;
     let alice = Identity::generate();
     let recipients = spread(&cluster).await;
 
@@ -281,8 +280,7 @@ async fn signal_rooms_span_relays_on_a_cluster() {
         "store = \"redis\"\nredis_cluster_urls = {:?}",
         cluster.urls()
     ));
-    let a = TestRelay::start_with(config.clone()).await;
-    let b = TestRelay::start_clocked(config, a.clock.clone()).await;
+    let (a, b) = TestRelay::pair(config).await;
     // Watched through another node than the relays publish to: Redis forwards it.
     let (mut caller, mut callee) =
         crate::signal::cross_pair(&cluster.nodes[2].url, &a, &b, "cluster-call").await;

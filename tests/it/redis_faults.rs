@@ -34,13 +34,11 @@ async fn rate_limits_are_shared_by_every_node_on_one_redis() {
         return;
     };
     // One message per second per sender with a burst of three; per-IP roomy.
-    let config = config_with(&format!(
-        "store = \"redis\"\nredis_url = {:?}\nmax_messages_per_second = 1\nburst_messages = 3\n\
+    let (a, b) = TestRelay::pair(redis.config(
+        "max_messages_per_second = 1\nburst_messages = 3\n\
          max_messages_per_second_per_ip = 1000\nburst_messages_per_ip = 1000",
-        redis.url
-    ));
-    let a = TestRelay::start_with(config.clone()).await;
-    let b = TestRelay::start_clocked(config, a.clock.clone()).await;
+    ))
+    .await;
     let (alice, bob) = (Identity::generate(), Identity::generate());
 
     send(&a, &alice, &bob, "1").await.unwrap();
@@ -63,13 +61,10 @@ async fn per_ip_limits_are_shared_too() {
     let Some(redis) = RedisServer::start().await else {
         return;
     };
-    let config = config_with(&format!(
-        "store = \"redis\"\nredis_url = {:?}\nmax_messages_per_second_per_ip = 1\n\
-         burst_messages_per_ip = 2",
-        redis.url
-    ));
-    let a = TestRelay::start_with(config.clone()).await;
-    let b = TestRelay::start_clocked(config, a.clock.clone()).await;
+    let (a, b) = TestRelay::pair(
+        redis.config("max_messages_per_second_per_ip = 1\nburst_messages_per_ip = 2"),
+    )
+    .await;
     let bob = Identity::generate();
     send(&a, &Identity::generate(), &bob, "1").await.unwrap();
     send(&b, &Identity::generate(), &bob, "2").await.unwrap();
@@ -99,11 +94,8 @@ async fn redis_killed_and_restarted_under_traffic_loses_no_accepted_message() {
     let Some(redis) = RedisServer::start_in(port, &dir, &durable).await else {
         return;
     };
-    let config = config_with(&format!(
-        "store = \"redis\"\nredis_url = {:?}\nws_catch_up_seconds = 1\n\
-         max_messages_per_second = 1000\nburst_messages = 1000",
-        redis.url
-    ));
+    let config = redis
+        .config("ws_catch_up_seconds = 1\nmax_messages_per_second = 1000\nburst_messages = 1000");
     let relay = TestRelay::start_with(config).await;
     let (alice, bob, carol) = (
         Identity::generate(),

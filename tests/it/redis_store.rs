@@ -25,6 +25,14 @@ pub(crate) fn single(url: &str) -> RedisTarget {
 }
 
 impl RedisServer {
+    /// The test configuration with `store = "redis"` on this server, plus `extra` TOML.
+    pub(crate) fn config(&self, extra: &str) -> whispr::config::Config {
+        crate::support::config_with(&format!(
+            "store = \"redis\"\nredis_url = {:?}\n{extra}",
+            self.url
+        ))
+    }
+
     /// Starts one and waits until it answers PING; `None` when it is not installed.
     pub(crate) async fn start() -> Option<Self> {
         Self::start_with(free_port(), &[]).await
@@ -96,6 +104,26 @@ impl Drop for RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Waits (5 s guard) until `n` connections are subscribed to `channel` on the Redis at
+/// `url`: a node has subscribed, so what is published next reaches it.
+pub(crate) async fn wait_subscribers(url: &str, channel: &str, n: i64) {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for _ in 0..500 {
+        let (_, count): (String, i64) = redis::cmd("PUBSUB")
+            .arg("NUMSUB")
+            .arg(channel)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if count == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{channel} never had {n} subscribers");
 }
 
 /// A port nothing listens on right now.
@@ -307,8 +335,7 @@ async fn a_relay_on_redis_keeps_queued_messages_across_a_restart() {
     let Some(redis) = RedisServer::start().await else {
         return;
     };
-    let config =
-        crate::support::config_with(&format!("store = \"redis\"\nredis_url = {:?}", redis.url));
+    let config = redis.config("");
     let (alice, bob) = (
         whispr::protocol::Identity::generate(),
         whispr::protocol::Identity::generate(),

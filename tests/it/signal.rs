@@ -311,34 +311,18 @@ async fn switched_off_signal_is_404() {
 
 /// Two relays on `redis`.
 async fn two_nodes(redis: &RedisServer, extra: &str) -> (TestRelay, TestRelay) {
-    let config = signal_config(&format!(
+    TestRelay::pair(signal_config(&format!(
         "store = \"redis\"\nredis_url = {:?}\n{extra}",
         redis.url
-    ));
-    let a = TestRelay::start_with(config.clone()).await;
-    let b = TestRelay::start_clocked(config, a.clock.clone()).await;
-    (a, b)
+    )))
+    .await
 }
 
 /// Waits until `n` connections are subscribed to `call`'s channel (5 s guard), so a
 /// join published next is heard by every node in the room.
 async fn subscribers(redis: &RedisServer, call: &str, n: i64) {
     let name = channel(&CallId::string(call).unwrap());
-    let client = redis::Client::open(redis.url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    for _ in 0..500 {
-        let (_, count): (String, i64) = redis::cmd("PUBSUB")
-            .arg("NUMSUB")
-            .arg(&name)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        if count == n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("{name} never had {n} subscribers");
+    crate::redis_store::wait_subscribers(&redis.url, &name, n).await;
 }
 
 /// A subscriber of `call`'s channel, to see what the nodes published.

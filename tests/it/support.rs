@@ -48,6 +48,14 @@ impl TestRelay {
         Self::start_clocked(config, Clock::manual()).await
     }
 
+    /// Two relay nodes with one configuration and one clock (several nodes on one
+    /// Redis).
+    pub async fn pair(config: Config) -> (TestRelay, TestRelay) {
+        let a = TestRelay::start_with(config.clone()).await;
+        let b = TestRelay::start_clocked(config, a.clock.clone()).await;
+        (a, b)
+    }
+
     pub async fn start_clocked(config: Config, clock: Clock) -> Self {
         whispr::telemetry::init(&config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
