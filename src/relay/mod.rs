@@ -145,8 +145,12 @@ impl Relay {
         let outcome = self.store.insert(&verified, self.clock.now_ms()).await?;
         let duplicate = outcome == InsertOutcome::Duplicate;
         if !duplicate {
-            self.registry.notify(verified.recipient());
-            self.registry.notify_remote(verified.recipient());
+            // An inbox has one session across all nodes: when it is here, no other
+            // node needs the wake-up (a newer one elsewhere reads the store when it
+            // registers). v1 inboxes have no session and always publish.
+            if !self.registry.notify(verified.recipient()) {
+                self.registry.notify_remote(verified.recipient());
+            }
         }
         tracing::debug!(id = %id, duplicate, "accepted");
         Ok(Accepted {
