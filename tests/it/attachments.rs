@@ -11,6 +11,7 @@ use whispr::protocol::{HttpAuth, Identity};
 
 use crate::redis_store::RedisServer;
 use crate::support::{config_with, TestRelay};
+use crate::v1::{get, post};
 
 /// A v1 user as the Python client holds one: an X25519 key (the address) and an
 /// Ed25519 key that signs what it uploads.
@@ -52,28 +53,6 @@ impl V1User {
             "sha256": BlobId::of(blob).to_hex(),
         })
     }
-}
-
-async fn post(relay: &TestRelay, path: &str, body: String) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(format!("{}{path}", relay.base))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    (
-        resp.status().as_u16(),
-        resp.json().await.unwrap_or(Value::Null),
-    )
-}
-
-async fn get(relay: &TestRelay, path: &str) -> (u16, Value) {
-    let resp = reqwest::get(format!("{}{path}", relay.base)).await.unwrap();
-    (
-        resp.status().as_u16(),
-        resp.json().await.unwrap_or(Value::Null),
-    )
 }
 
 /// Status, content type, declared length and bytes of a raw download.

@@ -73,7 +73,8 @@ impl V1User {
     }
 }
 
-async fn post(relay: &TestRelay, path: &str, body: String) -> (u16, Value) {
+/// A JSON POST: the status and the JSON answer (null when it is not JSON).
+pub(crate) async fn post(relay: &TestRelay, path: &str, body: String) -> (u16, Value) {
     let resp = reqwest::Client::new()
         .post(format!("{}{path}", relay.base))
         .header("content-type", "application/json")
@@ -91,7 +92,8 @@ async fn send(relay: &TestRelay, message: &Value) -> (u16, Value) {
     post(relay, "/send", message.to_string()).await
 }
 
-async fn get(relay: &TestRelay, path: &str) -> (u16, Value) {
+/// A GET: the status and the JSON answer (null when it is not JSON).
+pub(crate) async fn get(relay: &TestRelay, path: &str) -> (u16, Value) {
     let resp = reqwest::get(format!("{}{path}", relay.base)).await.unwrap();
     (
         resp.status().as_u16(),
