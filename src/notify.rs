@@ -362,8 +362,8 @@ impl Remote {
                 _ = stop.cancelled() => return,
                 Some(cmd) = commands.recv() => {
                     if let Err(e) = self.on_command(Subscriber::Cluster(&mut conn), cmd).await {
-                        // Only an unsubscribe gets here (a failed subscribe is pending);
-                        // a stale subscription just delivers wake-ups nobody needs.
+                        // Failed cluster (un)subscribes are kept for the retry tick
+                        // (`pending`, `stale`), so nothing is expected here.
                         tracing::warn!(error = %e, "Redis Cluster pub/sub: command failed");
                     }
                 }
