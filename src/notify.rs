@@ -47,7 +47,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{Envelope, PublicKey, VerifiedEnvelope};
-use crate::redis_link::{bounded, Publisher, RedisLink, RedisNodes, RedisTarget};
+use crate::redis_link::{
+    bounded, run_publisher, Publisher, RedisLink, RedisNodes, RedisTarget, PUBLISH_QUEUE,
+};
 use crate::registry::Registry;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -101,8 +103,6 @@ pub async fn publish_ephemeral(
 /// The sending side handed to the [`Registry`].
 pub type Commands = mpsc::UnboundedSender<Command>;
 
-/// Publishes queued per batch; a larger backlog waits for the next round trip.
-const PUBLISH_BATCH: usize = 256;
 /// How often unechoed takeovers are announced again and failed cluster subscriptions
 /// retried.
 const RETRY_EVERY: Duration = Duration::from_secs(2);
@@ -207,7 +207,9 @@ pub struct Remote {
     /// [`RETRY_EVERY`] (a stale `:e` subscription would answer "online" for a session
     /// that left).
     stale: HashSet<String>,
-    publish: mpsc::UnboundedSender<(String, String)>,
+    /// Events for the publisher task (bounded: when Redis is slow they are dropped,
+    /// and the re-announce tick and the catch-up make up for them).
+    publish: mpsc::Sender<(String, String)>,
 }
 
 /// The connection that holds this node's subscriptions.
@@ -248,7 +250,7 @@ pub async fn start(
     tracker: &tokio_util::task::TaskTracker,
     stop: CancellationToken,
 ) -> Result<(), redis::RedisError> {
-    let (publish, outbox) = mpsc::unbounded_channel();
+    let (publish, outbox) = mpsc::channel(PUBLISH_QUEUE);
     let remote = Remote {
         registry,
         verify,
@@ -262,10 +264,11 @@ pub async fn start(
     match &target.nodes {
         RedisNodes::Single(url) => {
             let client = target.client(url)?;
-            tracker.spawn(publisher(
+            tracker.spawn(run_publisher(
                 Publisher::single(client.clone()),
                 outbox,
                 stop.clone(),
+                "Redis pub/sub",
             ));
             tracker.spawn(remote.run(client, commands, stop));
         }
@@ -275,10 +278,11 @@ pub async fn start(
                 .cluster_client(urls, Some(pushes), crate::redis_link::RESPONSE_TIMEOUT)?
                 .get_async_connection()
                 .await?;
-            tracker.spawn(publisher(
+            tracker.spawn(run_publisher(
                 Publisher::Cluster(conn.clone()),
                 outbox,
                 stop.clone(),
+                "Redis pub/sub",
             ));
             tracker.spawn(remote.run_cluster(conn, received, commands, stop));
         }
@@ -511,7 +515,7 @@ impl Remote {
                 node: self.node,
                 session: local.session,
             };
-            let _ = self.publish.send((channel(key), event.encode()));
+            let _ = self.publish.try_send((channel(key), event.encode()));
         }
     }
 
@@ -569,7 +573,7 @@ impl Remote {
                     node: self.node,
                     session,
                 };
-                let _ = self.publish.send((channel(&key), event.encode()));
+                let _ = self.publish.try_send((channel(&key), event.encode()));
             }
             Command::Unregistered { key, session } => {
                 if self.locals.get(&key).is_some_and(|l| l.session == session) {
@@ -597,7 +601,7 @@ impl Remote {
             }
             Command::Wake(key) => {
                 let event = Event::Wake { node: self.node };
-                let _ = self.publish.send((channel(&key), event.encode()));
+                let _ = self.publish.try_send((channel(&key), event.encode()));
             }
         }
         Ok(())
@@ -643,26 +647,6 @@ impl Remote {
                 }
             }
             _ => tracing::debug!(channel = channel_name, "unknown pub/sub payload"),
-        }
-    }
-}
-
-/// Publishes queued events in batches. A failed batch is dropped: pub/sub is
-/// at-most-once anyway, and sessions catch up from the store.
-async fn publisher(
-    mut target: Publisher,
-    mut outbox: mpsc::UnboundedReceiver<(String, String)>,
-    stop: CancellationToken,
-) {
-    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            n = outbox.recv_many(&mut batch, PUBLISH_BATCH) => if n == 0 { return },
-        }
-        let queued = batch.len();
-        if let Err(e) = target.publish(&mut batch).await {
-            tracing::warn!(error = %e, dropped = queued, "Redis pub/sub: publish failed");
         }
     }
 }

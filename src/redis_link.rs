@@ -199,6 +199,33 @@ impl Publisher {
     }
 }
 
+/// Pub/sub events queued for a [`Publisher`] at most; beyond it they are dropped
+/// (pub/sub is at most once, and memory must stay bounded while Redis is slow).
+pub const PUBLISH_QUEUE: usize = 4096;
+/// Events sent per pipelined round trip.
+const PUBLISH_BATCH: usize = 256;
+
+/// The task that empties a publish queue into Redis in batches until `stop`; a failed
+/// batch is logged (as `what`) and dropped.
+pub async fn run_publisher(
+    mut target: Publisher,
+    mut outbox: tokio::sync::mpsc::Receiver<(String, String)>,
+    stop: tokio_util::sync::CancellationToken,
+    what: &'static str,
+) {
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            n = outbox.recv_many(&mut batch, PUBLISH_BATCH) => if n == 0 { return },
+        }
+        let queued = batch.len();
+        if let Err(e) = target.publish(&mut batch).await {
+            tracing::warn!(error = %e, dropped = queued, "{what}: publish failed");
+        }
+    }
+}
+
 /// Where a RESP3 connection sends its pushes (pub/sub messages, disconnections).
 pub type PushSender = tokio::sync::mpsc::UnboundedSender<redis::PushInfo>;
 

@@ -20,7 +20,7 @@
 //! while a node is disconnected are lost, as they would be on a dropped socket; WebRTC
 //! clients retry their offers and gather candidates again.
 
-use crate::redis_link::{bounded, Publisher};
+use crate::redis_link::{bounded, run_publisher, Publisher, PUBLISH_QUEUE};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -36,11 +36,6 @@ use super::{CallId, Command, Event, Rooms};
 
 /// Wait between attempts to reconnect the subscriber.
 pub const RECONNECT_DELAY: Duration = Duration::from_millis(500);
-/// Publishes queued at most; beyond it they are dropped (pub/sub is best effort, and
-/// memory must stay bounded while Redis is slow).
-const PUBLISH_QUEUE: usize = 4096;
-/// Publishes sent per pipelined round trip.
-const PUBLISH_BATCH: usize = 256;
 
 /// The Redis channel of a room.
 pub fn channel(call_id: &CallId) -> String {
@@ -98,10 +93,11 @@ pub fn start(
     stop: CancellationToken,
 ) {
     let (publish, outbox) = mpsc::channel(PUBLISH_QUEUE);
-    tracker.spawn(publisher(
+    tracker.spawn(run_publisher(
         Publisher::single(client.clone()),
         outbox,
         stop.clone(),
+        "signal pub/sub",
     ));
     let remote = Remote {
         client,
@@ -254,26 +250,6 @@ impl Remote {
                 channel = msg.get_channel_name(),
                 "unknown signal pub/sub payload"
             ),
-        }
-    }
-}
-
-/// Publishes queued events in pipelined batches. A failed batch is dropped: pub/sub is
-/// at-most-once anyway.
-async fn publisher(
-    mut target: Publisher,
-    mut outbox: mpsc::Receiver<(String, String)>,
-    stop: CancellationToken,
-) {
-    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            n = outbox.recv_many(&mut batch, PUBLISH_BATCH) => if n == 0 { return },
-        }
-        let queued = batch.len();
-        if let Err(e) = target.publish(&mut batch).await {
-            tracing::warn!(error = %e, dropped = queued, "signal pub/sub: publish failed");
         }
     }
 }
