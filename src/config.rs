@@ -69,6 +69,13 @@ pub struct Config {
     /// `rediss://` only: PEM file of the CA that signed Redis's certificate (a private
     /// CA). Empty: the system's trusted roots.
     pub redis_tls_ca: String,
+    /// Run on a Redis whose `maxmemory-policy` evicts keys (anything but `noeviction`).
+    /// Off: the relay refuses to start on such a Redis. On: it runs, warns at start and
+    /// every hour, and reports each eviction it notices to the inbox's readers as a gap.
+    pub redis_allow_eviction: bool,
+    /// How long a Redis call may take before the request fails with 503 `unavailable`
+    /// (milliseconds). An insert that Redis runs after this deadline stores nothing.
+    pub redis_response_timeout_ms: u64,
     /// Memory store: file to write queued messages to at graceful shutdown and read
     /// back at start (then deleted). Empty: queued messages end with the process.
     pub memory_snapshot_path: String,
@@ -176,6 +183,8 @@ impl Default for Config {
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_cluster_urls: String::new(),
             redis_tls_ca: String::new(),
+            redis_allow_eviction: false,
+            redis_response_timeout_ms: 2000,
             memory_snapshot_path: String::new(),
             max_message_bytes: 64 * 1024,
             max_messages_per_recipient: 1000,
@@ -514,6 +523,29 @@ impl Config {
         if !self.redis_tls_ca.is_empty() && !Path::new(&self.redis_tls_ca).is_file() {
             return invalid("redis_tls_ca", "no such file (a PEM CA certificate)");
         }
+        if self.store == StoreKind::Memory {
+            // A Redis address with the memory store is a half-finished setup: running on
+            // memory would silently give up what the operator wanted Redis for.
+            let set = if !self.redis_cluster_urls.trim().is_empty() {
+                Some("redis_cluster_urls")
+            } else if self.redis_url != Config::default().redis_url {
+                Some("redis_url")
+            } else {
+                None
+            };
+            if let Some(key) = set {
+                return invalid(
+                    key,
+                    "is set but store = \"memory\": add store = \"redis\" (or \"auto\") to use Redis, or remove it",
+                );
+            }
+        }
+        if !(100..=60_000).contains(&self.redis_response_timeout_ms) {
+            return invalid(
+                "redis_response_timeout_ms",
+                "must be between 100 and 60000 (milliseconds)",
+            );
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return invalid(
                 "log_level",
@@ -521,6 +553,14 @@ impl Config {
             );
         }
         Ok(self)
+    }
+
+    /// How the Redis store uses Redis.
+    pub fn redis_options(&self) -> crate::store::RedisOptions {
+        crate::store::RedisOptions {
+            allow_eviction: self.redis_allow_eviction,
+            response_timeout: Duration::from_millis(self.redis_response_timeout_ms),
+        }
     }
 
     /// Where Redis is, for `store = "redis"` or `"auto"`.

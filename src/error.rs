@@ -42,11 +42,11 @@ impl RelayError {
             RelayError::Protocol(e) => e.code(),
             RelayError::RateLimited { .. } => ErrorCode::RateLimited,
             RelayError::Store(StoreError::InboxFull { .. }) => ErrorCode::InboxFull,
-            RelayError::Store(StoreError::StoreFull { .. }) => ErrorCode::StoreFull,
-            RelayError::Store(StoreError::CursorAhead { .. }) => ErrorCode::CursorAhead,
-            RelayError::Store(StoreError::Unavailable(_)) | RelayError::ShuttingDown => {
-                ErrorCode::Unavailable
+            RelayError::Store(StoreError::StoreFull { .. } | StoreError::RedisFull) => {
+                ErrorCode::StoreFull
             }
+            RelayError::Store(StoreError::Unavailable(_) | StoreError::Misconfigured(_))
+            | RelayError::ShuttingDown => ErrorCode::Unavailable,
             RelayError::Store(StoreError::Snapshot(_)) => ErrorCode::Internal,
         }
     }
@@ -73,7 +73,9 @@ impl RelayError {
 pub fn blob_code(e: &BlobError) -> ErrorCode {
     match e {
         BlobError::TooLarge { .. } => ErrorCode::TooLarge,
-        BlobError::StoreFull { .. } | BlobError::SenderFull { .. } => ErrorCode::StoreFull,
+        BlobError::StoreFull { .. } | BlobError::RedisFull | BlobError::SenderFull { .. } => {
+            ErrorCode::StoreFull
+        }
         BlobError::Taken => ErrorCode::Forbidden,
         BlobError::Unavailable(_) | BlobError::Busy { .. } => ErrorCode::Unavailable,
     }

@@ -336,6 +336,30 @@ impl RedisLink {
         }
     }
 
+    /// Runs `cmd` on the one server, or on every master of a cluster in turn; answers
+    /// with each node's address (`host:port`, empty for the one server) and its reply.
+    pub async fn on_each_master(&self, cmd: &Cmd) -> RedisResult<Vec<(String, Value)>> {
+        match self {
+            RedisLink::Single(conn) => {
+                let reply: Value = cmd.query_async(&mut conn.clone()).await?;
+                Ok(vec![(String::new(), reply)])
+            }
+            RedisLink::Cluster(conn) => {
+                let mut conn = conn.clone();
+                let mut replies = Vec::new();
+                for (host, port) in masters(&mut conn).await? {
+                    let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                        host: host.clone(),
+                        port,
+                    });
+                    let reply = conn.route_command(cmd.clone(), route).await?;
+                    replies.push((format!("{host}:{port}"), reply));
+                }
+                Ok(replies)
+            }
+        }
+    }
+
     pub fn is_cluster(&self) -> bool {
         matches!(self, RedisLink::Cluster(_))
     }

@@ -24,7 +24,7 @@ use crate::redis_link::{RedisLink, RedisNodes};
 use crate::registry::Registry;
 use crate::relay::Relay;
 use crate::signal;
-use crate::store::{MemoryStore, RedisStore, SharedStore, StoreError};
+use crate::store::{MemoryStore, MessageStore, RedisStore, SharedStore, StoreError};
 use crate::tls::{ReloadableTls, TlsError, TlsListener};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +52,13 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// The Redis side of a Redis-backed relay: the shared connection (rate limits,
+/// ephemeral envelopes) and the store, whose watch task the server runs.
+struct OnRedis {
+    link: RedisLink,
+    store: Arc<RedisStore>,
 }
 
 /// A relay ready to serve.
@@ -83,7 +90,7 @@ impl Server {
 
     /// The message store, and the Redis connection when the store is Redis (then the
     /// rate limits and the cross-node notifications use Redis too).
-    async fn build_store(&self) -> Result<(SharedStore, Option<RedisLink>), ServerError> {
+    async fn build_store(&self) -> Result<(SharedStore, Option<OnRedis>), ServerError> {
         let c = &self.config;
         let limits = c.store_limits();
         let memory = || -> Result<SharedStore, StoreError> {
@@ -95,33 +102,45 @@ impl Server {
         };
         let target = c.redis_target();
         let redacted = target.redacted();
-        let on_redis = |link: RedisLink| -> (SharedStore, Option<RedisLink>) {
-            let store: SharedStore = Arc::new(RedisStore::on(link.clone(), limits));
-            (store, Some(link))
+        let unusable = |source: StoreError| ServerError::Redis {
+            url: redacted.clone(),
+            source,
         };
-        match c.store {
-            StoreKind::Memory => Ok((memory()?, None)),
-            StoreKind::Redis => {
-                let link = RedisLink::connect(&target)
-                    .await
-                    .map_err(|e| ServerError::Redis {
-                        url: redacted.clone(),
-                        source: StoreError::Unavailable(format!("cannot connect to redis: {e}")),
-                    })?;
-                tracing::info!(redis = %redacted, "queued messages, rate limits and wake-ups live in Redis");
-                Ok(on_redis(link))
+        let options = c.redis_options();
+        let link = match c.store {
+            StoreKind::Memory => return Ok((memory()?, None)),
+            StoreKind::Redis => RedisLink::connect_with_timeout(&target, options.response_timeout)
+                .await
+                .map_err(|e| {
+                    unusable(StoreError::Unavailable(format!(
+                        "cannot connect to redis: {e}"
+                    )))
+                })?,
+            StoreKind::Auto => {
+                match RedisLink::connect_with_timeout(&target, options.response_timeout).await {
+                    Ok(link) => link,
+                    // Only "nothing answers there" falls back: a wrong password, a TLS
+                    // failure or a refused SELECT is a Redis the operator meant to use.
+                    Err(e) if e.is_connection_refusal() || e.is_timeout() => {
+                        tracing::warn!(redis = %redacted, error = %e, "store = auto: nothing answers at the Redis address; using the in-memory store (queued messages do not survive a crash)");
+                        return Ok((memory()?, None));
+                    }
+                    Err(e) => {
+                        return Err(unusable(StoreError::Unavailable(format!(
+                            "redis answered but cannot be used: {e}"
+                        ))))
+                    }
+                }
             }
-            StoreKind::Auto => match RedisLink::connect(&target).await {
-                Ok(link) => {
-                    tracing::info!(redis = %redacted, "store = auto: Redis answered; queued messages, rate limits and wake-ups live in Redis");
-                    Ok(on_redis(link))
-                }
-                Err(e) => {
-                    tracing::warn!(redis = %redacted, error = %e, "store = auto: Redis not reachable; using the in-memory store (queued messages do not survive a crash)");
-                    Ok((memory()?, None))
-                }
-            },
-        }
+        };
+        let store = Arc::new(
+            RedisStore::open(link.clone(), limits, options)
+                .await
+                .map_err(unusable)?,
+        );
+        tracing::info!(redis = %redacted, store = store.kind(), "queued messages, rate limits and wake-ups live in Redis");
+        let shared: SharedStore = store.clone();
+        Ok((shared, Some(OnRedis { link, store })))
     }
 
     /// The attachment store: on the message store's Redis when that is Redis (so every
@@ -200,9 +219,10 @@ impl Server {
         } else {
             Registry::new()
         });
+        let store_kind = store.kind();
         let mut relay = Relay::new(&config, store, registry, self.clock.clone());
-        if let Some(link) = &redis {
-            relay.share_with_nodes(link.clone());
+        if let Some(on_redis) = &redis {
+            relay.share_with_nodes(on_redis.link.clone());
         }
         // The analytics writer outlives the sessions (it records their close), so it
         // has its own stop signal, given after they are gone.
@@ -246,6 +266,10 @@ impl Server {
             token.clone(),
         ));
         tracker.spawn(reloader(self.reload.clone(), tls.clone(), token.clone()));
+        if let Some(OnRedis { store, .. }) = redis {
+            let stop = token.clone();
+            tracker.spawn(async move { store.watch(stop).await });
+        }
         if shared {
             // Other nodes share the store: wake-ups and takeovers cross nodes.
             // An ephemeral envelope from another node is checked again there; its
@@ -299,7 +323,7 @@ impl Server {
             tracing::warn!("{}", http::v1::STARTUP_WARNING);
         }
         let router = http::router(app);
-        tracing::info!(%addr, tls = tls.is_some(), store = ?config.store, "whispr relay listening");
+        tracing::info!(%addr, tls = tls.is_some(), store = store_kind, "whispr relay listening");
         match tls {
             Some(tls) => serve(TlsListener::new(listener, tls)?, router, token.clone()).await?,
             None => serve(listener, router, token.clone()).await?,

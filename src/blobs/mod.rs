@@ -156,6 +156,9 @@ pub enum BlobError {
     TooLarge { size: u64, max: usize },
     #[error("the relay's attachment store is at its byte budget of {budget} bytes; retry after older attachments expire")]
     StoreFull { budget: usize },
+    /// Redis refused the upload because it reached its `maxmemory`.
+    #[error("the relay's Redis is full (it reached its maxmemory): attachments are refused until older ones expire or recipients read their messages")]
+    RedisFull,
     /// The sender's unexpired attachments would go over
     /// `max_attachment_bytes_per_sender` with this one.
     #[error("this sender key's unexpired attachments would exceed max_attachment_bytes_per_sender ({limit} bytes); retry after its older attachments expire")]

@@ -52,7 +52,7 @@ use super::{Blob, BlobError, BlobId, BlobLimits, BlobMeta, BlobStore, PutOutcome
 
 /// KEYS: blob. ARGV: now, expires_at, meta, data, ttl_ms.
 /// Returns the existing meta when an unexpired blob is there, else nil after storing.
-const PUT: &str = r#"
+const PUT: &str = r#"#!lua
 local exp = redis.call('HGET', KEYS[1], 'exp')
 if exp and tonumber(exp) > tonumber(ARGV[1]) then
   return redis.call('HGET', KEYS[1], 'meta')
@@ -67,7 +67,7 @@ return false
 /// expires_at, limit. Drops the entries that expired by `now` from both, then counts
 /// `member` (`<len>:<sha256>`) unless it is counted already.
 /// Returns 1 when counted now, 0 when it was counted already, -1 when over `limit`.
-const COUNT: &str = r#"
+const COUNT: &str = r#"#!lua
 local now = tonumber(ARGV[1])
 local used = tonumber(redis.call('GET', KEYS[2]) or '0')
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -100,7 +100,7 @@ return answer
 "#;
 
 /// KEYS: as [`COUNT`]. ARGV: member, len. Takes back a count whose blob was not stored.
-const UNCOUNT: &str = r#"
+const UNCOUNT: &str = r#"#!lua flags=allow-oom
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
   if redis.call('DECRBY', KEYS[2], ARGV[2]) <= 0 then
     redis.call('DEL', KEYS[2])
@@ -144,7 +144,7 @@ fn quota_member(blob: &Blob) -> String {
 fn failed(e: RedisError) -> BlobError {
     if e.code() == Some("OOM") {
         tracing::warn!(error = %e, "redis is out of memory (maxmemory); refusing attachments");
-        return BlobError::StoreFull { budget: 0 };
+        return BlobError::RedisFull;
     }
     BlobError::Unavailable(format!("redis: {e}"))
 }

@@ -10,6 +10,9 @@ use super::AppState;
 use crate::error::ApiError;
 use crate::protocol::{ErrorCode, PROTOCOL_VERSION, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK};
 
+/// How long each store may take to answer a readiness check.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(800);
+
 /// Liveness: the process answers.
 pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
@@ -23,8 +26,23 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError
             "the relay is shutting down",
         ));
     }
-    app.relay.store.check().await?;
-    app.blobs.check().await?;
+    // A load balancer's health check must get an answer, not a timeout, when Redis
+    // hangs: each check is bounded well below the usual 2-5 s probe timeouts.
+    let bounded = |what: &str| {
+        ApiError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "the {what} did not answer within {} ms",
+                READY_TIMEOUT.as_millis()
+            ),
+        )
+    };
+    tokio::time::timeout(READY_TIMEOUT, app.relay.store.check())
+        .await
+        .map_err(|_| bounded("message store"))??;
+    tokio::time::timeout(READY_TIMEOUT, app.blobs.check())
+        .await
+        .map_err(|_| bounded("attachment store"))??;
     Ok(Json(json!({"status": "ready"})))
 }
 
@@ -58,7 +76,7 @@ pub async fn info(State(app): State<AppState>) -> Json<Value> {
         "subprotocols": [SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK],
         "content_types": ["application/json", "application/msgpack"],
         "origin": if c.origin.is_empty() { Value::Null } else { Value::from(c.origin.clone()) },
-        "store": c.store,
+        "store": app.relay.store.kind(),
         "limits": {
             "max_message_bytes": c.max_message_bytes,
             "max_frame_bytes": c.max_frame_bytes(),

@@ -35,7 +35,9 @@ use crate::store::StoreError;
 /// until it would pass (the buckets before it keep the token they gave). On one Redis
 /// the IP and sender buckets go in one call; on a cluster, where they live in
 /// different slots, one call each.
-const GCRA: &str = r#"
+/// `allow-oom`: a bucket is a few bytes with a short life, and limits must keep working
+/// when Redis is full (the insert behind them is what answers 507 then).
+const GCRA: &str = r#"#!lua flags=allow-oom
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 for i, key in ipairs(KEYS) do
@@ -199,7 +201,10 @@ impl Shared {
         let (refused, wait_us): (usize, u64) = call
             .invoke_async(&mut self.conn.clone())
             .await
-            .map_err(|e| StoreError::Unavailable(format!("redis (rate limits): {e}")))?;
+            .map_err(|e| match e.code() {
+                Some("OOM") => StoreError::RedisFull,
+                _ => StoreError::Unavailable(format!("redis (rate limits): {e}")),
+            })?;
         match refused.checked_sub(1).and_then(|i| buckets.get(i)) {
             None => Ok(()),
             Some((_, _, scope)) => Err(RelayError::RateLimited {

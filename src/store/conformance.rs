@@ -38,6 +38,7 @@ where
     sequences_and_replay(make(LIMITS).await).await;
     idempotent_insert(make(LIMITS).await).await;
     ack_deletes_through_cursor(make(LIMITS).await).await;
+    cursor_ahead_is_lost_history(make(LIMITS).await).await;
     ttl_expiry_is_a_gap(make(LIMITS).await).await;
     stale_epoch_is_a_gap(make(LIMITS).await).await;
     inbox_cap_refuses(make(LIMITS).await).await;
@@ -159,11 +160,74 @@ async fn ack_deletes_through_cursor(store: SharedStore) {
         left.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
         vec![3]
     );
+    assert_eq!(store.depth().await.unwrap(), 1);
+}
+
+/// A reader's cursor past the head of its own epoch proves the store lost history (a
+/// Redis restored from an older snapshot, say): nothing is deleted or skipped, the inbox
+/// moves to a new epoch, and readers are told and handed everything still stored.
+async fn cursor_ahead_is_lost_history(store: SharedStore) {
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    for n in 1..=3 {
+        store
+            .insert(&envelope(&alice, bob.public_key(), n, NOW), NOW)
+            .await
+            .unwrap();
+    }
+    let epoch = store
+        .fetch(&bob.public_key(), None, 10, NOW)
+        .await
+        .unwrap()
+        .epoch;
     assert_eq!(
         store.ack(&bob.public_key(), Cursor { epoch, seq: 9 }).await,
-        Err(StoreError::CursorAhead { seq: 9, head: 3 })
+        Ok(0),
+        "an ack past the head deletes nothing"
     );
-    assert_eq!(store.depth().await.unwrap(), 1);
+    let lost = super::HistoryLoss::CursorAhead;
+    assert_eq!(store.events().history_lost_total(lost), 1);
+    let after_ack = store
+        .fetch(&bob.public_key(), Some(Cursor { epoch, seq: 3 }), 10, NOW)
+        .await
+        .unwrap();
+    assert_ne!(after_ack.epoch, epoch, "the inbox moved to a new epoch");
+    assert_eq!(after_ack.gap, Some(GapReason::EpochChanged));
+    assert_eq!(
+        after_ack.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3],
+        "every stored message is handed out again under the new epoch"
+    );
+
+    // The same witness in a read: a cursor past the head.
+    let renewed = after_ack.epoch;
+    let read = store
+        .fetch(
+            &bob.public_key(),
+            Some(Cursor {
+                epoch: renewed,
+                seq: 7,
+            }),
+            10,
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert_ne!(read.epoch, renewed);
+    assert_eq!(read.gap, Some(GapReason::EpochChanged));
+    assert_eq!(read.messages.len(), 3);
+    assert_eq!(store.events().history_lost_total(lost), 2);
+    let next = store
+        .insert(&envelope(&alice, bob.public_key(), 4, NOW), NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        next,
+        InsertOutcome::Stored {
+            epoch: read.epoch,
+            seq: 4
+        },
+        "seqs go on from the head under the new epoch"
+    );
 }
 
 async fn ttl_expiry_is_a_gap(store: SharedStore) {

@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use super::snapshot::{InboxSnapshot, MessageSnapshot, Snapshot};
 use super::{
-    Batch, InsertOutcome, MessageStore, StoreError, StoreLimits, StoredMessage, SweepStats,
+    Batch, HistoryLoss, InsertOutcome, MessageStore, StoreError, StoreEvents, StoreLimits,
+    StoredMessage, SweepStats,
 };
 use crate::protocol::{Cursor, GapReason, MessageId, PublicKey, VerifiedEnvelope};
 
@@ -32,6 +33,7 @@ pub struct MemoryStore {
     limits: StoreLimits,
     /// Where to keep queued messages across a graceful restart, if anywhere.
     snapshot_path: Option<PathBuf>,
+    events: StoreEvents,
 }
 
 struct Queued {
@@ -182,6 +184,7 @@ impl MemoryStore {
             expired: AtomicU64::new(0),
             limits,
             snapshot_path,
+            events: StoreEvents::default(),
         }
     }
 
@@ -216,7 +219,10 @@ impl MemoryStore {
                 (used + bytes <= budget).then_some(used + bytes)
             })
             .map(|_| ())
-            .map_err(|_| StoreError::StoreFull { budget })
+            .map_err(|_| {
+                self.events.full();
+                StoreError::StoreFull { budget }
+            })
     }
 
     /// Expires an inbox's front, freeing its bytes and counting the messages.
@@ -292,6 +298,13 @@ impl MessageStore for MemoryStore {
             .or_insert_with(|| Inbox::new(now_ms));
         self.expire(&mut inbox, now_ms);
         inbox.touched_ms = now_ms;
+        if after.is_some_and(|c| c.epoch == inbox.epoch && c.seq > inbox.head) {
+            // The reader saw seqs this inbox never assigned: history was lost (an older
+            // snapshot, say). A new epoch makes the reader start over from what is kept.
+            inbox.epoch = new_epoch();
+            self.events
+                .history_lost(inbox_key, HistoryLoss::CursorAhead);
+        }
         let gap = inbox.gap_for(after);
         // Everything queued is above both the last ack and the last expiry; a cursor of
         // this epoch may stand higher still.
@@ -323,10 +336,12 @@ impl MessageStore for MemoryStore {
             return Ok(0);
         }
         if through.seq > inbox.head {
-            return Err(StoreError::CursorAhead {
-                seq: through.seq,
-                head: inbox.head,
-            });
+            // Acknowledging seqs never assigned: history was lost. Delete nothing, and
+            // move to a new epoch so the reader's next read reports the gap.
+            inbox.epoch = new_epoch();
+            self.events
+                .history_lost(inbox_key, HistoryLoss::CursorAhead);
+            return Ok(0);
         }
         inbox.acked_through = inbox.acked_through.max(through.seq);
         let (mut n, mut freed) = (0, 0);
@@ -386,6 +401,14 @@ impl MessageStore for MemoryStore {
         Snapshot::new(inboxes).write(path)?;
         tracing::info!(path = %path.display(), messages, "wrote the memory store snapshot");
         Ok(())
+    }
+
+    fn events(&self) -> &StoreEvents {
+        &self.events
+    }
+
+    fn kind(&self) -> &'static str {
+        "memory"
     }
 }
 

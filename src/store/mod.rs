@@ -11,12 +11,13 @@ mod redis;
 mod snapshot;
 
 use async_trait::async_trait;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::protocol::{Cursor, Envelope, GapReason, MessageId, PublicKey, VerifiedEnvelope};
 
 pub use memory::MemoryStore;
-pub use redis::RedisStore;
+pub use redis::{RedisOptions, RedisStore};
 
 /// A queued message as a reader sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,12 +73,92 @@ pub enum StoreError {
     InboxFull { cap: usize },
     #[error("the relay's message store is at its byte budget of {budget} bytes")]
     StoreFull { budget: usize },
-    #[error("cursor seq {seq} is ahead of the inbox head {head}")]
-    CursorAhead { seq: u64, head: u64 },
+    /// Redis refused a write because it reached its `maxmemory`: the operator's budget,
+    /// freed as recipients read and messages expire.
+    #[error("the relay's Redis is full (it reached its maxmemory): new messages are refused until recipients read theirs or they expire")]
+    RedisFull,
     #[error("message store unavailable: {0}")]
     Unavailable(String),
+    /// The store's backend is set up in a way that would lose messages silently (an
+    /// evicting Redis): the relay refuses to start, or refuses writes until it is fixed.
+    #[error("message store misconfigured: {0}")]
+    Misconfigured(String),
     #[error("memory store snapshot: {0}")]
     Snapshot(String),
+}
+
+/// Why a store found that an inbox's history may be incomplete. Each one moves the inbox
+/// to a new epoch, so every reader is told (`gap epoch_changed`) instead of skipping or
+/// deleting what it never saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryLoss {
+    /// A reader's cursor (or ack) stood past the inbox's head in the same epoch: the
+    /// store lost messages that reader had already been handed.
+    CursorAhead,
+    /// The inbox was last written by an earlier Redis process whose persistence was not
+    /// verified as lossless: a crash, restore or failover may have lost its last writes.
+    RedisRestarted,
+    /// The inbox's metadata was gone while messages remained (evicted).
+    MetadataMissing,
+    /// Messages or their order were gone from an inbox that still had metadata (evicted).
+    Evicted,
+}
+
+impl HistoryLoss {
+    pub const ALL: [HistoryLoss; 4] = [
+        HistoryLoss::CursorAhead,
+        HistoryLoss::RedisRestarted,
+        HistoryLoss::MetadataMissing,
+        HistoryLoss::Evicted,
+    ];
+
+    /// The metric label, and the word the Redis scripts return.
+    pub fn label(self) -> &'static str {
+        match self {
+            HistoryLoss::CursorAhead => "cursor_ahead",
+            HistoryLoss::RedisRestarted => "redis_restarted",
+            HistoryLoss::MetadataMissing => "metadata_missing",
+            HistoryLoss::Evicted => "evicted",
+        }
+    }
+
+    pub fn from_label(label: &[u8]) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|r| r.label().as_bytes() == label)
+    }
+}
+
+/// What a store noticed about itself, counted for `/metrics` (read at scrape time).
+#[derive(Debug, Default)]
+pub struct StoreEvents {
+    history_lost: [AtomicU64; HistoryLoss::ALL.len()],
+    full: AtomicU64,
+}
+
+impl StoreEvents {
+    /// Counts and logs (WARN, with the inbox's short id) an inbox moved to a new epoch.
+    pub fn history_lost(&self, inbox: &PublicKey, reason: HistoryLoss) {
+        self.history_lost[reason as usize].fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            inbox = %inbox,
+            reason = reason.label(),
+            "inbox history may be incomplete; the inbox moved to a new epoch and its readers are told (gap epoch_changed)"
+        );
+    }
+
+    /// Counts a write refused because the backend is full.
+    pub fn full(&self) {
+        self.full.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn history_lost_total(&self, reason: HistoryLoss) -> u64 {
+        self.history_lost[reason as usize].load(Ordering::Relaxed)
+    }
+
+    pub fn full_total(&self) -> u64 {
+        self.full.load(Ordering::Relaxed)
+    }
 }
 
 /// What a periodic sweep removed.
@@ -102,6 +183,9 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// Reads up to `limit` messages after `after` (everything queued when `None`),
     /// reporting a gap when the cursor's epoch is stale or messages after it expired.
+    /// A cursor past the head of the current epoch proves lost history: the inbox moves
+    /// to a new epoch and the read answers `EpochChanged` with every message still
+    /// stored.
     async fn fetch(
         &self,
         inbox: &PublicKey,
@@ -111,7 +195,9 @@ pub trait MessageStore: Send + Sync + 'static {
     ) -> Result<Batch, StoreError>;
 
     /// Deletes every message with seq `<= through.seq`, if `through.epoch` is current.
-    /// Returns how many were deleted. Acking past the head is `CursorAhead`.
+    /// Returns how many were deleted. Acking past the head of the current epoch deletes
+    /// nothing: it proves the store lost history, so the inbox moves to a new epoch
+    /// ([`HistoryLoss::CursorAhead`]) and its next read reports the gap.
     async fn ack(&self, inbox: &PublicKey, through: Cursor) -> Result<u64, StoreError>;
 
     /// Expires messages past their TTL and forgets idle empty inboxes.
@@ -125,6 +211,12 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// Called once at graceful shutdown, after every session has closed.
     async fn shutdown(&self) -> Result<(), StoreError>;
+
+    /// What the store noticed about itself (history losses, refusals when full).
+    fn events(&self) -> &StoreEvents;
+
+    /// The store's name as operators see it: `memory`, `redis` or `redis-cluster`.
+    fn kind(&self) -> &'static str;
 }
 
 /// A shared store handle.

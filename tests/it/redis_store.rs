@@ -296,7 +296,7 @@ async fn redis_out_of_memory_is_store_full() {
             break;
         }
     }
-    assert_eq!(refused, Some(StoreError::StoreFull { budget: 0 }));
+    assert_eq!(refused, Some(StoreError::RedisFull));
 }
 
 #[tokio::test]

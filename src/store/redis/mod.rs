@@ -68,6 +68,9 @@
 //!   Redis refuses with OOM becomes [`StoreError::StoreFull`] (with budget 0).
 //! - `sweep` reports no dropped inboxes: idle inboxes vanish by key expiry, uncounted.
 
+mod guard;
+mod scripts;
+
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use rand::Rng;
@@ -76,117 +79,17 @@ use redis::{FromRedisValue, RedisError, Script, ScriptInvocation};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 use super::{
-    Batch, InsertOutcome, MessageStore, StoreError, StoreLimits, StoredMessage, SweepStats,
+    Batch, HistoryLoss, InsertOutcome, MessageStore, StoreError, StoreEvents, StoreLimits,
+    StoredMessage, SweepStats,
 };
-use crate::protocol::{Cursor, Envelope, GapReason, PublicKey, VerifiedEnvelope};
+use crate::protocol::{Cursor, Envelope, GapReason, KeyField, PublicKey, VerifiedEnvelope};
 use crate::redis_link::{RedisLink, RedisTarget};
-
-/// Shared by every script: names the keys and defines `open`, `remove`, `expire`, `keep`.
-const PRELUDE: &str = r#"
-local meta, q, m, exp, ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local function int(n) return string.format('%d', n) end
-local function open(new_epoch)
-  if redis.call('EXISTS', meta) == 0 then
-    redis.call('HSET', meta, 'epoch', new_epoch, 'head', '0', 'lost', '0', 'acked', '0')
-    return true
-  end
-  return false
-end
-local function remove(seqs)
-  for i = 1, #seqs, 1000 do
-    local chunk = {unpack(seqs, i, math.min(i + 999, #seqs))}
-    redis.call('ZREM', q, unpack(chunk))
-    redis.call('HDEL', m, unpack(chunk))
-    redis.call('ZREM', exp, unpack(chunk))
-  end
-end
-local function expire(now)
-  local gone = redis.call('ZRANGEBYSCORE', exp, '-inf', now)
-  if #gone > 0 then
-    remove(gone)
-    local lost = tonumber(redis.call('HGET', meta, 'lost') or '0')
-    for _, s in ipairs(gone) do lost = math.max(lost, tonumber(s)) end
-    redis.call('HSET', meta, 'lost', int(lost))
-  end
-  redis.call('ZREMRANGEBYSCORE', ids, '-inf', now)
-  return #gone
-end
-local function keep(ttl_ms)
-  for _, k in ipairs(KEYS) do
-    local left = redis.call('PTTL', k)
-    if left == -1 or (left >= 0 and left < ttl_ms) then
-      redis.call('PEXPIRE', k, ttl_ms)
-    end
-  end
-end
-"#;
-
-/// ARGV: id, forget_at, now, expires_at, cap, payload, keep_ms, new_epoch.
-/// Returns {status, epoch, seq, expired}.
-const INSERT: &str = r#"
-open(ARGV[8])
-local expired = expire(ARGV[3])
-local epoch = redis.call('HGET', meta, 'epoch')
-if redis.call('ZSCORE', ids, ARGV[1]) then
-  keep(tonumber(ARGV[7]))
-  return {'dup', epoch, '0', int(expired)}
-end
-if redis.call('ZCARD', q) >= tonumber(ARGV[5]) then
-  keep(tonumber(ARGV[7]))
-  return {'full', epoch, '0', int(expired)}
-end
-local seq = int(redis.call('HINCRBY', meta, 'head', 1))
-redis.call('ZADD', q, seq, seq)
-redis.call('HSET', m, seq, ARGV[6])
-redis.call('ZADD', exp, ARGV[4], seq)
-redis.call('ZADD', ids, ARGV[2], ARGV[1])
-keep(tonumber(ARGV[7]))
-return {'stored', epoch, seq, int(expired)}
-"#;
-
-/// ARGV: now, cursor epoch ('' for none), cursor seq, limit, new_epoch, keep_ms.
-/// Returns {epoch, head, lost, acked, expired, seq1, payload1, seq2, payload2, ...}.
-const FETCH: &str = r#"
-if open(ARGV[5]) then keep(tonumber(ARGV[6])) end
-local expired = expire(ARGV[1])
-local v = redis.call('HMGET', meta, 'epoch', 'head', 'lost', 'acked')
-local low = v[3]
-if ARGV[2] == v[1] then
-  if tonumber(ARGV[3]) > tonumber(low) then low = ARGV[3] end
-elseif tonumber(v[4]) > tonumber(low) then
-  low = v[4]
-end
-local out = {v[1], v[2], v[3], v[4], int(expired)}
-local seqs = redis.call('ZRANGEBYSCORE', q, '(' .. low, '+inf', 'LIMIT', 0, tonumber(ARGV[4]))
-for _, s in ipairs(seqs) do
-  local p = redis.call('HGET', m, s)
-  if p then
-    table.insert(out, s)
-    table.insert(out, p)
-  end
-end
-return out
-"#;
-
-/// ARGV: epoch, seq. Returns {status, removed count or head}.
-const ACK: &str = r#"
-if redis.call('EXISTS', meta) == 0 then return {'stale', '0'} end
-local v = redis.call('HMGET', meta, 'epoch', 'head', 'acked')
-if v[1] ~= ARGV[1] then return {'stale', '0'} end
-if tonumber(ARGV[2]) > tonumber(v[2]) then return {'ahead', v[2]} end
-if tonumber(ARGV[2]) > tonumber(v[3]) then redis.call('HSET', meta, 'acked', ARGV[2]) end
-local gone = redis.call('ZRANGEBYSCORE', q, '-inf', ARGV[2])
-remove(gone)
-return {'ok', int(#gone)}
-"#;
-
-/// ARGV: now. Returns the number expired.
-const EXPIRE: &str = r#"
-if redis.call('EXISTS', meta) == 0 then return '0' end
-return int(expire(ARGV[1]))
-"#;
+use guard::Guard;
+use scripts::Scripts;
 
 /// What one queued message's payload holds besides its seq.
 #[derive(Serialize)]
@@ -201,21 +104,20 @@ struct Payload {
     envelope: Envelope,
 }
 
-struct Scripts {
-    insert: Script,
-    fetch: Script,
-    ack: Script,
-    expire: Script,
+/// How the store uses Redis, from the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// Run on an evicting `maxmemory-policy` anyway (`redis_allow_eviction`).
+    pub allow_eviction: bool,
+    /// How long a call may take before it fails with 503 (`redis_response_timeout_ms`).
+    pub response_timeout: Duration,
 }
 
-impl Scripts {
-    fn new() -> Self {
-        let with_prelude = |body: &str| Script::new(&format!("{PRELUDE}{body}"));
-        Scripts {
-            insert: with_prelude(INSERT),
-            fetch: with_prelude(FETCH),
-            ack: with_prelude(ACK),
-            expire: with_prelude(EXPIRE),
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            allow_eviction: false,
+            response_timeout: Duration::from_millis(2000),
         }
     }
 }
@@ -226,16 +128,26 @@ pub struct RedisStore {
     conn: RedisLink,
     scripts: Scripts,
     limits: StoreLimits,
+    options: RedisOptions,
+    guard: Guard,
     /// Messages expired by scripts since the last sweep reported them.
     expired: AtomicU64,
+    events: StoreEvents,
 }
 
-/// A script call on the five keys of the inbox tagged `tag`, in the scripts' order.
-fn on_inbox<'a>(script: &'a Script, tag: &str) -> ScriptInvocation<'a> {
+/// A script call on the five keys of the inbox tagged `tag`, in the scripts' order,
+/// with the three arguments every script takes first (see `scripts`).
+fn on_inbox<'a>(
+    script: &'a Script,
+    tag: &str,
+    checked: &str,
+    keep_ms: u64,
+) -> ScriptInvocation<'a> {
     let mut call = script.prepare_invoke();
     for part in ["meta", "q", "m", "exp", "ids"] {
         call.key(key(tag, part));
     }
+    call.arg(new_epoch()).arg(checked).arg(keep_ms);
     call
 }
 
@@ -254,15 +166,6 @@ fn new_epoch() -> u64 {
     rand::thread_rng().gen_range(1..(1u64 << 53))
 }
 
-/// Maps a Redis failure to the store's error, keeping Redis's words in it.
-fn failed(e: RedisError) -> StoreError {
-    if e.code() == Some("OOM") {
-        tracing::warn!(error = %e, "redis is out of memory (maxmemory); refusing writes");
-        return StoreError::StoreFull { budget: 0 };
-    }
-    StoreError::Unavailable(format!("redis: {e}"))
-}
-
 fn corrupt(what: &str) -> StoreError {
     StoreError::Unavailable(format!("redis returned an unexpected reply: {what}"))
 }
@@ -276,26 +179,45 @@ fn number(field: &[u8]) -> Result<u64, StoreError> {
 
 impl RedisStore {
     /// Connects to Redis (`redis://` or `rediss://`, with an optional password; or a
-    /// cluster's seed nodes) and checks with PING. Reconnects by itself later if the
-    /// connection drops.
+    /// cluster's seed nodes) with the default options and checks it (see [`RedisStore::open`]).
     pub async fn connect(
         target: &RedisTarget,
         limits: StoreLimits,
     ) -> Result<Arc<Self>, StoreError> {
-        let conn = RedisLink::connect(target)
+        let options = RedisOptions::default();
+        let conn = RedisLink::connect_with_timeout(target, options.response_timeout)
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot connect to redis: {e}")))?;
-        Ok(Arc::new(Self::on(conn, limits)))
+        Ok(Arc::new(Self::open(conn, limits, options).await?))
     }
 
-    /// A store on an existing connection (shared with the rate limits).
-    pub fn on(conn: RedisLink, limits: StoreLimits) -> Self {
-        RedisStore {
+    /// A store on an existing connection (shared with the rate limits), after checking
+    /// the Redis behind it: an evicting `maxmemory-policy` (unless allowed) or a Redis
+    /// older than 7.0 is [`StoreError::Misconfigured`].
+    pub async fn open(
+        conn: RedisLink,
+        limits: StoreLimits,
+        options: RedisOptions,
+    ) -> Result<Self, StoreError> {
+        let guard = Guard::new(options.allow_eviction);
+        let facts = guard.check(&conn).await?;
+        if options.allow_eviction {
+            guard::warn_eviction_allowed(&facts);
+        }
+        Ok(RedisStore {
             conn,
             scripts: Scripts::new(),
             limits,
+            options,
+            guard,
             expired: AtomicU64::new(0),
-        }
+            events: StoreEvents::default(),
+        })
+    }
+
+    /// Re-checks the Redis behind the store until `stop` (see `guard`); run it as a task.
+    pub async fn watch(&self, stop: CancellationToken) {
+        self.guard.watch(self.conn.clone(), stop).await
     }
 
     /// How long an inbox's keys outlive its last write.
@@ -303,8 +225,46 @@ impl RedisStore {
         self.limits.message_ttl_ms + self.limits.dedupe_window_ms
     }
 
+    /// Runs `script` on `inbox`'s keys with the common arguments and then `args`. When
+    /// the script meets a Redis process no check has seen (a restart), the process is
+    /// checked and the script runs once more, then taking an unchecked one as lossy.
+    async fn script(
+        &self,
+        script: &Script,
+        inbox: &PublicKey,
+        keep_ms: u64,
+        args: impl Fn(&mut ScriptInvocation<'_>),
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let tag = inbox.to_hex();
+        let mut checked = self.guard.checked_runs();
+        loop {
+            let mut call = on_inbox(script, &tag, &checked, keep_ms);
+            args(&mut call);
+            let reply: Vec<Vec<u8>> = self.run(&call).await?;
+            match reply.as_slice() {
+                [status, run] if status == b"recheck" && !checked.ends_with('*') => {
+                    let run = String::from_utf8_lossy(run);
+                    self.guard.learn(&self.conn, &run).await?;
+                    checked = self.guard.checked_runs() + ",*";
+                }
+                [status, _] if status == b"recheck" => return Err(corrupt("a second recheck")),
+                _ => return Ok(reply),
+            }
+        }
+    }
+
     fn count_expired(&self, field: &[u8]) -> Result<(), StoreError> {
         self.expired.fetch_add(number(field)?, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Reports what a script noticed about the inbox's history (empty: nothing).
+    fn note_loss(&self, inbox: &PublicKey, field: &[u8]) -> Result<(), StoreError> {
+        if field.is_empty() {
+            return Ok(());
+        }
+        let reason = HistoryLoss::from_label(field).ok_or_else(|| corrupt("a loss reason"))?;
+        self.events.history_lost(inbox, reason);
         Ok(())
     }
 
@@ -319,17 +279,31 @@ impl RedisStore {
         })
     }
 
+    /// Maps a Redis failure to the store's error, keeping Redis's words in it.
+    fn failed(&self, e: RedisError) -> StoreError {
+        if e.code() == Some("OOM") {
+            self.events.full();
+            self.guard.note_full();
+            return StoreError::RedisFull;
+        }
+        self.guard.poke();
+        StoreError::Unavailable(format!("redis: {e}"))
+    }
+
     /// Runs a script call on a clone of the shared, self-reconnecting connection.
     async fn run<T: FromRedisValue>(&self, call: &ScriptInvocation<'_>) -> Result<T, StoreError> {
         call.invoke_async(&mut self.conn.clone())
             .await
-            .map_err(failed)
+            .map_err(|e| self.failed(e))
     }
 
     /// Keys matching `pattern`, gathered with SCAN (never KEYS), from every master of
     /// a cluster.
     async fn scan(&self, pattern: &str) -> Result<Vec<String>, StoreError> {
-        self.conn.scan_match(pattern).await.map_err(failed)
+        self.conn
+            .scan_match(pattern)
+            .await
+            .map_err(|e| self.failed(e))
     }
 }
 
@@ -340,6 +314,9 @@ impl MessageStore for RedisStore {
         message: &VerifiedEnvelope,
         now_ms: u64,
     ) -> Result<InsertOutcome, StoreError> {
+        if let Some(why) = self.guard.refusal() {
+            return Err(StoreError::Misconfigured(why));
+        }
         let envelope = message.envelope();
         let payload = rmp_serde::to_vec_named(&PayloadRef {
             stored_at_ms: now_ms,
@@ -348,28 +325,39 @@ impl MessageStore for RedisStore {
         .map_err(|e| StoreError::Unavailable(format!("cannot encode a message: {e}")))?;
         let forget_at = envelope.timestamp.max(now_ms) + self.limits.dedupe_window_ms;
         let cap = self.limits.max_messages_per_inbox;
-        let mut call = on_inbox(&self.scripts.insert, &message.recipient().to_hex());
-        call.arg(message.id().to_hex())
-            .arg(forget_at)
-            .arg(now_ms)
-            .arg(now_ms + self.limits.message_ttl_ms)
-            .arg(cap)
-            .arg(payload)
-            // The dedupe id may be remembered past `keep_ms` by the envelope's skew.
-            .arg(self.keep_ms().max(forget_at - now_ms))
-            .arg(new_epoch());
-        let reply: Vec<Vec<u8>> = self.run(&call).await?;
-        let [status, epoch, seq, expired] = reply.as_slice() else {
+        // The dedupe id may be remembered past `keep_ms` by the envelope's skew.
+        let keep_ms = self.keep_ms().max(forget_at - now_ms);
+        let deadline = self.guard.deadline_ms(self.options.response_timeout);
+        let id = message.id().to_hex();
+        let reply = self
+            .script(&self.scripts.insert, message.recipient(), keep_ms, |call| {
+                call.arg(&id)
+                    .arg(forget_at)
+                    .arg(now_ms)
+                    .arg(now_ms + self.limits.message_ttl_ms)
+                    .arg(cap)
+                    .arg(&payload)
+                    .arg(deadline);
+            })
+            .await?;
+        let [status, epoch, seq, expired, lost] = reply.as_slice() else {
             return Err(corrupt("insert"));
         };
-        self.count_expired(expired)?;
+        self.note_loss(message.recipient(), lost)?;
         match status.as_slice() {
-            b"stored" => Ok(InsertOutcome::Stored {
-                epoch: number(epoch)?,
-                seq: number(seq)?,
-            }),
+            b"stored" => {
+                self.count_expired(expired)?;
+                Ok(InsertOutcome::Stored {
+                    epoch: number(epoch)?,
+                    seq: number(seq)?,
+                })
+            }
             b"dup" => Ok(InsertOutcome::Duplicate),
             b"full" => Err(StoreError::InboxFull { cap }),
+            b"late" => Err(StoreError::Unavailable(format!(
+                "redis ran the insert after its {} ms deadline; nothing was stored",
+                self.options.response_timeout.as_millis()
+            ))),
             _ => Err(corrupt("insert status")),
         }
     }
@@ -381,21 +369,22 @@ impl MessageStore for RedisStore {
         limit: usize,
         now_ms: u64,
     ) -> Result<Batch, StoreError> {
-        let mut call = on_inbox(&self.scripts.fetch, &inbox.to_hex());
-        call.arg(now_ms)
-            .arg(after.map(|c| c.epoch.to_string()).unwrap_or_default())
-            .arg(after.map_or(0, |c| c.seq))
-            // Lua numbers are doubles: a larger LIMIT would not print as an integer.
-            .arg(limit.min(u32::MAX as usize))
-            .arg(new_epoch())
-            .arg(self.keep_ms());
-        let reply: Vec<Vec<u8>> = self.run(&call).await?;
-        let [epoch, head, lost, acked, expired, rest @ ..] = reply.as_slice() else {
+        let reply = self
+            .script(&self.scripts.fetch, inbox, self.keep_ms(), |call| {
+                call.arg(now_ms)
+                    .arg(after.map(|c| c.epoch.to_string()).unwrap_or_default())
+                    .arg(after.map_or(0, |c| c.seq))
+                    // Lua numbers are doubles: a larger LIMIT would not print as an integer.
+                    .arg(limit.min(u32::MAX as usize));
+            })
+            .await?;
+        let [epoch, head, lost_through, acked, expired, lost, rest @ ..] = reply.as_slice() else {
             return Err(corrupt("fetch"));
         };
         self.count_expired(expired)?;
+        self.note_loss(inbox, lost)?;
         let (epoch, head) = (number(epoch)?, number(head)?);
-        let (lost_through, acked_through) = (number(lost)?, number(acked)?);
+        let (lost_through, acked_through) = (number(lost_through)?, number(acked)?);
         // The memory store's `gap_for` and floor, on the same four numbers.
         let gap = match after {
             Some(c) if c.epoch != epoch => Some(GapReason::EpochChanged),
@@ -423,19 +412,18 @@ impl MessageStore for RedisStore {
     }
 
     async fn ack(&self, inbox: &PublicKey, through: Cursor) -> Result<u64, StoreError> {
-        let mut call = on_inbox(&self.scripts.ack, &inbox.to_hex());
-        call.arg(through.epoch.to_string()).arg(through.seq);
-        let reply: Vec<Vec<u8>> = self.run(&call).await?;
-        let [status, n] = reply.as_slice() else {
+        let reply = self
+            .script(&self.scripts.ack, inbox, self.keep_ms(), |call| {
+                call.arg(through.epoch.to_string()).arg(through.seq);
+            })
+            .await?;
+        let [status, n, lost] = reply.as_slice() else {
             return Err(corrupt("ack"));
         };
+        self.note_loss(inbox, lost)?;
         match status.as_slice() {
             b"ok" => number(n),
             b"stale" => Ok(0),
-            b"ahead" => Err(StoreError::CursorAhead {
-                seq: through.seq,
-                head: number(n)?,
-            }),
             _ => Err(corrupt("ack status")),
         }
     }
@@ -446,10 +434,19 @@ impl MessageStore for RedisStore {
             let Some(tag) = tag_of(&key) else {
                 continue;
             };
-            let mut call = on_inbox(&self.scripts.expire, tag);
-            call.arg(now_ms);
-            let n: Vec<u8> = self.run(&call).await?;
-            expired += number(&n)?;
+            let Ok(inbox) = PublicKey::from_hex(tag, KeyField::Recipient) else {
+                continue;
+            };
+            let reply = self
+                .script(&self.scripts.expire, &inbox, self.keep_ms(), |call| {
+                    call.arg(now_ms);
+                })
+                .await?;
+            let [n, lost] = reply.as_slice() else {
+                return Err(corrupt("expire"));
+            };
+            self.note_loss(&inbox, lost)?;
+            expired += number(n)?;
         }
         Ok(SweepStats {
             expired: self.expired.swap(0, Ordering::Relaxed) + expired,
@@ -458,11 +455,15 @@ impl MessageStore for RedisStore {
         })
     }
 
+    /// Readiness: Redis answers a PING, and nothing found it misconfigured.
     async fn check(&self) -> Result<(), StoreError> {
+        if let Some(why) = self.guard.refusal() {
+            return Err(StoreError::Misconfigured(why));
+        }
         let _: String = redis::cmd("PING")
             .query_async(&mut self.conn.clone())
             .await
-            .map_err(failed)?;
+            .map_err(|e| self.failed(e))?;
         Ok(())
     }
 
@@ -480,12 +481,24 @@ impl MessageStore for RedisStore {
             .buffer_unordered(64)
             .try_collect()
             .await
-            .map_err(failed)?;
+            .map_err(|e| self.failed(e))?;
         Ok(sizes.iter().sum())
     }
 
     async fn shutdown(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    fn events(&self) -> &StoreEvents {
+        &self.events
+    }
+
+    fn kind(&self) -> &'static str {
+        if self.conn.is_cluster() {
+            "redis-cluster"
+        } else {
+            "redis"
+        }
     }
 }
 

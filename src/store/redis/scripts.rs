@@ -1,0 +1,223 @@
+//! The store's Lua scripts. Each runs atomically on the five keys of one inbox (one hash
+//! slot); the module doc of [`super`] explains the schema and the history checks.
+//!
+//! Every script takes the same first three `ARGV`s, so the prelude can serve them all:
+//! `ARGV[1]` a fresh random epoch (used only if the inbox must move to a new epoch),
+//! `ARGV[2]` the Redis incarnations (run ids) the relay has checked, each marked `:1`
+//! when its persistence was verified lossless and `:0` otherwise, comma-separated, and a
+//! last entry `*` when an unchecked incarnation is to be taken as lossy; `ARGV[3]` how
+//! long the inbox's keys must live at least (ms). Script-specific arguments follow from
+//! `ARGV[4]`.
+//!
+//! A script that runs on an incarnation the relay has not checked yet (Redis restarted
+//! a moment ago) changes nothing and answers `{'recheck', run_id}`: the relay reads the
+//! new process's facts and runs it again, so a lossless restart never looks lossy.
+//!
+//! Script flags (Redis 7): the insert declares none, so Redis refuses it at once when it
+//! is at `maxmemory` (that refusal is the 507 answer). Fetch, ack and expire declare
+//! `allow-oom`: they only delete or write a few bytes of metadata, and they are what
+//! frees a full Redis, so they must run exactly then.
+
+/// Shared by every script: names the keys and arguments and defines `remove`, `expire`,
+/// `keep`, `renew`, `open` and `repair`.
+const PRELUDE: &str = r#"
+local meta, q, m, exp, ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local new_epoch, durable, keep_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local function int(n) return string.format('%d', n) end
+-- Why this inbox's history may be incomplete, when a check below noticed it.
+local lost = ''
+local function remove(seqs)
+  for i = 1, #seqs, 1000 do
+    local chunk = {unpack(seqs, i, math.min(i + 999, #seqs))}
+    redis.call('ZREM', q, unpack(chunk))
+    redis.call('HDEL', m, unpack(chunk))
+    redis.call('ZREM', exp, unpack(chunk))
+  end
+end
+local function expire(now)
+  local gone = redis.call('ZRANGEBYSCORE', exp, '-inf', now)
+  if #gone > 0 then
+    remove(gone)
+    local was = tonumber(redis.call('HGET', meta, 'lost') or '0')
+    for _, s in ipairs(gone) do was = math.max(was, tonumber(s)) end
+    redis.call('HSET', meta, 'lost', int(was))
+  end
+  redis.call('ZREMRANGEBYSCORE', ids, '-inf', now)
+  return #gone
+end
+local function keep()
+  for _, k in ipairs(KEYS) do
+    local left = redis.call('PTTL', k)
+    if left == -1 or (left >= 0 and left < keep_ms) then
+      redis.call('PEXPIRE', k, keep_ms)
+    end
+  end
+end
+-- The inbox moves to a new epoch: every cursor a reader holds becomes stale, so no
+-- (epoch, seq) handed out from now on can be one that a reader already passed.
+local function renew(reason)
+  redis.call('HSET', meta, 'epoch', new_epoch)
+  lost = reason
+end
+-- This Redis process's run id, and whether a restart into it loses nothing (nil: the
+-- relay has not checked it yet).
+local function incarnation()
+  local id = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+  local checked = ',' .. durable .. ','
+  if string.find(checked, ',' .. id .. ':1,', 1, true) then return id, true end
+  if string.find(checked, ',' .. id .. ':0,', 1, true) or string.find(checked, ',*,', 1, true) then
+    return id, false
+  end
+  return id, nil
+end
+local run, lossless = incarnation()
+-- Makes the inbox's metadata trustworthy before anything reads or assigns a seq:
+-- metadata gone while messages remain (evicted), or last written by an earlier Redis
+-- process whose persistence was not verified lossless (a restart may have lost its last
+-- writes, a restore or a failover may have lost more), moves the inbox to a new epoch.
+-- Returns false, touching nothing, when the inbox does not exist and `create` is false.
+local function open(create)
+  if redis.call('EXISTS', meta) == 0 then
+    local head = 0
+    for _, s in ipairs(redis.call('ZRANGE', q, -1, -1)) do head = tonumber(s) end
+    local orphans = head > 0 or redis.call('EXISTS', m) == 1
+    if not (create or orphans) then return false end
+    if redis.call('EXISTS', m) == 1 then
+      for _, s in ipairs(redis.call('HKEYS', m)) do head = math.max(head, tonumber(s)) end
+    end
+    redis.call('HSET', meta, 'epoch', new_epoch, 'head', int(head), 'lost', '0', 'acked', '0', 'run', run)
+    if orphans then lost = 'metadata_missing' end
+    return true
+  end
+  local seen = redis.call('HGET', meta, 'run')
+  if seen ~= run then
+    -- No run id at all: metadata written before the relay recorded one; nothing to compare.
+    if seen and not lossless then renew('redis_restarted') end
+    redis.call('HSET', meta, 'run', run)
+  end
+  return true
+end
+-- q (the order) and m (the payloads) must hold the same seqs; when an eviction broke
+-- that, what is left is put back in order and the inbox moves to a new epoch. Costs two
+-- O(1) counts when nothing is wrong.
+local function repair(now)
+  if redis.call('ZCARD', q) == redis.call('HLEN', m) then return end
+  local payloadless = {}
+  for _, s in ipairs(redis.call('ZRANGE', q, 0, -1)) do
+    if redis.call('HEXISTS', m, s) == 0 then table.insert(payloadless, s) end
+  end
+  if #payloadless > 0 then remove(payloadless) end
+  for _, s in ipairs(redis.call('HKEYS', m)) do
+    if not redis.call('ZSCORE', q, s) then
+      redis.call('ZADD', q, s, s)
+      redis.call('ZADD', exp, 'NX', tonumber(now) + keep_ms, s)
+    end
+  end
+  renew('evicted')
+end
+"#;
+
+/// ARGV[4..]: id, forget_at, now, expires_at, cap, payload, deadline (Redis clock, ms;
+/// empty for none). Returns {status, epoch, seq, expired, lost}.
+const INSERT: &str = r#"
+if lossless == nil then return {'recheck', run} end
+if ARGV[10] ~= '' then
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[10]) then
+    return {'late', '0', '0', '0', ''}
+  end
+end
+open(true)
+local expired = expire(ARGV[6])
+local epoch = redis.call('HGET', meta, 'epoch')
+if redis.call('ZSCORE', ids, ARGV[4]) then
+  keep()
+  return {'dup', epoch, '0', int(expired), lost}
+end
+if redis.call('ZCARD', q) >= tonumber(ARGV[8]) then
+  keep()
+  return {'full', epoch, '0', int(expired), lost}
+end
+local seq = int(redis.call('HINCRBY', meta, 'head', 1))
+redis.call('ZADD', q, seq, seq)
+redis.call('HSET', m, seq, ARGV[9])
+redis.call('ZADD', exp, ARGV[7], seq)
+redis.call('ZADD', ids, ARGV[5], ARGV[4])
+keep()
+return {'stored', epoch, seq, int(expired), lost}
+"#;
+
+/// ARGV[4..]: now, cursor epoch ('' for none), cursor seq, limit.
+/// Returns {epoch, head, lost_through, acked, expired, lost, seq1, payload1, ...}.
+const FETCH: &str = r#"
+if lossless == nil then return {'recheck', run} end
+local existed = redis.call('EXISTS', meta) == 1
+open(true)
+if not existed then keep() end
+local expired = expire(ARGV[4])
+repair(ARGV[4])
+local v = redis.call('HMGET', meta, 'epoch', 'head', 'lost', 'acked')
+-- A cursor past the head of its own epoch is a witness that this inbox lost history.
+if ARGV[5] == v[1] and tonumber(ARGV[6]) > tonumber(v[2]) then
+  renew('cursor_ahead')
+  v[1] = new_epoch
+end
+local low = v[3]
+if ARGV[5] == v[1] then
+  if tonumber(ARGV[6]) > tonumber(low) then low = ARGV[6] end
+elseif tonumber(v[4]) > tonumber(low) then
+  low = v[4]
+end
+local out = {v[1], v[2], v[3], v[4], int(expired), lost}
+local seqs = redis.call('ZRANGEBYSCORE', q, '(' .. low, '+inf', 'LIMIT', 0, tonumber(ARGV[7]))
+for _, s in ipairs(seqs) do
+  table.insert(out, s)
+  table.insert(out, redis.call('HGET', m, s))
+end
+return out
+"#;
+
+/// ARGV[4..]: epoch, seq. Returns {status, removed count, lost}.
+const ACK: &str = r#"
+if lossless == nil then return {'recheck', run} end
+if not open(false) then return {'stale', '0', lost} end
+local v = redis.call('HMGET', meta, 'epoch', 'head', 'acked')
+if v[1] ~= ARGV[4] then return {'stale', '0', lost} end
+-- Acking past the head: the store lost what the reader saw; delete nothing.
+if tonumber(ARGV[5]) > tonumber(v[2]) then
+  renew('cursor_ahead')
+  return {'stale', '0', lost}
+end
+if tonumber(ARGV[5]) > tonumber(v[3]) then redis.call('HSET', meta, 'acked', ARGV[5]) end
+local gone = redis.call('ZRANGEBYSCORE', q, '-inf', ARGV[5])
+remove(gone)
+return {'ok', int(#gone), lost}
+"#;
+
+/// ARGV[4..]: now. Returns {expired, lost}.
+const EXPIRE: &str = r#"
+if lossless == nil then return {'recheck', run} end
+if not open(false) then return {'0', lost} end
+return {int(expire(ARGV[4])), lost}
+"#;
+
+/// The four scripts, loaded once per store.
+pub(super) struct Scripts {
+    pub insert: redis::Script,
+    pub fetch: redis::Script,
+    pub ack: redis::Script,
+    pub expire: redis::Script,
+}
+
+impl Scripts {
+    pub fn new() -> Self {
+        let script =
+            |flags: &str, body: &str| redis::Script::new(&format!("{flags}\n{PRELUDE}{body}"));
+        Scripts {
+            insert: script("#!lua", INSERT),
+            fetch: script("#!lua flags=allow-oom", FETCH),
+            ack: script("#!lua flags=allow-oom", ACK),
+            expire: script("#!lua flags=allow-oom", EXPIRE),
+        }
+    }
+}
