@@ -126,6 +126,9 @@ pub mod close_code {
     pub const PING_TIMEOUT: u16 = 4005;
     /// The message store is unavailable; retry with backoff.
     pub const UNAVAILABLE: u16 = 4006;
+    /// The inbox moved to a new epoch during the session; reconnect at once with the
+    /// cursor, and the relay reports the gap.
+    pub const RESYNC: u16 = 4007;
 }
 
 /// An HTTP error answer: status from the code, JSON `{error, detail}`, and

@@ -56,6 +56,11 @@ pub struct Metrics {
     pub queue_age: Histogram,
     pub queue_depth: IntGauge,
     pub store_errors: IntCounter,
+    /// Inboxes moved to a new epoch because their history may be incomplete, by reason
+    /// (copied from the store's own counts at scrape time).
+    pub store_history_lost: IntCounterVec,
+    /// Writes refused because the store was full (memory budget or Redis maxmemory).
+    pub store_full: IntCounter,
     pub blob_bytes: IntGauge,
     pub blobs_expired: IntCounter,
     /// Attachment requests refused because `max_attachment_inflight_bytes` was in use.
@@ -164,6 +169,15 @@ impl Metrics {
                 "Messages queued in the store (sampled at scrape).",
             ),
             store_errors: counter("whispr_store_errors_total", "Store operations that failed."),
+            store_history_lost: counter_vec(
+                "whispr_store_history_lost_total",
+                "Inboxes moved to a new epoch because the store may have lost their history (readers are told with gap epoch_changed), by reason: cursor_ahead, redis_restarted, metadata_missing, evicted.",
+                &["reason"],
+            ),
+            store_full: counter(
+                "whispr_store_full_total",
+                "Writes refused because the store was full (max_store_bytes, or Redis at its maxmemory).",
+            ),
             blob_bytes: gauge(
                 "whispr_attachment_bytes",
                 "Bytes the memory attachment store counts against max_attachment_store_bytes (0 with Redis).",
@@ -206,6 +220,20 @@ impl Metrics {
             .observe(now_ms.saturating_sub(sent_ms) as f64 / 1000.0);
         self.queue_age
             .observe(now_ms.saturating_sub(stored_ms) as f64 / 1000.0);
+    }
+
+    /// Copies the store's own counts into their counters (they only grow).
+    pub fn sync_store(&self, events: &crate::store::StoreEvents) {
+        let catch_up = |counter: &IntCounter, total: u64| {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        };
+        for reason in crate::store::HistoryLoss::ALL {
+            catch_up(
+                &self.store_history_lost.with_label_values(&[reason.label()]),
+                events.history_lost_total(reason),
+            );
+        }
+        catch_up(&self.store_full, events.full_total());
     }
 
     /// The Prometheus text exposition of every metric.

@@ -53,6 +53,7 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         Ok(depth) => relay.metrics.queue_depth.set(depth as i64),
         Err(_) => relay.metrics.store_errors.inc(),
     }
+    relay.metrics.sync_store(relay.store.events());
     if let Some(bytes) = app.blobs.stored_bytes() {
         relay.metrics.blob_bytes.set(bytes as i64);
     }

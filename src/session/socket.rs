@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::conn::{error_frame, on_receive_error, Conn, End, Incoming};
-use super::state::{AckAction, Authenticated, Delivery, Unauthenticated};
+use super::state::{AckAction, Authenticated, Delivery, EpochMoved, Unauthenticated};
 use crate::analytics::Event;
 use crate::error::{close_code, RelayError};
 use crate::metrics::Metrics;
@@ -257,7 +257,7 @@ impl Live {
         }
         let full = batch.messages.len() >= window;
         let stored_at = stored_at(&batch);
-        let frames = delivery.on_batch(batch, window);
+        let frames = delivery.on_batch(batch, window).map_err(resync)?;
         self.delivery = Some(delivery);
         self.send_deliveries(&frames, &stored_at).await?;
         if full {
@@ -293,7 +293,7 @@ impl Live {
             };
             let got = batch.messages.len();
             let stored_at = stored_at(&batch);
-            let frames = delivery.on_batch(batch, room);
+            let frames = delivery.on_batch(batch, room).map_err(resync)?;
             self.send_deliveries(&frames, &stored_at).await?;
             if got < room {
                 return Ok(());
@@ -449,4 +449,12 @@ fn stored_at(batch: &Batch) -> Vec<(u64, u64)> {
         .iter()
         .map(|m| (m.seq, m.stored_at_ms))
         .collect()
+}
+
+/// The inbox moved to a new epoch under the session (see `Delivery::on_batch`).
+fn resync(_: EpochMoved) -> End {
+    End::Close(
+        close_code::RESYNC,
+        "the inbox moved to a new epoch; reconnect with your cursor",
+    )
 }

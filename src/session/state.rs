@@ -5,8 +5,8 @@
 use std::collections::VecDeque;
 
 use crate::protocol::{
-    verify_auth, ClientFrame, Codec, Cursor, ErrorCode, GapReason, KeyField, ProtocolError,
-    PublicKey, ServerFrame, Signature, NONCE_LEN,
+    verify_auth, ClientFrame, Codec, Cursor, ErrorCode, KeyField, ProtocolError, PublicKey,
+    ServerFrame, Signature, NONCE_LEN,
 };
 use crate::store::Batch;
 
@@ -97,6 +97,10 @@ pub struct Delivery {
     synced: bool,
 }
 
+/// The inbox moved to a new epoch while the session was open: it must end (4007).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochMoved;
+
 /// What an `ack` frame asks the socket loop to do.
 #[derive(Debug, PartialEq)]
 pub enum AckAction {
@@ -151,17 +155,18 @@ impl Delivery {
 
     /// Turns a store batch read with limit `asked` into frames: a gap report if any,
     /// the deliveries, and `synced` the first time the session has caught up.
-    pub fn on_batch(&mut self, batch: Batch, asked: usize) -> Vec<ServerFrame> {
+    ///
+    /// A batch of another epoch means the inbox moved to a new epoch during the session
+    /// (its store found that history may be lost). The session cannot go on: `ack`
+    /// frames carry no epoch, so an ack the client sent for the old epoch, still in
+    /// flight, would delete the new epoch's messages. [`EpochMoved`] ends the session
+    /// (close 4007); the client reconnects with its cursor and is told of the gap.
+    pub fn on_batch(&mut self, batch: Batch, asked: usize) -> Result<Vec<ServerFrame>, EpochMoved> {
+        if batch.epoch != self.epoch {
+            return Err(EpochMoved);
+        }
         let mut out = Vec::with_capacity(batch.messages.len() + 2);
-        let reason = if batch.epoch != self.epoch {
-            // The inbox was reset under us: nothing in flight refers to it any more.
-            self.epoch = batch.epoch;
-            self.delivered = 0;
-            self.inflight.clear();
-            Some(GapReason::EpochChanged)
-        } else {
-            batch.gap
-        };
+        let reason = batch.gap;
         // Step over what is gone, so the same loss is reported once, not on every read.
         self.delivered = self.delivered.max(batch.floor);
         if let Some(reason) = reason {
@@ -191,7 +196,7 @@ impl Delivery {
                 seq: self.delivered,
             });
         }
-        out
+        Ok(out)
     }
 
     /// Handles a cumulative `ack`.
@@ -220,7 +225,7 @@ impl Delivery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{auth_signing_bytes, Envelope, Identity};
+    use crate::protocol::{auth_signing_bytes, Envelope, GapReason, Identity};
     use crate::store::StoredMessage;
     use std::sync::Arc;
 
@@ -301,17 +306,17 @@ mod tests {
         let key = Identity::generate().public_key();
         let mut d = Delivery::new(key, 2, 9, None);
         assert_eq!(d.room(), 2);
-        let frames = d.on_batch(batch(9, &[1, 2], None), 2);
+        let frames = d.on_batch(batch(9, &[1, 2], None), 2).unwrap();
         assert_eq!(kinds(&frames), ["d1", "d2"], "window full: not yet synced");
         assert_eq!(d.room(), 0);
         assert_eq!(d.on_ack(1), AckAction::Delete(Cursor { epoch: 9, seq: 1 }));
         assert_eq!(d.room(), 1);
-        let frames = d.on_batch(batch(9, &[3], None), 1);
+        let frames = d.on_batch(batch(9, &[3], None), 1).unwrap();
         assert_eq!(kinds(&frames), ["d3"]);
         d.on_ack(3);
-        let frames = d.on_batch(batch(9, &[], None), 2);
+        let frames = d.on_batch(batch(9, &[], None), 2).unwrap();
         assert_eq!(kinds(&frames), ["synced3"]);
-        let frames = d.on_batch(batch(9, &[4], None), 2);
+        let frames = d.on_batch(batch(9, &[4], None), 2).unwrap();
         assert_eq!(kinds(&frames), ["d4"], "synced only once");
     }
 
@@ -319,7 +324,7 @@ mod tests {
     fn never_redelivers_a_seq_in_one_session() {
         let key = Identity::generate().public_key();
         let mut d = Delivery::new(key, 10, 9, Some(Cursor { epoch: 9, seq: 2 }));
-        let frames = d.on_batch(batch(9, &[2, 3], None), 10);
+        let frames = d.on_batch(batch(9, &[2, 3], None), 10).unwrap();
         assert_eq!(kinds(&frames), ["d3", "synced3"]);
     }
 
@@ -327,7 +332,7 @@ mod tests {
     fn ack_past_delivered_is_refused() {
         let key = Identity::generate().public_key();
         let mut d = Delivery::new(key, 10, 9, None);
-        d.on_batch(batch(9, &[1], None), 10);
+        d.on_batch(batch(9, &[1], None), 10).unwrap();
         assert!(matches!(
             d.on_ack(2),
             AckAction::Refuse(ServerFrame::Error {
@@ -341,11 +346,17 @@ mod tests {
     fn epoch_change_and_expiry_are_reported() {
         let key = Identity::generate().public_key();
         let mut d = Delivery::new(key, 10, 9, Some(Cursor { epoch: 9, seq: 5 }));
-        let frames = d.on_batch(batch(9, &[7], Some(GapReason::Expired)), 10);
+        let frames = d
+            .on_batch(batch(9, &[7], Some(GapReason::Expired)), 10)
+            .unwrap();
         assert_eq!(kinds(&frames), ["gap:Expired", "d7", "synced7"]);
-        let frames = d.on_batch(batch(11, &[1], Some(GapReason::EpochChanged)), 10);
-        assert_eq!(kinds(&frames), ["gap:EpochChanged", "d1"]);
-        assert_eq!(d.cursor(), Cursor { epoch: 11, seq: 1 });
+        // A new epoch mid-session ends the session, whatever the batch holds: an ack
+        // in flight for epoch 9 must never be applied to epoch 11.
+        assert_eq!(
+            d.on_batch(batch(11, &[1], Some(GapReason::EpochChanged)), 10),
+            Err(EpochMoved)
+        );
+        assert_eq!(d.cursor(), Cursor { epoch: 9, seq: 7 }, "nothing changed");
     }
 
     #[test]
@@ -354,7 +365,7 @@ mod tests {
         let mut d = Delivery::new(key, 10, 9, Some(Cursor { epoch: 9, seq: 2 }));
         let mut b = batch(9, &[6], Some(GapReason::Expired));
         b.floor = 5;
-        let frames = d.on_batch(b, 10);
+        let frames = d.on_batch(b, 10).unwrap();
         assert_eq!(kinds(&frames), ["gap:Expired", "d6", "synced6"]);
         assert!(
             matches!(
@@ -373,7 +384,7 @@ mod tests {
             AckAction::Delete(Cursor { epoch: 9, seq: 5 }),
             "acking the lost seqs is allowed"
         );
-        let frames = d.on_batch(batch(9, &[], None), 10);
+        let frames = d.on_batch(batch(9, &[], None), 10).unwrap();
         assert!(frames.is_empty(), "no second report: {frames:?}");
     }
 

@@ -14,6 +14,7 @@ mod ops;
 mod poll;
 mod redis_cluster;
 mod redis_faults;
+mod redis_integrity;
 mod redis_store;
 mod sessions;
 mod signal;

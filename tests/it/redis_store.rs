@@ -58,10 +58,16 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("start redis-server");
+        // With `--requirepass`, the URL carries the password (checks and tests use it).
+        let auth = extra
+            .iter()
+            .position(|a| *a == "--requirepass")
+            .and_then(|i| extra.get(i + 1))
+            .map_or(String::new(), |pw| format!(":{pw}@"));
         let server = RedisServer {
             child,
             port,
-            url: format!("redis://127.0.0.1:{port}"),
+            url: format!("redis://{auth}127.0.0.1:{port}"),
         };
         server.wait_ready().await;
         Some(server)
@@ -83,6 +89,17 @@ impl RedisServer {
             "redis-server at {} did not answer PING within 5 s",
             self.url
         );
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, …) to the server process.
+    pub(crate) fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{signal} redis-server");
     }
 
     /// Empties the server, so a check's sweep and depth see only its own inboxes.

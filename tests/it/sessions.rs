@@ -322,7 +322,7 @@ async fn the_clients_subprotocol_order_decides_and_plain_gets_are_refused_in_jso
 }
 
 #[tokio::test]
-async fn a_cursor_past_the_inbox_is_refused_after_ready_and_everything_is_delivered() {
+async fn a_cursor_past_the_inbox_is_lost_history_a_new_epoch_and_everything_is_delivered() {
     let relay = TestRelay::start().await;
     let (alice, bob) = (Identity::generate(), Identity::generate());
     relay
@@ -336,8 +336,17 @@ async fn a_cursor_past_the_inbox_is_refused_after_ready_and_everything_is_delive
         epoch: ready.epoch,
         seq: 99,
     };
-    let (mut ws, _) = relay.connect_at(&bob, Some(ahead), Codec::Json).await;
-    assert_eq!(error_code(&next(&mut ws).await), ErrorCode::CursorAhead);
+    // The client saw seqs this inbox never assigned: the store lost history. The inbox
+    // moves to a new epoch, the client is told, and gets everything still stored.
+    let (mut ws, again) = relay.connect_at(&bob, Some(ahead), Codec::Json).await;
+    assert_ne!(again.epoch, ready.epoch);
+    match next(&mut ws).await {
+        whispr::protocol::ServerFrame::Gap { epoch, reason, .. } => {
+            assert_eq!(epoch, again.epoch);
+            assert_eq!(reason, whispr::protocol::GapReason::EpochChanged);
+        }
+        other => panic!("expected a gap, got {other:?}"),
+    }
     assert_eq!(
         drain_until_synced(&mut ws, true).await,
         vec![(1, "m1".to_string())]

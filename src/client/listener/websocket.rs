@@ -43,8 +43,8 @@ impl Listener {
                 reason,
             })),
             // 1001 (relay restarting), 4002 (slow consumer), 4005 (ping timeout), 4006
-            // (store unavailable), 1011, a dropped connection: the cursor makes
-            // reconnecting safe, so always reconnect.
+            // (store unavailable), 4007 (the inbox moved to a new epoch), 1011, a dropped
+            // connection: the cursor makes reconnecting safe, so always reconnect.
             Err(e) => Ok(Some(self.retry_later(e.to_string()))),
         }
     }
