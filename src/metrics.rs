@@ -21,6 +21,8 @@ pub enum Disconnect {
     Shutdown,
     TooBig,
     Unavailable,
+    /// The inbox moved to a new epoch during the session (close 4007).
+    Resync,
     Internal,
 }
 
@@ -36,6 +38,7 @@ impl Disconnect {
             Disconnect::Shutdown => "shutdown",
             Disconnect::TooBig => "too_big",
             Disconnect::Unavailable => "store_unavailable",
+            Disconnect::Resync => "epoch_changed",
             Disconnect::Internal => "internal",
         }
     }

@@ -8,7 +8,7 @@
 //!
 //! | key                       | type       | content                                      |
 //! |---------------------------|------------|----------------------------------------------|
-//! | `whispr:{<inbox>}:meta`   | hash       | `epoch`, `head`, `lost`, `acked`             |
+//! | `whispr:{<inbox>}:meta`   | hash       | `epoch`, `head`, `lost`, `acked`, `run`      |
 //! | `whispr:{<inbox>}:q`      | sorted set | member = seq (decimal), score = seq          |
 //! | `whispr:{<inbox>}:m`      | hash       | seq -> MessagePack `{stored_at_ms, envelope}`|
 //! | `whispr:{<inbox>}:exp`    | sorted set | member = seq, score = expires-at (Unix ms)   |
@@ -20,13 +20,49 @@
 //!
 //! # Atomicity
 //!
-//! Four Lua scripts (insert, fetch, ack, and the sweep's expire) each run atomically on
-//! the inbox's slot. Each first expires the inbox's front (`lost` rises to the highest
-//! expired seq) and forgets dedupe ids past their window, and insert and fetch create
-//! `meta` with a fresh random epoch (chosen in Rust, in [1, 2^53)) when it is missing.
-//! `ack` takes no clock (the trait gives it none), so it does not expire anything.
-//! The gap and floor rules are computed in Rust from `epoch`, `lost` and `acked`, the
-//! same expressions as the memory store's, so both stores answer alike.
+//! Four Lua scripts (insert, fetch, ack, and the sweep's expire; in `scripts.rs`) each
+//! run atomically on the inbox's slot. Each first checks the inbox's history (below),
+//! then expires the inbox's front (`lost` rises to the highest expired seq) and forgets
+//! dedupe ids past their window; insert and fetch create `meta` with a fresh random
+//! epoch (chosen in Rust, in [1, 2^53)) when it is missing. `ack` takes no clock (the
+//! trait gives it none), so it does not expire anything. The gap and floor rules are
+//! computed in Rust from `epoch`, `lost` and `acked`, the same expressions as the memory
+//! store's, so both stores answer alike.
+//!
+//! # History checks: no seq is reused where a reader could have passed it
+//!
+//! Redis can come back with less than it had (`appendfsync everysec` after a crash, an
+//! older RDB or AOF restored, a failover to a lagging replica, an eviction). Numbering
+//! an inbox on from an older `head` would hand seqs a reader already passed to new
+//! messages: the reader skips them and its next cumulative ack deletes them. So before a
+//! script reads or assigns a seq it checks, atomically, and moves the inbox to a new
+//! epoch (keeping every message still stored, and `head`) when:
+//!
+//! - `meta.run`, the Redis process (`INFO server` `run_id`) that last wrote the inbox, is
+//!   not the current one, and the current one's persistence was not verified lossless by
+//!   [`guard`] (`appendonly yes`, `appendfsync always`, never a promoted replica). A
+//!   script that meets a process no check has seen yet changes nothing and answers
+//!   `recheck`; the store checks it and runs the script again, so a lossless restart
+//!   never looks lossy, and an unverifiable one is taken as lossy;
+//! - a reader's cursor, or an ack, stands past `head` in the current epoch (the reader
+//!   is a witness: it saw seqs the store no longer has);
+//! - `meta` is gone while `q` or `m` remain, or `q` and `m` disagree (evicted keys): what
+//!   is left is put back in order, `head` past every seq still stored.
+//!
+//! Readers then get `gap epoch_changed` and everything still stored; the store counts
+//! each move in [`StoreEvents`] (`whispr_store_history_lost_total{reason}`) with a WARN
+//! naming the inbox. An inbox whose keys are all gone (`FLUSHALL`, no persistence) is
+//! simply new, with a new epoch. `INFO server` costs a few µs per script call; it is the
+//! one per-process value Redis cannot restore from a snapshot.
+//!
+//! # A full or stalled Redis
+//!
+//! The insert script declares no flags, so at `maxmemory` Redis refuses it before it runs
+//! (OOM, answered 507 [`StoreError::RedisFull`]). Fetch, ack and expire declare
+//! `allow-oom`: they delete, or write a few bytes of metadata, and they are what frees a
+//! full Redis. Every insert carries a deadline on Redis's clock (`TIME`, with the offset
+//! measured by [`guard`]), so an insert that a stopped Redis runs after the relay gave up
+//! (503) stores nothing.
 //!
 //! # TTL strategy
 //!
@@ -65,7 +101,8 @@
 //! - Times come from the calling relay's clock, so with several nodes the node with
 //!   the fastest clock decides when a message expires.
 //! - `max_store_bytes` is not used: Redis's `maxmemory` is the budget, and a write that
-//!   Redis refuses with OOM becomes [`StoreError::StoreFull`] (with budget 0).
+//!   Redis refuses with OOM becomes [`StoreError::RedisFull`]. Evicting policies are
+//!   refused by [`guard`] unless `redis_allow_eviction` is set.
 //! - `sweep` reports no dropped inboxes: idle inboxes vanish by key expiry, uncounted.
 
 mod guard;
