@@ -95,13 +95,13 @@ fn store(c: &mut Criterion) {
         }
     });
     let epoch = rt
-        .block_on(filled.fetch(&inbox, None, 1, NOW))
+        .block_on(filled.fetch(&inbox.into(), None, 1, NOW))
         .unwrap()
         .epoch;
     g.throughput(Throughput::Elements(256));
     g.bench_function("replay_256_after_cursor", |b| {
         b.iter(|| {
-            rt.block_on(filled.fetch(&inbox, Some(Cursor { epoch, seq: 500 }), 256, NOW))
+            rt.block_on(filled.fetch(&inbox.into(), Some(Cursor { epoch, seq: 500 }), 256, NOW))
                 .unwrap()
         })
     });
@@ -114,9 +114,16 @@ fn store(c: &mut Criterion) {
                     for v in &verified {
                         store.insert(v, NOW).await.unwrap();
                     }
-                    let epoch = store.fetch(&inbox, None, 1, NOW).await.unwrap().epoch;
+                    let epoch = store
+                        .fetch(&inbox.into(), None, 1, NOW)
+                        .await
+                        .unwrap()
+                        .epoch;
                     for seq in 1..=1000 {
-                        store.ack(&inbox, Cursor { epoch, seq }).await.unwrap();
+                        store
+                            .ack(&inbox.into(), Cursor { epoch, seq })
+                            .await
+                            .unwrap();
                     }
                 })
             },

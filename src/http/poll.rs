@@ -184,10 +184,10 @@ pub async fn inbox(
     });
     let store = &app.relay.store;
     if let Some(c) = cursor.filter(|c| c.seq > 0) {
-        store.ack(&key, c).await?;
+        store.ack(&key.into(), c).await?;
     }
     let batch = store
-        .fetch(&key, cursor, limit, app.relay.clock.now_ms())
+        .fetch(&key.into(), cursor, limit, app.relay.clock.now_ms())
         .await?;
     let last = batch.messages.last().map_or(batch.floor, |m| m.seq);
     let answer = InboxAnswer {

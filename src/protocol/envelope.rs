@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::bytes::{b64_bytes, hex_bytes};
 use super::keys::{verify_strict_with, KeyField, MessageId, PublicKey, Signature};
-use super::ProtocolError;
+use super::{InboxId, ProtocolError};
 use ed25519_dalek::VerifyingKey;
 
 /// Domain separation tag that starts every envelope's signing bytes.
@@ -55,6 +55,8 @@ pub struct Envelope {
 pub struct VerifiedEnvelope {
     envelope: Envelope,
     id: MessageId,
+    /// Where it is stored: set here, by whichever check built it.
+    inbox: InboxId,
 }
 
 impl TryFrom<WireEnvelope> for Envelope {
@@ -168,6 +170,7 @@ impl Envelope {
         check_timestamp(self.timestamp, now_ms, max_skew_ms)?;
         Ok(VerifiedEnvelope {
             id: message_id(&bytes),
+            inbox: InboxId::Native(self.recipient),
             envelope: self,
         })
     }
@@ -190,7 +193,18 @@ impl VerifiedEnvelope {
     /// checked strictly. Private to `protocol`, so that function stays the only other
     /// door to the store besides [`Envelope::verify`].
     pub(super) fn from_whispr_v1(envelope: Envelope, id: MessageId) -> Self {
-        VerifiedEnvelope { envelope, id }
+        let inbox = InboxId::WhisprV1(envelope.recipient);
+        VerifiedEnvelope {
+            envelope,
+            id,
+            inbox,
+        }
+    }
+
+    /// The inbox it is stored in: native for [`Envelope::verify`], a v1 inbox only for a
+    /// Whispr v1 message.
+    pub fn inbox(&self) -> InboxId {
+        self.inbox
     }
 
     pub fn id(&self) -> MessageId {

@@ -8,6 +8,7 @@ mod bytes;
 mod codec;
 mod envelope;
 mod frames;
+mod inbox;
 mod keys;
 pub mod whispr_v1;
 
@@ -19,6 +20,7 @@ pub use envelope::{
     check_timestamp, message_id, signing_bytes, Envelope, VerifiedEnvelope, WireEnvelope,
 };
 pub use frames::{ClientFrame, Cursor, ErrorCode, GapReason, ServerFrame};
+pub use inbox::InboxId;
 pub use keys::{Identity, KeyField, MessageId, PublicKey, Signature};
 
 /// The protocol version served under `/v1`.

@@ -232,14 +232,19 @@ impl Live {
         if let Some(c) = cursor.filter(|c| c.seq > 0) {
             // The cursor says the client processed everything through it. A cursor the
             // inbox never reached is discarded: the client gets everything queued.
-            if let Err(e) = self.relay.store.ack(&key, c).await {
+            if let Err(e) = self.relay.store.ack(&key.into(), c).await {
                 refused = Some(RelayError::from(e).to_frame(None));
                 cursor = None;
             }
         }
         let window = self.settings.window as usize;
         let now = self.relay.clock.now_ms();
-        let batch = match self.relay.store.fetch(&key, cursor, window, now).await {
+        let batch = match self
+            .relay
+            .store
+            .fetch(&key.into(), cursor, window, now)
+            .await
+        {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "store unavailable at session start");
@@ -280,7 +285,7 @@ impl Live {
             let batch = match self
                 .relay
                 .store
-                .fetch(&delivery.key, Some(delivery.cursor()), room, now)
+                .fetch(&delivery.key.into(), Some(delivery.cursor()), room, now)
                 .await
             {
                 Ok(b) => b,
@@ -392,7 +397,7 @@ impl Live {
         match delivery.on_ack(seq) {
             AckAction::Refuse(frame) => self.conn.send(&frame).await,
             AckAction::Delete(cursor) => {
-                if let Err(e) = self.relay.store.ack(&delivery.key, cursor).await {
+                if let Err(e) = self.relay.store.ack(&delivery.key.into(), cursor).await {
                     // Not deleted now means redelivered later: never lost.
                     tracing::warn!(error = %e, "ack not applied");
                     self.relay.metrics.store_errors.inc();

@@ -4,7 +4,9 @@
 use std::future::Future;
 
 use super::{InsertOutcome, SharedStore, StoreError, StoreLimits};
-use crate::protocol::{Cursor, Envelope, GapReason, Identity, PublicKey, VerifiedEnvelope};
+use crate::protocol::{
+    Cursor, Envelope, GapReason, Identity, InboxId, PublicKey, VerifiedEnvelope,
+};
 
 /// Limits used by the suite: small enough to hit the cap.
 pub const LIMITS: StoreLimits = StoreLimits {
@@ -43,6 +45,40 @@ where
     stale_epoch_is_a_gap(make(LIMITS).await).await;
     inbox_cap_refuses(make(LIMITS).await).await;
     inboxes_are_independent(make(LIMITS).await).await;
+    namespaces_are_apart(make(LIMITS).await).await;
+}
+
+/// A native envelope addressed to a Whispr v1 inbox's derived key lands in the native
+/// inbox of those bytes; the v1 inbox stays empty (its keys are elsewhere).
+async fn namespaces_are_apart(store: SharedStore) {
+    let (alice, to) = (Identity::generate(), Identity::generate().public_key());
+    let v1 = InboxId::whispr_v1(&to);
+    let forged = envelope(&alice, *v1.key(), 1, NOW);
+    assert_eq!(forged.inbox(), InboxId::Native(*v1.key()));
+    store.insert(&forged, NOW).await.unwrap();
+    let in_v1 = store.fetch(&v1, None, 10, NOW).await.unwrap();
+    assert!(in_v1.messages.is_empty(), "{:?}", in_v1.messages);
+    let native = store
+        .fetch(&InboxId::Native(*v1.key()), None, 10, NOW)
+        .await
+        .unwrap();
+    assert_eq!(native.messages.len(), 1);
+    // Acknowledging the v1 inbox cannot delete from the native one either.
+    store
+        .ack(
+            &v1,
+            Cursor {
+                epoch: native.epoch,
+                seq: 1,
+            },
+        )
+        .await
+        .unwrap();
+    let native = store
+        .fetch(&InboxId::Native(*v1.key()), None, 10, NOW)
+        .await
+        .unwrap();
+    assert_eq!(native.messages.len(), 1);
 }
 
 async fn sequences_and_replay(store: SharedStore) {
@@ -61,7 +97,7 @@ async fn sequences_and_replay(store: SharedStore) {
     }
     let epoch = epoch.unwrap();
     let all = store
-        .fetch(&bob.public_key(), None, 100, NOW)
+        .fetch(&bob.public_key().into(), None, 100, NOW)
         .await
         .unwrap();
     assert_eq!(all.epoch, epoch);
@@ -73,7 +109,12 @@ async fn sequences_and_replay(store: SharedStore) {
     assert_eq!(all.messages[2].id, all.messages[2].envelope.id());
 
     let after = store
-        .fetch(&bob.public_key(), Some(Cursor { epoch, seq: 2 }), 1, NOW)
+        .fetch(
+            &bob.public_key().into(),
+            Some(Cursor { epoch, seq: 2 }),
+            1,
+            NOW,
+        )
         .await
         .unwrap();
     let seqs: Vec<u64> = after.messages.iter().map(|m| m.seq).collect();
@@ -94,7 +135,7 @@ async fn idempotent_insert(store: SharedStore) {
         unreachable!()
     };
     store
-        .ack(&bob.public_key(), Cursor { epoch, seq: 1 })
+        .ack(&bob.public_key().into(), Cursor { epoch, seq: 1 })
         .await
         .unwrap();
     assert_eq!(
@@ -103,7 +144,7 @@ async fn idempotent_insert(store: SharedStore) {
         "an acked id is still remembered inside the dedupe window"
     );
     let batch = store
-        .fetch(&bob.public_key(), None, 10, NOW + 1_000)
+        .fetch(&bob.public_key().into(), None, 10, NOW + 1_000)
         .await
         .unwrap();
     assert!(
@@ -122,14 +163,14 @@ async fn ack_deletes_through_cursor(store: SharedStore) {
             .unwrap();
     }
     let epoch = store
-        .fetch(&bob.public_key(), None, 10, NOW)
+        .fetch(&bob.public_key().into(), None, 10, NOW)
         .await
         .unwrap()
         .epoch;
     assert_eq!(
         store
             .ack(
-                &bob.public_key(),
+                &bob.public_key().into(),
                 Cursor {
                     epoch: epoch ^ 1,
                     seq: 3
@@ -142,20 +183,23 @@ async fn ack_deletes_through_cursor(store: SharedStore) {
     );
     assert_eq!(
         store
-            .ack(&bob.public_key(), Cursor { epoch, seq: 2 })
+            .ack(&bob.public_key().into(), Cursor { epoch, seq: 2 })
             .await
             .unwrap(),
         2
     );
     assert_eq!(
         store
-            .ack(&bob.public_key(), Cursor { epoch, seq: 2 })
+            .ack(&bob.public_key().into(), Cursor { epoch, seq: 2 })
             .await
             .unwrap(),
         0,
         "acks are idempotent"
     );
-    let left = store.fetch(&bob.public_key(), None, 10, NOW).await.unwrap();
+    let left = store
+        .fetch(&bob.public_key().into(), None, 10, NOW)
+        .await
+        .unwrap();
     assert_eq!(
         left.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
         vec![3]
@@ -175,19 +219,26 @@ async fn cursor_ahead_is_lost_history(store: SharedStore) {
             .unwrap();
     }
     let epoch = store
-        .fetch(&bob.public_key(), None, 10, NOW)
+        .fetch(&bob.public_key().into(), None, 10, NOW)
         .await
         .unwrap()
         .epoch;
     assert_eq!(
-        store.ack(&bob.public_key(), Cursor { epoch, seq: 9 }).await,
+        store
+            .ack(&bob.public_key().into(), Cursor { epoch, seq: 9 })
+            .await,
         Ok(0),
         "an ack past the head deletes nothing"
     );
     let lost = super::HistoryLoss::CursorAhead;
     assert_eq!(store.events().history_lost_total(lost), 1);
     let after_ack = store
-        .fetch(&bob.public_key(), Some(Cursor { epoch, seq: 3 }), 10, NOW)
+        .fetch(
+            &bob.public_key().into(),
+            Some(Cursor { epoch, seq: 3 }),
+            10,
+            NOW,
+        )
         .await
         .unwrap();
     assert_ne!(after_ack.epoch, epoch, "the inbox moved to a new epoch");
@@ -202,7 +253,7 @@ async fn cursor_ahead_is_lost_history(store: SharedStore) {
     let renewed = after_ack.epoch;
     let read = store
         .fetch(
-            &bob.public_key(),
+            &bob.public_key().into(),
             Some(Cursor {
                 epoch: renewed,
                 seq: 7,
@@ -250,7 +301,7 @@ async fn ttl_expiry_is_a_gap(store: SharedStore) {
     assert_eq!(stats.expired, 1);
     let batch = store
         .fetch(
-            &bob.public_key(),
+            &bob.public_key().into(),
             Some(Cursor { epoch, seq: 0 }),
             10,
             after_first_ttl,
@@ -269,7 +320,7 @@ async fn ttl_expiry_is_a_gap(store: SharedStore) {
     );
     let past_it = store
         .fetch(
-            &bob.public_key(),
+            &bob.public_key().into(),
             Some(Cursor { epoch, seq: 1 }),
             10,
             after_first_ttl,
@@ -281,7 +332,7 @@ async fn ttl_expiry_is_a_gap(store: SharedStore) {
         "a cursor past the expired message sees no gap"
     );
     let no_cursor = store
-        .fetch(&bob.public_key(), None, 10, after_first_ttl)
+        .fetch(&bob.public_key().into(), None, 10, after_first_ttl)
         .await
         .unwrap();
     assert_eq!(
@@ -290,11 +341,11 @@ async fn ttl_expiry_is_a_gap(store: SharedStore) {
         "a reader without a cursor stands at the last ack"
     );
     store
-        .ack(&bob.public_key(), Cursor { epoch, seq: 1 })
+        .ack(&bob.public_key().into(), Cursor { epoch, seq: 1 })
         .await
         .unwrap();
     let acked = store
-        .fetch(&bob.public_key(), None, 10, after_first_ttl)
+        .fetch(&bob.public_key().into(), None, 10, after_first_ttl)
         .await
         .unwrap();
     assert_eq!(acked.gap, None, "once acked past the loss, no gap");
@@ -303,7 +354,7 @@ async fn ttl_expiry_is_a_gap(store: SharedStore) {
     let all_gone = later + LIMITS.message_ttl_ms + 1;
     let batch = store
         .fetch(
-            &bob.public_key(),
+            &bob.public_key().into(),
             Some(Cursor { epoch, seq: 1 }),
             10,
             all_gone,
@@ -325,7 +376,7 @@ async fn stale_epoch_is_a_gap(store: SharedStore) {
         .await
         .unwrap();
     let epoch = store
-        .fetch(&bob.public_key(), None, 10, NOW)
+        .fetch(&bob.public_key().into(), None, 10, NOW)
         .await
         .unwrap()
         .epoch;
@@ -334,7 +385,7 @@ async fn stale_epoch_is_a_gap(store: SharedStore) {
         seq: 7,
     };
     let batch = store
-        .fetch(&bob.public_key(), Some(stale), 10, NOW)
+        .fetch(&bob.public_key().into(), Some(stale), 10, NOW)
         .await
         .unwrap();
     assert_eq!(batch.gap, Some(GapReason::EpochChanged));
@@ -359,7 +410,7 @@ async fn inbox_cap_refuses(store: SharedStore) {
         .await;
     assert_eq!(over, Err(StoreError::InboxFull { cap: cap as usize }));
     let batch = store
-        .fetch(&bob.public_key(), None, 100, NOW)
+        .fetch(&bob.public_key().into(), None, 100, NOW)
         .await
         .unwrap();
     assert_eq!(
@@ -370,7 +421,7 @@ async fn inbox_cap_refuses(store: SharedStore) {
     assert_eq!(batch.messages[0].seq, 1);
     store
         .ack(
-            &bob.public_key(),
+            &bob.public_key().into(),
             Cursor {
                 epoch: batch.epoch,
                 seq: 1,
@@ -402,9 +453,12 @@ async fn inboxes_are_independent(store: SharedStore) {
         .insert(&envelope(&alice, carol.public_key(), 2, NOW), NOW)
         .await
         .unwrap();
-    let b = store.fetch(&bob.public_key(), None, 10, NOW).await.unwrap();
+    let b = store
+        .fetch(&bob.public_key().into(), None, 10, NOW)
+        .await
+        .unwrap();
     let c = store
-        .fetch(&carol.public_key(), None, 10, NOW)
+        .fetch(&carol.public_key().into(), None, 10, NOW)
         .await
         .unwrap();
     assert_eq!(b.messages.len(), 1);
@@ -413,7 +467,7 @@ async fn inboxes_are_independent(store: SharedStore) {
     assert_eq!(c.messages[0].envelope.body, b"body 2");
     store
         .ack(
-            &bob.public_key(),
+            &bob.public_key().into(),
             Cursor {
                 epoch: b.epoch,
                 seq: 1,
@@ -423,7 +477,7 @@ async fn inboxes_are_independent(store: SharedStore) {
         .unwrap();
     assert_eq!(
         store
-            .fetch(&carol.public_key(), None, 10, NOW)
+            .fetch(&carol.public_key().into(), None, 10, NOW)
             .await
             .unwrap()
             .messages

@@ -18,14 +18,14 @@ use super::{
     Batch, HistoryLoss, InsertOutcome, MessageStore, StoreError, StoreEvents, StoreLimits,
     StoredMessage, SweepStats,
 };
-use crate::protocol::{Cursor, GapReason, MessageId, PublicKey, VerifiedEnvelope};
+use crate::protocol::{Cursor, GapReason, InboxId, MessageId, VerifiedEnvelope};
 
 /// Bytes charged per message on top of its body, and per remembered id.
 const MESSAGE_OVERHEAD: usize = 256;
 const DEDUPE_ENTRY_BYTES: usize = 64;
 
 pub struct MemoryStore {
-    inboxes: DashMap<PublicKey, Inbox>,
+    inboxes: DashMap<InboxId, Inbox>,
     used_bytes: AtomicUsize,
     /// Messages expired since the last sweep reported them (expiry also happens on
     /// reads and writes, between sweeps).
@@ -114,9 +114,10 @@ impl Inbox {
 }
 
 impl Inbox {
-    fn save(&self, key: PublicKey) -> InboxSnapshot {
+    fn save(&self, inbox: InboxId) -> InboxSnapshot {
         InboxSnapshot {
-            key,
+            key: *inbox.key(),
+            whispr_v1: inbox.is_whispr_v1(),
             epoch: self.epoch,
             head: self.head,
             lost_through: self.lost_through,
@@ -136,7 +137,8 @@ impl Inbox {
         }
     }
 
-    fn restore(saved: InboxSnapshot) -> (PublicKey, Inbox) {
+    fn restore(saved: InboxSnapshot) -> (InboxId, Inbox) {
+        let id = saved.inbox();
         let queue = saved
             .messages
             .into_iter()
@@ -163,7 +165,7 @@ impl Inbox {
             recent_order,
             touched_ms: saved.touched_ms,
         };
-        (saved.key, inbox)
+        (id, inbox)
     }
 }
 
@@ -246,7 +248,7 @@ impl MessageStore for MemoryStore {
     ) -> Result<InsertOutcome, StoreError> {
         let mut inbox = self
             .inboxes
-            .entry(*message.recipient())
+            .entry(message.inbox())
             .or_insert_with(|| Inbox::new(now_ms));
         let id = message.id();
         if inbox.recent.contains_key(&id) {
@@ -285,7 +287,7 @@ impl MessageStore for MemoryStore {
 
     async fn fetch(
         &self,
-        inbox_key: &PublicKey,
+        inbox_key: &InboxId,
         after: Option<Cursor>,
         limit: usize,
         now_ms: u64,
@@ -328,7 +330,7 @@ impl MessageStore for MemoryStore {
         })
     }
 
-    async fn ack(&self, inbox_key: &PublicKey, through: Cursor) -> Result<u64, StoreError> {
+    async fn ack(&self, inbox_key: &InboxId, through: Cursor) -> Result<u64, StoreError> {
         let Some(mut inbox) = self.inboxes.get_mut(inbox_key) else {
             return Ok(0);
         };

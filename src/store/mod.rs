@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::protocol::{Cursor, Envelope, GapReason, MessageId, PublicKey, VerifiedEnvelope};
+use crate::protocol::{Cursor, Envelope, GapReason, InboxId, MessageId, VerifiedEnvelope};
 
 pub use memory::MemoryStore;
 pub use redis::{RedisOptions, RedisStore};
@@ -138,7 +138,7 @@ pub struct StoreEvents {
 
 impl StoreEvents {
     /// Counts and logs (WARN, with the inbox's short id) an inbox moved to a new epoch.
-    pub fn history_lost(&self, inbox: &PublicKey, reason: HistoryLoss) {
+    pub fn history_lost(&self, inbox: &InboxId, reason: HistoryLoss) {
         self.history_lost[reason as usize].fetch_add(1, Ordering::Relaxed);
         tracing::warn!(
             inbox = %inbox,
@@ -174,7 +174,8 @@ pub struct SweepStats {
 /// [`conformance::run_all`].
 #[async_trait]
 pub trait MessageStore: Send + Sync + 'static {
-    /// Queues a verified, non-ephemeral envelope. Idempotent by message id.
+    /// Queues a verified, non-ephemeral envelope in its inbox (`message.inbox()`: native
+    /// and Whispr v1 inboxes never share storage). Idempotent by message id.
     async fn insert(
         &self,
         message: &VerifiedEnvelope,
@@ -188,7 +189,7 @@ pub trait MessageStore: Send + Sync + 'static {
     /// stored.
     async fn fetch(
         &self,
-        inbox: &PublicKey,
+        inbox: &InboxId,
         after: Option<Cursor>,
         limit: usize,
         now_ms: u64,
@@ -198,7 +199,7 @@ pub trait MessageStore: Send + Sync + 'static {
     /// Returns how many were deleted. Acking past the head of the current epoch deletes
     /// nothing: it proves the store lost history, so the inbox moves to a new epoch
     /// ([`HistoryLoss::CursorAhead`]) and its next read reports the gap.
-    async fn ack(&self, inbox: &PublicKey, through: Cursor) -> Result<u64, StoreError>;
+    async fn ack(&self, inbox: &InboxId, through: Cursor) -> Result<u64, StoreError>;
 
     /// Expires messages past their TTL and forgets idle empty inboxes.
     async fn sweep(&self, now_ms: u64) -> Result<SweepStats, StoreError>;

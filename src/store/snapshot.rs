@@ -8,9 +8,19 @@ use std::io::Write;
 use std::path::Path;
 
 use super::StoreError;
-use crate::protocol::{Envelope, MessageId, PublicKey};
+use crate::protocol::{Envelope, InboxId, MessageId, PublicKey};
 
 const VERSION: u32 = 1;
+
+impl InboxSnapshot {
+    pub fn inbox(&self) -> InboxId {
+        if self.whispr_v1 {
+            InboxId::WhisprV1(self.key)
+        } else {
+            InboxId::Native(self.key)
+        }
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 pub struct Snapshot {
@@ -21,6 +31,9 @@ pub struct Snapshot {
 #[derive(Serialize, Deserialize)]
 pub struct InboxSnapshot {
     pub key: PublicKey,
+    /// A Whispr v1 inbox (named by its derived key) rather than `key`'s native one.
+    #[serde(default)]
+    pub whispr_v1: bool,
     pub epoch: u64,
     pub head: u64,
     pub lost_through: u64,

@@ -538,7 +538,10 @@ async fn a_stopped_redis_is_a_quick_503_and_a_late_insert_stores_nothing() {
     redis.signal("CONT");
     wait_ready(&relay).await;
     // ...and Redis, running it late, stored nothing.
-    let batch = store.fetch(&bob.public_key(), None, 10, now).await.unwrap();
+    let batch = store
+        .fetch(&bob.public_key().into(), None, 10, now)
+        .await
+        .unwrap();
     assert!(batch.messages.is_empty(), "{:?}", batch.messages);
     let (mut ws, _) = relay.connect(&bob).await;
     assert!(drain_until_synced(&mut ws, true).await.is_empty());

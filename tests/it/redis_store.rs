@@ -209,7 +209,12 @@ async fn queued_messages_survive_a_new_store_and_idle_inboxes_expire() {
         .await
         .unwrap();
     let batch = second
-        .fetch(&bob.public_key(), Some(Cursor { epoch, seq: 0 }), 10, now)
+        .fetch(
+            &bob.public_key().into(),
+            Some(Cursor { epoch, seq: 0 }),
+            10,
+            now,
+        )
         .await
         .unwrap();
     assert_eq!(batch.epoch, epoch);
@@ -266,7 +271,7 @@ async fn a_lost_redis_is_unavailable_then_reconnects_by_itself() {
     let now = 1_800_000_000_000;
     let down = tokio::time::timeout(
         Duration::from_secs(10),
-        store.fetch(&bob.public_key(), None, 10, now),
+        store.fetch(&bob.public_key().into(), None, 10, now),
     )
     .await
     .expect("a lost redis fails fast");
@@ -283,7 +288,10 @@ async fn a_lost_redis_is_unavailable_then_reconnects_by_itself() {
     until_ready(&store)
         .await
         .expect("the store reconnects once redis is back");
-    let batch = store.fetch(&bob.public_key(), None, 10, now).await.unwrap();
+    let batch = store
+        .fetch(&bob.public_key().into(), None, 10, now)
+        .await
+        .unwrap();
     assert!(batch.messages.is_empty());
 }
 

@@ -393,6 +393,70 @@ async fn v1_and_native_inboxes_never_meet() {
     assert_eq!(messages[0]["from"], bob.sign_pub());
 }
 
+/// The forgery a shared key space allowed: a native envelope addressed to a v1 inbox's
+/// derived key, its body shaped like a stored v1 message and signed by the sender's own
+/// key, with an id and receive time of the attacker's choosing. Native and v1 inboxes are
+/// separate namespaces in the store, so a v1 reader never sees it, on either store.
+async fn a_forged_native_envelope_never_reaches_a_v1_reader(relay: &TestRelay) {
+    let (mallory, victim) = (Identity::generate(), V1User::new());
+    let to = PublicKey::from_hex(&victim.enc_pub(), whispr::protocol::KeyField::Recipient).unwrap();
+    let message = b"forged ciphertext".to_vec();
+    let forged = whispr::protocol::whispr_v1::StoredV1 {
+        to: victim.enc_pub(),
+        from: mallory.public_key().to_hex(),
+        enc_pub: victim.enc_pub(),
+        message: STANDARD.encode(&message),
+        signature: STANDARD.encode(mallory.sign(&message).to_bytes()),
+        timestamp: 1.0,
+        received_ms: 42,
+        id: "chosen-by-the-attacker".into(),
+    };
+    assert!(
+        whispr::protocol::whispr_v1::StoredV1::open(
+            &Envelope::seal(
+                &mallory,
+                inbox_key(&to),
+                0,
+                false,
+                serde_json::to_vec(&forged).unwrap()
+            ),
+            &to
+        )
+        .is_some(),
+        "the body passes the v1 reader's own checks: only the namespace stops it"
+    );
+    relay
+        .http()
+        .send(&Envelope::seal(
+            &mallory,
+            inbox_key(&to),
+            relay.clock.now_ms(),
+            false,
+            serde_json::to_vec(&forged).unwrap(),
+        ))
+        .await
+        .expect("a native send to any 32 bytes is accepted");
+    let (_, body) = get(relay, &format!("/inbox/{}", victim.enc_pub())).await;
+    assert_eq!(body, json!({"messages": []}), "the v1 reader sees nothing");
+}
+
+#[tokio::test]
+async fn a_native_envelope_cannot_be_planted_in_a_v1_inbox_on_memory() {
+    let relay = TestRelay::start().await;
+    a_forged_native_envelope_never_reaches_a_v1_reader(&relay).await;
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_native_envelope_cannot_be_planted_in_a_v1_inbox_on_redis() {
+    let Some(redis) = crate::redis_store::RedisServer::start().await else {
+        return;
+    };
+    let relay = TestRelay::start_with(redis.config("")).await;
+    a_forged_native_envelope_never_reaches_a_v1_reader(&relay).await;
+    relay.stop().await;
+}
+
 #[tokio::test]
 async fn v1_messages_expire_after_the_ttl() {
     let relay = TestRelay::start_with(config_with("message_ttl_seconds = 60")).await;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::protocol::whispr_v1::{inbox_key, StoredV1};
-use crate::protocol::{Cursor, PublicKey};
+use crate::protocol::{Cursor, InboxId, PublicKey};
 use crate::relay::Relay;
 use crate::store::StoreError;
 
@@ -57,7 +57,7 @@ impl Readers {
         let mut guard = lock.lock_owned().await;
         let batch = relay
             .store
-            .fetch(&inbox, None, limit, relay.clock.now_ms())
+            .fetch(&InboxId::WhisprV1(inbox), None, limit, relay.clock.now_ms())
             .await?;
         if guard.epoch != batch.epoch {
             guard.epoch = batch.epoch;
@@ -117,7 +117,10 @@ impl Pending<'_> {
                 epoch: self.guard.epoch,
                 seq: through,
             };
-            self.relay.store.ack(&self.inbox, cursor).await?;
+            self.relay
+                .store
+                .ack(&InboxId::WhisprV1(self.inbox), cursor)
+                .await?;
         }
         self.guard.seqs.retain(|s| *s > through);
         let (readers, inbox) = (self.readers, self.inbox);

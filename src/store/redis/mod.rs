@@ -123,7 +123,9 @@ use super::{
     Batch, HistoryLoss, InsertOutcome, MessageStore, StoreError, StoreEvents, StoreLimits,
     StoredMessage, SweepStats,
 };
-use crate::protocol::{Cursor, Envelope, GapReason, KeyField, PublicKey, VerifiedEnvelope};
+use crate::protocol::{
+    Cursor, Envelope, GapReason, InboxId, KeyField, PublicKey, VerifiedEnvelope,
+};
 use crate::redis_link::{RedisLink, RedisTarget};
 use guard::Guard;
 use scripts::Scripts;
@@ -172,30 +174,53 @@ pub struct RedisStore {
     events: StoreEvents,
 }
 
-/// A script call on the five keys of the inbox tagged `tag`, in the scripts' order,
-/// with the three arguments every script takes first (see `scripts`).
+/// A script call on the five keys of `inbox`, in the scripts' order, with the three
+/// arguments every script takes first (see `scripts`).
 fn on_inbox<'a>(
     script: &'a Script,
-    tag: &str,
+    inbox: &InboxId,
     checked: &str,
     keep_ms: u64,
 ) -> ScriptInvocation<'a> {
     let mut call = script.prepare_invoke();
     for part in ["meta", "q", "m", "exp", "ids"] {
-        call.key(key(tag, part));
+        call.key(key(inbox, part));
     }
     call.arg(new_epoch()).arg(checked).arg(keep_ms);
     call
 }
 
-/// One key of an inbox: the tag in braces makes Redis Cluster hash only the tag.
-fn key(tag: &str, part: &str) -> String {
-    format!("whispr:{{{tag}}}:{part}")
+/// Where each namespace's keys start: native inboxes, and Whispr v1 inboxes apart from
+/// them, so no native envelope can land where a v1 reader looks.
+const NATIVE_PREFIX: &str = "whispr:{";
+const WHISPR_V1_PREFIX: &str = "whispr:v1:{";
+
+/// One key of an inbox: the key's hex in braces is the hash tag, so Redis Cluster puts
+/// every key of an inbox in one slot.
+fn key(inbox: &InboxId, part: &str) -> String {
+    let prefix = match inbox {
+        InboxId::Native(_) => NATIVE_PREFIX,
+        InboxId::WhisprV1(_) => WHISPR_V1_PREFIX,
+    };
+    format!("{prefix}{}}}:{part}", inbox.key().to_hex())
 }
 
-/// The inbox's hash tag in one of its keys, e.g. `whispr:{ab12..}:exp`.
-fn tag_of(key: &str) -> Option<&str> {
-    Some(key.strip_prefix("whispr:{")?.split_once('}')?.0)
+/// The inbox one of its keys belongs to, e.g. `whispr:v1:{ab12..}:exp`.
+fn inbox_of(key: &str) -> Option<InboxId> {
+    let (make, rest): (fn(PublicKey) -> InboxId, &str) = match key.strip_prefix(WHISPR_V1_PREFIX) {
+        Some(rest) => (InboxId::WhisprV1, rest),
+        None => (InboxId::Native, key.strip_prefix(NATIVE_PREFIX)?),
+    };
+    let hex = rest.split_once('}')?.0;
+    Some(make(PublicKey::from_hex(hex, KeyField::Recipient).ok()?))
+}
+
+/// Every key named `part` of every inbox of both namespaces, for SCAN.
+fn patterns(part: &str) -> [String; 2] {
+    [
+        format!("{NATIVE_PREFIX}*}}:{part}"),
+        format!("{WHISPR_V1_PREFIX}*}}:{part}"),
+    ]
 }
 
 /// Epochs are random in [1, 2^53), like the memory store's.
@@ -268,14 +293,13 @@ impl RedisStore {
     async fn script(
         &self,
         script: &Script,
-        inbox: &PublicKey,
+        inbox: &InboxId,
         keep_ms: u64,
         args: impl Fn(&mut ScriptInvocation<'_>),
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        let tag = inbox.to_hex();
         let mut checked = self.guard.checked_runs();
         loop {
-            let mut call = on_inbox(script, &tag, &checked, keep_ms);
+            let mut call = on_inbox(script, inbox, &checked, keep_ms);
             args(&mut call);
             let reply: Vec<Vec<u8>> = self.run(&call).await?;
             match reply.as_slice() {
@@ -296,7 +320,7 @@ impl RedisStore {
     }
 
     /// Reports what a script noticed about the inbox's history (empty: nothing).
-    fn note_loss(&self, inbox: &PublicKey, field: &[u8]) -> Result<(), StoreError> {
+    fn note_loss(&self, inbox: &InboxId, field: &[u8]) -> Result<(), StoreError> {
         if field.is_empty() {
             return Ok(());
         }
@@ -367,7 +391,7 @@ impl MessageStore for RedisStore {
         let deadline = self.guard.deadline_ms(self.options.response_timeout);
         let id = message.id().to_hex();
         let reply = self
-            .script(&self.scripts.insert, message.recipient(), keep_ms, |call| {
+            .script(&self.scripts.insert, &message.inbox(), keep_ms, |call| {
                 call.arg(&id)
                     .arg(forget_at)
                     .arg(now_ms)
@@ -380,7 +404,7 @@ impl MessageStore for RedisStore {
         let [status, epoch, seq, expired, lost] = reply.as_slice() else {
             return Err(corrupt("insert"));
         };
-        self.note_loss(message.recipient(), lost)?;
+        self.note_loss(&message.inbox(), lost)?;
         match status.as_slice() {
             b"stored" => {
                 self.count_expired(expired)?;
@@ -401,7 +425,7 @@ impl MessageStore for RedisStore {
 
     async fn fetch(
         &self,
-        inbox: &PublicKey,
+        inbox: &InboxId,
         after: Option<Cursor>,
         limit: usize,
         now_ms: u64,
@@ -448,7 +472,7 @@ impl MessageStore for RedisStore {
         })
     }
 
-    async fn ack(&self, inbox: &PublicKey, through: Cursor) -> Result<u64, StoreError> {
+    async fn ack(&self, inbox: &InboxId, through: Cursor) -> Result<u64, StoreError> {
         let reply = self
             .script(&self.scripts.ack, inbox, self.keep_ms(), |call| {
                 call.arg(through.epoch.to_string()).arg(through.seq);
@@ -467,11 +491,12 @@ impl MessageStore for RedisStore {
 
     async fn sweep(&self, now_ms: u64) -> Result<SweepStats, StoreError> {
         let mut expired = 0;
-        for key in self.scan("whispr:{*}:exp").await? {
-            let Some(tag) = tag_of(&key) else {
-                continue;
-            };
-            let Ok(inbox) = PublicKey::from_hex(tag, KeyField::Recipient) else {
+        let mut keys = Vec::new();
+        for pattern in patterns("exp") {
+            keys.extend(self.scan(&pattern).await?);
+        }
+        for key in keys {
+            let Some(inbox) = inbox_of(&key) else {
                 continue;
             };
             let reply = self
@@ -507,7 +532,10 @@ impl MessageStore for RedisStore {
     /// Messages queued in every inbox on this Redis, expired-but-unswept included (as
     /// in the memory store).
     async fn depth(&self) -> Result<u64, StoreError> {
-        let keys = self.scan("whispr:{*}:q").await?;
+        let mut keys = Vec::new();
+        for pattern in patterns("q") {
+            keys.extend(self.scan(&pattern).await?);
+        }
         // One ZCARD per inbox, many in flight: each key may live on another cluster
         // master, so no cross-slot pipeline; the multiplexed connection batches them.
         let sizes: Vec<u64> = futures::stream::iter(keys)
@@ -544,12 +572,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_share_one_hash_tag() {
-        let inbox = PublicKey::from_bytes([7; 32]).to_hex();
-        assert_eq!(key(&inbox, "meta"), format!("whispr:{{{inbox}}}:meta"));
+    fn keys_share_one_hash_tag_and_the_namespaces_never_meet() {
+        let key_bytes = PublicKey::from_bytes([7; 32]);
+        let hex = key_bytes.to_hex();
+        let native = InboxId::Native(key_bytes);
+        let v1 = InboxId::WhisprV1(key_bytes);
+        assert_eq!(key(&native, "meta"), format!("whispr:{{{hex}}}:meta"));
+        assert_eq!(key(&v1, "meta"), format!("whispr:v1:{{{hex}}}:meta"));
         for part in ["meta", "q", "m", "exp", "ids"] {
-            assert_eq!(tag_of(&key(&inbox, part)), Some(inbox.as_str()));
+            assert_eq!(inbox_of(&key(&native, part)), Some(native));
+            assert_eq!(inbox_of(&key(&v1, part)), Some(v1));
+            assert_ne!(key(&native, part), key(&v1, part));
         }
-        assert_eq!(tag_of("other:key"), None);
+        assert_eq!(inbox_of("other:key"), None);
+        assert_eq!(inbox_of("whispr:{nothex}:q"), None);
     }
 }
