@@ -60,6 +60,10 @@ pub struct Config {
     /// A connection with no request in progress that sends nothing for this many
     /// seconds is closed (idle keep-alive). At most `http_header_read_timeout_seconds`.
     pub http_keep_alive_timeout_seconds: u64,
+    /// A connection whose answer the client has not read for this many seconds (every
+    /// write to it blocked) is closed, so a client that stops reading cannot hold the
+    /// answer (or a download's attachment bytes) for ever.
+    pub http_write_timeout_seconds: u64,
     /// Largest request head (request line and headers) hyper buffers; a larger one is
     /// answered 431. Bounds what a half-sent head holds (hyper's default is ~400 KiB).
     pub http_max_head_bytes: usize,
@@ -200,6 +204,7 @@ impl Default for Config {
             max_new_connections_per_second: 2000,
             http_header_read_timeout_seconds: 10,
             http_keep_alive_timeout_seconds: 5,
+            http_write_timeout_seconds: 30,
             http_max_head_bytes: 16384,
             http_body_timeout_seconds: 30,
             http_max_connections: 8192,
@@ -577,6 +582,10 @@ impl Config {
                 self.http_keep_alive_timeout_seconds,
             ),
             ("http_body_timeout_seconds", self.http_body_timeout_seconds),
+            (
+                "http_write_timeout_seconds",
+                self.http_write_timeout_seconds,
+            ),
         ] {
             if !(1..=3600).contains(&v) {
                 return invalid(key, "must be between 1 and 3600 seconds");
@@ -614,6 +623,7 @@ impl Config {
         crate::http::HttpLimits {
             header_read: Duration::from_secs(self.http_header_read_timeout_seconds),
             keep_alive: Duration::from_secs(self.http_keep_alive_timeout_seconds),
+            write: Duration::from_secs(self.http_write_timeout_seconds),
             max_head_bytes: self.http_max_head_bytes,
             caps: crate::http::ConnCaps {
                 max: self.http_max_connections,

@@ -70,7 +70,7 @@ pub struct Metrics {
     /// HTTP connections past a cap (per_ip, global), by what they got: the reserve
     /// (health answered, the rest refused) or closed at accept.
     pub http_refused: IntCounterVec,
-    /// HTTP connections closed by a deadline, by phase (handshake, head, idle).
+    /// HTTP connections closed by a deadline, by phase (handshake, head, idle, write).
     pub http_timeouts: IntCounterVec,
 }
 
@@ -211,7 +211,7 @@ impl Metrics {
             ),
             http_timeouts: counter_vec(
                 "whispr_http_timeouts_total",
-                "HTTP connections closed by a deadline, by phase: handshake (TLS), head (http_header_read_timeout_seconds), idle (http_keep_alive_timeout_seconds).",
+                "HTTP connections closed by a deadline, by phase: handshake (TLS), head (http_header_read_timeout_seconds), idle (http_keep_alive_timeout_seconds), write (http_write_timeout_seconds).",
                 &["phase"],
             ),
             registry,

@@ -1,15 +1,15 @@
 //! HTTP routes: the WebSocket upgrade, the polling fallback, health and info; and
-//! serving them (`serve`: hyper with deadlines, `gate`: connection caps, `idle`:
-//! the keep-alive watch, `body`: body limits and deadlines).
+//! serving them (`serve`: hyper with deadlines, `gate`: connection caps, `activity`:
+//! the idle and write-stall watch, `body`: body limits and deadlines).
 //! Every error leaves through [`crate::error::ApiError`] as JSON `{error, detail}`.
 
+mod activity;
 mod admission;
 mod blobs;
 pub(crate) mod body;
 mod client_ip;
 mod gate;
 mod health;
-mod idle;
 mod poll;
 mod serve;
 pub mod v1;

@@ -8,8 +8,9 @@
 //! (the relay is HTTP/1.1 only: WebSockets upgrade over it, and TLS offers only
 //! `http/1.1` by ALPN). Deadlines: hyper's `header_read_timeout`
 //! (`http_header_read_timeout_seconds`, from the accept or the end of the previous
-//! response to a complete head), [`idle`]'s keep-alive watch
-//! (`http_keep_alive_timeout_seconds`), and each body-reading route's own deadline
+//! response to a complete head), [`activity`]'s watch of idle keep-alive connections
+//! (`http_keep_alive_timeout_seconds`) and of answers the client does not read
+//! (`http_write_timeout_seconds`), and each body-reading route's own deadline
 //! (`body.rs`). On shutdown each connection finishes the request it is in and closes;
 //! the relay waits for them within `shutdown_grace_seconds`, as for sessions.
 //!
@@ -33,9 +34,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
+use super::activity::{Activity, Deadlines, InProgress, Tracked, Watched};
 use super::client_ip::{canonical, is_trusted_proxy};
 use super::gate::{ConnCaps, ConnPermit, Gate, Refusal, Verdict};
-use super::idle::{Activity, InProgress, Tracked, Watched};
 use super::AppState;
 use crate::error::ApiError;
 use crate::protocol::ErrorCode;
@@ -46,6 +47,7 @@ use crate::tls::{HandshakeFailure, ReloadableTls};
 pub struct HttpLimits {
     pub header_read: Duration,
     pub keep_alive: Duration,
+    pub write: Duration,
     pub max_head_bytes: usize,
     pub caps: ConnCaps,
 }
@@ -194,8 +196,11 @@ impl Conn {
             .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
         tokio::pin!(served);
-        let idle = conn.activity.idle(limits.keep_alive);
-        tokio::pin!(idle);
+        let expired = conn.activity.expired(Deadlines {
+            keep_alive: limits.keep_alive,
+            write: limits.write,
+        });
+        tokio::pin!(expired);
         let mut draining = false;
         loop {
             tokio::select! {
@@ -207,9 +212,10 @@ impl Conn {
                     }
                     return;
                 }
-                _ = &mut idle => {
-                    // Nothing in progress: dropping the connection closes it.
-                    conn.timed_out("idle");
+                expiry = &mut expired => {
+                    // Idle, or a client that does not read its answer: dropping the
+                    // connection closes it (and drops that answer).
+                    conn.timed_out(expiry.label());
                     return;
                 }
                 _ = conn.app.shutdown.cancelled(), if !draining => {

@@ -8,8 +8,9 @@ use tokio::net::TcpStream;
 use whispr::protocol::{ErrorCode, Identity, ServerFrame};
 
 use crate::support::{
-    closed_by_relay, config_with, connect_from, drain_until_synced, next, raw_request,
-    read_response, RawResponse, TestRelay,
+    closed_by_relay, config_with, connect_from, drain_until_synced, have_program, https_client,
+    metric_at, next, raw_request, read_response, scratch_dir, self_signed_cert, RawResponse,
+    TestRelay,
 };
 
 const HEALTHZ: &str = "GET /healthz HTTP/1.1\r\nHost: relay\r\n\r\n";
@@ -267,5 +268,64 @@ async fn upgraded_websockets_leave_the_http_pool() {
     // third HTTP connection, served only if the pool has room.
     until_metric(&relay, "whispr_http_connections{pool=\"served\"}", 1).await;
     assert_eq!(relay.metric("whispr_connections ").await, 4);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_answers_is_closed() {
+    let relay = TestRelay::start_with(config_with("http_write_timeout_seconds = 1")).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    // A small receive window, so the relay's writes block soon.
+    socket.set_recv_buffer_size(4096).unwrap();
+    let c = socket.connect(relay.addr).await.unwrap();
+    let (_read_half, mut write_half) = c.into_split();
+    // Pipelined requests whose answers are never read.
+    let writer = tokio::spawn(async move {
+        let request = "GET /v1/info HTTP/1.1\r\nHost: relay\r\n\r\n".repeat(5000);
+        let _ = write_half.write_all(request.as_bytes()).await;
+        write_half
+    });
+    until_metric(&relay, "whispr_http_timeouts_total{phase=\"write\"}", 1).await;
+    writer.abort();
+    healthy_clients_are_served(&relay).await;
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_head_over_the_limit_gets_431() {
+    let relay = TestRelay::start_with(config_with("http_max_head_bytes = 8192")).await;
+    let mut c = TcpStream::connect(relay.addr).await.unwrap();
+    let request = format!(
+        "GET /healthz HTTP/1.1\r\nHost: relay\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(10_000)
+    );
+    let answer = raw_request(&mut c, &request).await.expect("an answer");
+    assert_eq!(answer.status, 431);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_tls_handshake_that_never_comes_is_closed_after_the_head_deadline() {
+    if !have_program("openssl") {
+        return;
+    }
+    let dir = scratch_dir("http-limits-tls");
+    let (cert, key) = self_signed_cert(&dir, "a");
+    let relay = TestRelay::start_with(config_with(&format!(
+        "tls_cert = {:?}\ntls_key = {:?}\nhttp_header_read_timeout_seconds = 1\nhttp_keep_alive_timeout_seconds = 1",
+        cert.display().to_string(),
+        key.display().to_string()
+    )))
+    .await;
+    let mut silent = TcpStream::connect(relay.addr).await.unwrap();
+    assert!(closed_by_relay(&mut silent).await.is_empty());
+    let https = https_client(&cert);
+    let base = format!("https://{}", relay.addr);
+    let timeouts = metric_at(
+        &https,
+        &base,
+        "whispr_http_timeouts_total{phase=\"handshake\"}",
+    );
+    assert_eq!(timeouts.await, 1);
     relay.stop().await;
 }

@@ -120,15 +120,7 @@ impl TestRelay {
     /// The value of the `/metrics` sample whose line starts with `sample` (name and
     /// labels, e.g. `whispr_http_connections{pool="served"}`); 0 when absent.
     pub async fn metric(&self, sample: &str) -> i64 {
-        let text = reqwest::get(format!("{}/metrics", self.base))
-            .await
-            .expect("scrape")
-            .text()
-            .await
-            .expect("scrape body");
-        text.lines()
-            .find_map(|l| l.strip_prefix(sample))
-            .map_or(0, |v| v.trim().parse().expect("an integer sample"))
+        metric_at(&reqwest::Client::new(), &self.base, sample).await
     }
 
     /// An envelope signed now (by the relay's clock).
@@ -369,4 +361,30 @@ pub async fn closed_by_relay(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
         .await
         .expect("the relay closes the connection");
     got
+}
+
+/// [`TestRelay::metric`] from the relay at `base` through `client` (an https one for a
+/// TLS relay).
+pub async fn metric_at(client: &reqwest::Client, base: &str, sample: &str) -> i64 {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("scrape body");
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample))
+        .map_or(0, |v| v.trim().parse().expect("an integer sample"))
+}
+
+/// An https client that trusts exactly `ca`.
+pub fn https_client(ca: &std::path::Path) -> reqwest::Client {
+    let pem = std::fs::read(ca).expect("read the CA");
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("a PEM certificate"))
+        .tls_built_in_root_certs(false)
+        .build()
+        .expect("https client")
 }
