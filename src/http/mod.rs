@@ -6,7 +6,7 @@
 mod activity;
 mod admission;
 mod blobs;
-pub(crate) mod body;
+mod body;
 mod client_ip;
 mod gate;
 mod health;

@@ -68,7 +68,7 @@ fn reserve_serves(path: &str) -> bool {
 /// Accepts one connection and sets `TCP_NODELAY` on it: answers and WebSocket frames
 /// are small writes that must leave at once, not wait for Nagle's algorithm to
 /// gather more. `Ok(None)`: the connection was gone before it could be set up.
-pub(crate) async fn accept(tcp: &TcpListener) -> io::Result<Option<(TcpStream, SocketAddr)>> {
+async fn accept(tcp: &TcpListener) -> io::Result<Option<(TcpStream, SocketAddr)>> {
     let (stream, peer) = tcp.accept().await?;
     match stream.set_nodelay(true) {
         Ok(()) => Ok(Some((stream, peer))),
