@@ -52,6 +52,37 @@ pub struct Config {
     pub max_connections_per_ip: usize,
     /// New WebSocket connections accepted per second, all clients together.
     pub max_new_connections_per_second: u32,
+    /// Every HTTP connection (before any WebSocket upgrade): the request head (headers)
+    /// must be complete this many seconds after the connection is accepted or its
+    /// previous response is sent; slower connections are closed. Also the TLS
+    /// handshake's deadline.
+    pub http_header_read_timeout_seconds: u64,
+    /// A connection with no request in progress that sends nothing for this many
+    /// seconds is closed (idle keep-alive). At most `http_header_read_timeout_seconds`.
+    pub http_keep_alive_timeout_seconds: u64,
+    /// A connection whose answer the client has not read for this many seconds (every
+    /// write to it blocked) is closed, so a client that stops reading cannot hold the
+    /// answer (or a download's attachment bytes) for ever.
+    pub http_write_timeout_seconds: u64,
+    /// Largest request head (request line and headers) hyper buffers; a larger one is
+    /// answered 431. Bounds what a half-sent head holds (hyper's default is ~400 KiB).
+    pub http_max_head_bytes: usize,
+    /// The body of `POST /v1/send` and v1 `POST /send` must have arrived this many
+    /// seconds after its headers (408 `timeout` after it). Uploads have
+    /// `attachment_upload_timeout_seconds`.
+    pub http_body_timeout_seconds: u64,
+    /// Most HTTP connections at once (WebSockets leave this pool when they upgrade).
+    /// Connections beyond it get the reserve: health answers, 503 for the rest.
+    pub http_max_connections: usize,
+    /// Most HTTP connections from one TCP peer address (proxies in `trusted_proxies`
+    /// are exempt); beyond it the reserve answers health checks, 429 for the rest.
+    pub http_max_connections_per_ip: usize,
+    /// Connections beyond the caps that are still read, one request each, so
+    /// `/healthz`, `/readyz` and `/metrics` keep answering under a flood; beyond the
+    /// reserve a connection is closed as soon as it is accepted. 0: no reserve.
+    pub http_reserved_connections: usize,
+    /// Most reserve connections one TCP peer address may hold (trusted proxies exempt).
+    pub http_reserved_connections_per_ip: usize,
     /// Serve `GET /metrics` on this address instead of `listen` (e.g. 127.0.0.1:9090,
     /// so metrics stay private behind a public listener). Empty: on `listen`.
     pub metrics_listen: String,
@@ -178,6 +209,15 @@ impl Default for Config {
             max_connections: 100_000,
             max_connections_per_ip: 1000,
             max_new_connections_per_second: 2000,
+            http_header_read_timeout_seconds: 10,
+            http_keep_alive_timeout_seconds: 5,
+            http_write_timeout_seconds: 30,
+            http_max_head_bytes: 16384,
+            http_body_timeout_seconds: 30,
+            http_max_connections: 8192,
+            http_max_connections_per_ip: 256,
+            http_reserved_connections: 64,
+            http_reserved_connections_per_ip: 2,
             origin: String::new(),
             store: StoreKind::Memory,
             redis_url: "redis://127.0.0.1:6379".into(),
@@ -484,6 +524,7 @@ impl Config {
         {
             return invalid("max_connections", "connection limits must be at least 1");
         }
+        self.validate_http_limits()?;
         if self.tls_cert.is_empty() != self.tls_key.is_empty() {
             return invalid(
                 "tls_cert",
@@ -560,6 +601,76 @@ impl Config {
         crate::store::RedisOptions {
             allow_eviction: self.redis_allow_eviction,
             response_timeout: Duration::from_millis(self.redis_response_timeout_ms),
+        }
+    }
+
+    /// The `http_*` keys: deadlines of HTTP connections and their caps.
+    fn validate_http_limits(&self) -> Result<(), ConfigError> {
+        let invalid = |key, detail: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                detail: detail.into(),
+            })
+        };
+        for (key, v) in [
+            (
+                "http_header_read_timeout_seconds",
+                self.http_header_read_timeout_seconds,
+            ),
+            (
+                "http_keep_alive_timeout_seconds",
+                self.http_keep_alive_timeout_seconds,
+            ),
+            ("http_body_timeout_seconds", self.http_body_timeout_seconds),
+            (
+                "http_write_timeout_seconds",
+                self.http_write_timeout_seconds,
+            ),
+        ] {
+            if !(1..=3600).contains(&v) {
+                return invalid(key, "must be between 1 and 3600 seconds");
+            }
+        }
+        // The head deadline starts when a keep-alive connection goes idle, so an idle
+        // connection is closed by then whatever this says.
+        if self.http_keep_alive_timeout_seconds > self.http_header_read_timeout_seconds {
+            return invalid(
+                "http_keep_alive_timeout_seconds",
+                "must not exceed http_header_read_timeout_seconds (an idle connection's wait for its next request counts against the head deadline)",
+            );
+        }
+        // hyper refuses a read buffer under 8 KiB.
+        if !(8192..=1 << 20).contains(&self.http_max_head_bytes) {
+            return invalid("http_max_head_bytes", "must be between 8192 and 1048576");
+        }
+        if self.http_max_connections == 0 || self.http_max_connections_per_ip == 0 {
+            return invalid(
+                "http_max_connections",
+                "HTTP connection caps (http_max_connections, http_max_connections_per_ip) must be at least 1",
+            );
+        }
+        if self.http_reserved_connections > 0 && self.http_reserved_connections_per_ip == 0 {
+            return invalid(
+                "http_reserved_connections_per_ip",
+                "must be at least 1 when http_reserved_connections is not 0",
+            );
+        }
+        Ok(())
+    }
+
+    /// Deadlines and caps of HTTP connections.
+    pub fn http_limits(&self) -> crate::http::HttpLimits {
+        crate::http::HttpLimits {
+            header_read: Duration::from_secs(self.http_header_read_timeout_seconds),
+            keep_alive: Duration::from_secs(self.http_keep_alive_timeout_seconds),
+            write: Duration::from_secs(self.http_write_timeout_seconds),
+            max_head_bytes: self.http_max_head_bytes,
+            caps: crate::http::ConnCaps {
+                max: self.http_max_connections,
+                max_per_ip: self.http_max_connections_per_ip,
+                reserved: self.http_reserved_connections,
+                reserved_per_ip: self.http_reserved_connections_per_ip,
+            },
         }
     }
 
@@ -786,6 +897,25 @@ mod tests {
             (
                 "attachment_max_size_bytes = 3000\nmax_attachment_inflight_bytes = 20383",
                 "max_attachment_inflight_bytes",
+            ),
+            (
+                "http_header_read_timeout_seconds = 0",
+                "http_header_read_timeout_seconds",
+            ),
+            (
+                "http_keep_alive_timeout_seconds = 11",
+                "http_keep_alive_timeout_seconds",
+            ),
+            (
+                "http_body_timeout_seconds = 3601",
+                "http_body_timeout_seconds",
+            ),
+            ("http_max_head_bytes = 8191", "http_max_head_bytes"),
+            ("http_max_connections = 0", "http_max_connections"),
+            ("http_max_connections_per_ip = 0", "http_max_connections"),
+            (
+                "http_reserved_connections_per_ip = 0",
+                "http_reserved_connections_per_ip",
             ),
             ("signal_max_peers_per_room = 1", "signal_max_peers_per_room"),
             ("signal_max_message_bytes = 0", "signal_max_message_bytes"),

@@ -15,7 +15,8 @@
 //!   over Redis pub/sub when the store is Redis.
 //! - [`session`]: one WebSocket client: pure state machine plus socket loop.
 //! - [`http`]: routes: WebSocket upgrade, polling fallback, health, info, and the
-//!   Whispr v1 API for Python-era clients (`http::v1`, behind `compat_whispr_v1`).
+//!   Whispr v1 API for Python-era clients (`http::v1`, behind `compat_whispr_v1`);
+//!   serving them with hyper: connection caps, deadlines, body limits.
 //! - [`server`]: builds everything and serves a listener until shutdown.
 //! - [`config`]: layered, validated configuration.
 //! - [`error`]: error types and their one mapping to HTTP statuses and close codes.

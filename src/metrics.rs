@@ -72,6 +72,14 @@ pub struct Metrics {
     pub signal_rooms: IntGauge,
     /// Memberships of this node's `/signal` sockets in rooms.
     pub signal_members: IntGauge,
+    /// Open HTTP connections of the main listener, by pool (served, reserve); sampled
+    /// at scrape.
+    pub http_connections: IntGaugeVec,
+    /// HTTP connections past a cap (per_ip, global), by what they got: the reserve
+    /// (health answered, the rest refused) or closed at accept.
+    pub http_refused: IntCounterVec,
+    /// HTTP connections closed by a deadline, by phase (handshake, head, idle, write).
+    pub http_timeouts: IntCounterVec,
 }
 
 fn buckets() -> Vec<f64> {
@@ -123,6 +131,17 @@ impl Metrics {
         .expect("valid metric");
         registry
             .register(Box::new(sessions.clone()))
+            .expect("unique metric");
+        let http_connections = IntGaugeVec::new(
+            Opts::new(
+                "whispr_http_connections",
+                "Open HTTP connections (not upgraded), by pool: served, or the reserve past a cap.",
+            ),
+            &["pool"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(http_connections.clone()))
             .expect("unique metric");
         Metrics {
             connections: gauge(
@@ -200,6 +219,17 @@ impl Metrics {
             signal_members: gauge(
                 "whispr_signal_members",
                 "Room memberships of this node's /signal sockets.",
+            ),
+            http_connections,
+            http_refused: counter_vec(
+                "whispr_http_connections_refused_total",
+                "HTTP connections past http_max_connections_per_ip (cap=per_ip) or http_max_connections (cap=global), by action: reserve (health checks answered, the rest refused) or closed.",
+                &["cap", "action"],
+            ),
+            http_timeouts: counter_vec(
+                "whispr_http_timeouts_total",
+                "HTTP connections closed by a deadline, by phase: handshake (TLS), head (http_header_read_timeout_seconds), idle (http_keep_alive_timeout_seconds), write (http_write_timeout_seconds).",
+                &["phase"],
             ),
             registry,
         }

@@ -2,8 +2,6 @@
 //! resolves: stop accepting, close sessions with 1001, wait a bounded grace period,
 //! then let the store persist what it holds.
 
-use axum::serve::{Listener, ListenerExt};
-use axum::Router;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +15,7 @@ use crate::analytics::Analytics;
 use crate::blobs::{BlobError, MemoryBlobs, RedisBlobs, SharedBlobs};
 use crate::clock::Clock;
 use crate::config::{Config, StoreKind};
-use crate::http::{self, Admission, App};
+use crate::http::{self, Admission, App, Endpoint, Gate};
 use crate::notify;
 use crate::protocol::Envelope;
 use crate::redis_link::{RedisLink, RedisNodes};
@@ -25,7 +23,7 @@ use crate::registry::Registry;
 use crate::relay::Relay;
 use crate::signal;
 use crate::store::{MemoryStore, MessageStore, RedisStore, SharedStore, StoreError};
-use crate::tls::{ReloadableTls, TlsError, TlsListener};
+use crate::tls::{ReloadableTls, TlsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -201,7 +199,7 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let config = self.config.clone();
-        raise_fd_limit(config.max_connections);
+        raise_fd_limit(&config);
         if config.origin.is_empty() && !config.listen.ip().is_loopback() {
             tracing::warn!(
                 "`origin` is not set: authentication binds whatever Host header a request carries, \
@@ -245,6 +243,7 @@ impl Server {
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
         let signal = self.signal_rooms(&relay, shared, &tracker, &token)?;
+        let limits = config.http_limits();
         let app = Arc::new(App {
             relay: relay.clone(),
             config: config.clone(),
@@ -255,6 +254,7 @@ impl Server {
                 config.max_connections_per_ip,
                 config.max_new_connections_per_second,
             ),
+            http_gate: Gate::new(limits.caps),
             blobs: blobs.clone(),
             signal,
         });
@@ -311,26 +311,32 @@ impl Server {
                     source,
                 })?;
             tracing::info!(%addr, "metrics listening");
-            tracker.spawn(serve(
-                metrics,
-                http::metrics_router(app.clone()),
-                token.clone(),
-            ));
+            // Its own counts: a flood on `listen` cannot take the scrape's places.
+            let endpoint = Endpoint {
+                router: http::metrics_router(app.clone()),
+                gate: Gate::new(limits.caps),
+                tls: None,
+                limits,
+            };
+            tracker.spawn(http::serve(metrics, endpoint, app.clone()));
         }
 
         let addr = listener.local_addr()?;
         if config.compat_whispr_v1 {
             tracing::warn!("{}", http::v1::STARTUP_WARNING);
         }
-        let router = http::router(app);
+        let endpoint = Endpoint {
+            router: http::router(app.clone()),
+            gate: app.http_gate.clone(),
+            tls: tls.clone(),
+            limits,
+        };
         tracing::info!(%addr, tls = tls.is_some(), store = store_kind, "whispr relay listening");
-        match tls {
-            Some(tls) => serve(TlsListener::new(listener, tls)?, router, token.clone()).await?,
-            None => serve(listener, router, token.clone()).await?,
-        }
+        http::serve(listener, endpoint, app).await;
 
-        // axum stops accepting and finishes HTTP requests; upgraded sessions are ours
-        // to wait for. They saw the token and are sending Close 1001.
+        // Accepting has stopped. HTTP connections finish the request they are in and
+        // close; upgraded sessions saw the token and are sending Close 1001. Both are
+        // tracked, and waited for within the grace period.
         tracker.close();
         let grace = Duration::from_secs(config.shutdown_grace_seconds);
         if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -351,33 +357,22 @@ impl Server {
 }
 
 /// Raises the soft open-files limit to the hard limit, and warns when even that leaves
-/// too few descriptors for `max_connections` (one per connection, plus some spare).
-fn raise_fd_limit(max_connections: usize) {
-    let wanted = max_connections as u64 + 256;
+/// too few descriptors for every connection the caps allow: WebSockets, HTTP
+/// connections with their reserve, and some spare (Redis, the listeners, files).
+fn raise_fd_limit(config: &Config) {
+    let wanted = (config.max_connections as u64)
+        .saturating_add(config.http_max_connections as u64)
+        .saturating_add(config.http_reserved_connections as u64)
+        .saturating_add(256);
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) if limit < wanted => tracing::warn!(
             fd_limit = limit,
-            max_connections,
-            "the open-files limit is below max_connections + 256; raise it (systemd: LimitNOFILE=, shell: ulimit -n) or lower max_connections"
+            wanted,
+            "the open-files limit is below max_connections + http_max_connections + http_reserved_connections + 256; raise it (systemd: LimitNOFILE=, shell: ulimit -n) or lower those caps"
         ),
         Ok(limit) => tracing::debug!(fd_limit = limit, "open-files limit"),
         Err(e) => tracing::warn!(error = %e, "cannot read or raise the open-files limit"),
     }
-}
-
-/// Serves `router` on any listener until the token is cancelled.
-async fn serve<L>(listener: L, router: Router, token: CancellationToken) -> std::io::Result<()>
-where
-    L: Listener<Addr = SocketAddr>,
-{
-    // `tap_io` makes the listener's address available as `ConnectInfo<SocketAddr>`.
-    let listener = listener.tap_io(|_| {});
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(token.cancelled_owned())
-    .await
 }
 
 /// Reloads the TLS certificate each time `reload` is notified.

@@ -1,25 +1,20 @@
 //! TLS termination in the relay: a rustls `ServerConfig` from PEM files (such as the
 //! ones the guide's `openssl req -x509` command makes), TLS 1.2 and 1.3 only, reloaded
-//! on SIGHUP without touching established connections, and an axum `Listener` that
-//! runs handshakes concurrently so one slow client cannot stall the accept loop.
+//! on SIGHUP without touching established connections, and the handshake of one
+//! accepted connection with a deadline. `http::serve` runs each connection's handshake
+//! in that connection's task, after the connection caps admitted it, so one slow
+//! client cannot stall the accept loop and a flood of handshakes cannot take every
+//! file descriptor.
 
-use axum::serve::Listener;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
-
-/// How long a client has to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshaken connections waiting for axum to pick them up.
-const ACCEPT_QUEUE: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -131,70 +126,28 @@ impl ReloadableTls {
     }
 }
 
-/// A listener that yields connections whose TLS handshake completed.
-pub struct TlsListener {
-    incoming: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local_addr: SocketAddr,
+/// Why a TLS handshake did not complete.
+#[derive(Debug)]
+pub enum HandshakeFailure {
+    TimedOut,
+    Failed(std::io::Error),
 }
 
-impl TlsListener {
-    /// Starts accepting on `tcp`; handshakes run in their own tasks.
-    pub fn new(tcp: TcpListener, tls: ReloadableTls) -> std::io::Result<Self> {
-        let local_addr = tcp.local_addr()?;
-        let (tx, incoming) = mpsc::channel(ACCEPT_QUEUE);
-        tokio::spawn(accept_loop(tcp, tls, tx));
-        Ok(TlsListener {
-            incoming,
-            local_addr,
-        })
-    }
-}
-
-async fn accept_loop(
-    tcp: TcpListener,
-    tls: ReloadableTls,
-    tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-) {
-    loop {
-        let (stream, addr) = tokio::select! {
-            _ = tx.closed() => return,
-            accepted = tcp.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let acceptor = tls.acceptor();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls_stream)) => {
-                    let _ = tx.send((tls_stream, addr)).await;
-                }
-                Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
-            }
-        });
-    }
-}
-
-impl Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.incoming.recv().await {
-            Some(pair) => pair,
-            // The accept loop only ends when this listener is dropped.
-            None => std::future::pending().await,
+impl ReloadableTls {
+    /// The TLS handshake on `io` with the current certificate, within `deadline`.
+    /// Each connection runs its own (in its own task), so a slow client delays no other.
+    pub async fn handshake<IO>(
+        &self,
+        io: IO,
+        deadline: Duration,
+    ) -> Result<TlsStream<IO>, HandshakeFailure>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin,
+    {
+        match tokio::time::timeout(deadline, self.acceptor().accept(io)).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(e)) => Err(HandshakeFailure::Failed(e)),
+            Err(_) => Err(HandshakeFailure::TimedOut),
         }
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local_addr)
     }
 }

@@ -16,6 +16,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::body;
 use super::poll::authenticate;
 use super::{accept_codec, encoded, AppState};
 use crate::blobs::{Blob, BlobId, BlobMeta, BlobOrigin, InflightPermit, PutOutcome};
@@ -68,52 +69,6 @@ fn parse_upload_query(query: Option<&str>) -> Result<UploadQuery, ApiError> {
     })
 }
 
-/// The most bytes a body can bring: its declared length, or `limit` when it declares
-/// none; `TooLarge` when it declares more than `limit`, before any of it is read.
-pub(super) fn body_size(headers: &HeaderMap, limit: usize) -> Result<u64, ErrorCode> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match declared {
-        Some(n) if n > limit as u64 => Err(ErrorCode::TooLarge),
-        Some(n) => Ok(n),
-        None => Ok(limit as u64),
-    }
-}
-
-/// Refuses a body whose declared length is over `limit` before reading any of it, reads
-/// at most `limit` bytes of one that lies, and gives up (`Timeout`) on one that has not
-/// all arrived within `deadline`: its reservation of bytes in flight must not be held
-/// by a sender that trickles.
-pub(super) async fn read_limited(
-    headers: &HeaderMap,
-    body: Body,
-    limit: usize,
-    deadline: std::time::Duration,
-) -> Result<Bytes, ErrorCode> {
-    body_size(headers, limit)?;
-    // With a declared length (already checked against `limit`, and enforced by the
-    // HTTP layer) a failed read is a broken body (the client went away), not one over
-    // the limit.
-    let declared = headers.contains_key(header::CONTENT_LENGTH);
-    match tokio::time::timeout(deadline, axum::body::to_bytes(body, limit)).await {
-        Ok(Ok(bytes)) => Ok(bytes),
-        Ok(Err(_)) if declared => Err(ErrorCode::Malformed),
-        Ok(Err(_)) => Err(ErrorCode::TooLarge),
-        Err(_) => Err(ErrorCode::Timeout),
-    }
-}
-
-/// The detail of a refused upload body.
-pub(super) fn body_refusal(code: ErrorCode, limit: usize, deadline_s: u64) -> String {
-    match code {
-        ErrorCode::Timeout => format!("the upload did not arrive within {deadline_s} s"),
-        ErrorCode::Malformed => "the body ended before its Content-Length".to_string(),
-        _ => format!("the body is over the limit of {limit} bytes"),
-    }
-}
-
 pub async fn upload(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -133,14 +88,18 @@ pub async fn upload(
     let ip = super::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
     app.relay.check_rate(&from, ip).await?;
     let limit = app.config.attachment_max_size_bytes;
-    let deadline_s = app.config.attachment_upload_timeout_seconds;
-    let too_large = |code| ApiError::new(code, body_refusal(code, limit, deadline_s));
+    let deadline = Duration::from_secs(app.config.attachment_upload_timeout_seconds);
     // The body, and a working copy on its way to the store (the Redis command buffer).
-    let size = body_size(&headers, limit).map_err(too_large)?;
+    let size = body::declared_size(&headers, limit)?;
     let _held = app.relay.reserve_attachment_bytes(size.saturating_mul(2))?;
-    let data = read_limited(&headers, body, limit, Duration::from_secs(deadline_s))
-        .await
-        .map_err(too_large)?;
+    let data = body::read_limited(
+        &headers,
+        body,
+        limit,
+        deadline,
+        "attachment_upload_timeout_seconds",
+    )
+    .await?;
     if BlobId::of(&data) != q.sha256 {
         return Err(ApiError::new(
             ErrorCode::Malformed,

@@ -57,6 +57,14 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     if let Some(bytes) = app.blobs.stored_bytes() {
         relay.metrics.blob_bytes.set(bytes as i64);
     }
+    let (served, reserve) = app.http_gate.open();
+    for (pool, n) in [("served", served), ("reserve", reserve)] {
+        relay
+            .metrics
+            .http_connections
+            .with_label_values(&[pool])
+            .set(n as i64);
+    }
     (
         [(
             header::CONTENT_TYPE,

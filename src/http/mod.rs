@@ -1,16 +1,24 @@
-//! HTTP routes: the WebSocket upgrade, the polling fallback, health and info.
+//! HTTP routes: the WebSocket upgrade, the polling fallback, health and info; and
+//! serving them (`serve`: hyper with deadlines, `gate`: connection caps, `activity`:
+//! the idle and write-stall watch, `body`: body limits and deadlines).
 //! Every error leaves through [`crate::error::ApiError`] as JSON `{error, detail}`.
 
+mod activity;
 mod admission;
 mod blobs;
+mod body;
 mod client_ip;
+mod gate;
 mod health;
 mod poll;
+mod serve;
 pub mod v1;
 mod ws;
 
 pub use admission::{Admission, Permit};
 pub use client_ip::client_ip;
+pub use gate::{ConnCaps, Gate};
+pub use serve::{serve, Endpoint, HttpLimits};
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};
@@ -38,6 +46,8 @@ pub struct App {
     pub tracker: TaskTracker,
     /// WebSocket connection limits.
     pub admission: Arc<Admission>,
+    /// The main listener's HTTP connection counts (sampled into `/metrics`).
+    pub http_gate: Arc<Gate>,
     /// Attachments (`POST /v1/blobs`, v1 `POST /upload`): Redis when the message store
     /// is Redis, else memory.
     pub blobs: SharedBlobs,

@@ -7,6 +7,7 @@ use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use serde::Serialize;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use super::{accept_codec, encoded, AppState};
 use crate::error::ApiError;
@@ -23,11 +24,12 @@ struct SendAnswer {
     online: Option<bool>,
 }
 
-/// Reads a body up to the frame limit, in the codec its Content-Type names.
+/// Reads a body up to the frame limit and within `http_body_timeout_seconds`, in the
+/// codec its Content-Type names. A refused body counts as a refused message.
 async fn read_body(
+    app: &AppState,
     headers: &HeaderMap,
     body: Body,
-    limit: usize,
 ) -> Result<(Codec, axum::body::Bytes), ApiError> {
     let codec = match headers.get(header::CONTENT_TYPE) {
         None => Codec::Json,
@@ -42,12 +44,15 @@ async fn read_body(
                 )
             })?,
     };
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            ErrorCode::TooLarge,
-            format!("request body is over the limit of {limit} bytes"),
-        )
-    })?;
+    let bytes = super::body::read_limited(
+        headers,
+        body,
+        app.config.max_frame_bytes(),
+        Duration::from_secs(app.config.http_body_timeout_seconds),
+        "http_body_timeout_seconds",
+    )
+    .await
+    .inspect_err(|r| app.relay.metrics.refused(r.code()))?;
     Ok((codec, bytes))
 }
 
@@ -63,7 +68,7 @@ pub async fn send(
             "the relay is shutting down",
         ));
     }
-    let (codec, bytes) = read_body(&headers, body, app.config.max_frame_bytes()).await?;
+    let (codec, bytes) = read_body(&app, &headers, body).await?;
     let wire: WireEnvelope = codec.decode(&bytes)?;
     let ip = super::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
     let accepted = app.relay.submit(wire, ip).await?;

@@ -167,8 +167,12 @@ fn the_systemd_unit_fits_the_relays_defaults() {
     );
     let nofile: usize = unit_value(&text, "LimitNOFILE").parse().unwrap();
     assert!(
-        nofile >= defaults.max_connections + 256,
-        "enough descriptors for max_connections"
+        nofile
+            >= defaults.max_connections
+                + defaults.http_max_connections
+                + defaults.http_reserved_connections
+                + 256,
+        "enough descriptors for every connection the caps allow"
     );
     assert_eq!(unit_value(&text, "KillSignal"), "SIGTERM");
     assert!(unit_value(&text, "ExecReload").contains("-HUP"));

@@ -117,6 +117,12 @@ impl TestRelay {
             .expect("connect and authenticate")
     }
 
+    /// The value of the `/metrics` sample whose line starts with `sample` (name and
+    /// labels, e.g. `whispr_http_connections{pool="served"}`); 0 when absent.
+    pub async fn metric(&self, sample: &str) -> i64 {
+        metric_at(&reqwest::Client::new(), &self.base, sample).await
+    }
+
     /// An envelope signed now (by the relay's clock).
     pub fn seal(&self, from: &Identity, to: PublicKey, body: &str) -> Envelope {
         Envelope::seal(
@@ -244,4 +250,141 @@ pub fn self_signed_cert(
         .expect("run openssl");
     assert!(status.success(), "openssl req failed");
     (cert, key)
+}
+
+/// A TCP connection to `addr` from the local address `from` (any of 127.0.0.0/8 on
+/// Linux), so a test can be several clients as the relay's per-address caps see them.
+pub async fn connect_from(from: &str, addr: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{from}:0").parse().expect("address"))
+        .expect("bind the client address");
+    socket.connect(addr).await.expect("connect")
+}
+
+/// One HTTP/1.1 answer read off a raw socket: status, headers (lower-case names) and
+/// body (by its Content-Length).
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("a JSON body")
+    }
+}
+
+/// Reads one answer (within 10 s); `None` when the relay closed the connection (or
+/// reset it) before a byte of one.
+pub async fn read_response(stream: &mut tokio::net::TcpStream) -> Option<RawResponse> {
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        let mut buf = Vec::new();
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) if buf.is_empty() => return None,
+                Ok(0) | Err(_) => panic!("connection ended inside an answer's head"),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8(buf[..head_end].to_vec()).expect("ASCII head");
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .expect("a status line");
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let len: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .map_or(0, |(_, v)| v.parse().expect("a length"));
+        let mut body = buf[head_end..].to_vec();
+        while body.len() < len {
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.expect("body");
+            assert!(n > 0, "connection ended inside a body");
+            body.extend_from_slice(&chunk[..n]);
+        }
+        Some(RawResponse {
+            status,
+            headers,
+            body,
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("an answer or a close within 10 s")
+}
+
+/// Writes `request` and reads its answer.
+pub async fn raw_request(stream: &mut tokio::net::TcpStream, request: &str) -> Option<RawResponse> {
+    use tokio::io::AsyncWriteExt;
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write the request");
+    read_response(stream).await
+}
+
+/// Waits (up to 30 s) until the relay closes `stream`, discarding what it sends first.
+pub async fn closed_by_relay(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let until_closed = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), until_closed)
+        .await
+        .expect("the relay closes the connection");
+    got
+}
+
+/// [`TestRelay::metric`] from the relay at `base` through `client` (an https one for a
+/// TLS relay).
+pub async fn metric_at(client: &reqwest::Client, base: &str, sample: &str) -> i64 {
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("scrape body");
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample))
+        .map_or(0, |v| v.trim().parse().expect("an integer sample"))
+}
+
+/// An https client that trusts exactly `ca`.
+pub fn https_client(ca: &std::path::Path) -> reqwest::Client {
+    let pem = std::fs::read(ca).expect("read the CA");
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("a PEM certificate"))
+        .tls_built_in_root_certs(false)
+        .build()
+        .expect("https client")
 }

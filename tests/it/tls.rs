@@ -3,7 +3,9 @@
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{config_with, have_program, scratch_dir, self_signed_cert, TestRelay};
+use crate::support::{
+    config_with, have_program, https_client, scratch_dir, self_signed_cert, TestRelay,
+};
 
 fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> whispr::config::Config {
     config_with(&format!(
@@ -11,16 +13,6 @@ fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> whispr::config::
         cert.display().to_string(),
         key.display().to_string()
     ))
-}
-
-/// An https client that trusts exactly `ca`.
-fn https_client(ca: &std::path::Path) -> reqwest::Client {
-    let pem = std::fs::read(ca).unwrap();
-    reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
-        .tls_built_in_root_certs(false)
-        .build()
-        .unwrap()
 }
 
 #[tokio::test]

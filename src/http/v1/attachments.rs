@@ -28,7 +28,8 @@ use super::error::V1Error;
 use super::{parse_key, V1State};
 use crate::blobs::{Blob, BlobId, BlobMeta, BlobOrigin};
 use crate::error::{RelayError, BLOB_BUSY_RETRY_MS};
-use crate::http::blobs::{body_refusal, body_size, raw, read_limited, stream};
+use crate::http::blobs::{raw, stream};
+use crate::http::body;
 use crate::protocol::{ErrorCode, KeyField, PublicKey, Signature};
 
 /// The body of `POST /upload`, field for field.
@@ -129,15 +130,19 @@ async fn store_upload(
     let ip = crate::http::client_ip(peer.ip(), headers, &app.config.trusted_proxies);
     app.relay.check_ip_rate(ip).await?;
     let limit = app.config.max_upload_body_bytes();
-    let deadline_s = app.config.attachment_upload_timeout_seconds;
-    let too_large = |code| V1Error::status(code, body_refusal(code, limit, deadline_s));
+    let deadline = Duration::from_secs(app.config.attachment_upload_timeout_seconds);
     // At most twice the body is held at once: the body and its parsed copy, then the
     // parsed base64 and the decoded bytes.
-    let size = body_size(headers, limit).map_err(too_large)?;
+    let size = body::declared_size(headers, limit)?;
     let _held = app.relay.reserve_attachment_bytes(size.saturating_mul(2))?;
-    let bytes = read_limited(headers, body, limit, Duration::from_secs(deadline_s))
-        .await
-        .map_err(too_large)?;
+    let bytes = body::read_limited(
+        headers,
+        body,
+        limit,
+        deadline,
+        "attachment_upload_timeout_seconds",
+    )
+    .await?;
     let upload: UploadV1 = serde_json::from_slice(&bytes)
         .map_err(|e| V1Error::Unprocessable(format!("invalid request body: {e}")))?;
     drop(bytes);

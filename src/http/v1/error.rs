@@ -8,6 +8,7 @@ use serde_json::json;
 
 use crate::blobs::BlobError;
 use crate::error::{blob_code, http_status, ApiError, RelayError};
+use crate::http::body::BodyRefusal;
 use crate::protocol::{ErrorCode, ProtocolError};
 use crate::store::StoreError;
 
@@ -72,6 +73,12 @@ impl From<BlobError> for V1Error {
             code: blob_code(&e),
             detail: e.to_string(),
         }
+    }
+}
+
+impl From<BodyRefusal> for V1Error {
+    fn from(r: BodyRefusal) -> Self {
+        V1Error::status(r.code(), r.detail())
     }
 }
 

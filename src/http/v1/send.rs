@@ -11,11 +11,11 @@ use axum::Json;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::error::V1Error;
 use super::V1State;
 use crate::protocol::whispr_v1::SendV1;
-use crate::protocol::ProtocolError;
 
 pub async fn send(
     State(v1): State<V1State>,
@@ -27,16 +27,18 @@ pub async fn send(
     if app.shutdown.is_cancelled() {
         return Err(crate::error::RelayError::ShuttingDown.into());
     }
-    let limit = app.config.max_frame_bytes();
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        V1Error::from(ProtocolError::TooLarge {
-            size: limit + 1,
-            max: limit,
-        })
-    })?;
+    let relay = &app.relay;
+    let bytes = crate::http::body::read_limited(
+        &headers,
+        body,
+        app.config.max_frame_bytes(),
+        Duration::from_secs(app.config.http_body_timeout_seconds),
+        "http_body_timeout_seconds",
+    )
+    .await
+    .inspect_err(|r| relay.metrics.refused(r.code()))?;
     let message: SendV1 = serde_json::from_slice(&bytes)
         .map_err(|e| V1Error::Unprocessable(format!("invalid request body: {e}")))?;
-    let relay = &app.relay;
     let verified = message
         .verify(relay.clock.now_ms(), app.config.max_message_bytes)
         .inspect_err(|e| relay.metrics.refused(e.code()))?;
