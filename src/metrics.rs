@@ -1,45 +1,15 @@
 //! Prometheus metrics: one table of names, registered once, rendered at `GET /metrics`.
 //! No label carries a key or anything a user controls: labels are fixed enums
-//! (error codes, codecs, close reasons), so cardinality is bounded.
+//! (error codes, codecs, close reasons: `ws::End::label`), so cardinality is bounded.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::protocol::{Codec, ErrorCode};
-
-/// Why a session ended, as a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disconnect {
-    Client,
-    Replaced,
-    SlowConsumer,
-    PingTimeout,
-    AuthFailed,
-    AuthTimeout,
-    Shutdown,
-    TooBig,
-    Unavailable,
-    Internal,
-}
-
-impl Disconnect {
-    pub fn label(self) -> &'static str {
-        match self {
-            Disconnect::Client => "client",
-            Disconnect::Replaced => "takeover",
-            Disconnect::SlowConsumer => "slow_consumer",
-            Disconnect::PingTimeout => "ping_timeout",
-            Disconnect::AuthFailed => "auth_failed",
-            Disconnect::AuthTimeout => "auth_timeout",
-            Disconnect::Shutdown => "shutdown",
-            Disconnect::TooBig => "too_big",
-            Disconnect::Unavailable => "store_unavailable",
-            Disconnect::Internal => "internal",
-        }
-    }
-}
 
 /// Every metric of the relay.
 pub struct Metrics {
@@ -64,6 +34,10 @@ pub struct Metrics {
     pub signal_rooms: IntGauge,
     /// Memberships of this node's `/signal` sockets in rooms.
     pub signal_members: IntGauge,
+    /// The largest write buffer a closed WebSocket held (set from `write_buffer_peak`
+    /// at scrape, so concurrent closes cannot lower it).
+    ws_write_buffer_peak_bytes: IntGauge,
+    write_buffer_peak: AtomicU64,
 }
 
 fn buckets() -> Vec<f64> {
@@ -184,6 +158,11 @@ impl Metrics {
                 "whispr_signal_members",
                 "Room memberships of this node's /signal sockets.",
             ),
+            ws_write_buffer_peak_bytes: gauge(
+                "whispr_ws_write_buffer_peak_bytes",
+                "Most bytes one closed WebSocket had queued in the relay for its peer (bounded by ws_max_write_buffer_bytes + 256).",
+            ),
+            write_buffer_peak: AtomicU64::new(0),
             registry,
         }
     }
@@ -208,8 +187,17 @@ impl Metrics {
             .observe(now_ms.saturating_sub(stored_ms) as f64 / 1000.0);
     }
 
+    /// Records the largest write buffer of a socket that ended.
+    pub fn observe_write_buffer_peak(&self, bytes: usize) {
+        self.write_buffer_peak
+            .fetch_max(bytes as u64, Ordering::Relaxed);
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        let peak = self.write_buffer_peak.load(Ordering::Relaxed);
+        self.ws_write_buffer_peak_bytes
+            .set(i64::try_from(peak).unwrap_or(i64::MAX));
         let mut buf = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
             tracing::error!(error = %e, "could not encode metrics");

@@ -3,44 +3,41 @@
 //! relay shuts down. Each event has its own handler; all state decisions are in
 //! [`super::state`].
 
-use super::sleep_until_opt;
-use axum::extract::ws::{Message, WebSocket};
 use rand::RngCore;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::conn::{error_frame, on_receive_error, Conn, End, Incoming};
+use super::conn::{error_frame, Conn, Incoming};
 use super::state::{AckAction, Authenticated, Delivery, Unauthenticated};
 use crate::analytics::Event;
-use crate::error::{close_code, RelayError};
+use crate::error::RelayError;
 use crate::metrics::Metrics;
 use crate::protocol::{
     ClientFrame, Codec, ErrorCode, ProtocolError, ServerFrame, VerifiedEnvelope, NONCE_LEN,
 };
-use crate::registry::SessionHandle;
+use crate::registry::{EphemeralLimits, EphemeralQueue, SessionHandle};
 use crate::relay::Relay;
 use crate::store::Batch;
+use crate::ws::{CloseReason, End, Socket, SocketLimits, Transport};
 
 /// Session limits, from the config.
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
     pub window: u32,
-    pub ephemeral_queue: usize,
+    pub ephemeral: EphemeralLimits,
     pub max_frame_bytes: usize,
-    pub ping_interval: Duration,
-    pub pong_timeout: Duration,
-    pub write_timeout: Duration,
+    pub socket: SocketLimits,
     pub auth_timeout: Duration,
 }
 
-/// Runs one session to its end.
-pub async fn run(
-    socket: WebSocket,
+/// Runs one session to its end, on any [`Transport`] (a real socket, or an in-memory
+/// one in the tests).
+pub async fn run<T: Transport>(
+    socket: T,
     codec: Codec,
     origin: String,
     client_ip: IpAddr,
@@ -53,12 +50,12 @@ pub async fn run(
         let metrics = &relay.metrics;
         metrics.connections.inc();
         let mut conn = Conn {
-            socket,
+            socket: Socket::new(socket, settings.socket.clone()),
             codec,
-            write_timeout: settings.write_timeout,
             max_frame_bytes: settings.max_frame_bytes,
         };
-        let end = match authenticate(&mut conn, origin, &relay, &settings, &shutdown).await {
+        let (conn, end) = match authenticate(&mut conn, origin, &relay, &settings, &shutdown).await
+        {
             Ok(auth) => {
                 tracing::Span::current().record("key", tracing::field::display(auth.key));
                 let sessions = metrics
@@ -69,25 +66,20 @@ pub async fn run(
                 let mut live =
                     Live::start(conn, auth, client_ip, relay.clone(), settings, shutdown);
                 let end = live.serve().await;
-                let reason = end.reason();
-                live.finish(end).await;
+                let conn = live.finish(end);
                 sessions.dec();
                 let event = Event::SessionClosed {
                     codec: Metrics::codec_label(codec),
                     seconds: started.elapsed().as_secs(),
-                    reason: reason.label(),
+                    reason: end.label(),
                 };
                 relay.analytics.record(relay.clock.now_ms(), event);
-                reason
+                (conn, end)
             }
-            Err(end) => {
-                let reason = end.reason();
-                if let End::Close(code, text) = end {
-                    conn.close(code, text).await;
-                }
-                reason
-            }
+            Err(end) => (conn, end),
         };
+        let peak = conn.socket.close(end).await;
+        metrics.observe_write_buffer_peak(peak);
         metrics.disconnects.with_label_values(&[end.label()]).inc();
         metrics.connections.dec();
     }
@@ -96,8 +88,8 @@ pub async fn run(
 }
 
 /// Sends the challenge and waits for a valid `auth`.
-async fn authenticate(
-    conn: &mut Conn,
+async fn authenticate<T: Transport>(
+    conn: &mut Conn<T>,
     origin: String,
     relay: &Relay,
     settings: &SessionSettings,
@@ -108,69 +100,56 @@ async fn authenticate(
     let state = Unauthenticated { nonce, origin };
     conn.send(&state.challenge(relay.clock.now_ms())).await?;
     let deadline = Instant::now() + settings.auth_timeout;
-    loop {
-        let received = tokio::select! {
-            _ = shutdown.cancelled() => return Err(End::Close(close_code::GOING_AWAY, "relay shutting down")),
-            r = tokio::time::timeout_at(deadline, conn.socket.recv()) => r,
-        };
-        let msg = match received {
-            Err(_) => {
-                return Err(End::Close(
-                    close_code::AUTH_TIMEOUT,
-                    "authentication timed out",
-                ))
-            }
-            Ok(None) => return Err(End::Gone),
-            Ok(Some(Err(e))) => return Err(on_receive_error(e)),
-            Ok(Some(Ok(msg))) => msg,
-        };
-        let frame = match conn.decode(msg) {
-            Incoming::Control => continue,
-            Incoming::Closed => return Err(End::Gone),
+    let received = tokio::select! {
+        _ = shutdown.cancelled() => return Err(CloseReason::Shutdown.into()),
+        r = tokio::time::timeout_at(deadline, conn.recv()) => r,
+    };
+    let frame = match received {
+        Err(_) => return Err(CloseReason::AuthTimeout.into()),
+        Ok(incoming) => match incoming? {
             Incoming::Bad(e) => {
                 conn.send(&error_frame(&e, None)).await?;
-                return Err(End::Close(close_code::AUTH_FAILED, "authentication failed"));
+                return Err(CloseReason::AuthFailed.into());
             }
             Incoming::Frame(f) => f,
-        };
-        return match state.on_frame(frame, relay.clock.now_ms(), relay.max_skew_ms()) {
-            Ok(auth) => Ok(auth),
-            Err(e) => {
-                tracing::info!(error = %e, "authentication refused");
-                let code = match e {
-                    ProtocolError::Unauthorized { .. } => ErrorCode::AuthRequired,
-                    _ => e.code(),
-                };
-                conn.send(&ServerFrame::Error {
-                    code,
-                    detail: e.to_string(),
-                    reference: None,
-                    retry_after_ms: None,
-                })
-                .await?;
-                Err(End::Close(close_code::AUTH_FAILED, "authentication failed"))
-            }
-        };
+        },
+    };
+    match state.on_frame(frame, relay.clock.now_ms(), relay.max_skew_ms()) {
+        Ok(auth) => Ok(auth),
+        Err(e) => {
+            tracing::info!(error = %e, "authentication refused");
+            let code = match e {
+                ProtocolError::Unauthorized { .. } => ErrorCode::AuthRequired,
+                _ => e.code(),
+            };
+            conn.send(&ServerFrame::Error {
+                code,
+                detail: e.to_string(),
+                reference: None,
+                retry_after_ms: None,
+            })
+            .await?;
+            Err(CloseReason::AuthFailed.into())
+        }
     }
 }
 
 /// An authenticated session.
-struct Live {
-    conn: Conn,
+struct Live<T> {
+    conn: Conn<T>,
     relay: Arc<Relay>,
     settings: SessionSettings,
     shutdown: CancellationToken,
     client_ip: IpAddr,
     handle: Arc<SessionHandle>,
-    ephemeral: mpsc::Receiver<Arc<VerifiedEnvelope>>,
+    ephemeral: EphemeralQueue,
     auth: Authenticated,
     delivery: Option<Delivery>,
-    pong_deadline: Option<Instant>,
 }
 
-impl Live {
+impl<T: Transport> Live<T> {
     fn start(
-        conn: Conn,
+        mut conn: Conn<T>,
         auth: Authenticated,
         client_ip: IpAddr,
         relay: Arc<Relay>,
@@ -179,10 +158,11 @@ impl Live {
     ) -> Self {
         // Register before the first store read: anything stored after this point wakes
         // us, anything before it is in that read. That is the gap-free handoff.
-        let reg = relay.registry.register(auth.key, settings.ephemeral_queue);
+        let reg = relay.registry.register(auth.key, settings.ephemeral);
         if reg.took_over {
             tracing::info!("took over an older session for this key");
         }
+        conn.socket.start_pinging();
         Live {
             conn,
             relay,
@@ -193,7 +173,6 @@ impl Live {
             ephemeral: reg.ephemeral,
             auth,
             delivery: None,
-            pong_deadline: None,
         }
     }
 
@@ -201,22 +180,15 @@ impl Live {
         if let Err(end) = self.begin().await {
             return end;
         }
-        let mut ping = tokio::time::interval_at(
-            Instant::now() + self.settings.ping_interval,
-            self.settings.ping_interval,
-        );
         loop {
             let room = self.delivery.as_ref().map_or(0, Delivery::room);
-            let pong_deadline = self.pong_deadline;
             let result = tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => Err(End::Close(close_code::GOING_AWAY, "relay shutting down")),
-                _ = self.handle.replaced.cancelled() => Err(End::Close(close_code::REPLACED, "replaced by a newer session for this key")),
-                msg = self.conn.socket.recv() => self.on_message(msg).await,
+                _ = self.shutdown.cancelled() => Err(CloseReason::Shutdown.into()),
+                _ = self.handle.replaced.cancelled() => Err(CloseReason::Replaced.into()),
+                incoming = self.conn.recv() => self.on_incoming(incoming).await,
                 Some(env) = self.ephemeral.recv() => self.on_ephemeral(env).await,
                 _ = self.handle.wake.notified(), if room > 0 => self.pump().await,
-                _ = ping.tick() => self.on_ping_tick().await,
-                _ = sleep_until_opt(pong_deadline) => Err(End::Close(close_code::PING_TIMEOUT, "no pong within the deadline")),
             };
             if let Err(end) = result {
                 return end;
@@ -244,10 +216,7 @@ impl Live {
             Err(e) => {
                 tracing::warn!(error = %e, "store unavailable at session start");
                 self.conn.send(&RelayError::from(e).to_frame(None)).await?;
-                return Err(End::Close(
-                    close_code::UNAVAILABLE,
-                    "message store unavailable",
-                ));
+                return Err(CloseReason::Unavailable.into());
             }
         };
         let mut delivery = Delivery::new(key, self.settings.window, batch.epoch, cursor);
@@ -333,17 +302,8 @@ impl Live {
         Ok(())
     }
 
-    async fn on_message(&mut self, msg: Option<Result<Message, axum::Error>>) -> Result<(), End> {
-        let msg = match msg {
-            None => return Err(End::Gone),
-            Some(Err(e)) => return Err(on_receive_error(e)),
-            Some(Ok(m)) => m,
-        };
-        // Any frame from the client proves it is alive.
-        self.pong_deadline = None;
-        match self.conn.decode(msg) {
-            Incoming::Control => Ok(()),
-            Incoming::Closed => Err(End::Gone),
+    async fn on_incoming(&mut self, incoming: Result<Incoming, End>) -> Result<(), End> {
+        match incoming? {
             Incoming::Bad(e) => self.conn.send(&error_frame(&e, None)).await,
             Incoming::Frame(frame) => self.on_frame(frame).await,
         }
@@ -418,27 +378,23 @@ impl Live {
             .await
     }
 
-    async fn on_ping_tick(&mut self) -> Result<(), End> {
-        if self.pong_deadline.is_none() {
-            self.pong_deadline = Some(Instant::now() + self.settings.pong_timeout);
-        }
-        self.conn
-            .send_message(Message::Ping(Default::default()))
-            .await
-    }
-
-    /// Leaves the registry and sends the close frame. Unacked messages stay in the store.
-    async fn finish(&mut self, end: End) {
+    /// Leaves the registry; the caller closes the socket. Unacked messages stay in the
+    /// store.
+    fn finish(self, end: End) -> Conn<T> {
         self.relay
             .registry
             .unregister(&self.auth.key, self.handle.id);
         match end {
             End::Gone => tracing::info!("session ended by the client"),
-            End::Close(code, reason) => {
-                tracing::info!(code, reason, "closing session");
-                self.conn.close(code, reason).await;
+            End::Close(reason) => {
+                tracing::info!(
+                    code = reason.code(),
+                    reason = reason.text(),
+                    "closing session"
+                )
             }
         }
+        self.conn
     }
 }
 
