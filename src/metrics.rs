@@ -22,6 +22,8 @@ pub struct Metrics {
     pub refused: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub disconnects: IntCounterVec,
+    /// Every route's WebSocket closes, by reason, counted when the close begins.
+    pub ws_closes: IntCounterVec,
     pub delivery_latency: Histogram,
     pub queue_age: Histogram,
     pub queue_depth: IntGauge,
@@ -123,6 +125,11 @@ impl Metrics {
             disconnects: counter_vec(
                 "whispr_disconnects_total",
                 "WebSocket sessions ended, by reason.",
+                &["reason"],
+            ),
+            ws_closes: counter_vec(
+                "whispr_ws_closes_total",
+                "WebSocket connections (native, v1, /signal) that began closing, by reason (client: the peer closed or left).",
                 &["reason"],
             ),
             delivery_latency: histogram(

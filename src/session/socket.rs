@@ -50,7 +50,7 @@ pub async fn run<T: Transport>(
         let metrics = &relay.metrics;
         metrics.connections.inc();
         let mut conn = Conn {
-            socket: Socket::new(socket, settings.socket.clone()),
+            socket: Socket::new(socket, settings.socket.clone(), relay.metrics.clone()),
             codec,
             max_frame_bytes: settings.max_frame_bytes,
         };
@@ -78,8 +78,7 @@ pub async fn run<T: Transport>(
             }
             Err(end) => (conn, end),
         };
-        let peak = conn.socket.close(end).await;
-        metrics.observe_write_buffer_peak(peak);
+        conn.socket.close(end).await;
         metrics.disconnects.with_label_values(&[end.label()]).inc();
         metrics.connections.dec();
     }
@@ -405,4 +404,105 @@ fn stored_at(batch: &Batch) -> Vec<(u64, u64)> {
         .iter()
         .map(|m| (m.seq, m.stored_at_ms))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::config::Config;
+    use crate::registry::Registry;
+    use crate::store::MemoryStore;
+    use crate::ws::mock::{pair, Peer};
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    fn relay(config: &Config) -> Arc<Relay> {
+        let store = MemoryStore::new(config.store_limits());
+        Arc::new(Relay::new(
+            config,
+            store,
+            Arc::new(Registry::new()),
+            Clock::manual(),
+        ))
+    }
+
+    fn settings(config: &Config) -> SessionSettings {
+        SessionSettings {
+            window: config.ws_max_inflight,
+            ephemeral: EphemeralLimits {
+                count: config.ws_outbound_queue,
+                bytes: config.ws_ephemeral_queue_bytes,
+            },
+            max_frame_bytes: config.max_frame_bytes(),
+            socket: SocketLimits::from_config(config),
+            auth_timeout: Duration::from_secs(config.ws_auth_timeout_seconds),
+        }
+    }
+
+    /// A JSON session with `config` on `mock`.
+    fn spawn_session(mock: crate::ws::mock::Mock, config: &Config) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(run(
+            mock,
+            Codec::Json,
+            "relay.example".into(),
+            IpAddr::from([127, 0, 0, 1]),
+            relay(config),
+            settings(config),
+            CancellationToken::new(),
+        ))
+    }
+
+    /// Frames the relay wrote until its close frame: (texts, close code).
+    async fn until_close(peer: &mut Peer) -> (Vec<String>, Option<u16>) {
+        let mut texts = Vec::new();
+        while let Some(msg) = peer.from_relay.next().await {
+            match msg {
+                Message::Text(t) => texts.push(t.to_string()),
+                Message::Close(Some(f)) => return (texts, Some(f.code.into())),
+                _ => {}
+            }
+        }
+        (texts, None)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_authenticates_is_closed_with_4004_at_the_deadline() {
+        let config = Config::default();
+        let (mock, mut peer) = pair(16);
+        let start = Instant::now();
+        let session = spawn_session(mock, &config);
+        let (texts, code) = until_close(&mut peer).await;
+        assert_eq!(code, Some(crate::error::close_code::AUTH_TIMEOUT));
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(config.ws_auth_timeout_seconds)
+        );
+        assert_eq!(texts.len(), 1, "only the challenge: {texts:?}");
+        assert!(texts[0].contains("challenge"), "{}", texts[0]);
+        // The peer answers our close: the handshake ends without waiting.
+        peer.to_relay
+            .unbounded_send(Ok(Message::Close(None)))
+            .unwrap();
+        session.await.unwrap();
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(config.ws_auth_timeout_seconds)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_before_auth_that_is_not_auth_is_refused_with_4003() {
+        let config = Config::default();
+        let (mock, mut peer) = pair(16);
+        peer.to_relay
+            .unbounded_send(Ok(Message::text(r#"{"type":"ack","seq":1}"#)))
+            .unwrap();
+        let session = spawn_session(mock, &config);
+        let (texts, code) = until_close(&mut peer).await;
+        assert_eq!(code, Some(crate::error::close_code::AUTH_FAILED));
+        assert!(texts.last().unwrap().contains("error"), "{texts:?}");
+        peer.to_relay.close_channel();
+        session.await.unwrap();
+    }
 }

@@ -55,6 +55,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_defaults_are_the_readmes() {
+        let b = Budget::new(&Config::default());
+        assert_eq!(
+            b,
+            Budget {
+                native: 1_150_687,
+                v1: 6_350_047,
+                signal: 6_737_111,
+            },
+            "README.md, \"Memory per connection\", quotes these"
+        );
+    }
+
+    #[test]
     fn every_cap_counts() {
         let base = Config::from_toml("").unwrap();
         let b = Budget::new(&base);

@@ -27,7 +27,7 @@ mod transport;
 mod upgrade;
 
 #[cfg(test)]
-mod mock;
+pub(crate) mod mock;
 
 pub use budget::Budget;
 pub use socket::{Inbound, Socket, SocketLimits};

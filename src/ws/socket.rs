@@ -6,6 +6,7 @@
 use futures::{SinkExt, StreamExt};
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Interval};
@@ -14,6 +15,7 @@ use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes
 
 use super::{CloseReason, End, Transport};
 use crate::config::Config;
+use crate::metrics::Metrics;
 
 /// The deadlines and the write-buffer cap of every socket, from the config.
 #[derive(Debug, Clone)]
@@ -53,6 +55,7 @@ pub enum Inbound {
 pub struct Socket<T> {
     transport: T,
     limits: SocketLimits,
+    metrics: Arc<Metrics>,
     /// `None` until [`Socket::start_pinging`].
     ping: Option<Interval>,
     /// Set by a ping, cleared by any frame from the peer.
@@ -68,10 +71,11 @@ pub struct Socket<T> {
 const DRAIN_FRAMES_PER_POLL: usize = 64;
 
 impl<T: Transport> Socket<T> {
-    pub fn new(transport: T, limits: SocketLimits) -> Self {
+    pub fn new(transport: T, limits: SocketLimits, metrics: Arc<Metrics>) -> Self {
         Socket {
             transport,
             limits,
+            metrics,
             ping: None,
             pong_deadline: None,
             broken: false,
@@ -158,9 +162,11 @@ impl<T: Transport> Socket<T> {
     /// (or end of input), so the kernel never resets the connection under a close
     /// frame the peer has yet to read; then drop. After a frame the parser refused,
     /// input is read raw and the relay's direction is shut after the close frame.
-    /// Returns the most bytes the socket ever had queued for the peer, for
-    /// [`crate::metrics::Metrics::observe_write_buffer_peak`].
-    pub async fn close(mut self, end: End) -> usize {
+    pub async fn close(mut self, end: End) {
+        self.metrics
+            .ws_closes
+            .with_label_values(&[end.label()])
+            .inc();
         let deadline = Instant::now() + self.limits.close_timeout;
         let mut closing = Closing {
             frame: match end {
@@ -180,7 +186,8 @@ impl<T: Transport> Socket<T> {
         }
         let handshake = poll_fn(|cx| self.poll_closing(&mut closing, cx));
         let _ = tokio::time::timeout_at(deadline, handshake).await;
-        self.transport.peak_queued_bytes()
+        self.metrics
+            .observe_write_buffer_peak(self.transport.peak_queued_bytes());
     }
 
     fn poll_closing(&mut self, st: &mut Closing, cx: &mut Context<'_>) -> Poll<()> {
@@ -319,7 +326,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn control_frames_stay_inside_and_data_comes_out() {
         let (mock, peer) = pair(8);
-        let mut socket = Socket::new(mock, limits());
+        let mut socket = Socket::new(mock, limits(), Arc::new(Metrics::new()));
         send(&peer, Message::Ping(Bytes::new()));
         send(&peer, Message::Pong(Bytes::new()));
         send(&peer, Message::text("hi"));
@@ -336,7 +343,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_silent_peer_is_closed_at_the_pong_deadline() {
         let (mock, mut peer) = pair(8);
-        let mut socket = Socket::new(mock, limits());
+        let mut socket = Socket::new(mock, limits(), Arc::new(Metrics::new()));
         socket.start_pinging();
         let start = Instant::now();
         assert_eq!(
@@ -353,7 +360,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn any_frame_after_a_ping_keeps_the_peer() {
         let (mock, mut peer) = pair(8);
-        let mut socket = Socket::new(mock, limits());
+        let mut socket = Socket::new(mock, limits(), Arc::new(Metrics::new()));
         socket.start_pinging();
         let answer = tokio::spawn(async move {
             assert!(matches!(
@@ -373,7 +380,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_peer_that_does_not_read_is_a_slow_consumer_at_the_write_deadline() {
         let (mock, _peer) = pair(1);
-        let mut socket = Socket::new(mock, limits());
+        let mut socket = Socket::new(mock, limits(), Arc::new(Metrics::new()));
         let start = Instant::now();
         let mut result = Ok(());
         for _ in 0..4 {
@@ -389,7 +396,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_write_buffer_over_the_cap_is_a_slow_consumer() {
         let (mock, peer) = pair(8);
-        let mut socket = Socket::new(mock, limits());
+        let mut socket = Socket::new(mock, limits(), Arc::new(Metrics::new()));
         peer.queued.store(1000, Ordering::Relaxed);
         send(&peer, Message::Ping(Bytes::new()));
         send(&peer, Message::text("at the cap"));
@@ -405,7 +412,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn close_sends_the_code_reads_input_and_ends_at_the_peers_close() {
         let (mock, mut peer) = pair(8);
-        let socket = Socket::new(mock, limits());
+        let socket = Socket::new(mock, limits(), Arc::new(Metrics::new()));
         send(&peer, Message::text("sent before it saw our close"));
         send(&peer, Message::Close(None));
         let start = Instant::now();
@@ -418,7 +425,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn close_gives_up_at_the_close_deadline() {
         let (mock, mut peer) = pair(8);
-        let socket = Socket::new(mock, limits());
+        let socket = Socket::new(mock, limits(), Arc::new(Metrics::new()));
         let start = Instant::now();
         socket.close(End::Close(CloseReason::Shutdown)).await;
         assert_eq!(start.elapsed(), limits().close_timeout);
@@ -428,7 +435,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_peer_that_left_gets_no_close_frame() {
         let (mock, mut peer) = pair(8);
-        let mut socket = Socket::new(mock, limits());
+        let mut socket = Socket::new(mock, limits(), Arc::new(Metrics::new()));
         peer.to_relay.close_channel();
         let end = socket.recv().await.unwrap_err();
         assert_eq!(end, End::Gone);
@@ -439,7 +446,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn after_a_refused_frame_input_is_read_raw_and_the_direction_shut() {
         let (mock, mut peer) = pair(8);
-        let mut socket = Socket::new(mock, limits());
+        let mut socket = Socket::new(mock, limits(), Arc::new(Metrics::new()));
         let too_long = CapacityError::MessageTooLong {
             size: 2048,
             max_size: 1024,

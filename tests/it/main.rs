@@ -17,6 +17,7 @@ mod redis_faults;
 mod redis_store;
 mod sessions;
 mod signal;
+mod sockets;
 mod support;
 mod tls;
 mod v1;

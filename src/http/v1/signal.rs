@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::V1Error;
 use super::V1State;
 use crate::http::{admit_upgrade, run_upgraded};
+use crate::metrics::Metrics;
 use crate::signal::Member;
 use crate::ws::{
     CloseReason, End, Inbound, NotAnUpgrade, Socket, SocketLimits, Transport, Upgrade,
@@ -44,8 +45,10 @@ pub async fn upgrade(
         shutdown: app.shutdown.clone(),
         limits: SocketLimits::from_config(c),
     };
-    let relay = app.relay.clone();
-    Ok(run_upgraded(app, admitted, move |ws| socket.run(ws, relay)))
+    let metrics = app.relay.metrics.clone();
+    Ok(run_upgraded(app, admitted, move |ws| {
+        socket.run(ws, metrics)
+    }))
 }
 
 /// One `/signal` socket's context. Dropping it (its `member`) leaves every room.
@@ -58,15 +61,14 @@ struct SignalSocket {
 }
 
 impl SignalSocket {
-    async fn run<T: Transport>(mut self, transport: T, relay: Arc<crate::relay::Relay>) {
-        let mut socket = Socket::new(transport, self.limits.clone());
+    async fn run<T: Transport>(mut self, transport: T, metrics: Arc<Metrics>) {
+        let mut socket = Socket::new(transport, self.limits.clone(), metrics);
         socket.start_pinging();
         let end = self.serve(&mut socket).await;
         // Leave every room now, so peers hear `peer-leave` without waiting for the
         // close handshake.
         drop(self);
-        let peak = socket.close(end).await;
-        relay.metrics.observe_write_buffer_peak(peak);
+        socket.close(end).await;
     }
 
     async fn serve<T: Transport>(&mut self, socket: &mut Socket<T>) -> End {

@@ -82,7 +82,8 @@ impl V1Socket {
         let app = &self.v1.app;
         let registry = app.relay.registry.clone();
         let (mut wake, mut copies) = registry.register_v1(self.inbox, self.to);
-        let mut socket = Socket::new(transport, SocketLimits::from_config(&app.config));
+        let limits = SocketLimits::from_config(&app.config);
+        let mut socket = Socket::new(transport, limits, app.relay.metrics.clone());
         // v1 clients answer pings and ping every 30 s themselves; a dead peer is
         // closed with 4005 by the socket layer.
         socket.start_pinging();
@@ -108,8 +109,7 @@ impl V1Socket {
         drop((wake, copies));
         registry.unregister_v1(&self.inbox, &self.to);
         if let Err(end) = result {
-            let peak = socket.close(end).await;
-            app.relay.metrics.observe_write_buffer_peak(peak);
+            socket.close(end).await;
         }
     }
 
