@@ -128,12 +128,13 @@ impl CloseReason {
             WsError::WriteBufferFull(_) => Some(CloseReason::SlowConsumer),
             WsError::AttackAttempt => Some(CloseReason::Protocol),
             WsError::Protocol(p) => match p {
+                // The peer vanished, or wrote after its close: nothing left to tell it.
                 ProtocolError::ResetWithoutClosingHandshake
                 | ProtocolError::SendAfterClosing
                 | ProtocolError::ReceivedAfterClosing => None,
                 _ => Some(CloseReason::Protocol),
             },
-            WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_) => None,
+            // Closed, reset, I/O and TLS failures (and the client-only variants).
             _ => None,
         }
     }

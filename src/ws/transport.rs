@@ -122,3 +122,31 @@ where
         Pin::new(self.get_mut()).poll_shutdown(cx).map(|_| ())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::task::noop_waker;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn the_meter_sees_what_the_connection_did_not_take() {
+        // A connection that takes 64 bytes until the other end reads.
+        let (near, mut far) = tokio::io::duplex(64);
+        let mut io = Metered::new(near);
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let buf = [1u8; 100];
+        let taken = Pin::new(&mut io).poll_write(&mut cx, &buf);
+        assert!(matches!(taken, Poll::Ready(Ok(64))));
+        assert_eq!((io.queued, io.peak), (36, 100));
+        let blocked = Pin::new(&mut io).poll_write(&mut cx, &buf[64..]);
+        assert!(blocked.is_pending());
+        assert_eq!((io.queued, io.peak), (36, 100));
+        let mut read = [0u8; 64];
+        far.read_exact(&mut read).await.unwrap();
+        let taken = Pin::new(&mut io).poll_write(&mut cx, &buf[64..]);
+        assert!(matches!(taken, Poll::Ready(Ok(36))));
+        assert_eq!((io.queued, io.peak), (0, 100));
+    }
+}
