@@ -183,6 +183,17 @@ pub struct Config {
     pub ws_read_buffer_bytes: usize,
     /// Per-connection write buffer target.
     pub ws_write_buffer_bytes: usize,
+    /// Most bytes the relay holds for one WebSocket peer that does not read (its write
+    /// buffer: queued frames and the pongs answering its pings). A socket over it is
+    /// closed with 4002. At least `ws_write_buffer_bytes` and the largest frame the
+    /// relay writes.
+    pub ws_max_write_buffer_bytes: usize,
+    /// How long the close handshake may take: after sending its close frame the relay
+    /// reads (and drops) input until the peer's close frame, at most this long.
+    pub ws_close_timeout_seconds: u64,
+    /// Bytes of ephemeral envelopes queued per session (each counted as its body plus
+    /// 256); a full queue answers `online: false`. At least `max_message_bytes` + 256.
+    pub ws_ephemeral_queue_bytes: usize,
     /// Most messages in one `GET /v1/inbox` answer.
     pub poll_max_messages: usize,
     /// How often expired messages are swept.
@@ -255,6 +266,9 @@ impl Default for Config {
             ws_outbound_queue: 64,
             ws_read_buffer_bytes: 2048,
             ws_write_buffer_bytes: 2048,
+            ws_max_write_buffer_bytes: 256 * 1024,
+            ws_close_timeout_seconds: 2,
+            ws_ephemeral_queue_bytes: 512 * 1024,
             poll_max_messages: 100,
             sweep_interval_seconds: 1,
             shutdown_grace_seconds: 10,
@@ -290,6 +304,10 @@ const MAX_ATTACHMENT_INFLIGHT_BYTES: usize = 1 << 40;
 /// sender's X25519 key, a signature, the digest, the size, JSON punctuation and a file
 /// name of a few KiB.
 const UPLOAD_BODY_SLACK: usize = 16 * 1024;
+
+/// Room for the fields around the largest payload in a frame the relay writes (a
+/// delivery's seq and id, a v1 message's recipient, a signal's call id).
+const OUTBOUND_FRAME_SLACK: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -485,12 +503,30 @@ impl Config {
                 "WebSocket buffers must be at least 1024 bytes",
             );
         }
+        let largest = self
+            .max_outbound_frame_bytes()
+            .max(self.ws_write_buffer_bytes);
+        if self.ws_max_write_buffer_bytes < largest {
+            return invalid(
+                "ws_max_write_buffer_bytes",
+                &format!("must be at least ws_write_buffer_bytes and the largest frame the relay writes (max_frame_bytes or signal_max_message_bytes, plus {OUTBOUND_FRAME_SLACK}): {largest} with these settings"),
+            );
+        }
+        if self.ws_ephemeral_queue_bytes
+            < self.max_message_bytes + crate::registry::EPHEMERAL_OVERHEAD_BYTES
+        {
+            return invalid(
+                "ws_ephemeral_queue_bytes",
+                "must hold one largest ephemeral envelope: at least max_message_bytes + 256",
+            );
+        }
         for (key, v) in [
             ("ws_ping_interval_seconds", self.ws_ping_interval_seconds),
             ("ws_catch_up_seconds", self.ws_catch_up_seconds),
             ("ws_pong_timeout_seconds", self.ws_pong_timeout_seconds),
             ("ws_write_timeout_seconds", self.ws_write_timeout_seconds),
             ("ws_auth_timeout_seconds", self.ws_auth_timeout_seconds),
+            ("ws_close_timeout_seconds", self.ws_close_timeout_seconds),
             ("sweep_interval_seconds", self.sweep_interval_seconds),
         ] {
             if v == 0 {
@@ -687,6 +723,12 @@ impl Config {
     /// base64 inside a JSON envelope, plus room for the other fields.
     pub fn max_frame_bytes(&self) -> usize {
         self.max_message_bytes.div_ceil(3) * 4 + 2048
+    }
+
+    /// Largest frame the relay writes on any WebSocket: a delivery of the largest
+    /// envelope, a v1 message, or a relayed `/signal` frame, plus the fields around it.
+    pub fn max_outbound_frame_bytes(&self) -> usize {
+        self.max_frame_bytes().max(self.signal_max_message_bytes) + OUTBOUND_FRAME_SLACK
     }
 
     /// Largest `POST /upload` body: a blob of `attachment_max_size_bytes` in base64
@@ -918,6 +960,15 @@ mod tests {
                 "http_reserved_connections_per_ip",
             ),
             ("signal_max_peers_per_room = 1", "signal_max_peers_per_room"),
+            (
+                "ws_max_write_buffer_bytes = 65536",
+                "ws_max_write_buffer_bytes",
+            ),
+            ("ws_close_timeout_seconds = 0", "ws_close_timeout_seconds"),
+            (
+                "ws_ephemeral_queue_bytes = 65536",
+                "ws_ephemeral_queue_bytes",
+            ),
             ("signal_max_message_bytes = 0", "signal_max_message_bytes"),
             (
                 "signal_max_rooms_per_connection = 0",

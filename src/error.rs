@@ -110,6 +110,11 @@ pub fn http_status(code: ErrorCode) -> StatusCode {
 pub mod close_code {
     /// Relay shutting down; reconnect to another node or later.
     pub const GOING_AWAY: u16 = 1001;
+    /// The peer broke WebSocket framing (RFC 6455): an unmasked frame, RSV bits,
+    /// a reserved opcode, an orphan continuation, a control frame over 125 bytes.
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame that is not UTF-8.
+    pub const INVALID_PAYLOAD: u16 = 1007;
     /// A frame or message was larger than the limit.
     pub const TOO_BIG: u16 = 1009;
     /// The relay hit a bug while serving the session.

@@ -14,6 +14,8 @@
 //! - [`signal`]: call signalling rooms of the Whispr v1 `/signal` socket, across nodes
 //!   over Redis pub/sub when the store is Redis.
 //! - [`session`]: one WebSocket client: pure state machine plus socket loop.
+//! - [`ws`]: the one WebSocket socket layer under every route: upgrade, bounded
+//!   buffers, deadlines, pings, error classification, the close handshake.
 //! - [`http`]: routes: WebSocket upgrade, polling fallback, health, info, and the
 //!   Whispr v1 API for Python-era clients (`http::v1`, behind `compat_whispr_v1`);
 //!   serving them with hyper: connection caps, deadlines, body limits.
@@ -47,3 +49,4 @@ pub mod signal;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod ws;

@@ -1,48 +1,15 @@
 //! Prometheus metrics: one table of names, registered once, rendered at `GET /metrics`.
 //! No label carries a key or anything a user controls: labels are fixed enums
-//! (error codes, codecs, close reasons), so cardinality is bounded.
+//! (error codes, codecs, close reasons: `ws::End::label`), so cardinality is bounded.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::protocol::{Codec, ErrorCode};
-
-/// Why a session ended, as a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Disconnect {
-    Client,
-    Replaced,
-    SlowConsumer,
-    PingTimeout,
-    AuthFailed,
-    AuthTimeout,
-    Shutdown,
-    TooBig,
-    Unavailable,
-    /// The inbox moved to a new epoch during the session (close 4007).
-    Resync,
-    Internal,
-}
-
-impl Disconnect {
-    pub fn label(self) -> &'static str {
-        match self {
-            Disconnect::Client => "client",
-            Disconnect::Replaced => "takeover",
-            Disconnect::SlowConsumer => "slow_consumer",
-            Disconnect::PingTimeout => "ping_timeout",
-            Disconnect::AuthFailed => "auth_failed",
-            Disconnect::AuthTimeout => "auth_timeout",
-            Disconnect::Shutdown => "shutdown",
-            Disconnect::TooBig => "too_big",
-            Disconnect::Unavailable => "store_unavailable",
-            Disconnect::Resync => "epoch_changed",
-            Disconnect::Internal => "internal",
-        }
-    }
-}
 
 /// Every metric of the relay.
 pub struct Metrics {
@@ -55,6 +22,8 @@ pub struct Metrics {
     pub refused: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub disconnects: IntCounterVec,
+    /// Every route's WebSocket closes, by reason, counted when the close begins.
+    pub ws_closes: IntCounterVec,
     pub delivery_latency: Histogram,
     pub queue_age: Histogram,
     pub queue_depth: IntGauge,
@@ -80,6 +49,10 @@ pub struct Metrics {
     pub http_refused: IntCounterVec,
     /// HTTP connections closed by a deadline, by phase (handshake, head, idle, write).
     pub http_timeouts: IntCounterVec,
+    /// The largest write buffer a closed WebSocket held (set from `write_buffer_peak`
+    /// at scrape, so concurrent closes cannot lower it).
+    ws_write_buffer_peak_bytes: IntGauge,
+    write_buffer_peak: AtomicU64,
 }
 
 fn buckets() -> Vec<f64> {
@@ -178,6 +151,11 @@ impl Metrics {
                 "WebSocket sessions ended, by reason.",
                 &["reason"],
             ),
+            ws_closes: counter_vec(
+                "whispr_ws_closes_total",
+                "WebSocket connections (native, v1, /signal) that began closing, by reason (client: the peer closed or left).",
+                &["reason"],
+            ),
             delivery_latency: histogram(
                 "whispr_delivery_latency_seconds",
                 "From the envelope's timestamp (sender clock) to the deliver frame being written.",
@@ -231,6 +209,11 @@ impl Metrics {
                 "HTTP connections closed by a deadline, by phase: handshake (TLS), head (http_header_read_timeout_seconds), idle (http_keep_alive_timeout_seconds), write (http_write_timeout_seconds).",
                 &["phase"],
             ),
+            ws_write_buffer_peak_bytes: gauge(
+                "whispr_ws_write_buffer_peak_bytes",
+                "Most bytes one closed WebSocket had queued in the relay for its peer (bounded by ws_max_write_buffer_bytes + 256).",
+            ),
+            write_buffer_peak: AtomicU64::new(0),
             registry,
         }
     }
@@ -269,8 +252,17 @@ impl Metrics {
         catch_up(&self.store_full, events.full_total());
     }
 
+    /// Records the largest write buffer of a socket that ended.
+    pub fn observe_write_buffer_peak(&self, bytes: usize) {
+        self.write_buffer_peak
+            .fetch_max(bytes as u64, Ordering::Relaxed);
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        let peak = self.write_buffer_peak.load(Ordering::Relaxed);
+        self.ws_write_buffer_peak_bytes
+            .set(i64::try_from(peak).unwrap_or(i64::MAX));
         let mut buf = Vec::new();
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
             tracing::error!(error = %e, "could not encode metrics");

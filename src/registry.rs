@@ -3,7 +3,7 @@
 //! through a watch channel, plus a lossy channel of live sender copies.
 //!
 //! The registry only signals: "your inbox has new messages" (a coalescing wake-up) and
-//! ephemeral envelopes (a small bounded queue). Sessions read stored messages from the
+//! ephemeral envelopes (a small queue, bounded in count and in bytes). Sessions read stored messages from the
 //! store themselves, so a notification that is missed or coalesced loses nothing.
 //! No method awaits, so no entry lock is ever held across an await.
 //!
@@ -13,7 +13,7 @@
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -30,6 +30,42 @@ pub struct SessionHandle {
     /// Cancelled when a newer session for the same key takes over.
     pub replaced: CancellationToken,
     ephemeral: mpsc::Sender<Arc<VerifiedEnvelope>>,
+    /// Bytes queued on `ephemeral` (see [`EphemeralLimits::bytes`]).
+    ephemeral_bytes: Arc<AtomicUsize>,
+    ephemeral_max_bytes: usize,
+}
+
+/// How much one session's ephemeral queue holds: `count` envelopes and `bytes`, each
+/// envelope counted as its body plus [`EPHEMERAL_OVERHEAD_BYTES`].
+#[derive(Debug, Clone, Copy)]
+pub struct EphemeralLimits {
+    pub count: usize,
+    pub bytes: usize,
+}
+
+/// What a queued ephemeral envelope costs beyond its body (keys, signature, id, the
+/// queue slot), for the byte bound.
+pub const EPHEMERAL_OVERHEAD_BYTES: usize = 256;
+
+fn ephemeral_cost(envelope: &VerifiedEnvelope) -> usize {
+    envelope.envelope().body.len() + EPHEMERAL_OVERHEAD_BYTES
+}
+
+/// A session's end of its ephemeral queue.
+#[derive(Debug)]
+pub struct EphemeralQueue {
+    rx: mpsc::Receiver<Arc<VerifiedEnvelope>>,
+    bytes: Arc<AtomicUsize>,
+}
+
+impl EphemeralQueue {
+    /// The next envelope; its bytes leave the queue's count.
+    pub async fn recv(&mut self) -> Option<Arc<VerifiedEnvelope>> {
+        let envelope = self.rx.recv().await?;
+        self.bytes
+            .fetch_sub(ephemeral_cost(&envelope), Ordering::AcqRel);
+        Some(envelope)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -46,12 +82,12 @@ pub struct Registry {
 }
 
 /// Sender copies buffered per v1 signing key before a slow socket skips some.
-const V1_COPY_QUEUE: usize = 64;
+pub(crate) const V1_COPY_QUEUE: usize = 64;
 
 /// What a session gets back from registering.
 pub struct Registration {
     pub handle: Arc<SessionHandle>,
-    pub ephemeral: mpsc::Receiver<Arc<VerifiedEnvelope>>,
+    pub ephemeral: EphemeralQueue,
     /// Whether an older session for the same key was told to close.
     pub took_over: bool,
 }
@@ -79,13 +115,16 @@ impl Registry {
 
     /// Makes this session the one active consumer of `key`'s inbox, closing any older
     /// one (takeover).
-    pub fn register(&self, key: PublicKey, ephemeral_capacity: usize) -> Registration {
-        let (tx, rx) = mpsc::channel(ephemeral_capacity);
+    pub fn register(&self, key: PublicKey, ephemeral: EphemeralLimits) -> Registration {
+        let (tx, rx) = mpsc::channel(ephemeral.count.max(1));
+        let bytes = Arc::new(AtomicUsize::new(0));
         let handle = Arc::new(SessionHandle {
             id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
             wake: Notify::new(),
             replaced: CancellationToken::new(),
             ephemeral: tx,
+            ephemeral_bytes: bytes.clone(),
+            ephemeral_max_bytes: ephemeral.bytes,
         });
         let registered = Command::Registered {
             key,
@@ -111,7 +150,7 @@ impl Registry {
         }
         Registration {
             handle,
-            ephemeral: rx,
+            ephemeral: EphemeralQueue { rx, bytes },
             took_over,
         }
     }
@@ -169,11 +208,27 @@ impl Registry {
     }
 
     /// Hands an ephemeral envelope to `key`'s session. `false` when there is no session
-    /// or its queue is full (ephemeral messages are never queued beyond that).
+    /// or its queue is full, in envelopes or in bytes (ephemeral messages are never
+    /// queued beyond that, and the sender hears `online: false`).
     pub fn push_ephemeral(&self, key: &PublicKey, envelope: Arc<VerifiedEnvelope>) -> bool {
-        self.sessions
-            .get(key)
-            .is_some_and(|h| h.ephemeral.try_send(envelope).is_ok())
+        let Some(h) = self.sessions.get(key) else {
+            return false;
+        };
+        let cost = ephemeral_cost(&envelope);
+        let reserved = h
+            .ephemeral_bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+                (queued + cost <= h.ephemeral_max_bytes).then_some(queued + cost)
+            })
+            .is_ok();
+        if !reserved {
+            return false;
+        }
+        if h.ephemeral.try_send(envelope).is_err() {
+            h.ephemeral_bytes.fetch_sub(cost, Ordering::AcqRel);
+            return false;
+        }
+        true
     }
 
     /// Registers a Whispr v1 socket on the derived inbox `inbox` and on sender copies
@@ -244,13 +299,18 @@ mod tests {
     use super::*;
     use crate::protocol::Identity;
 
+    const LIMITS: EphemeralLimits = EphemeralLimits {
+        count: 4,
+        bytes: 1 << 20,
+    };
+
     #[test]
     fn takeover_cancels_the_older_session_only() {
         let reg = Registry::new();
         let key = Identity::generate().public_key();
-        let first = reg.register(key, 4);
+        let first = reg.register(key, LIMITS);
         assert!(!first.took_over);
-        let second = reg.register(key, 4);
+        let second = reg.register(key, LIMITS);
         assert!(second.took_over);
         assert!(first.handle.replaced.is_cancelled());
         assert!(!second.handle.replaced.is_cancelled());
@@ -269,8 +329,8 @@ mod tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let reg = Registry::with_remote(tx);
         let key = Identity::generate().public_key();
-        let first = reg.register(key, 4);
-        let second = reg.register(key, 4);
+        let first = reg.register(key, LIMITS);
+        let second = reg.register(key, LIMITS);
         reg.unregister(&key, first.handle.id);
         reg.notify_remote(&key);
         reg.replace(&key, first.handle.id);
@@ -321,23 +381,53 @@ mod tests {
         );
     }
 
-    #[test]
-    fn ephemeral_queue_is_bounded() {
-        let reg = Registry::new();
+    fn ephemeral(body: usize) -> Arc<VerifiedEnvelope> {
         let alice = Identity::generate();
         let bob = Identity::generate().public_key();
-        let env = Arc::new(
-            crate::protocol::Envelope::seal(&alice, bob, 1000, true, b"typing".to_vec())
+        Arc::new(
+            crate::protocol::Envelope::seal(&alice, bob, 1000, true, vec![7; body])
                 .verify(1000, 10)
                 .unwrap(),
-        );
+        )
+    }
+
+    #[tokio::test]
+    async fn ephemeral_queue_is_bounded_in_count() {
+        let reg = Registry::new();
+        let env = ephemeral(6);
+        let bob = env.envelope().recipient;
         assert!(!reg.push_ephemeral(&bob, env.clone()), "nobody online");
-        let mut reg_b = reg.register(bob, 1);
+        let limits = EphemeralLimits {
+            count: 1,
+            bytes: 1 << 20,
+        };
+        let mut reg_b = reg.register(bob, limits);
         assert!(reg.push_ephemeral(&bob, env.clone()));
         assert!(
             !reg.push_ephemeral(&bob, env.clone()),
             "queue of one is full"
         );
-        assert!(reg_b.ephemeral.try_recv().is_ok());
+        assert!(reg_b.ephemeral.recv().await.is_some());
+        assert!(reg.push_ephemeral(&bob, env), "room again");
+    }
+
+    #[tokio::test]
+    async fn ephemeral_queue_is_bounded_in_bytes_and_frees_them_on_receive() {
+        let reg = Registry::new();
+        let env = ephemeral(10_000);
+        let bob = env.envelope().recipient;
+        let cost = 10_000 + EPHEMERAL_OVERHEAD_BYTES;
+        let limits = EphemeralLimits {
+            count: 64,
+            bytes: 3 * cost + cost / 2,
+        };
+        let mut reg_b = reg.register(bob, limits);
+        let taken = (0..64)
+            .filter(|_| reg.push_ephemeral(&bob, env.clone()))
+            .count();
+        assert_eq!(taken, 3, "three fit in three and a half envelopes' bytes");
+        assert!(reg_b.ephemeral.recv().await.is_some());
+        assert!(reg.push_ephemeral(&bob, env.clone()), "one left, one fits");
+        assert!(!reg.push_ephemeral(&bob, env));
     }
 }

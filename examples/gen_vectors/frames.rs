@@ -372,6 +372,14 @@ pub fn errors() -> ErrorsFile {
                 code: close_code::GOING_AWAY,
             },
             CloseCodeEntry {
+                name: "protocol_error",
+                code: close_code::PROTOCOL_ERROR,
+            },
+            CloseCodeEntry {
+                name: "invalid_payload",
+                code: close_code::INVALID_PAYLOAD,
+            },
+            CloseCodeEntry {
                 name: "too_big",
                 code: close_code::TOO_BIG,
             },

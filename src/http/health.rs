@@ -78,6 +78,7 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
 /// What a client needs to know before it sends: versions, encodings, limits.
 pub async fn info(State(app): State<AppState>) -> Json<Value> {
     let c = &app.config;
+    let budget = crate::ws::Budget::new(c);
     Json(json!({
         "software": "whispr",
         "version": env!("CARGO_PKG_VERSION"),
@@ -99,6 +100,11 @@ pub async fn info(State(app): State<AppState>) -> Json<Value> {
             "ws_max_inflight": c.ws_max_inflight,
             "ws_ping_interval_seconds": c.ws_ping_interval_seconds,
             "ws_auth_timeout_seconds": c.ws_auth_timeout_seconds,
+            "ws_max_write_buffer_bytes": c.ws_max_write_buffer_bytes,
+            "ws_close_timeout_seconds": c.ws_close_timeout_seconds,
+            "ws_ephemeral_queue_bytes": c.ws_ephemeral_queue_bytes,
+            "ws_max_bytes_per_connection": budget.max(),
+            "ws_bytes_per_connection": budget,
             "poll_max_messages": c.poll_max_messages,
             "attachment_max_size_bytes": c.attachment_max_size_bytes,
             "attachment_ttl_seconds": c.attachment_ttl_seconds,

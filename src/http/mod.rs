@@ -20,8 +20,6 @@ pub use client_ip::client_ip;
 pub use gate::{ConnCaps, Gate};
 pub use serve::{serve, Endpoint, HttpLimits};
 
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{WebSocket, WebSocketUpgrade};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -36,6 +34,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::protocol::{Codec, ErrorCode};
 use crate::relay::Relay;
+use crate::ws::{NotAnUpgrade, Upgrade, UpgradeConfig, WsStream};
 
 /// Shared state of every handler.
 pub struct App {
@@ -105,15 +104,15 @@ async fn method_not_allowed() -> ApiError {
 
 /// What every WebSocket upgrade (native, v1, `/signal`) goes through before its socket
 /// runs: a real upgrade request, a relay not shutting down, the connection limits (the
-/// permit must live as long as the socket), the session buffer sizes and the largest
-/// message it may read.
+/// permit must live as long as the socket), the socket buffer sizes and caps, and the
+/// largest message it may read.
 pub(crate) fn admit_upgrade(
     app: &App,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<Upgrade, NotAnUpgrade>,
     ip: IpAddr,
     max_message_bytes: usize,
-) -> Result<(WebSocketUpgrade, Permit), ApiError> {
-    let ws = ws.map_err(|e| {
+) -> Result<Admitted, ApiError> {
+    let upgrade = ws.map_err(|e| {
         ApiError::new(
             ErrorCode::Malformed,
             format!("not a WebSocket upgrade: {e}"),
@@ -126,35 +125,44 @@ pub(crate) fn admit_upgrade(
         ));
     }
     let permit = app.admission.admit(ip)?;
-    let c = &app.config;
-    let ws = ws
-        .read_buffer_size(c.ws_read_buffer_bytes)
-        .write_buffer_size(c.ws_write_buffer_bytes)
-        .max_message_size(max_message_bytes)
-        .max_frame_size(max_message_bytes);
-    Ok((ws, permit))
+    Ok(Admitted {
+        upgrade,
+        config: UpgradeConfig::new(&app.config, max_message_bytes),
+        permit,
+    })
+}
+
+/// An upgrade that passed [`admit_upgrade`].
+pub(crate) struct Admitted {
+    upgrade: Upgrade,
+    config: UpgradeConfig,
+    permit: Permit,
+}
+
+impl Admitted {
+    /// Answers with this subprotocol if the client offered it.
+    pub(crate) fn protocol(mut self, protocol: &'static str) -> Self {
+        self.upgrade = self.upgrade.protocol(protocol);
+        self
+    }
 }
 
 /// Completes an admitted upgrade: `socket` runs on the upgraded connection, tracked so
 /// shutdown waits for it, and the connection's permit is released when it ends.
-pub(crate) fn run_upgraded<F, Fut>(
-    app: &App,
-    ws: WebSocketUpgrade,
-    permit: Permit,
-    socket: F,
-) -> Response
+pub(crate) fn run_upgraded<F, Fut>(app: &App, admitted: Admitted, socket: F) -> Response
 where
-    F: FnOnce(WebSocket) -> Fut + Send + 'static,
+    F: FnOnce(WsStream) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let tracker = app.tracker.clone();
-    ws.on_upgrade(move |ws| {
-        tracker.track_future(async move {
-            socket(ws).await;
-            drop(permit);
-        })
+    let Admitted {
+        upgrade,
+        config,
+        permit,
+    } = admitted;
+    upgrade.on_upgrade(config, &app.tracker, move |ws| async move {
+        socket(ws).await;
+        drop(permit);
     })
-    .into_response()
 }
 
 impl App {

@@ -1,7 +1,5 @@
 //! `GET /v1/ws`: negotiates the codec by subprotocol and hands the socket to a session.
 
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, Uri};
 use axum::response::Response;
@@ -11,33 +9,36 @@ use std::time::Duration;
 use super::AppState;
 use crate::error::ApiError;
 use crate::protocol::{Codec, ErrorCode, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK};
+use crate::registry::EphemeralLimits;
 use crate::session::{self, SessionSettings};
+use crate::ws::{NotAnUpgrade, SocketLimits, Upgrade};
 
 pub async fn upgrade(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     uri: Uri,
     headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ws: Result<Upgrade, NotAnUpgrade>,
 ) -> Result<Response, ApiError> {
     let ip = super::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
     let codec = negotiate(&headers)?;
-    let (ws, permit) = super::admit_upgrade(&app, ws, ip, app.config.max_frame_bytes())?;
+    let admitted = super::admit_upgrade(&app, ws, ip, app.config.max_frame_bytes())?;
     let origin = app.origin(&headers, &uri)?;
     let c = &app.config;
     let settings = SessionSettings {
         window: c.ws_max_inflight,
-        ephemeral_queue: c.ws_outbound_queue,
+        ephemeral: EphemeralLimits {
+            count: c.ws_outbound_queue,
+            bytes: c.ws_ephemeral_queue_bytes,
+        },
         max_frame_bytes: c.max_frame_bytes(),
-        ping_interval: Duration::from_secs(c.ws_ping_interval_seconds),
-        pong_timeout: Duration::from_secs(c.ws_pong_timeout_seconds),
-        write_timeout: Duration::from_secs(c.ws_write_timeout_seconds),
+        socket: SocketLimits::from_config(c),
         auth_timeout: Duration::from_secs(c.ws_auth_timeout_seconds),
     };
-    let ws = ws.protocols([codec.subprotocol()]);
+    let admitted = admitted.protocol(codec.subprotocol());
     let relay = app.relay.clone();
     let shutdown = app.shutdown.clone();
-    Ok(super::run_upgraded(&app, ws, permit, move |socket| {
+    Ok(super::run_upgraded(&app, admitted, move |socket| {
         session::run(socket, codec, origin, ip, relay, settings, shutdown)
     }))
 }

@@ -53,7 +53,8 @@ pub struct Relay {
     pub store: SharedStore,
     pub registry: Arc<Registry>,
     pub clock: Clock,
-    pub metrics: Metrics,
+    /// Shared with every socket (the socket layer counts its closes).
+    pub metrics: Arc<Metrics>,
     pub analytics: Analytics,
     /// Attachment bytes held by requests in progress, all uploads and downloads
     /// together (`max_attachment_inflight_bytes`).
@@ -73,7 +74,7 @@ impl Relay {
             store,
             registry,
             clock,
-            metrics: Metrics::new(),
+            metrics: Arc::new(Metrics::new()),
             analytics: Analytics::disabled(),
             attachment_bytes: Inflight::new(config.max_attachment_inflight_bytes),
             limits: RateLimits::new(

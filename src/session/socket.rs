@@ -3,44 +3,41 @@
 //! relay shuts down. Each event has its own handler; all state decisions are in
 //! [`super::state`].
 
-use super::sleep_until_opt;
-use axum::extract::ws::{Message, WebSocket};
 use rand::RngCore;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::conn::{error_frame, on_receive_error, Conn, End, Incoming};
+use super::conn::{error_frame, Conn, Incoming};
 use super::state::{AckAction, Authenticated, Delivery, EpochMoved, Unauthenticated};
 use crate::analytics::Event;
-use crate::error::{close_code, RelayError};
+use crate::error::RelayError;
 use crate::metrics::Metrics;
 use crate::protocol::{
     ClientFrame, Codec, ErrorCode, ProtocolError, ServerFrame, VerifiedEnvelope, NONCE_LEN,
 };
-use crate::registry::SessionHandle;
+use crate::registry::{EphemeralLimits, EphemeralQueue, SessionHandle};
 use crate::relay::Relay;
 use crate::store::Batch;
+use crate::ws::{CloseReason, End, Socket, SocketLimits, Transport};
 
 /// Session limits, from the config.
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
     pub window: u32,
-    pub ephemeral_queue: usize,
+    pub ephemeral: EphemeralLimits,
     pub max_frame_bytes: usize,
-    pub ping_interval: Duration,
-    pub pong_timeout: Duration,
-    pub write_timeout: Duration,
+    pub socket: SocketLimits,
     pub auth_timeout: Duration,
 }
 
-/// Runs one session to its end.
-pub async fn run(
-    socket: WebSocket,
+/// Runs one session to its end, on any [`Transport`] (a real socket, or an in-memory
+/// one in the tests).
+pub async fn run<T: Transport>(
+    socket: T,
     codec: Codec,
     origin: String,
     client_ip: IpAddr,
@@ -53,12 +50,12 @@ pub async fn run(
         let metrics = &relay.metrics;
         metrics.connections.inc();
         let mut conn = Conn {
-            socket,
+            socket: Socket::new(socket, settings.socket.clone(), relay.metrics.clone()),
             codec,
-            write_timeout: settings.write_timeout,
             max_frame_bytes: settings.max_frame_bytes,
         };
-        let end = match authenticate(&mut conn, origin, &relay, &settings, &shutdown).await {
+        let (conn, end) = match authenticate(&mut conn, origin, &relay, &settings, &shutdown).await
+        {
             Ok(auth) => {
                 tracing::Span::current().record("key", tracing::field::display(auth.key));
                 let sessions = metrics
@@ -69,25 +66,19 @@ pub async fn run(
                 let mut live =
                     Live::start(conn, auth, client_ip, relay.clone(), settings, shutdown);
                 let end = live.serve().await;
-                let reason = end.reason();
-                live.finish(end).await;
+                let conn = live.finish(end);
                 sessions.dec();
                 let event = Event::SessionClosed {
                     codec: Metrics::codec_label(codec),
                     seconds: started.elapsed().as_secs(),
-                    reason: reason.label(),
+                    reason: end.label(),
                 };
                 relay.analytics.record(relay.clock.now_ms(), event);
-                reason
+                (conn, end)
             }
-            Err(end) => {
-                let reason = end.reason();
-                if let End::Close(code, text) = end {
-                    conn.close(code, text).await;
-                }
-                reason
-            }
+            Err(end) => (conn, end),
         };
+        conn.socket.close(end).await;
         metrics.disconnects.with_label_values(&[end.label()]).inc();
         metrics.connections.dec();
     }
@@ -96,8 +87,8 @@ pub async fn run(
 }
 
 /// Sends the challenge and waits for a valid `auth`.
-async fn authenticate(
-    conn: &mut Conn,
+async fn authenticate<T: Transport>(
+    conn: &mut Conn<T>,
     origin: String,
     relay: &Relay,
     settings: &SessionSettings,
@@ -108,69 +99,56 @@ async fn authenticate(
     let state = Unauthenticated { nonce, origin };
     conn.send(&state.challenge(relay.clock.now_ms())).await?;
     let deadline = Instant::now() + settings.auth_timeout;
-    loop {
-        let received = tokio::select! {
-            _ = shutdown.cancelled() => return Err(End::Close(close_code::GOING_AWAY, "relay shutting down")),
-            r = tokio::time::timeout_at(deadline, conn.socket.recv()) => r,
-        };
-        let msg = match received {
-            Err(_) => {
-                return Err(End::Close(
-                    close_code::AUTH_TIMEOUT,
-                    "authentication timed out",
-                ))
-            }
-            Ok(None) => return Err(End::Gone),
-            Ok(Some(Err(e))) => return Err(on_receive_error(e)),
-            Ok(Some(Ok(msg))) => msg,
-        };
-        let frame = match conn.decode(msg) {
-            Incoming::Control => continue,
-            Incoming::Closed => return Err(End::Gone),
+    let received = tokio::select! {
+        _ = shutdown.cancelled() => return Err(CloseReason::Shutdown.into()),
+        r = tokio::time::timeout_at(deadline, conn.recv()) => r,
+    };
+    let frame = match received {
+        Err(_) => return Err(CloseReason::AuthTimeout.into()),
+        Ok(incoming) => match incoming? {
             Incoming::Bad(e) => {
                 conn.send(&error_frame(&e, None)).await?;
-                return Err(End::Close(close_code::AUTH_FAILED, "authentication failed"));
+                return Err(CloseReason::AuthFailed.into());
             }
             Incoming::Frame(f) => f,
-        };
-        return match state.on_frame(frame, relay.clock.now_ms(), relay.max_skew_ms()) {
-            Ok(auth) => Ok(auth),
-            Err(e) => {
-                tracing::info!(error = %e, "authentication refused");
-                let code = match e {
-                    ProtocolError::Unauthorized { .. } => ErrorCode::AuthRequired,
-                    _ => e.code(),
-                };
-                conn.send(&ServerFrame::Error {
-                    code,
-                    detail: e.to_string(),
-                    reference: None,
-                    retry_after_ms: None,
-                })
-                .await?;
-                Err(End::Close(close_code::AUTH_FAILED, "authentication failed"))
-            }
-        };
+        },
+    };
+    match state.on_frame(frame, relay.clock.now_ms(), relay.max_skew_ms()) {
+        Ok(auth) => Ok(auth),
+        Err(e) => {
+            tracing::info!(error = %e, "authentication refused");
+            let code = match e {
+                ProtocolError::Unauthorized { .. } => ErrorCode::AuthRequired,
+                _ => e.code(),
+            };
+            conn.send(&ServerFrame::Error {
+                code,
+                detail: e.to_string(),
+                reference: None,
+                retry_after_ms: None,
+            })
+            .await?;
+            Err(CloseReason::AuthFailed.into())
+        }
     }
 }
 
 /// An authenticated session.
-struct Live {
-    conn: Conn,
+struct Live<T> {
+    conn: Conn<T>,
     relay: Arc<Relay>,
     settings: SessionSettings,
     shutdown: CancellationToken,
     client_ip: IpAddr,
     handle: Arc<SessionHandle>,
-    ephemeral: mpsc::Receiver<Arc<VerifiedEnvelope>>,
+    ephemeral: EphemeralQueue,
     auth: Authenticated,
     delivery: Option<Delivery>,
-    pong_deadline: Option<Instant>,
 }
 
-impl Live {
+impl<T: Transport> Live<T> {
     fn start(
-        conn: Conn,
+        mut conn: Conn<T>,
         auth: Authenticated,
         client_ip: IpAddr,
         relay: Arc<Relay>,
@@ -179,10 +157,11 @@ impl Live {
     ) -> Self {
         // Register before the first store read: anything stored after this point wakes
         // us, anything before it is in that read. That is the gap-free handoff.
-        let reg = relay.registry.register(auth.key, settings.ephemeral_queue);
+        let reg = relay.registry.register(auth.key, settings.ephemeral);
         if reg.took_over {
             tracing::info!("took over an older session for this key");
         }
+        conn.socket.start_pinging();
         Live {
             conn,
             relay,
@@ -193,7 +172,6 @@ impl Live {
             ephemeral: reg.ephemeral,
             auth,
             delivery: None,
-            pong_deadline: None,
         }
     }
 
@@ -201,22 +179,15 @@ impl Live {
         if let Err(end) = self.begin().await {
             return end;
         }
-        let mut ping = tokio::time::interval_at(
-            Instant::now() + self.settings.ping_interval,
-            self.settings.ping_interval,
-        );
         loop {
             let room = self.delivery.as_ref().map_or(0, Delivery::room);
-            let pong_deadline = self.pong_deadline;
             let result = tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => Err(End::Close(close_code::GOING_AWAY, "relay shutting down")),
-                _ = self.handle.replaced.cancelled() => Err(End::Close(close_code::REPLACED, "replaced by a newer session for this key")),
-                msg = self.conn.socket.recv() => self.on_message(msg).await,
+                _ = self.shutdown.cancelled() => Err(CloseReason::Shutdown.into()),
+                _ = self.handle.replaced.cancelled() => Err(CloseReason::Replaced.into()),
+                incoming = self.conn.recv() => self.on_incoming(incoming).await,
                 Some(env) = self.ephemeral.recv() => self.on_ephemeral(env).await,
                 _ = self.handle.wake.notified(), if room > 0 => self.pump().await,
-                _ = ping.tick() => self.on_ping_tick().await,
-                _ = sleep_until_opt(pong_deadline) => Err(End::Close(close_code::PING_TIMEOUT, "no pong within the deadline")),
             };
             if let Err(end) = result {
                 return end;
@@ -249,10 +220,7 @@ impl Live {
             Err(e) => {
                 tracing::warn!(error = %e, "store unavailable at session start");
                 self.conn.send(&RelayError::from(e).to_frame(None)).await?;
-                return Err(End::Close(
-                    close_code::UNAVAILABLE,
-                    "message store unavailable",
-                ));
+                return Err(CloseReason::Unavailable.into());
             }
         };
         let mut delivery = Delivery::new(key, self.settings.window, batch.epoch, cursor);
@@ -338,17 +306,8 @@ impl Live {
         Ok(())
     }
 
-    async fn on_message(&mut self, msg: Option<Result<Message, axum::Error>>) -> Result<(), End> {
-        let msg = match msg {
-            None => return Err(End::Gone),
-            Some(Err(e)) => return Err(on_receive_error(e)),
-            Some(Ok(m)) => m,
-        };
-        // Any frame from the client proves it is alive.
-        self.pong_deadline = None;
-        match self.conn.decode(msg) {
-            Incoming::Control => Ok(()),
-            Incoming::Closed => Err(End::Gone),
+    async fn on_incoming(&mut self, incoming: Result<Incoming, End>) -> Result<(), End> {
+        match incoming? {
             Incoming::Bad(e) => self.conn.send(&error_frame(&e, None)).await,
             Incoming::Frame(frame) => self.on_frame(frame).await,
         }
@@ -423,27 +382,23 @@ impl Live {
             .await
     }
 
-    async fn on_ping_tick(&mut self) -> Result<(), End> {
-        if self.pong_deadline.is_none() {
-            self.pong_deadline = Some(Instant::now() + self.settings.pong_timeout);
-        }
-        self.conn
-            .send_message(Message::Ping(Default::default()))
-            .await
-    }
-
-    /// Leaves the registry and sends the close frame. Unacked messages stay in the store.
-    async fn finish(&mut self, end: End) {
+    /// Leaves the registry; the caller closes the socket. Unacked messages stay in the
+    /// store.
+    fn finish(self, end: End) -> Conn<T> {
         self.relay
             .registry
             .unregister(&self.auth.key, self.handle.id);
         match end {
             End::Gone => tracing::info!("session ended by the client"),
-            End::Close(code, reason) => {
-                tracing::info!(code, reason, "closing session");
-                self.conn.close(code, reason).await;
+            End::Close(reason) => {
+                tracing::info!(
+                    code = reason.code(),
+                    reason = reason.text(),
+                    "closing session"
+                )
             }
         }
+        self.conn
     }
 }
 
@@ -458,8 +413,106 @@ fn stored_at(batch: &Batch) -> Vec<(u64, u64)> {
 
 /// The inbox moved to a new epoch under the session (see `Delivery::on_batch`).
 fn resync(_: EpochMoved) -> End {
-    End::Close(
-        close_code::RESYNC,
-        "the inbox moved to a new epoch; reconnect with your cursor",
-    )
+    End::Close(CloseReason::EpochChanged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::config::Config;
+    use crate::registry::Registry;
+    use crate::store::MemoryStore;
+    use crate::ws::mock::{pair, Peer};
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    fn relay(config: &Config) -> Arc<Relay> {
+        let store = MemoryStore::new(config.store_limits());
+        Arc::new(Relay::new(
+            config,
+            store,
+            Arc::new(Registry::new()),
+            Clock::manual(),
+        ))
+    }
+
+    fn settings(config: &Config) -> SessionSettings {
+        SessionSettings {
+            window: config.ws_max_inflight,
+            ephemeral: EphemeralLimits {
+                count: config.ws_outbound_queue,
+                bytes: config.ws_ephemeral_queue_bytes,
+            },
+            max_frame_bytes: config.max_frame_bytes(),
+            socket: SocketLimits::from_config(config),
+            auth_timeout: Duration::from_secs(config.ws_auth_timeout_seconds),
+        }
+    }
+
+    /// A JSON session with `config` on `mock`.
+    fn spawn_session(mock: crate::ws::mock::Mock, config: &Config) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(run(
+            mock,
+            Codec::Json,
+            "relay.example".into(),
+            IpAddr::from([127, 0, 0, 1]),
+            relay(config),
+            settings(config),
+            CancellationToken::new(),
+        ))
+    }
+
+    /// Frames the relay wrote until its close frame: (texts, close code).
+    async fn until_close(peer: &mut Peer) -> (Vec<String>, Option<u16>) {
+        let mut texts = Vec::new();
+        while let Some(msg) = peer.from_relay.next().await {
+            match msg {
+                Message::Text(t) => texts.push(t.to_string()),
+                Message::Close(Some(f)) => return (texts, Some(f.code.into())),
+                _ => {}
+            }
+        }
+        (texts, None)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_authenticates_is_closed_with_4004_at_the_deadline() {
+        let config = Config::default();
+        let (mock, mut peer) = pair(16);
+        let start = Instant::now();
+        let session = spawn_session(mock, &config);
+        let (texts, code) = until_close(&mut peer).await;
+        assert_eq!(code, Some(crate::error::close_code::AUTH_TIMEOUT));
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(config.ws_auth_timeout_seconds)
+        );
+        assert_eq!(texts.len(), 1, "only the challenge: {texts:?}");
+        assert!(texts[0].contains("challenge"), "{}", texts[0]);
+        // The peer answers our close: the handshake ends without waiting.
+        peer.to_relay
+            .unbounded_send(Ok(Message::Close(None)))
+            .unwrap();
+        session.await.unwrap();
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(config.ws_auth_timeout_seconds)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_before_auth_that_is_not_auth_is_refused_with_4003() {
+        let config = Config::default();
+        let (mock, mut peer) = pair(16);
+        peer.to_relay
+            .unbounded_send(Ok(Message::text(r#"{"type":"ack","seq":1}"#)))
+            .unwrap();
+        let session = spawn_session(mock, &config);
+        let (texts, code) = until_close(&mut peer).await;
+        assert_eq!(code, Some(crate::error::close_code::AUTH_FAILED));
+        assert!(texts.last().unwrap().contains("error"), "{texts:?}");
+        peer.to_relay.close_channel();
+        session.await.unwrap();
+    }
 }

@@ -19,6 +19,7 @@ mod redis_integrity;
 mod redis_store;
 mod sessions;
 mod signal;
+mod sockets;
 mod support;
 mod tls;
 mod v1;

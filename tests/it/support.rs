@@ -388,3 +388,181 @@ pub fn https_client(ca: &std::path::Path) -> reqwest::Client {
         .build()
         .expect("https client")
 }
+
+impl TestRelay {
+    /// One series of `/metrics` (`name` or `name{labels}`) as a float, 0 when absent.
+    pub async fn metric_value(&self, series: &str) -> f64 {
+        let text = reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Scrapes until `series` reaches `at_least` (an event the relay reports, not a
+    /// guess at how long it takes), for at most 30 s.
+    pub async fn wait_metric(&self, series: &str, at_least: f64) -> f64 {
+        for _ in 0..3000 {
+            let v = self.metric_value(series).await;
+            if v >= at_least {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{series} never reached {at_least}");
+    }
+}
+
+/// A WebSocket client that writes frames as the test builds them (unmasked, RSV bits,
+/// reserved opcodes, bad UTF-8: what no library sends) and reads the relay's raw.
+pub struct RawWs {
+    pub stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+/// What the relay's side of a [`RawWs`] ended with.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RawEnd {
+    /// A close frame with this code.
+    Close(u16),
+    /// The connection ended without a close frame (a client library reports 1006).
+    NoClose(String),
+}
+
+pub const OP_CONT: u8 = 0x0;
+pub const OP_TEXT: u8 = 0x1;
+pub const OP_BINARY: u8 = 0x2;
+pub const OP_CLOSE: u8 = 0x8;
+pub const OP_PING: u8 = 0x9;
+pub const FIN: u8 = 0x80;
+
+impl RawWs {
+    /// Upgrades `path` on the relay.
+    pub async fn connect(addr: SocketAddr, path: &str) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        Self::connect_with(socket, addr, path).await
+    }
+
+    /// Upgrades `path` over a socket the caller configured (a small receive buffer).
+    pub async fn connect_with(socket: tokio::net::TcpSocket, addr: SocketAddr, path: &str) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = socket.connect(addr).await.expect("connect");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("request");
+        let mut buf = Vec::new();
+        let end = loop {
+            let mut chunk = [0u8; 1024];
+            let n = stream.read(&mut chunk).await.expect("response");
+            assert!(n > 0, "closed during the handshake");
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+        RawWs {
+            stream,
+            buf: buf[end..].to_vec(),
+        }
+    }
+
+    /// One frame: `first` is FIN, RSV and opcode; masked as a client must unless told.
+    pub fn frame(first: u8, masked: bool, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![first];
+        let mask_bit = if masked { 0x80 } else { 0 };
+        match payload.len() {
+            n if n < 126 => out.push(mask_bit | n as u8),
+            n if n <= 0xffff => {
+                out.push(mask_bit | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(mask_bit | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        if masked {
+            let key = [0x12, 0x34, 0x56, 0x78];
+            out.extend_from_slice(&key);
+            out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+        } else {
+            out.extend_from_slice(payload);
+        }
+        out
+    }
+
+    /// Writes bytes; an error (the relay already closed) is returned, not a panic.
+    pub async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await
+    }
+
+    /// The next frame from the relay: (opcode, payload), or why there is none.
+    pub async fn read_frame(&mut self) -> Result<(u8, Vec<u8>), String> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some((op, payload, used)) = parse_frame(&self.buf) {
+                self.buf.drain(..used);
+                return Ok((op, payload));
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            match self.stream.read(&mut chunk).await {
+                Ok(0) => return Err("end of stream".into()),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// Reads (and skips) frames until the relay's close frame or the end; answers a
+    /// close frame with one, as a client does.
+    pub async fn close_code(&mut self) -> RawEnd {
+        let read = async {
+            loop {
+                match self.read_frame().await {
+                    Ok((OP_CLOSE, payload)) => {
+                        let _ = self
+                            .write(&Self::frame(
+                                FIN | OP_CLOSE,
+                                true,
+                                &payload[..2.min(payload.len())],
+                            ))
+                            .await;
+                        let code = payload
+                            .get(..2)
+                            .map_or(1005, |c| u16::from_be_bytes([c[0], c[1]]));
+                        return RawEnd::Close(code);
+                    }
+                    Ok(_) => continue,
+                    Err(e) => return RawEnd::NoClose(e),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .expect("the relay ends the connection")
+    }
+}
+
+/// (opcode, payload, bytes used) of the first whole unmasked frame in `buf`.
+fn parse_frame(buf: &[u8]) -> Option<(u8, Vec<u8>, usize)> {
+    let (&b0, &b1) = (buf.first()?, buf.get(1)?);
+    let (len, at) = match b1 & 0x7f {
+        126 => (u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize, 4),
+        127 => (
+            u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
+            10,
+        ),
+        n => (n as usize, 2),
+    };
+    let payload = buf.get(at..at + len)?.to_vec();
+    Some((b0 & 0x0f, payload, at + len))
+}

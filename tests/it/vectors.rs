@@ -1007,6 +1007,8 @@ fn error_and_close_codes() {
     for c in &file.close_codes {
         let expected = match c.name.as_str() {
             "going_away" => close_code::GOING_AWAY,
+            "protocol_error" => close_code::PROTOCOL_ERROR,
+            "invalid_payload" => close_code::INVALID_PAYLOAD,
             "too_big" => close_code::TOO_BIG,
             "internal_error" => close_code::INTERNAL_ERROR,
             "replaced" => close_code::REPLACED,
@@ -1020,5 +1022,5 @@ fn error_and_close_codes() {
         assert_eq!(c.code, expected, "{}", c.name);
         assert!(names.insert(c.name.clone()), "{} listed twice", c.name);
     }
-    assert_eq!(names.len(), 9, "errors.json lists every close code");
+    assert_eq!(names.len(), 11, "errors.json lists every close code");
 }

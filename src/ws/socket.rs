@@ -1,0 +1,470 @@
+//! [`Socket`]: one WebSocket connection driven by a route's loop. It answers pings and
+//! keeps the pong deadline (`recv`), puts a deadline on every write (`send`), and ends
+//! with the one close handshake (`close`). Generic over [`Transport`], so every
+//! deadline is tested with paused time and an in-memory connection.
+
+use futures::{SinkExt, StreamExt};
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Interval};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message, Utf8Bytes};
+
+use super::{CloseReason, End, Transport};
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// The deadlines and the write-buffer cap of every socket, from the config.
+#[derive(Debug, Clone)]
+pub struct SocketLimits {
+    /// How long one write may take (`ws_write_timeout_seconds`).
+    pub write_timeout: Duration,
+    /// How long the close handshake may take (`ws_close_timeout_seconds`).
+    pub close_timeout: Duration,
+    pub ping_interval: Duration,
+    /// How long after a ping any frame must arrive (`ws_pong_timeout_seconds`).
+    pub pong_timeout: Duration,
+    /// Bytes queued for the peer beyond which it is a slow consumer
+    /// (`ws_max_write_buffer_bytes`).
+    pub max_queued_bytes: usize,
+}
+
+impl SocketLimits {
+    pub fn from_config(c: &Config) -> Self {
+        SocketLimits {
+            write_timeout: Duration::from_secs(c.ws_write_timeout_seconds),
+            close_timeout: Duration::from_secs(c.ws_close_timeout_seconds),
+            ping_interval: Duration::from_secs(c.ws_ping_interval_seconds),
+            pong_timeout: Duration::from_secs(c.ws_pong_timeout_seconds),
+            max_queued_bytes: c.ws_max_write_buffer_bytes,
+        }
+    }
+}
+
+/// A data message from the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    Text(Utf8Bytes),
+    Binary(Bytes),
+}
+
+/// One connection. Dropping it without [`Socket::close`] drops the TCP connection.
+pub struct Socket<T> {
+    transport: T,
+    limits: SocketLimits,
+    metrics: Arc<Metrics>,
+    /// `None` until [`Socket::start_pinging`].
+    ping: Option<Interval>,
+    /// Set by a ping, cleared by any frame from the peer.
+    pong_deadline: Option<Instant>,
+    /// The parser refused a frame: the stream yields nothing more, so the close
+    /// handshake reads raw bytes.
+    broken: bool,
+    /// The peer sent its close frame; tungstenite queued the answer.
+    peer_closed: bool,
+}
+
+/// Frames read and dropped per poll while closing, before yielding.
+const DRAIN_FRAMES_PER_POLL: usize = 64;
+
+impl<T: Transport> Socket<T> {
+    pub fn new(transport: T, limits: SocketLimits, metrics: Arc<Metrics>) -> Self {
+        Socket {
+            transport,
+            limits,
+            metrics,
+            ping: None,
+            pong_deadline: None,
+            broken: false,
+            peer_closed: false,
+        }
+    }
+
+    /// Pings every `ping_interval` from now on; a peer silent for `pong_timeout` after
+    /// a ping is closed with 4005. (The native session starts after authentication,
+    /// which has its own deadline.)
+    pub fn start_pinging(&mut self) {
+        let every = self.limits.ping_interval;
+        self.ping = Some(tokio::time::interval_at(Instant::now() + every, every));
+    }
+
+    /// The next data message. Pings, pongs and the pong deadline are handled here.
+    /// Cancel-safe between frames: a route may `select!` it against its own events.
+    pub async fn recv(&mut self) -> Result<Inbound, End> {
+        loop {
+            let pong_deadline = self.pong_deadline;
+            tokio::select! {
+                biased;
+                msg = self.transport.next() => {
+                    if let Some(data) = self.on_message(msg)? {
+                        return Ok(data);
+                    }
+                }
+                _ = tick(&mut self.ping) => self.on_ping_tick().await?,
+                _ = sleep_until_opt(pong_deadline) => return Err(CloseReason::PingTimeout.into()),
+            }
+        }
+    }
+
+    fn on_message(
+        &mut self,
+        msg: Option<Result<Message, WsError>>,
+    ) -> Result<Option<Inbound>, End> {
+        let msg = match msg {
+            None => return Err(End::Gone),
+            Some(Err(e)) => {
+                self.broken = true;
+                return Err(CloseReason::of_error(&e).map_or(End::Gone, End::Close));
+            }
+            Some(Ok(msg)) => msg,
+        };
+        // Any frame proves the peer alive.
+        self.pong_deadline = None;
+        // tungstenite queues a pong for each ping as it reads, without asking; a peer
+        // that does not read them fills the write buffer up to the cap.
+        if self.transport.queued_bytes() > self.limits.max_queued_bytes {
+            return Err(CloseReason::SlowConsumer.into());
+        }
+        Ok(match msg {
+            Message::Text(t) => Some(Inbound::Text(t)),
+            Message::Binary(b) => Some(Inbound::Binary(b)),
+            Message::Close(_) => {
+                self.peer_closed = true;
+                return Err(End::Gone);
+            }
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => None,
+        })
+    }
+
+    async fn on_ping_tick(&mut self) -> Result<(), End> {
+        if self.pong_deadline.is_none() {
+            self.pong_deadline = Some(Instant::now() + self.limits.pong_timeout);
+        }
+        self.send(Message::Ping(Bytes::new())).await
+    }
+
+    /// Writes one message and waits until the connection took everything queued. A
+    /// peer that does not take it within `write_timeout`, or whose write buffer is at
+    /// its cap, is a slow consumer.
+    pub async fn send(&mut self, msg: Message) -> Result<(), End> {
+        match tokio::time::timeout(self.limits.write_timeout, self.transport.send(msg)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(WsError::WriteBufferFull(_))) | Err(_) => Err(CloseReason::SlowConsumer.into()),
+            Ok(Err(_)) => Err(End::Gone),
+        }
+    }
+
+    /// The one close handshake, bounded by `close_timeout`: stop writing anything but
+    /// the close frame; keep reading and dropping input until the peer's close frame
+    /// (or end of input), so the kernel never resets the connection under a close
+    /// frame the peer has yet to read; then drop. After a frame the parser refused,
+    /// input is read raw and the relay's direction is shut after the close frame.
+    pub async fn close(mut self, end: End) {
+        self.metrics
+            .ws_closes
+            .with_label_values(&[end.label()])
+            .inc();
+        let deadline = Instant::now() + self.limits.close_timeout;
+        let mut closing = Closing {
+            frame: match end {
+                End::Close(reason) => Some(Message::Close(Some(CloseFrame {
+                    code: reason.code().into(),
+                    reason: reason.text().into(),
+                }))),
+                End::Gone => None,
+            },
+            flushed: false,
+            input_done: matches!(end, End::Gone),
+            shut: false,
+        };
+        if matches!(end, End::Gone) && !self.peer_closed {
+            // Reset or end of input: there is nobody to answer.
+            closing.flushed = true;
+        }
+        let handshake = poll_fn(|cx| self.poll_closing(&mut closing, cx));
+        let _ = tokio::time::timeout_at(deadline, handshake).await;
+        self.metrics
+            .observe_write_buffer_peak(self.transport.peak_queued_bytes());
+    }
+
+    fn poll_closing(&mut self, st: &mut Closing, cx: &mut Context<'_>) -> Poll<()> {
+        if !st.input_done {
+            st.input_done = self.poll_drain_input(cx).is_ready();
+        }
+        if let Some(frame) = st.frame.take() {
+            // The close frame is queued only where it fits (the cap leaves room for
+            // it): while the peer has more than the cap unread, wait for it to read.
+            if self.transport.queued_bytes() > self.limits.max_queued_bytes {
+                match Pin::new(&mut self.transport).poll_flush(cx) {
+                    // Flushed means the whole buffer went: room now.
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => return Poll::Ready(()),
+                    Poll::Pending => {
+                        st.frame = Some(frame);
+                        return Poll::Pending;
+                    }
+                }
+            }
+            let mut sink = Pin::new(&mut self.transport);
+            match sink.as_mut().poll_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Pending => {
+                    st.frame = Some(frame);
+                    return Poll::Pending;
+                }
+            }
+            if sink.start_send(frame).is_err() {
+                return Poll::Ready(());
+            }
+        }
+        if !st.flushed {
+            match Pin::new(&mut self.transport).poll_flush(cx) {
+                Poll::Ready(Ok(())) => st.flushed = true,
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if self.broken && !st.shut {
+            match self.transport.poll_shutdown(cx) {
+                Poll::Ready(()) => st.shut = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if st.input_done {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Reads and drops input; Ready at the peer's close frame or the end of input.
+    fn poll_drain_input(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.broken {
+            return self.transport.poll_discard(cx);
+        }
+        for _ in 0..DRAIN_FRAMES_PER_POLL {
+            match Pin::new(&mut self.transport).poll_next(cx) {
+                Poll::Ready(Some(Ok(Message::Close(_)))) | Poll::Ready(None) => {
+                    return Poll::Ready(())
+                }
+                Poll::Ready(Some(Ok(_))) => continue,
+                Poll::Ready(Some(Err(_))) => {
+                    self.broken = true;
+                    return self.transport.poll_discard(cx);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// Where a close handshake is.
+struct Closing {
+    /// Our close frame, until it is queued.
+    frame: Option<Message>,
+    flushed: bool,
+    /// The peer's close frame (or the end of its input) was read.
+    input_done: bool,
+    /// Our direction was shut (only after a broken stream).
+    shut: bool,
+}
+
+async fn tick(ping: &mut Option<Interval>) {
+    match ping {
+        Some(p) => {
+            p.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::mock::{pair, Peer};
+    use std::sync::atomic::Ordering;
+    use tokio_tungstenite::tungstenite::error::CapacityError;
+
+    fn limits() -> SocketLimits {
+        SocketLimits {
+            write_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(2),
+            ping_interval: Duration::from_secs(30),
+            pong_timeout: Duration::from_secs(20),
+            max_queued_bytes: 1000,
+        }
+    }
+
+    fn send(peer: &Peer, msg: Message) {
+        peer.to_relay.unbounded_send(Ok(msg)).unwrap();
+    }
+
+    /// The code of the first close frame the relay wrote, if any.
+    async fn close_code(peer: &mut Peer) -> Option<u16> {
+        while let Some(msg) = peer.from_relay.next().await {
+            if let Message::Close(Some(f)) = msg {
+                return Some(f.code.into());
+            }
+        }
+        None
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn control_frames_stay_inside_and_data_comes_out() {
+        let (mock, peer) = pair(8);
+        let mut socket = Socket::new(mock, limits(), Arc::new(Metrics::new()));
+        send(&peer, Message::Ping(Bytes::new()));
+        send(&peer, Message::Pong(Bytes::new()));
+        send(&peer, Message::text("hi"));
+        send(&peer, Message::binary(vec![1, 2]));
+        assert_eq!(socket.recv().await, Ok(Inbound::Text("hi".into())));
+        assert_eq!(
+            socket.recv().await,
+            Ok(Inbound::Binary(Bytes::from_static(&[1, 2])))
+        );
+        send(&peer, Message::Close(None));
+        assert_eq!(socket.recv().await, Err(End::Gone));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_peer_is_closed_at_the_pong_deadline() {
+        let (mock, mut peer) = pair(8);
+        let mut socket = Socket::new(mock, limits(), Arc::new(Metrics::new()));
+        socket.start_pinging();
+        let start = Instant::now();
+        assert_eq!(
+            socket.recv().await,
+            Err(End::Close(CloseReason::PingTimeout))
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(30 + 20));
+        assert!(matches!(
+            peer.from_relay.next().await,
+            Some(Message::Ping(_))
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn any_frame_after_a_ping_keeps_the_peer() {
+        let (mock, mut peer) = pair(8);
+        let mut socket = Socket::new(mock, limits(), Arc::new(Metrics::new()));
+        socket.start_pinging();
+        let answer = tokio::spawn(async move {
+            assert!(matches!(
+                peer.from_relay.next().await,
+                Some(Message::Ping(_))
+            ));
+            send(&peer, Message::Pong(Bytes::new()));
+            // Past the first ping's deadline (50 s), before the second's (80 s).
+            tokio::time::sleep(Duration::from_secs(45)).await;
+            send(&peer, Message::text("late"));
+            peer
+        });
+        assert_eq!(socket.recv().await, Ok(Inbound::Text("late".into())));
+        answer.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_does_not_read_is_a_slow_consumer_at_the_write_deadline() {
+        let (mock, _peer) = pair(1);
+        let mut socket = Socket::new(mock, limits(), Arc::new(Metrics::new()));
+        let start = Instant::now();
+        let mut result = Ok(());
+        for _ in 0..4 {
+            result = socket.send(Message::text("x")).await;
+            if result.is_err() {
+                break;
+            }
+        }
+        assert_eq!(result, Err(End::Close(CloseReason::SlowConsumer)));
+        assert_eq!(start.elapsed(), limits().write_timeout);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_buffer_over_the_cap_is_a_slow_consumer() {
+        let (mock, peer) = pair(8);
+        let mut socket = Socket::new(mock, limits(), Arc::new(Metrics::new()));
+        peer.queued.store(1000, Ordering::Relaxed);
+        send(&peer, Message::Ping(Bytes::new()));
+        send(&peer, Message::text("at the cap"));
+        assert_eq!(socket.recv().await, Ok(Inbound::Text("at the cap".into())));
+        peer.queued.store(1001, Ordering::Relaxed);
+        send(&peer, Message::Ping(Bytes::new()));
+        assert_eq!(
+            socket.recv().await,
+            Err(End::Close(CloseReason::SlowConsumer))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn close_sends_the_code_reads_input_and_ends_at_the_peers_close() {
+        let (mock, mut peer) = pair(8);
+        let socket = Socket::new(mock, limits(), Arc::new(Metrics::new()));
+        send(&peer, Message::text("sent before it saw our close"));
+        send(&peer, Message::Close(None));
+        let start = Instant::now();
+        socket.close(End::Close(CloseReason::TooBig)).await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "no wait for the deadline");
+        assert_eq!(close_code(&mut peer).await, Some(1009));
+        assert!(!peer.shut.load(Ordering::Relaxed));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn close_gives_up_at_the_close_deadline() {
+        let (mock, mut peer) = pair(8);
+        let socket = Socket::new(mock, limits(), Arc::new(Metrics::new()));
+        let start = Instant::now();
+        socket.close(End::Close(CloseReason::Shutdown)).await;
+        assert_eq!(start.elapsed(), limits().close_timeout);
+        assert_eq!(close_code(&mut peer).await, Some(1001));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_left_gets_no_close_frame() {
+        let (mock, mut peer) = pair(8);
+        let mut socket = Socket::new(mock, limits(), Arc::new(Metrics::new()));
+        peer.to_relay.close_channel();
+        let end = socket.recv().await.unwrap_err();
+        assert_eq!(end, End::Gone);
+        socket.close(end).await;
+        assert_eq!(close_code(&mut peer).await, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn after_a_refused_frame_input_is_read_raw_and_the_direction_shut() {
+        let (mock, mut peer) = pair(8);
+        let mut socket = Socket::new(mock, limits(), Arc::new(Metrics::new()));
+        let too_long = CapacityError::MessageTooLong {
+            size: 2048,
+            max_size: 1024,
+        };
+        peer.to_relay
+            .unbounded_send(Err(WsError::Capacity(too_long)))
+            .unwrap();
+        // The rest of the oversized frame, which no parser will read as frames.
+        send(&peer, Message::binary(vec![0; 1024]));
+        let end = socket.recv().await.unwrap_err();
+        assert_eq!(end, End::Close(CloseReason::TooBig));
+        let start = Instant::now();
+        let closing = tokio::spawn(socket.close(end));
+        assert_eq!(close_code(&mut peer).await, Some(1009));
+        // The peer read our close and closes its side; the relay sees the end of input.
+        peer.to_relay.close_channel();
+        closing.await.unwrap();
+        assert!(start.elapsed() < limits().close_timeout);
+        assert!(peer.shut.load(Ordering::Relaxed));
+    }
+}
