@@ -107,6 +107,7 @@
 
 mod guard;
 mod scripts;
+mod writer;
 
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
@@ -162,8 +163,23 @@ impl Default for RedisOptions {
 }
 
 /// A [`MessageStore`] on one Redis server or a Redis Cluster, shared by every relay
-/// node using it.
+/// node using it. Inserts go through the group-commit writer (`writer`); everything
+/// else is one script call on the shared connection.
 pub struct RedisStore {
+    inner: Arc<Inner>,
+    writer: writer::Writer,
+}
+
+impl std::ops::Deref for RedisStore {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.inner
+    }
+}
+
+/// What the store's calls and its writer task share.
+pub struct Inner {
     conn: RedisLink,
     scripts: Scripts,
     limits: StoreLimits,
@@ -183,12 +199,15 @@ fn on_inbox<'a>(
     keep_ms: u64,
 ) -> ScriptInvocation<'a> {
     let mut call = script.prepare_invoke();
-    for part in ["meta", "q", "m", "exp", "ids"] {
+    for part in PARTS {
         call.key(key(inbox, part));
     }
     call.arg(new_epoch()).arg(checked).arg(keep_ms);
     call
 }
+
+/// An inbox's keys, in the order every script takes them.
+const PARTS: [&str; 5] = ["meta", "q", "m", "exp", "ids"];
 
 /// Where each namespace's keys start: native inboxes, and Whispr v1 inboxes apart from
 /// them, so no native envelope can land where a v1 reader looks.
@@ -266,7 +285,7 @@ impl RedisStore {
         if options.allow_eviction {
             guard::warn_eviction_allowed(&facts);
         }
-        Ok(RedisStore {
+        let inner = Arc::new(Inner {
             conn,
             scripts: Scripts::new(),
             limits,
@@ -274,6 +293,10 @@ impl RedisStore {
             guard,
             expired: AtomicU64::new(0),
             events: StoreEvents::default(),
+        });
+        Ok(RedisStore {
+            writer: writer::Writer::start(inner.clone()),
+            inner,
         })
     }
 
@@ -281,7 +304,9 @@ impl RedisStore {
     pub async fn watch(&self, stop: CancellationToken) {
         self.guard.watch(self.conn.clone(), stop).await
     }
+}
 
+impl Inner {
     /// How long an inbox's keys outlive its last write.
     fn keep_ms(&self) -> u64 {
         self.limits.message_ttl_ms + self.limits.dedupe_window_ms
@@ -297,10 +322,24 @@ impl RedisStore {
         keep_ms: u64,
         args: impl Fn(&mut ScriptInvocation<'_>),
     ) -> Result<Vec<Vec<u8>>, StoreError> {
+        self.checked(|checked| {
+            let mut call = on_inbox(script, inbox, checked, keep_ms);
+            args(&mut call);
+            call
+        })
+        .await
+    }
+
+    /// Runs the script call `build` makes for the checked incarnations (`ARGV[2]`);
+    /// when it meets a Redis process no check has seen (a restart), the process is
+    /// checked and the call runs once more, then taking an unchecked one as lossy.
+    async fn checked<'a>(
+        &self,
+        build: impl Fn(&str) -> ScriptInvocation<'a>,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut checked = self.guard.checked_runs();
         loop {
-            let mut call = on_inbox(script, inbox, &checked, keep_ms);
-            args(&mut call);
+            let call = build(&checked);
             let reply: Vec<Vec<u8>> = self.run(&call).await?;
             match reply.as_slice() {
                 [status, run] if status == b"recheck" && !checked.ends_with('*') => {
@@ -386,21 +425,19 @@ impl MessageStore for RedisStore {
         .map_err(|e| StoreError::Unavailable(format!("cannot encode a message: {e}")))?;
         let forget_at = envelope.timestamp.max(now_ms) + self.limits.dedupe_window_ms;
         let cap = self.limits.max_messages_per_inbox;
-        // The dedupe id may be remembered past `keep_ms` by the envelope's skew.
-        let keep_ms = self.keep_ms().max(forget_at - now_ms);
-        let deadline = self.guard.deadline_ms(self.options.response_timeout);
-        let id = message.id().to_hex();
-        let reply = self
-            .script(&self.scripts.insert, &message.inbox(), keep_ms, |call| {
-                call.arg(&id)
-                    .arg(forget_at)
-                    .arg(now_ms)
-                    .arg(now_ms + self.limits.message_ttl_ms)
-                    .arg(cap)
-                    .arg(&payload)
-                    .arg(deadline);
-            })
-            .await?;
+        let insert = writer::Insert {
+            inbox: message.inbox(),
+            // The dedupe id may be remembered past `keep_ms` by the envelope's skew.
+            keep_ms: self.keep_ms().max(forget_at - now_ms),
+            id: message.id().to_hex(),
+            forget_at,
+            now_ms,
+            expires_at: now_ms + self.limits.message_ttl_ms,
+            cap,
+            payload,
+            deadline: self.guard.deadline_ms(self.options.response_timeout),
+        };
+        let reply = self.writer.insert(insert).await?;
         let [status, epoch, seq, expired, lost] = reply.as_slice() else {
             return Err(corrupt("insert"));
         };

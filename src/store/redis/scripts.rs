@@ -2,7 +2,8 @@
 //! slot); the module doc of [`super`] explains the schema and the history checks.
 //!
 //! Every script takes the same first three `ARGV`s, so the prelude can serve them all:
-//! `ARGV[1]` a fresh random epoch (used only if the inbox must move to a new epoch),
+//! `ARGV[1]` a fresh random epoch (used only if the inbox must move to a new epoch; the
+//! batch insert takes one per message instead),
 //! `ARGV[2]` the Redis incarnations (run ids) the relay has checked, each marked `:1`
 //! when its persistence was verified lossless and `:0` otherwise, comma-separated, and a
 //! last entry `*` when an unchecked incarnation is to be taken as lossy; `ARGV[3]` how
@@ -13,6 +14,9 @@
 //! a moment ago) changes nothing and answers `{'recheck', run_id}`: the relay reads the
 //! new process's facts and runs it again, so a lossless restart never looks lossy.
 //!
+//! The insert takes many messages at once (group commit: see [`super::writer`]); the
+//! others work on one inbox.
+//!
 //! Script flags (Redis 7): the insert declares none, so Redis refuses it at once when it
 //! is at `maxmemory` (that refusal is the 507 answer). Fetch, ack and expire declare
 //! `allow-oom`: they only delete or write a few bytes of metadata, and they are what
@@ -21,11 +25,17 @@
 /// Shared by every script: names the keys and arguments and defines `remove`, `expire`,
 /// `keep`, `renew`, `open` and `repair`.
 const PRELUDE: &str = r#"
-local meta, q, m, exp, ids = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local new_epoch, durable, keep_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local function int(n) return string.format('%d', n) end
--- Why this inbox's history may be incomplete, when a check below noticed it.
+local durable = ARGV[2]
+-- The inbox being worked on, set by `bind`: its five keys, the epoch it moves to if it
+-- must, how long its keys must live, and why its history may be incomplete when a
+-- check below noticed it. The functions below act on it.
+local meta, q, m, exp, ids, new_epoch, keep_ms
 local lost = ''
+local function bind(k, epoch, keep)
+  meta, q, m, exp, ids = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+  new_epoch, keep_ms, lost = epoch, tonumber(keep), ''
+end
+local function int(n) return string.format('%d', n) end
 local function remove(seqs)
   for i = 1, #seqs, 1000 do
     local chunk = {unpack(seqs, i, math.min(i + 999, #seqs))}
@@ -117,40 +127,60 @@ local function repair(now)
 end
 "#;
 
-/// ARGV[4..]: id, forget_at, now, expires_at, cap, payload, deadline (Redis clock, ms;
-/// empty for none). Returns {status, epoch, seq, expired, lost}.
+/// Many messages in one call (group commit): five KEYS per message (its inbox's, in the
+/// usual order; an inbox may come more than once), and from `ARGV[4]` nine arguments per
+/// message: new epoch, keep_ms, id, forget_at, now, expires_at, cap, payload, deadline
+/// (Redis clock, ms; empty for none). Messages are stored in the order given.
+/// Returns {status, epoch, seq, expired, lost} for each message, in order.
 const INSERT: &str = r#"
 if lossless == nil then return {'recheck', run} end
-if ARGV[10] ~= '' then
-  local t = redis.call('TIME')
-  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > tonumber(ARGV[10]) then
-    return {'late', '0', '0', '0', ''}
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {}
+-- Key lives are extended once per inbox and call, not once per message.
+local kept = {}
+for i = 1, #KEYS / 5 do
+  local a = 4 + (i - 1) * 9
+  bind(5 * i - 4, ARGV[a], ARGV[a + 1])
+  local id, forget_at, now, expires_at, cap, payload, deadline =
+    ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
+  local status, epoch, seq, expired = 'stored', '0', '0', 0
+  if deadline ~= '' and now_ms > tonumber(deadline) then
+    status = 'late'
+  else
+    open(true)
+    expired = expire(now)
+    epoch = redis.call('HGET', meta, 'epoch')
+    if redis.call('ZSCORE', ids, id) then
+      status = 'dup'
+    elseif redis.call('ZCARD', q) >= tonumber(cap) then
+      status = 'full'
+    else
+      seq = int(redis.call('HINCRBY', meta, 'head', 1))
+      redis.call('ZADD', q, seq, seq)
+      redis.call('HSET', m, seq, payload)
+      redis.call('ZADD', exp, expires_at, seq)
+      redis.call('ZADD', ids, forget_at, id)
+    end
+    if (kept[meta] or -1) < keep_ms then
+      keep()
+      kept[meta] = keep_ms
+    end
   end
+  table.insert(out, status)
+  table.insert(out, epoch)
+  table.insert(out, seq)
+  table.insert(out, int(expired))
+  table.insert(out, lost)
 end
-open(true)
-local expired = expire(ARGV[6])
-local epoch = redis.call('HGET', meta, 'epoch')
-if redis.call('ZSCORE', ids, ARGV[4]) then
-  keep()
-  return {'dup', epoch, '0', int(expired), lost}
-end
-if redis.call('ZCARD', q) >= tonumber(ARGV[8]) then
-  keep()
-  return {'full', epoch, '0', int(expired), lost}
-end
-local seq = int(redis.call('HINCRBY', meta, 'head', 1))
-redis.call('ZADD', q, seq, seq)
-redis.call('HSET', m, seq, ARGV[9])
-redis.call('ZADD', exp, ARGV[7], seq)
-redis.call('ZADD', ids, ARGV[5], ARGV[4])
-keep()
-return {'stored', epoch, seq, int(expired), lost}
+return out
 "#;
 
 /// ARGV[4..]: now, cursor epoch ('' for none), cursor seq, limit.
 /// Returns {epoch, head, lost_through, acked, expired, lost, seq1, payload1, ...}.
 const FETCH: &str = r#"
 if lossless == nil then return {'recheck', run} end
+bind(1, ARGV[1], ARGV[3])
 local existed = redis.call('EXISTS', meta) == 1
 open(true)
 if not existed then keep() end
@@ -180,6 +210,7 @@ return out
 /// ARGV[4..]: epoch, seq. Returns {status, removed count, lost}.
 const ACK: &str = r#"
 if lossless == nil then return {'recheck', run} end
+bind(1, ARGV[1], ARGV[3])
 if not open(false) then return {'stale', '0', lost} end
 local v = redis.call('HMGET', meta, 'epoch', 'head', 'acked')
 if v[1] ~= ARGV[4] then return {'stale', '0', lost} end
@@ -197,6 +228,7 @@ return {'ok', int(#gone), lost}
 /// ARGV[4..]: now. Returns {expired, lost}.
 const EXPIRE: &str = r#"
 if lossless == nil then return {'recheck', run} end
+bind(1, ARGV[1], ARGV[3])
 if not open(false) then return {'0', lost} end
 return {int(expire(ARGV[4])), lost}
 "#;
