@@ -17,7 +17,7 @@ use crate::analytics::Event;
 use crate::error::RelayError;
 use crate::metrics::Metrics;
 use crate::protocol::{
-    ClientFrame, Codec, ErrorCode, ProtocolError, ServerFrame, VerifiedEnvelope, NONCE_LEN,
+    ClientFrame, Codec, Cursor, ErrorCode, ProtocolError, ServerFrame, VerifiedEnvelope, NONCE_LEN,
 };
 use crate::registry::{EphemeralLimits, EphemeralQueue, SessionHandle};
 use crate::relay::Relay;
@@ -241,21 +241,40 @@ impl<T: Transport> Live<T> {
 
     /// Reads from the store after the session's cursor while the window has room.
     async fn pump(&mut self) -> Result<(), End> {
+        self.pump_after(None).await
+    }
+
+    /// Applies `ack` (if any) and reads on while the window has room; the ack travels
+    /// with the first read (one store round trip instead of two).
+    async fn pump_after(&mut self, mut ack: Option<Cursor>) -> Result<(), End> {
         loop {
             let Some(delivery) = self.delivery.as_mut() else {
                 return Ok(());
             };
             let room = delivery.room();
+            let inbox = delivery.key.into();
             if room == 0 {
+                if let Some(through) = ack.take() {
+                    if let Err(e) = self.relay.store.ack(&inbox, through).await {
+                        // Not deleted now means redelivered later: never lost.
+                        tracing::warn!(error = %e, "ack not applied");
+                        self.relay.metrics.store_errors.inc();
+                    }
+                }
                 return Ok(());
             }
             let now = self.relay.clock.now_ms();
-            let batch = match self
-                .relay
-                .store
-                .fetch(&delivery.key.into(), Some(delivery.cursor()), room, now)
-                .await
-            {
+            let after = Some(delivery.cursor());
+            let read = match ack.take() {
+                Some(through) => {
+                    self.relay
+                        .store
+                        .ack_and_fetch(&inbox, through, after, room, now)
+                        .await
+                }
+                None => self.relay.store.fetch(&inbox, after, room, now).await,
+            };
+            let batch = match read {
                 Ok(b) => b,
                 Err(e) => {
                     // The session stays up; the next wake-up or ack retries the read.
@@ -355,14 +374,7 @@ impl<T: Transport> Live<T> {
         };
         match delivery.on_ack(seq) {
             AckAction::Refuse(frame) => self.conn.send(&frame).await,
-            AckAction::Delete(cursor) => {
-                if let Err(e) = self.relay.store.ack(&delivery.key.into(), cursor).await {
-                    // Not deleted now means redelivered later: never lost.
-                    tracing::warn!(error = %e, "ack not applied");
-                    self.relay.metrics.store_errors.inc();
-                }
-                self.pump().await
-            }
+            AckAction::Delete(cursor) => self.pump_after(Some(cursor)).await,
         }
     }
 

@@ -46,6 +46,50 @@ where
     inbox_cap_refuses(make(LIMITS).await).await;
     inboxes_are_independent(make(LIMITS).await).await;
     namespaces_are_apart(make(LIMITS).await).await;
+    ack_and_fetch_is_ack_then_fetch(make(LIMITS).await).await;
+}
+
+async fn ack_and_fetch_is_ack_then_fetch(store: SharedStore) {
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    let inbox = InboxId::Native(bob.public_key());
+    for n in 1..=4 {
+        store
+            .insert(&envelope(&alice, bob.public_key(), n, NOW), NOW)
+            .await
+            .unwrap();
+    }
+    let epoch = store.fetch(&inbox, None, 2, NOW).await.unwrap().epoch;
+    let at = Cursor { epoch, seq: 2 };
+    let batch = store
+        .ack_and_fetch(&inbox, at, Some(at), 10, NOW)
+        .await
+        .unwrap();
+    assert_eq!(batch.epoch, epoch);
+    assert_eq!(batch.gap, None);
+    assert_eq!(
+        batch.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        vec![3, 4]
+    );
+    assert_eq!(store.depth().await.unwrap(), 2, "1 and 2 are gone");
+    // An ack of another epoch deletes nothing and the read goes on.
+    let stale = Cursor {
+        epoch: epoch ^ 1,
+        seq: 4,
+    };
+    let batch = store
+        .ack_and_fetch(&inbox, stale, None, 10, NOW)
+        .await
+        .unwrap();
+    assert_eq!(batch.messages.len(), 2);
+    // An ack past the head is lost history: a new epoch, everything handed out again.
+    let ahead = Cursor { epoch, seq: 9 };
+    let batch = store
+        .ack_and_fetch(&inbox, ahead, Some(at), 10, NOW)
+        .await
+        .unwrap();
+    assert_ne!(batch.epoch, epoch);
+    assert_eq!(batch.gap, Some(GapReason::EpochChanged));
+    assert_eq!(batch.messages.len(), 2);
 }
 
 /// A native envelope addressed to a Whispr v1 inbox's derived key lands in the native

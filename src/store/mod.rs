@@ -201,6 +201,21 @@ pub trait MessageStore: Send + Sync + 'static {
     /// ([`HistoryLoss::CursorAhead`]) and its next read reports the gap.
     async fn ack(&self, inbox: &InboxId, through: Cursor) -> Result<u64, StoreError>;
 
+    /// Acknowledges through `through`, then reads like [`MessageStore::fetch`]: what a
+    /// session does after an `ack`, in one round trip where the store has round trips.
+    /// A failed acknowledgement only means the messages are delivered again later.
+    async fn ack_and_fetch(
+        &self,
+        inbox: &InboxId,
+        through: Cursor,
+        after: Option<Cursor>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Batch, StoreError> {
+        self.ack(inbox, through).await?;
+        self.fetch(inbox, after, limit, now_ms).await
+    }
+
     /// Expires messages past their TTL and forgets idle empty inboxes.
     async fn sweep(&self, now_ms: u64) -> Result<SweepStats, StoreError>;
 

@@ -353,6 +353,59 @@ impl Inner {
         }
     }
 
+    /// The fetch script, with an acknowledgement to apply first when `ack` is set.
+    async fn read(
+        &self,
+        inbox: &InboxId,
+        ack: Option<Cursor>,
+        after: Option<Cursor>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Batch, StoreError> {
+        let reply = self
+            .script(&self.scripts.fetch, inbox, self.keep_ms(), |call| {
+                call.arg(now_ms)
+                    .arg(after.map(|c| c.epoch.to_string()).unwrap_or_default())
+                    .arg(after.map_or(0, |c| c.seq))
+                    // Lua numbers are doubles: a larger LIMIT would not print as an integer.
+                    .arg(limit.min(u32::MAX as usize))
+                    .arg(ack.map(|c| c.epoch.to_string()).unwrap_or_default())
+                    .arg(ack.map_or(0, |c| c.seq));
+            })
+            .await?;
+        let [epoch, head, lost_through, acked, expired, lost, rest @ ..] = reply.as_slice() else {
+            return Err(corrupt("fetch"));
+        };
+        self.count_expired(expired)?;
+        self.note_loss(inbox, lost)?;
+        let (epoch, head) = (number(epoch)?, number(head)?);
+        let (lost_through, acked_through) = (number(lost_through)?, number(acked)?);
+        // The memory store's `gap_for` and floor, on the same four numbers.
+        let gap = match after {
+            Some(c) if c.epoch != epoch => Some(GapReason::EpochChanged),
+            Some(c) => (lost_through > c.seq).then_some(GapReason::Expired),
+            None => (lost_through > acked_through).then_some(GapReason::Expired),
+        };
+        let floor = match after {
+            Some(c) if c.epoch == epoch => c.seq.max(lost_through),
+            _ => acked_through.max(lost_through),
+        };
+        let messages = rest
+            .chunks(2)
+            .map(|pair| match pair {
+                [seq, payload] => self.decode(seq, payload),
+                _ => Err(corrupt("fetch pairs")),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Batch {
+            epoch,
+            gap,
+            floor,
+            messages,
+            head,
+        })
+    }
+
     fn count_expired(&self, field: &[u8]) -> Result<(), StoreError> {
         self.expired.fetch_add(number(field)?, Ordering::Relaxed);
         Ok(())
@@ -467,46 +520,18 @@ impl MessageStore for RedisStore {
         limit: usize,
         now_ms: u64,
     ) -> Result<Batch, StoreError> {
-        let reply = self
-            .script(&self.scripts.fetch, inbox, self.keep_ms(), |call| {
-                call.arg(now_ms)
-                    .arg(after.map(|c| c.epoch.to_string()).unwrap_or_default())
-                    .arg(after.map_or(0, |c| c.seq))
-                    // Lua numbers are doubles: a larger LIMIT would not print as an integer.
-                    .arg(limit.min(u32::MAX as usize));
-            })
-            .await?;
-        let [epoch, head, lost_through, acked, expired, lost, rest @ ..] = reply.as_slice() else {
-            return Err(corrupt("fetch"));
-        };
-        self.count_expired(expired)?;
-        self.note_loss(inbox, lost)?;
-        let (epoch, head) = (number(epoch)?, number(head)?);
-        let (lost_through, acked_through) = (number(lost_through)?, number(acked)?);
-        // The memory store's `gap_for` and floor, on the same four numbers.
-        let gap = match after {
-            Some(c) if c.epoch != epoch => Some(GapReason::EpochChanged),
-            Some(c) => (lost_through > c.seq).then_some(GapReason::Expired),
-            None => (lost_through > acked_through).then_some(GapReason::Expired),
-        };
-        let floor = match after {
-            Some(c) if c.epoch == epoch => c.seq.max(lost_through),
-            _ => acked_through.max(lost_through),
-        };
-        let messages = rest
-            .chunks(2)
-            .map(|pair| match pair {
-                [seq, payload] => self.decode(seq, payload),
-                _ => Err(corrupt("fetch pairs")),
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Batch {
-            epoch,
-            gap,
-            floor,
-            messages,
-            head,
-        })
+        self.read(inbox, None, after, limit, now_ms).await
+    }
+
+    async fn ack_and_fetch(
+        &self,
+        inbox: &InboxId,
+        through: Cursor,
+        after: Option<Cursor>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Batch, StoreError> {
+        self.read(inbox, Some(through), after, limit, now_ms).await
     }
 
     async fn ack(&self, inbox: &InboxId, through: Cursor) -> Result<u64, StoreError> {

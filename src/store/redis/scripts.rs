@@ -107,6 +107,22 @@ local function open(create)
   end
   return true
 end
+-- Acknowledges through (epoch, seq) of the inbox's open metadata: deletes every queued
+-- seq at or below it, or, past the head (the store lost what the reader saw), deletes
+-- nothing and moves the inbox to a new epoch. Returns how many were deleted, or nil
+-- when the epoch is not the inbox's (nothing to do).
+local function ack_through(epoch, seq)
+  local v = redis.call('HMGET', meta, 'epoch', 'head', 'acked')
+  if v[1] ~= epoch then return nil end
+  if tonumber(seq) > tonumber(v[2]) then
+    renew('cursor_ahead')
+    return nil
+  end
+  if tonumber(seq) > tonumber(v[3]) then redis.call('HSET', meta, 'acked', seq) end
+  local gone = redis.call('ZRANGEBYSCORE', q, '-inf', seq)
+  remove(gone)
+  return #gone
+end
 -- q (the order) and m (the payloads) must hold the same seqs; when an eviction broke
 -- that, what is left is put back in order and the inbox moves to a new epoch. Costs two
 -- O(1) counts when nothing is wrong.
@@ -176,7 +192,8 @@ end
 return out
 "#;
 
-/// ARGV[4..]: now, cursor epoch ('' for none), cursor seq, limit.
+/// ARGV[4..]: now, cursor epoch ('' for none), cursor seq, limit, then an
+/// acknowledgement to apply first: its epoch ('' for none) and seq.
 /// Returns {epoch, head, lost_through, acked, expired, lost, seq1, payload1, ...}.
 const FETCH: &str = r#"
 if lossless == nil then return {'recheck', run} end
@@ -186,6 +203,9 @@ open(true)
 if not existed then keep() end
 local expired = expire(ARGV[4])
 repair(ARGV[4])
+-- An acknowledgement that came with the read (a session acking what it was sent, then
+-- reading on): one call instead of two.
+if ARGV[8] ~= '' then ack_through(ARGV[8], ARGV[9]) end
 local v = redis.call('HMGET', meta, 'epoch', 'head', 'lost', 'acked')
 -- A cursor past the head of its own epoch is a witness that this inbox lost history.
 if ARGV[5] == v[1] and tonumber(ARGV[6]) > tonumber(v[2]) then
@@ -212,17 +232,9 @@ const ACK: &str = r#"
 if lossless == nil then return {'recheck', run} end
 bind(1, ARGV[1], ARGV[3])
 if not open(false) then return {'stale', '0', lost} end
-local v = redis.call('HMGET', meta, 'epoch', 'head', 'acked')
-if v[1] ~= ARGV[4] then return {'stale', '0', lost} end
--- Acking past the head: the store lost what the reader saw; delete nothing.
-if tonumber(ARGV[5]) > tonumber(v[2]) then
-  renew('cursor_ahead')
-  return {'stale', '0', lost}
-end
-if tonumber(ARGV[5]) > tonumber(v[3]) then redis.call('HSET', meta, 'acked', ARGV[5]) end
-local gone = redis.call('ZRANGEBYSCORE', q, '-inf', ARGV[5])
-remove(gone)
-return {'ok', int(#gone), lost}
+local n = ack_through(ARGV[4], ARGV[5])
+if not n then return {'stale', '0', lost} end
+return {'ok', int(n), lost}
 "#;
 
 /// ARGV[4..]: now. Returns {expired, lost}.
