@@ -32,6 +32,7 @@ pub enum RelayError {
 fn scope_name(scope: &str) -> &'static str {
     match scope {
         "ip" => "client IP",
+        crate::relay::BAD_SIGNATURES => "client IP's bad signatures",
         _ => "sender key",
     }
 }
@@ -124,6 +125,9 @@ pub mod close_code {
     pub const PING_TIMEOUT: u16 = 4005;
     /// The message store is unavailable; retry with backoff.
     pub const UNAVAILABLE: u16 = 4006;
+    /// The session sent `max_bad_signatures_per_session` envelopes whose signature
+    /// failed (preceded by the last `bad_signature` error frame).
+    pub const BAD_SIGNATURES: u16 = 4007;
 }
 
 /// An HTTP error answer: status from the code, JSON `{error, detail}`, and

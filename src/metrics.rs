@@ -21,6 +21,7 @@ pub enum Disconnect {
     Shutdown,
     TooBig,
     Unavailable,
+    BadSignatures,
     Internal,
 }
 
@@ -36,6 +37,7 @@ impl Disconnect {
             Disconnect::Shutdown => "shutdown",
             Disconnect::TooBig => "too_big",
             Disconnect::Unavailable => "store_unavailable",
+            Disconnect::BadSignatures => "bad_signatures",
             Disconnect::Internal => "internal",
         }
     }
@@ -143,7 +145,7 @@ impl Metrics {
             ),
             rate_limited: counter_vec(
                 "whispr_rate_limited_total",
-                "Sends refused by a rate limit, by bucket (sender, ip).",
+                "Requests refused by a rate limit, by bucket (sender, ip, bad_signatures: the client IP's budget of failed signature checks).",
                 &["scope"],
             ),
             disconnects: counter_vec(

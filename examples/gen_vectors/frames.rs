@@ -403,6 +403,10 @@ pub fn errors() -> ErrorsFile {
                 name: "unavailable",
                 code: close_code::UNAVAILABLE,
             },
+            CloseCodeEntry {
+                name: "bad_signatures",
+                code: close_code::BAD_SIGNATURES,
+            },
         ],
     }
 }

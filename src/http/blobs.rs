@@ -128,9 +128,9 @@ pub async fn upload(
             "the relay is shutting down",
         ));
     }
-    let from = authenticate(&app, &headers, &method, &uri)?;
-    let q = parse_upload_query(uri.query())?;
     let ip = super::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
+    let from = authenticate(&app, ip, &headers, &method, &uri)?;
+    let q = parse_upload_query(uri.query())?;
     app.relay.check_rate(&from, ip).await?;
     let limit = app.config.attachment_max_size_bytes;
     let deadline_s = app.config.attachment_upload_timeout_seconds;
@@ -187,7 +187,7 @@ pub async fn download(
 ) -> Result<Response, ApiError> {
     let ip = super::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
     app.relay.check_ip_rate(ip).await?;
-    let reader = authenticate(&app, &headers, &method, &uri)?;
+    let reader = authenticate(&app, ip, &headers, &method, &uri)?;
     let id = BlobId::from_hex(&sha256)
         .ok_or_else(|| ApiError::new(ErrorCode::Malformed, "sha256 must be 64 hex characters"))?;
     let blob = app

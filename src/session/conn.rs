@@ -136,6 +136,7 @@ impl End {
                 close_code::AUTH_TIMEOUT => Disconnect::AuthTimeout,
                 close_code::PING_TIMEOUT => Disconnect::PingTimeout,
                 close_code::UNAVAILABLE => Disconnect::Unavailable,
+                close_code::BAD_SIGNATURES => Disconnect::BadSignatures,
                 _ => Disconnect::Internal,
             },
         }

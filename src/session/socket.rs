@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::conn::{error_frame, on_receive_error, Conn, End, Incoming};
-use super::state::{AckAction, Authenticated, Delivery, Unauthenticated};
+use super::state::{AckAction, Authenticated, Delivery, SignatureStrikes, Unauthenticated};
 use crate::analytics::Event;
 use crate::error::{close_code, RelayError};
 use crate::metrics::Metrics;
@@ -166,6 +166,7 @@ struct Live {
     auth: Authenticated,
     delivery: Option<Delivery>,
     pong_deadline: Option<Instant>,
+    strikes: SignatureStrikes,
 }
 
 impl Live {
@@ -185,6 +186,7 @@ impl Live {
         }
         Live {
             conn,
+            strikes: relay.session_strikes(),
             relay,
             settings,
             shutdown,
@@ -364,7 +366,13 @@ impl Live {
                     },
                     Err(e) => e.to_frame(reference),
                 };
-                self.conn.send(&answer).await
+                self.conn.send(&answer).await?;
+                match answer {
+                    ServerFrame::Error { code, .. } if self.strikes.on_refusal(code) => Err(
+                        End::Close(close_code::BAD_SIGNATURES, "too many bad signatures"),
+                    ),
+                    _ => Ok(()),
+                }
             }
             ClientFrame::Ack { seq } => self.on_ack(seq).await,
             ClientFrame::Auth { .. } => {
