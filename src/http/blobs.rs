@@ -35,13 +35,15 @@ struct UploadAnswer {
 }
 
 /// The query of `POST /v1/blobs`.
-struct UploadQuery {
-    to: PublicKey,
-    sha256: BlobId,
-    name: String,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadQuery {
+    pub to: PublicKey,
+    pub sha256: BlobId,
+    pub name: String,
 }
 
-fn parse_upload_query(query: Option<&str>) -> Result<UploadQuery, ApiError> {
+/// Parses the query of `POST /v1/blobs` (PROTOCOL.md 8.7); pure, so it is fuzzed.
+pub fn parse_upload_query(query: Option<&str>) -> Result<UploadQuery, ApiError> {
     let (mut to, mut sha256, mut name) = (None, None, String::new());
     for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match k.as_ref() {

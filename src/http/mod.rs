@@ -10,7 +10,9 @@ pub mod v1;
 mod ws;
 
 pub use admission::{Admission, Permit};
+pub use blobs::{parse_upload_query, UploadQuery};
 pub use client_ip::client_ip;
+pub use poll::{parse_inbox_query, InboxQuery};
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{WebSocket, WebSocketUpgrade};

@@ -96,14 +96,15 @@ struct InboxAnswer<'a> {
 }
 
 /// Query parameters of `GET /v1/inbox`.
-#[derive(Default)]
-struct InboxQuery {
-    since: u64,
-    epoch: Option<u64>,
-    limit: Option<usize>,
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct InboxQuery {
+    pub since: u64,
+    pub epoch: Option<u64>,
+    pub limit: Option<usize>,
 }
 
-fn parse_query(query: Option<&str>) -> Result<InboxQuery, ApiError> {
+/// Parses the query of `GET /v1/inbox` (PROTOCOL.md 8.4); pure, so it is fuzzed.
+pub fn parse_inbox_query(query: Option<&str>) -> Result<InboxQuery, ApiError> {
     let mut q = InboxQuery::default();
     for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         let number = |what: &str| {
@@ -183,7 +184,7 @@ pub async fn inbox(
 ) -> Result<Response, ApiError> {
     let ip = super::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
     let key = authenticate(&app, ip, &headers, &method, &uri)?;
-    let q = parse_query(uri.query())?;
+    let q = parse_inbox_query(uri.query())?;
     let limit = q
         .limit
         .unwrap_or(app.config.poll_max_messages)
