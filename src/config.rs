@@ -122,6 +122,15 @@ pub struct Config {
     pub max_messages_per_second_per_ip: u32,
     /// Burst allowance per client IP.
     pub burst_messages_per_ip: u32,
+    /// Failed signature checks (sends, v1 sends, signed requests) one client IP may
+    /// cause per second on this node; beyond it (and the burst) its signed requests are
+    /// refused with `rate_limited` before their signature is checked.
+    pub max_bad_signatures_per_second_per_ip: u32,
+    /// Burst allowance of failed signature checks per client IP.
+    pub burst_bad_signatures_per_ip: u32,
+    /// Sends with a bad signature one WebSocket session may make; the last one is
+    /// answered and then the session is closed with 4008.
+    pub max_bad_signatures_per_session: u32,
     /// How long a message waits for its recipient.
     pub message_ttl_seconds: u64,
     /// How far an envelope's or signed request's timestamp may be from the relay's clock.
@@ -243,6 +252,9 @@ impl Default for Config {
             burst_messages: 50,
             max_messages_per_second_per_ip: 100,
             burst_messages_per_ip: 200,
+            max_bad_signatures_per_second_per_ip: 10,
+            burst_bad_signatures_per_ip: 20,
+            max_bad_signatures_per_session: 10,
             message_ttl_seconds: 7 * 24 * 3600,
             max_clock_skew_seconds: 300,
             max_store_bytes: 512 << 20,
@@ -440,6 +452,24 @@ impl Config {
         }
         if self.burst_messages == 0 || self.burst_messages_per_ip == 0 {
             return invalid("burst_messages", "bursts must be at least 1");
+        }
+        for (key, v) in [
+            (
+                "max_bad_signatures_per_second_per_ip",
+                self.max_bad_signatures_per_second_per_ip,
+            ),
+            (
+                "burst_bad_signatures_per_ip",
+                self.burst_bad_signatures_per_ip,
+            ),
+            (
+                "max_bad_signatures_per_session",
+                self.max_bad_signatures_per_session,
+            ),
+        ] {
+            if !(1..=MAX_RATE).contains(&v) {
+                return invalid(key, "must be between 1 and 1000000");
+            }
         }
         if self.message_ttl_seconds == 0 {
             return invalid("message_ttl_seconds", "must be at least 1");
@@ -914,6 +944,18 @@ mod tests {
                 "max_messages_per_second",
             ),
             ("max_message_bytes = 0", "max_message_bytes"),
+            (
+                "max_bad_signatures_per_second_per_ip = 0",
+                "max_bad_signatures_per_second_per_ip",
+            ),
+            (
+                "burst_bad_signatures_per_ip = 0",
+                "burst_bad_signatures_per_ip",
+            ),
+            (
+                "max_bad_signatures_per_session = 1000001",
+                "max_bad_signatures_per_session",
+            ),
             ("ws_max_inflight = 0", "ws_max_inflight"),
             ("origin = \"https://x\"", "origin"),
             ("max_store_bytes = 10", "max_store_bytes"),

@@ -32,6 +32,7 @@ pub enum RelayError {
 fn scope_name(scope: &str) -> &'static str {
     match scope {
         "ip" => "client IP",
+        crate::relay::BAD_SIGNATURES => "client IP's bad signatures",
         _ => "sender key",
     }
 }
@@ -134,6 +135,9 @@ pub mod close_code {
     /// The inbox moved to a new epoch during the session; reconnect at once with the
     /// cursor, and the relay reports the gap.
     pub const RESYNC: u16 = 4007;
+    /// The session sent `max_bad_signatures_per_session` envelopes whose signature
+    /// failed (preceded by the last `bad_signature` error frame).
+    pub const BAD_SIGNATURES: u16 = 4008;
 }
 
 /// An HTTP error answer: status from the code, JSON `{error, detail}`, and

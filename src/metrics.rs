@@ -143,7 +143,7 @@ impl Metrics {
             ),
             rate_limited: counter_vec(
                 "whispr_rate_limited_total",
-                "Sends refused by a rate limit, by bucket (sender, ip).",
+                "Requests refused by a rate limit, by bucket (sender, ip, bad_signatures: the client IP's budget of failed signature checks).",
                 &["scope"],
             ),
             disconnects: counter_vec(

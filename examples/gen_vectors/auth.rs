@@ -510,6 +510,54 @@ pub fn negative_http() -> VectorFile<NegativeHttp> {
             ..base.clone()
         },
         HttpCase {
+            name: "ts_with_plus_sign",
+            description: "ts written with a sign: ts is decimal digits only.",
+            authorization: format!("Whispr key={key_hex}, ts=+{ts}, sig={sig_b64}"),
+            cause: ErrorCode::Unauthorized,
+            ..base.clone()
+        },
+        HttpCase {
+            name: "ts_with_leading_zero",
+            description: "ts with a leading zero: one number has one spelling.",
+            authorization: format!("Whispr key={key_hex}, ts=0{ts}, sig={sig_b64}"),
+            cause: ErrorCode::Unauthorized,
+            ..base.clone()
+        },
+        HttpCase {
+            name: "uppercase_key_hex",
+            description: "The key in uppercase hex: the header's key is lowercase hex.",
+            authorization: format!(
+                "Whispr key={}, ts={ts}, sig={sig_b64}",
+                key_hex.to_uppercase()
+            ),
+            cause: ErrorCode::Unauthorized,
+            ..base.clone()
+        },
+        HttpCase {
+            name: "tab_after_comma",
+            description: "A tab after a comma: only spaces may surround the commas.",
+            authorization: format!("Whispr key={key_hex},\tts={ts}, sig={sig_b64}"),
+            cause: ErrorCode::Unauthorized,
+            ..base.clone()
+        },
+        HttpCase {
+            name: "space_around_equals",
+            description: "A space before `=`: nothing may surround the `=`.",
+            authorization: format!("Whispr key={key_hex}, ts ={ts}, sig={sig_b64}"),
+            cause: ErrorCode::Unauthorized,
+            ..base.clone()
+        },
+        HttpCase {
+            name: "unpadded_sig",
+            description: "sig without its `==` padding: standard base64, padded.",
+            authorization: format!(
+                "Whispr key={key_hex}, ts={ts}, sig={}",
+                sig_b64.trim_end_matches('=')
+            ),
+            cause: ErrorCode::Unauthorized,
+            ..base.clone()
+        },
+        HttpCase {
             name: "key_31_bytes",
             description: "A 31-byte key.",
             authorization: format!("Whispr key={}, ts={ts}, sig={sig_b64}", &key_hex[..62]),

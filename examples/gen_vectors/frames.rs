@@ -411,6 +411,14 @@ pub fn errors() -> ErrorsFile {
                 name: "unavailable",
                 code: close_code::UNAVAILABLE,
             },
+            CloseCodeEntry {
+                name: "epoch_changed",
+                code: close_code::RESYNC,
+            },
+            CloseCodeEntry {
+                name: "bad_signatures",
+                code: close_code::BAD_SIGNATURES,
+            },
         ],
     }
 }

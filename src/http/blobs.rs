@@ -36,13 +36,15 @@ struct UploadAnswer {
 }
 
 /// The query of `POST /v1/blobs`.
-struct UploadQuery {
-    to: PublicKey,
-    sha256: BlobId,
-    name: String,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadQuery {
+    pub to: PublicKey,
+    pub sha256: BlobId,
+    pub name: String,
 }
 
-fn parse_upload_query(query: Option<&str>) -> Result<UploadQuery, ApiError> {
+/// Parses the query of `POST /v1/blobs` (PROTOCOL.md 8.7); pure, so it is fuzzed.
+pub fn parse_upload_query(query: Option<&str>) -> Result<UploadQuery, ApiError> {
     let (mut to, mut sha256, mut name) = (None, None, String::new());
     for (k, v) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match k.as_ref() {
@@ -83,9 +85,9 @@ pub async fn upload(
             "the relay is shutting down",
         ));
     }
-    let from = authenticate(&app, &headers, &method, &uri)?;
-    let q = parse_upload_query(uri.query())?;
     let ip = super::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
+    let from = authenticate(&app, ip, &headers, &method, &uri)?;
+    let q = parse_upload_query(uri.query())?;
     app.relay.check_rate(&from, ip).await?;
     let limit = app.config.attachment_max_size_bytes;
     let deadline = Duration::from_secs(app.config.attachment_upload_timeout_seconds);
@@ -146,7 +148,7 @@ pub async fn download(
 ) -> Result<Response, ApiError> {
     let ip = super::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
     app.relay.check_ip_rate(ip).await?;
-    let reader = authenticate(&app, &headers, &method, &uri)?;
+    let reader = authenticate(&app, ip, &headers, &method, &uri)?;
     let id = BlobId::from_hex(&sha256)
         .ok_or_else(|| ApiError::new(ErrorCode::Malformed, "sha256 must be 64 hex characters"))?;
     let blob = app

@@ -16,8 +16,10 @@ pub mod v1;
 mod ws;
 
 pub use admission::{Admission, Permit};
+pub use blobs::{parse_upload_query, UploadQuery};
 pub use client_ip::client_ip;
 pub use gate::{ConnCaps, Gate};
+pub use poll::{parse_inbox_query, InboxQuery};
 pub use serve::{serve, Endpoint, HttpLimits};
 
 use axum::http::{header, HeaderMap, StatusCode, Uri};

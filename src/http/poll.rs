@@ -6,11 +6,11 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use serde::Serialize;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::{accept_codec, encoded, AppState};
-use crate::error::ApiError;
+use crate::error::{ApiError, RelayError};
 use crate::protocol::{
     Codec, Cursor, ErrorCode, GapReason, HttpAuth, MessageId, ProtocolError, PublicKey,
     WireEnvelope,
@@ -101,14 +101,15 @@ struct InboxAnswer<'a> {
 }
 
 /// Query parameters of `GET /v1/inbox`.
-#[derive(Default)]
-struct InboxQuery {
-    since: u64,
-    epoch: Option<u64>,
-    limit: Option<usize>,
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct InboxQuery {
+    pub since: u64,
+    pub epoch: Option<u64>,
+    pub limit: Option<usize>,
 }
 
-fn parse_query(query: Option<&str>) -> Result<InboxQuery, ApiError> {
+/// Parses the query of `GET /v1/inbox` (PROTOCOL.md 8.4); pure, so it is fuzzed.
+pub fn parse_inbox_query(query: Option<&str>) -> Result<InboxQuery, ApiError> {
     let mut q = InboxQuery::default();
     for (name, value) in url::form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         let number = |what: &str| {
@@ -135,9 +136,11 @@ fn parse_query(query: Option<&str>) -> Result<InboxQuery, ApiError> {
     Ok(q)
 }
 
-/// Verifies the `Authorization` header for this request; returns the inbox key.
+/// Verifies the `Authorization` header for this request from `client_ip`, within the
+/// IP's budget of bad signatures; returns the signer's key.
 pub(super) fn authenticate(
     app: &AppState,
+    client_ip: IpAddr,
     headers: &HeaderMap,
     method: &Method,
     uri: &Uri,
@@ -155,15 +158,21 @@ pub(super) fn authenticate(
     let auth = HttpAuth::parse(value).map_err(unauthorized)?;
     let origin = app.origin(headers, uri)?;
     let path_and_query = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    auth.verify(
-        &origin,
-        method.as_str(),
-        path_and_query,
-        app.relay.clock.now_ms(),
-        app.relay.max_skew_ms(),
-    )
-    .map_err(unauthorized)?;
-    Ok(auth.key)
+    let now = app.relay.clock.now_ms();
+    let checked = app.relay.check_signature(client_ip, || {
+        auth.verify(
+            &origin,
+            method.as_str(),
+            path_and_query,
+            now,
+            app.relay.max_skew_ms(),
+        )
+    });
+    match checked {
+        Ok(()) => Ok(auth.key),
+        Err(RelayError::Protocol(e)) => Err(unauthorized(e)),
+        Err(budget_spent) => Err(budget_spent.into()),
+    }
 }
 
 /// Every failure to prove key ownership is a 401, whatever its cause.
@@ -173,12 +182,14 @@ fn unauthorized(e: ProtocolError) -> ApiError {
 
 pub async fn inbox(
     State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let key = authenticate(&app, &headers, &method, &uri)?;
-    let q = parse_query(uri.query())?;
+    let ip = super::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
+    let key = authenticate(&app, ip, &headers, &method, &uri)?;
+    let q = parse_inbox_query(uri.query())?;
     let limit = q
         .limit
         .unwrap_or(app.config.poll_max_messages)

@@ -112,46 +112,53 @@ impl HttpAuth {
         )
     }
 
-    /// Parses the header value. Parameter order is free; each must appear once.
+    /// Parses the header value exactly as `PROTOCOL.md` section 8.3 writes it: the
+    /// scheme `Whispr` and one space, then `key`, `ts` and `sig` once each, in any
+    /// order, as `name=value` separated by commas with optional spaces (only spaces)
+    /// around the commas. `key` is lowercase hex, `ts` decimal digits without sign or
+    /// leading zeros, `sig` padded standard base64. Anything else is refused, so one
+    /// header has one reading and [`HttpAuth::header_value`] writes what this reads.
     pub fn parse(value: &str) -> Result<Self, ProtocolError> {
-        let bad = |detail: &str| ProtocolError::Unauthorized {
-            detail: detail.to_string(),
-        };
         let rest = value.strip_prefix("Whispr ").ok_or_else(|| {
-            bad("Authorization must use the Whispr scheme: `Whispr key=.., ts=.., sig=..`")
+            unauthorized("Authorization must use the Whispr scheme: `Whispr key=.., ts=.., sig=..`")
         })?;
         let (mut key, mut ts, mut sig) = (None, None, None);
-        for part in rest.split(',') {
+        let parts: Vec<&str> = rest.split(',').collect();
+        let last = parts.len() - 1;
+        for (i, part) in parts.into_iter().enumerate() {
+            // Spaces are allowed around commas only: not after the scheme's one space,
+            // not at the end, and never tabs.
+            let part = if i > 0 {
+                part.trim_start_matches(' ')
+            } else {
+                part
+            };
+            let part = if i < last {
+                part.trim_end_matches(' ')
+            } else {
+                part
+            };
             let (name, val) = part
-                .trim()
                 .split_once('=')
-                .ok_or_else(|| bad("Authorization parameters must be name=value"))?;
+                .ok_or_else(|| unauthorized("Authorization parameters must be name=value"))?;
             let slot = match name {
                 "key" => &mut key,
                 "ts" => &mut ts,
                 "sig" => &mut sig,
                 _ => {
-                    return Err(bad(
+                    return Err(unauthorized(
                         "unknown Authorization parameter (expected key, ts, sig)",
                     ))
                 }
             };
-            if slot.replace(val.to_string()).is_some() {
-                return Err(bad("repeated Authorization parameter"));
+            if slot.replace(val).is_some() {
+                return Err(unauthorized("repeated Authorization parameter"));
             }
         }
-        let key = PublicKey::from_hex(&key.ok_or_else(|| bad("missing key="))?, KeyField::Key)?;
-        let timestamp = ts
-            .ok_or_else(|| bad("missing ts="))?
-            .parse()
-            .map_err(|_| bad("ts must be milliseconds since the Unix epoch"))?;
-        let sig_bytes = BASE64
-            .decode(sig.ok_or_else(|| bad("missing sig="))?)
-            .map_err(|_| bad("sig must be standard base64"))?;
         Ok(HttpAuth {
-            key,
-            timestamp,
-            signature: Signature::from_slice(&sig_bytes)?,
+            key: parse_key(key.ok_or_else(|| unauthorized("missing key="))?)?,
+            timestamp: parse_ts(ts.ok_or_else(|| unauthorized("missing ts="))?)?,
+            signature: parse_sig(sig.ok_or_else(|| unauthorized("missing sig="))?)?,
         })
     }
 
@@ -166,5 +173,124 @@ impl HttpAuth {
         let bytes = http_signing_bytes(&self.key, self.timestamp, origin, method, path_and_query);
         self.key.verify_strict(&bytes, &self.signature)?;
         check_timestamp(self.timestamp, now_ms, max_skew_ms)
+    }
+}
+
+fn unauthorized(detail: &str) -> ProtocolError {
+    ProtocolError::Unauthorized {
+        detail: detail.to_string(),
+    }
+}
+
+/// `key=`: lowercase hex only (a wrong length is `invalid_key`, as everywhere).
+fn parse_key(v: &str) -> Result<PublicKey, ProtocolError> {
+    if !v.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return Err(unauthorized("key must be lowercase hex"));
+    }
+    PublicKey::from_hex(v, KeyField::Key)
+}
+
+/// `ts=`: decimal digits, no sign, no leading zero (`str::parse` alone takes `+5`).
+fn parse_ts(v: &str) -> Result<u64, ProtocolError> {
+    let digits = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+    if !digits || (v.len() > 1 && v.starts_with('0')) {
+        return Err(unauthorized(
+            "ts must be milliseconds since the Unix epoch, in decimal digits without sign or leading zeros",
+        ));
+    }
+    v.parse()
+        .map_err(|_| unauthorized("ts does not fit in 64 bits"))
+}
+
+/// `sig=`: padded standard base64 of 64 bytes (the engine refuses anything else).
+fn parse_sig(v: &str) -> Result<Signature, ProtocolError> {
+    let bytes = BASE64
+        .decode(v)
+        .map_err(|_| unauthorized("sig must be padded standard base64"))?;
+    Signature::from_slice(&bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> (HttpAuth, String) {
+        let auth = HttpAuth::sign(
+            &Identity::from_seed([2; 32]),
+            1_700_000_005_000,
+            "relay.example.com",
+            "GET",
+            "/v1/inbox",
+        );
+        let value = auth.header_value();
+        (auth, value)
+    }
+
+    fn parts(auth: &HttpAuth) -> [String; 3] {
+        [
+            format!("key={}", auth.key.to_hex()),
+            format!("ts={}", auth.timestamp),
+            format!("sig={}", BASE64.encode(auth.signature.as_bytes())),
+        ]
+    }
+
+    #[test]
+    fn the_written_form_and_its_permitted_variations_parse() {
+        let (auth, value) = header();
+        assert_eq!(HttpAuth::parse(&value), Ok(auth.clone()));
+        let [k, t, s] = parts(&auth);
+        for v in [
+            format!("Whispr {s},{k},{t}"),
+            format!("Whispr {t} ,  {s}  ,{k}"),
+            format!("Whispr {k}, {t}, {s}"),
+        ] {
+            assert_eq!(HttpAuth::parse(&v), Ok(auth.clone()), "{v}");
+        }
+        let zero = format!("Whispr {k}, ts=0, {s}");
+        assert_eq!(HttpAuth::parse(&zero).map(|a| a.timestamp), Ok(0));
+    }
+
+    #[test]
+    fn anything_section_8_3_does_not_write_is_refused() {
+        let (auth, value) = header();
+        let [k, t, s] = parts(&auth);
+        let upper_key = format!("key={}", auth.key.to_hex().to_uppercase());
+        let mut trailing_bits = s.clone().into_bytes();
+        // The last base64 digit before `==` carries 4 unused bits: set one.
+        trailing_bits[s.len() - 3] = b'B';
+        let trailing_bits = String::from_utf8(trailing_bits).unwrap();
+        let unpadded = s.trim_end_matches('=');
+        let ts = auth.timestamp;
+        for bad in [
+            format!("Whispr {k}, ts=+{ts}, {s}"),
+            format!("Whispr {k}, ts=-{ts}, {s}"),
+            format!("Whispr {k}, ts=0{ts}, {s}"),
+            format!("Whispr {k}, ts=18446744073709551616, {s}"),
+            format!("Whispr {k}, ts=, {s}"),
+            format!("Whispr {upper_key}, {t}, {s}"),
+            format!("Whispr {k},\t{t}, {s}"),
+            format!("Whispr\t{k}, {t}, {s}"),
+            format!("whispr {k}, {t}, {s}"),
+            format!("Whispr  {k}, {t}, {s}"),
+            format!("Whispr {k}, {t}, {s} "),
+            format!("Whispr {k}, {t}, {s},"),
+            format!("Whispr {k},, {t}, {s}"),
+            format!("Whispr key ={}, {t}, {s}", auth.key.to_hex()),
+            format!("Whispr {k}, ts= {ts}, {s}"),
+            format!("Whispr {k}, {t}, {unpadded}"),
+            format!("Whispr {k}, {t}, {trailing_bits}"),
+            format!("Whispr {k}, {t}, sig=-{}", &s[5..]),
+            format!("{value}, {t}"),
+            format!("Whispr {k}, {t}, {s}, x=1"),
+            "Whispr ".to_string(),
+        ] {
+            assert!(HttpAuth::parse(&bad).is_err(), "accepted: {bad:?}");
+        }
+        // The length rule keeps its own code.
+        let short = format!("Whispr key={}, {t}, {s}", &auth.key.to_hex()[..62]);
+        assert!(matches!(
+            HttpAuth::parse(&short),
+            Err(ProtocolError::InvalidKey { .. })
+        ));
     }
 }

@@ -201,6 +201,27 @@ mod tests {
     }
 
     #[test]
+    fn the_stored_timestamp_reads_back_exactly() {
+        // Found by fuzzing: serde_json's default float parsing read the stored
+        // `-1.2e221` back as `-1.1999999999999999e221`, so readers saw another
+        // timestamp than the sender gave.
+        let alice = Identity::generate();
+        let to = PublicKey::from_bytes([7; 32]);
+        for t in [
+            -12e220,
+            0.1 + 0.2,
+            1_700_000_000.123_456_7,
+            f64::MIN_POSITIVE,
+        ] {
+            let mut m = signed(&alice, &to, b"m");
+            m.timestamp = Some(t);
+            let v = m.verify(1, 100).unwrap();
+            let stored = StoredV1::open(v.envelope(), &to).unwrap();
+            assert_eq!(stored.timestamp.to_bits(), t.to_bits(), "{t:e}");
+        }
+    }
+
+    #[test]
     fn bad_signatures_and_sizes_are_refused() {
         let alice = Identity::generate();
         let to = PublicKey::from_bytes([7; 32]);

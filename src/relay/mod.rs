@@ -1,11 +1,17 @@
 //! The one write path. Every envelope, from a WebSocket `send` or `POST /v1/send`,
-//! goes: size limit -> key lengths -> strict signature -> timestamp window -> rate limit
-//! (client IP, sender key) -> store (atomic dedupe by id, inbox cap, byte budget) ->
-//! notify the recipient's session -> "accepted". The answer comes only after the store
-//! has the message, so an accepted message is never only in flight.
+//! goes: size limit -> key lengths -> the client IP's budget of bad signatures ->
+//! strict signature -> timestamp window -> rate limit (client IP, sender key) -> store
+//! (atomic dedupe by id, inbox cap, byte budget) -> notify the recipient's session ->
+//! "accepted". The answer comes only after the store has the message, so an accepted
+//! message is never only in flight.
 //!
-//! A Whispr v1 `POST /send` enters at `submit_verified`, after `protocol::whispr_v1`
-//! checked its v1 signature: the same rate limits, store and notification follow.
+//! A Whispr v1 `POST /send` is verified by `verify_v1` (`protocol::whispr_v1` checks its
+//! v1 signature, within the same budget) and enters at `submit_verified`: the same rate
+//! limits, store and notification follow.
+//!
+//! Every signature check for a client (envelopes, v1 messages, signed HTTP requests)
+//! runs through `check_signature`, so a failed check costs the client a token of its
+//! IP's budget (`budget.rs`) before it can cost the relay a core.
 //!
 //! Ephemeral envelopes take the same checks but skip the store: they are handed to the
 //! recipient's live session or reported offline.
@@ -15,6 +21,7 @@
 //! bytes in flight (`reserve_attachment_bytes`). The attachment routes use them; the store is
 //! `blobs`.
 
+mod budget;
 mod keys;
 mod ratelimit;
 
@@ -27,6 +34,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::RelayError;
 use crate::metrics::Metrics;
+use crate::protocol::whispr_v1::SendV1;
 use crate::protocol::{
     Envelope, MessageId, ProtocolError, PublicKey, VerifiedEnvelope, WireEnvelope,
 };
@@ -34,7 +42,11 @@ use crate::redis_link::RedisLink;
 use crate::registry::Registry;
 use crate::store::{InsertOutcome, SharedStore, StoreError};
 
+pub use budget::{Gcra, SignatureBudget};
 pub use ratelimit::RateLimits;
+
+/// The rate-limit scope (metric label, error detail) of the bad-signature budget.
+pub const BAD_SIGNATURES: &str = "bad_signatures";
 
 /// The outcome of a successful submission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +72,10 @@ pub struct Relay {
     /// together (`max_attachment_inflight_bytes`).
     attachment_bytes: Inflight,
     limits: RateLimits,
+    /// Bad signatures each client IP may make this node check (`budget.rs`).
+    signatures: SignatureBudget,
+    /// `max_bad_signatures_per_session`: a WebSocket session is closed at this many.
+    max_bad_signatures_per_session: u32,
     sender_keys: keys::SenderKeys,
     max_message_bytes: usize,
     max_skew_ms: u64,
@@ -84,6 +100,11 @@ impl Relay {
                     config.burst_messages_per_ip,
                 ),
             ),
+            signatures: SignatureBudget::new(
+                config.max_bad_signatures_per_second_per_ip,
+                config.burst_bad_signatures_per_ip,
+            ),
+            max_bad_signatures_per_session: config.max_bad_signatures_per_session,
             sender_keys: keys::SenderKeys::default(),
             max_message_bytes: config.max_message_bytes,
             max_skew_ms: config.max_clock_skew_ms(),
@@ -91,8 +112,13 @@ impl Relay {
         }
     }
 
-    /// Checks an envelope as received, without side effects.
-    pub fn verify(&self, wire: WireEnvelope) -> Result<VerifiedEnvelope, RelayError> {
+    /// Checks an envelope as received from `client_ip`. Its only side effect is on
+    /// the IP's budget of bad signatures.
+    pub fn verify(
+        &self,
+        wire: WireEnvelope,
+        client_ip: IpAddr,
+    ) -> Result<VerifiedEnvelope, RelayError> {
         if wire.body.len() > self.max_message_bytes {
             return Err(ProtocolError::TooLarge {
                 size: wire.body.len(),
@@ -101,8 +127,52 @@ impl Relay {
             .into());
         }
         let envelope = Envelope::try_from(wire)?;
-        let key = self.sender_keys.get(&envelope.sender)?;
-        Ok(envelope.verify_with(&key, self.clock.now_ms(), self.max_skew_ms)?)
+        self.check_signature(client_ip, || {
+            let key = self.sender_keys.get(&envelope.sender)?;
+            envelope.verify_with(&key, self.clock.now_ms(), self.max_skew_ms)
+        })
+    }
+
+    /// Checks a Whispr v1 message from `client_ip` (its v1 signature, strictly) within
+    /// the IP's budget of bad signatures, and counts a refusal.
+    pub fn verify_v1(
+        &self,
+        message: SendV1,
+        client_ip: IpAddr,
+    ) -> Result<VerifiedEnvelope, RelayError> {
+        let now = self.clock.now_ms();
+        self.check_signature(client_ip, || message.verify(now, self.max_message_bytes))
+            .inspect_err(|e| self.metrics.refused(e.code()))
+    }
+
+    /// Runs one signature check for `client_ip` within its budget of bad signatures:
+    /// refused (`rate_limited`) before the check while the budget is spent, and charged
+    /// when the check fails with `bad_signature` (a forged or malleable signature, an
+    /// invalid or small-order key). A stale timestamp, checked after a good signature,
+    /// is not charged.
+    pub fn check_signature<T>(
+        &self,
+        client_ip: IpAddr,
+        check: impl FnOnce() -> Result<T, ProtocolError>,
+    ) -> Result<T, RelayError> {
+        if let Err(wait) = self.signatures.admit(client_ip, self.clock.now_ms()) {
+            return self.count_rate_limited(Err(RelayError::RateLimited {
+                scope: BAD_SIGNATURES,
+                retry_after_ms: (wait.as_micros() as u64).div_ceil(1000).max(1),
+            }));
+        }
+        check()
+            .inspect_err(|e| {
+                if matches!(e, ProtocolError::BadSignature { .. }) {
+                    self.signatures.charge(client_ip, self.clock.now_ms());
+                }
+            })
+            .map_err(RelayError::from)
+    }
+
+    /// The bad-signature count of one new WebSocket session.
+    pub fn session_strikes(&self) -> crate::session::state::SignatureStrikes {
+        crate::session::state::SignatureStrikes::new(self.max_bad_signatures_per_session)
     }
 
     /// The write path: verify, rate-limit, store, notify. Counts the outcome.
@@ -122,8 +192,8 @@ impl Relay {
         wire: WireEnvelope,
         client_ip: IpAddr,
     ) -> Result<Accepted, RelayError> {
-        let verified = self.verify(wire)?;
-        self.limits.check(verified.sender(), client_ip).await?;
+        let verified = self.verify(wire, client_ip)?;
+        self.count_rate_limited(self.limits.check(verified.sender(), client_ip).await)?;
         let id = verified.id();
         if verified.envelope().ephemeral {
             let recipient = *verified.recipient();
@@ -173,7 +243,8 @@ impl Relay {
         client_ip: IpAddr,
     ) -> Result<Accepted, RelayError> {
         let bytes = verified.envelope().body.len();
-        let result = match self.limits.check(verified.sender(), client_ip).await {
+        let limited = self.limits.check(verified.sender(), client_ip).await;
+        let result = match self.count_rate_limited(limited) {
             Ok(()) => self.store_and_notify(verified).await,
             Err(e) => Err(e),
         };
@@ -210,12 +281,9 @@ impl Relay {
                         reason: e.code().as_str(),
                     },
                 );
-                match e {
-                    RelayError::RateLimited { scope, .. } => {
-                        m.rate_limited.with_label_values(&[scope]).inc()
-                    }
-                    RelayError::Store(StoreError::Unavailable(_)) => m.store_errors.inc(),
-                    _ => {}
+                // Rate-limit refusals are counted where they are decided.
+                if let RelayError::Store(StoreError::Unavailable(_)) = e {
+                    m.store_errors.inc();
                 }
             }
         }
@@ -273,7 +341,7 @@ impl Relay {
         self.count_rate_limited(result)
     }
 
-    fn count_rate_limited(&self, result: Result<(), RelayError>) -> Result<(), RelayError> {
+    fn count_rate_limited<T>(&self, result: Result<T, RelayError>) -> Result<T, RelayError> {
         result.inspect_err(|e| {
             if let RelayError::RateLimited { scope, .. } = e {
                 self.metrics.rate_limited.with_label_values(&[scope]).inc();
@@ -289,9 +357,10 @@ impl Relay {
             .inspect_err(|_| self.metrics.blobs_busy.inc())
     }
 
-    /// Periodic housekeeping: idle rate-limit buckets.
+    /// Periodic housekeeping: idle rate-limit and bad-signature buckets.
     pub fn prune(&self) {
         self.limits.prune();
+        self.signatures.prune(self.clock.now_ms());
     }
 
     pub fn max_skew_ms(&self) -> u64 {

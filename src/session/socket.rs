@@ -12,7 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::conn::{error_frame, Conn, Incoming};
-use super::state::{AckAction, Authenticated, Delivery, EpochMoved, Unauthenticated};
+use super::state::{
+    AckAction, Authenticated, Delivery, EpochMoved, SignatureStrikes, Unauthenticated,
+};
 use crate::analytics::Event;
 use crate::error::RelayError;
 use crate::metrics::Metrics;
@@ -144,6 +146,7 @@ struct Live<T> {
     ephemeral: EphemeralQueue,
     auth: Authenticated,
     delivery: Option<Delivery>,
+    strikes: SignatureStrikes,
 }
 
 impl<T: Transport> Live<T> {
@@ -164,6 +167,7 @@ impl<T: Transport> Live<T> {
         conn.socket.start_pinging();
         Live {
             conn,
+            strikes: relay.session_strikes(),
             relay,
             settings,
             shutdown,
@@ -347,7 +351,13 @@ impl<T: Transport> Live<T> {
                     },
                     Err(e) => e.to_frame(reference),
                 };
-                self.conn.send(&answer).await
+                self.conn.send(&answer).await?;
+                match answer {
+                    ServerFrame::Error { code, .. } if self.strikes.on_refusal(code) => {
+                        Err(CloseReason::BadSignatures.into())
+                    }
+                    _ => Ok(()),
+                }
             }
             ClientFrame::Ack { seq } => self.on_ack(seq).await,
             ClientFrame::Auth { .. } => {

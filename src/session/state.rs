@@ -222,6 +222,34 @@ impl Delivery {
     }
 }
 
+/// How many of a session's sends failed signature verification, and whether that is
+/// enough to end it (`max_bad_signatures_per_session`). The IP's budget (in the relay)
+/// bounds the CPU an address can cost; this bounds what one connection may try before
+/// it must reconnect, which is cheap to refuse (`max_new_connections_per_second`).
+#[derive(Debug)]
+pub struct SignatureStrikes {
+    left: u32,
+}
+
+impl SignatureStrikes {
+    pub fn new(max_bad_signatures: u32) -> Self {
+        SignatureStrikes {
+            left: max_bad_signatures.max(1),
+        }
+    }
+
+    /// Counts the error that answered one `send`. `true`: that was the last bad
+    /// signature allowed; send the error frame, then close with
+    /// [`close_code::BAD_SIGNATURES`](crate::error::close_code::BAD_SIGNATURES).
+    pub fn on_refusal(&mut self, code: ErrorCode) -> bool {
+        if code != ErrorCode::BadSignature {
+            return false;
+        }
+        self.left = self.left.saturating_sub(1);
+        self.left == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,5 +438,25 @@ mod tests {
             decode_frame(Codec::Json, br#"{"type":"ack","seq":4}"#, 100),
             Ok(ClientFrame::Ack { seq: 4 })
         );
+    }
+
+    #[test]
+    fn the_nth_bad_signature_ends_the_session() {
+        let mut strikes = SignatureStrikes::new(3);
+        assert!(!strikes.on_refusal(ErrorCode::BadSignature));
+        for other in [
+            ErrorCode::StaleTimestamp,
+            ErrorCode::RateLimited,
+            ErrorCode::InvalidKey,
+            ErrorCode::Malformed,
+        ] {
+            assert!(
+                !strikes.on_refusal(other),
+                "{other:?} is not a bad signature"
+            );
+        }
+        assert!(!strikes.on_refusal(ErrorCode::BadSignature));
+        assert!(strikes.on_refusal(ErrorCode::BadSignature));
+        assert!(SignatureStrikes::new(1).on_refusal(ErrorCode::BadSignature));
     }
 }

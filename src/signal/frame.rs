@@ -19,16 +19,41 @@ use std::sync::Arc;
 /// Longest string `call_id` accepted, in bytes; it bounds what one room name costs.
 pub const MAX_CALL_ID_BYTES: usize = 256;
 
-/// A room name: a non-empty JSON string or a JSON number, as the client gave it. The
+/// A room name: a non-empty JSON string or a JSON integer, as the client gave it. The
 /// two kinds never meet (`"1"` and `1` are different rooms), as in the v1 original,
 /// whose rooms were a dict keyed by the decoded JSON value.
+///
+/// An integer is kept as its exact decimal text, never as a machine number: parsing
+/// into an `f64` or `i64` and printing again is not exact for every input (`-12e220`
+/// came back as another number), and a room name must read the same on every node and
+/// in every echo. Numbers with a fraction or an exponent are refused for the same
+/// reason (`1.0`, `1e0` and `1` would be one value but three texts).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CallId(Arc<str>);
+
+/// `text` if it is a JSON integer, `-?(0|[1-9][0-9]*)`, of at most
+/// [`MAX_CALL_ID_BYTES`]; `-0` is the integer `0`.
+fn integer_text(text: &str) -> Option<&str> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let well_formed = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    match text {
+        _ if !well_formed || text.len() > MAX_CALL_ID_BYTES => None,
+        "-0" => Some("0"),
+        _ => Some(text),
+    }
+}
 
 impl CallId {
     /// A string call id (tests and callers that build one by hand).
     pub fn string(s: &str) -> Option<CallId> {
         (!s.is_empty() && s.len() <= MAX_CALL_ID_BYTES).then(|| CallId(format!("s:{s}").into()))
+    }
+
+    /// An integer call id from its decimal text (`None` for anything else).
+    pub fn integer(text: &str) -> Option<CallId> {
+        integer_text(text).map(|n| CallId(format!("n:{n}").into()))
     }
 
     /// From the raw JSON of a frame's `call_id`.
@@ -38,13 +63,11 @@ impl CallId {
             let s: String = serde_json::from_str(text).ok()?;
             CallId::string(&s)
         } else {
-            let n: serde_json::Number = serde_json::from_str(text).ok()?;
-            let n = n.to_string();
-            (n.len() <= MAX_CALL_ID_BYTES).then(|| CallId(format!("n:{n}").into()))
+            CallId::integer(text)
         }
     }
 
-    /// The canonical form carried between nodes ("s:<string>" or "n:<number>").
+    /// The canonical form carried between nodes ("s:<string>" or "n:<integer>").
     pub fn key(&self) -> &str {
         &self.0
     }
@@ -53,10 +76,7 @@ impl CallId {
     pub fn from_key(key: &str) -> Option<CallId> {
         match key.split_at_checked(2)? {
             ("s:", s) => CallId::string(s),
-            ("n:", n) => {
-                let raw = RawValue::from_string(n.to_owned()).ok()?;
-                CallId::from_json(&raw)
-            }
+            ("n:", n) => CallId::integer(n),
             _ => None,
         }
     }
@@ -71,8 +91,9 @@ impl CallId {
 impl Serialize for CallId {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self.0.split_at(2) {
-            ("n:", n) => match serde_json::from_str::<serde_json::Number>(n) {
-                Ok(number) => number.serialize(serializer),
+            // The integer's own text, not a number re-printed: the echo is exact.
+            ("n:", n) => match RawValue::from_string(n.to_owned()) {
+                Ok(raw) => raw.serialize(serializer),
                 Err(_) => serializer.serialize_str(n),
             },
             (_, s) => serializer.serialize_str(s),
@@ -260,6 +281,31 @@ mod tests {
         }
         assert_eq!(CallId::from_key("x:1"), None);
         assert_eq!(CallId::from_key("n:abc"), None);
+    }
+
+    #[test]
+    fn integer_call_ids_are_their_exact_text_and_floats_are_refused() {
+        // Found by fuzzing: `-12e220` went through f64 and was echoed as another
+        // number, so two nodes could name one call differently.
+        for float in ["-12e220", "1.0", "1e3", "1E3", "0.5", "-0.0", "1.5e-7"] {
+            let text = format!(r#"{{"type":"join","call_id":{float}}}"#);
+            assert_eq!(parse(&text), Err(Unusable::NoCallId), "{float}");
+        }
+        let big = "-123456789012345678901234567890123456789";
+        let text = format!(r#"{{"type":"join","call_id":{big}}}"#);
+        let Ok(ClientFrame::Join(c)) = parse(&text) else {
+            panic!("{text}")
+        };
+        assert_eq!(c.key(), format!("n:{big}"));
+        assert_eq!(
+            &*ServerFrame::PeerJoin { call_id: &c }.text(),
+            format!(r#"{{"type":"peer-join","call_id":{big}}}"#)
+        );
+        assert_eq!(CallId::integer("-0"), CallId::integer("0"));
+        assert_eq!(CallId::integer(&"9".repeat(MAX_CALL_ID_BYTES + 1)), None);
+        for bad in ["n:1.5", "n:007", "n:-", "n:+1", "n: 1", "n:"] {
+            assert_eq!(CallId::from_key(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub enum CloseReason {
     Unavailable,
     /// The inbox moved to a new epoch during the session (4007).
     EpochChanged,
+    /// The session sent `max_bad_signatures_per_session` bad signatures (4008).
+    BadSignatures,
 }
 
 impl CloseReason {
@@ -84,6 +86,7 @@ impl CloseReason {
             CloseReason::PingTimeout => close_code::PING_TIMEOUT,
             CloseReason::Unavailable => close_code::UNAVAILABLE,
             CloseReason::EpochChanged => close_code::RESYNC,
+            CloseReason::BadSignatures => close_code::BAD_SIGNATURES,
         }
     }
 
@@ -101,6 +104,7 @@ impl CloseReason {
             CloseReason::AuthTimeout => "authentication timed out",
             CloseReason::PingTimeout => "no pong within the deadline",
             CloseReason::Unavailable => "message store unavailable",
+            CloseReason::BadSignatures => "too many bad signatures",
             CloseReason::EpochChanged => {
                 "the inbox moved to a new epoch; reconnect with your cursor"
             }
@@ -122,6 +126,7 @@ impl CloseReason {
             CloseReason::PingTimeout => "ping_timeout",
             CloseReason::Unavailable => "store_unavailable",
             CloseReason::EpochChanged => "epoch_changed",
+            CloseReason::BadSignatures => "bad_signatures",
         }
     }
 

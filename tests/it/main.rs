@@ -1,6 +1,7 @@
 //! Integration tests over real sockets on 127.0.0.1. One binary; see `support`.
 
 mod attachments;
+mod bad_signatures;
 mod bench;
 mod cli;
 mod cli_transports;

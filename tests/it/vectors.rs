@@ -1017,10 +1017,12 @@ fn error_and_close_codes() {
             "auth_timeout" => close_code::AUTH_TIMEOUT,
             "ping_timeout" => close_code::PING_TIMEOUT,
             "unavailable" => close_code::UNAVAILABLE,
+            "epoch_changed" => close_code::RESYNC,
+            "bad_signatures" => close_code::BAD_SIGNATURES,
             other => panic!("unknown close code name {other}"),
         };
         assert_eq!(c.code, expected, "{}", c.name);
         assert!(names.insert(c.name.clone()), "{} listed twice", c.name);
     }
-    assert_eq!(names.len(), 11, "errors.json lists every close code");
+    assert_eq!(names.len(), 13, "errors.json lists every close code");
 }

@@ -20,6 +20,8 @@ mod send;
 mod signal;
 mod ws;
 
+pub use inbox::parse_since;
+
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};

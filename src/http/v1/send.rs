@@ -39,11 +39,8 @@ pub async fn send(
     .inspect_err(|r| relay.metrics.refused(r.code()))?;
     let message: SendV1 = serde_json::from_slice(&bytes)
         .map_err(|e| V1Error::Unprocessable(format!("invalid request body: {e}")))?;
-    let verified = message
-        .verify(relay.clock.now_ms(), app.config.max_message_bytes)
-        .inspect_err(|e| relay.metrics.refused(e.code()))?;
-    let verified = Arc::new(verified);
     let ip = crate::http::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
+    let verified = Arc::new(relay.verify_v1(message, ip)?);
     let accepted = relay.submit_verified((*verified).clone(), ip).await?;
     if !accepted.duplicate {
         let sender = *verified.sender();
