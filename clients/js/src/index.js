@@ -25,3 +25,10 @@ export {
 export { checkAuthFrame, checkAuthorization } from './verify.js';
 export { Codec, SUBPROTOCOLS, DEFAULT_MAX_FRAME_BYTES } from './codec.js';
 export { ERROR_STATUS, CLOSE_CODES, WhisprError } from './errors.js';
+export { sealText, openText, encryptionKey, PAYLOAD_VERSION } from './seal.js';
+export { formatKeyFile, parseKeyFile, KEYFILE_VERSION } from './keyfile.js';
+export { InboxState, MemoryStorage, WebStorage, RECENT_IDS } from './state.js';
+export { Backoff } from './backoff.js';
+export { SessionCore, closeAction } from './session.js';
+export { RelayHttp, relayUrl } from './http.js';
+export { WhisprClient, DEFAULTS } from './client.js';
