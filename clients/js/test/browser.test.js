@@ -1,0 +1,153 @@
+// The web page in a real browser: Debian's Chromium, headless, driven by playwright-core.
+// Two pages chat, a page chats with the `whispr` command line, and reloading or
+// reopening a page keeps its place in the inbox (nothing shown twice, nothing lost).
+// A screenshot is saved under test-artifacts/ for a person to look at.
+//
+// Without /usr/bin/chromium the test skips loudly, or fails under WHISPR_TEST_STRICT=1
+// (as .ci/run sets), like the relay's tests for their external programs.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile } from 'node:fs/promises';
+import { extname, join, normalize } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { join as joinPath } from 'node:path';
+
+import { startRelay, tempDir, whispr, listen, freePort } from './support.js';
+
+const CHROMIUM = process.env.WHISPR_CHROMIUM ?? '/usr/bin/chromium';
+const WEB = fileURLToPath(new URL('../web/', import.meta.url));
+const ARTIFACTS = fileURLToPath(new URL('../test-artifacts/', import.meta.url));
+const STRICT = process.env.WHISPR_TEST_STRICT === '1';
+
+function unavailable() {
+  if (!existsSync(CHROMIUM)) return `${CHROMIUM} is missing (apt-get install chromium)`;
+  if (!existsSync(join(WEB, 'whispr-client.js'))) return 'web/whispr-client.js is not built (npm run build)';
+  return null;
+}
+
+const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.map': 'application/json' };
+
+/** A static file server for web/ on 127.0.0.1, as nginx would serve the folder. */
+async function serveWeb(t) {
+  const server = createServer(async (req, res) => {
+    const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
+    const file = join(WEB, path.endsWith('/') ? `${path}index.html` : path);
+    try {
+      const body = await readFile(file);
+      res.writeHead(200, { 'Content-Type': TYPES[extname(file)] ?? 'application/octet-stream' });
+      res.end(body);
+    } catch {
+      res.writeHead(404).end('not found');
+    }
+  });
+  const port = await freePort();
+  await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
+  t.after(() => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }));
+  return `http://127.0.0.1:${port}`;
+}
+
+/** Opens the page in `context` and creates an identity; returns the page and its address. */
+async function openChat(context, url) {
+  const page = await context.newPage();
+  page.on('pageerror', (e) => { throw new Error(`page error: ${e.message}`); });
+  await page.goto(url);
+  await page.getByTestId('create').click();
+  await page.getByTestId('status').filter({ hasText: /^connected$/ }).waitFor();
+  return { page, address: await page.getByTestId('address').textContent() };
+}
+
+async function write(page, to, text) {
+  await page.getByTestId('to').fill(to);
+  await page.getByTestId('compose-text').fill(text);
+  await page.getByTestId('send').click();
+  await page.getByTestId('sent').filter({ hasText: text }).getByTestId('send-state').filter({ hasText: 'sent ✓' }).waitFor();
+}
+
+function received(page) {
+  return page.getByTestId('received').getByTestId('text');
+}
+
+async function waitForReceived(page, text) {
+  await page.getByTestId('received').filter({ hasText: text }).waitFor();
+}
+
+test('the web page: two pages chat, a page chats with the CLI, a reload keeps its place', async (t) => {
+  const missing = unavailable();
+  if (missing) {
+    if (STRICT) assert.fail(`browser test: ${missing} (WHISPR_TEST_STRICT=1)`);
+    console.error(`\n*** SKIPPED the browser test: ${missing} ***\n`);
+    t.skip(missing);
+    return;
+  }
+  const { chromium } = await import('playwright-core');
+  const relay = await startRelay(t);
+  const site = await serveWeb(t);
+  const url = `${site}/?relay=${encodeURIComponent(relay.ws)}`;
+  // Playwright gives the browser a fresh temporary profile (--user-data-dir) of its own;
+  // each context below is a separate storage partition: two people, two identities.
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  t.after(() => browser.close());
+  const aliceContext = await browser.newContext({ viewport: { width: 900, height: 760 } });
+  const bobContext = await browser.newContext();
+  const alice = await openChat(aliceContext, url);
+  const bob = await openChat(bobContext, url);
+  assert.match(alice.address, /^[0-9a-f]{64}$/);
+  assert.notEqual(alice.address, bob.address);
+
+  // Two pages chat.
+  await write(alice.page, bob.address, 'Hi Bob, it is Alice <b>not bold</b>');
+  await waitForReceived(bob.page, 'Hi Bob, it is Alice <b>not bold</b>');
+  await write(bob.page, alice.address, 'Hello Alice!');
+  await waitForReceived(alice.page, 'Hello Alice!');
+  assert.equal(await bob.page.locator('b').count(), 0, 'message text is never parsed as HTML');
+  const peer = await bob.page.getByTestId('received').first().getByTestId('peer').getAttribute('title');
+  assert.ok(peer.startsWith(alice.address));
+
+  // A page chats with the command line.
+  const dir = await tempDir();
+  const carolKey = joinPath(dir, 'carol.json');
+  const carol = (await whispr(['keygen', '--out', carolKey])).trim();
+  const carolListens = listen(t, relay.url, carolKey);
+  await carolListens.until(() => /connected/.test(carolListens.stderr), 'connection');
+  await write(alice.page, carol, 'Hi Carol, from the browser');
+  await carolListens.until(() => carolListens.messages.length >= 1, 'message');
+  assert.equal(carolListens.messages[0].text, 'Hi Carol, from the browser');
+  assert.equal(carolListens.messages[0].from, alice.address);
+  await whispr(['send', '--server', relay.url, '--key', carolKey, '--to', alice.address, 'Hi Alice, from the terminal']);
+  await waitForReceived(alice.page, 'Hi Alice, from the terminal');
+
+  await mkdir(ARTIFACTS, { recursive: true });
+  await alice.page.screenshot({ path: join(ARTIFACTS, 'chat.png'), fullPage: true });
+
+  // A reload keeps the history and the place: the same messages, each once.
+  const before = await received(alice.page).allTextContents();
+  assert.deepEqual(before, ['Hello Alice!', 'Hi Alice, from the terminal']);
+  await alice.page.reload();
+  await alice.page.getByTestId('status').filter({ hasText: /^connected$/ }).waitFor();
+  await whispr(['send', '--server', relay.url, '--key', carolKey, '--to', alice.address, 'after the reload']);
+  await waitForReceived(alice.page, 'after the reload');
+  assert.deepEqual(await received(alice.page).allTextContents(), [...before, 'after the reload']);
+
+  // Closed while messages arrive, then opened again: what came meanwhile, nothing twice.
+  await alice.page.close();
+  await whispr(['send', '--server', relay.url, '--key', carolKey, '--to', alice.address, 'while away 1']);
+  await write(bob.page, alice.address, 'while away 2');
+  const again = await aliceContext.newPage();
+  await again.goto(url);
+  await waitForReceived(again, 'while away 2');
+  await waitForReceived(again, 'while away 1');
+  await again.getByTestId('status').filter({ hasText: /^connected$/ }).waitFor();
+  const texts = await received(again).allTextContents();
+  assert.deepEqual(texts.slice(0, 3), [...before, 'after the reload']);
+  assert.deepEqual(texts.slice(3).sort(), ['while away 1', 'while away 2']);
+  assert.equal(await again.getByTestId('address').textContent(), alice.address);
+  await again.screenshot({ path: join(ARTIFACTS, 'after-reopen.png'), fullPage: true });
+});
