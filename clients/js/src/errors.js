@@ -50,7 +50,7 @@ const TEMPORARY = new Set(['rate_limited', 'inbox_full', 'store_full', 'unavaila
  * A refusal or failure. `code` is a protocol error code (an unknown one reads as
  * `internal`, as section 9 asks) or one of the library's own: `disconnected` (no answer
  * came, the connection ended first), `closed` (the client was closed), `replaced`,
- * `origin_mismatch`, `unreachable`.
+ * `origin_mismatch`, `unreachable`, `undecryptable`, `unexpected` (an answer that is not the relay's).
  */
 export class WhisprError extends Error {
   constructor(code, detail, { retryAfterMs, status, closeCode } = {}) {
@@ -69,7 +69,7 @@ export class WhisprError extends Error {
   }
 }
 
-const LIBRARY_CODES = new Set(['disconnected', 'closed', 'replaced', 'origin_mismatch', 'unreachable', 'undecryptable']);
+const LIBRARY_CODES = new Set(['disconnected', 'closed', 'replaced', 'origin_mismatch', 'unreachable', 'undecryptable', 'unexpected']);
 
 function isProtocolCode(code) {
   return !LIBRARY_CODES.has(code);

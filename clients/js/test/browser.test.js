@@ -30,9 +30,27 @@ function unavailable() {
 
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.map': 'application/json' };
 
-/** A static file server for web/ on 127.0.0.1, as nginx would serve the folder. */
-async function serveWeb(t) {
+/** The html block of the README's "Ten-line example", as a page. */
+async function readmeExample() {
+  const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8');
+  const section = readme.slice(readme.indexOf('## Ten-line example'));
+  const block = /```html\n([\s\S]*?)```/.exec(section)[1];
+  assert.ok(block.split('\n').filter((l) => l.trim() && !l.includes('script')).length <= 10, 'ten lines');
+  return block;
+}
+
+/**
+ * A static file server for web/ on 127.0.0.1, as nginx would serve the folder, plus
+ * `extra` pages by path.
+ */
+async function serveWeb(t, extra = {}) {
   const server = createServer(async (req, res) => {
+    const pathname = new URL(req.url, 'http://x').pathname;
+    if (pathname in extra) {
+      res.writeHead(200, { 'Content-Type': 'text/html' });
+      res.end(extra[pathname]());
+      return;
+    }
     const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
     const file = join(WEB, path.endsWith('/') ? `${path}index.html` : path);
     try {
@@ -84,7 +102,8 @@ test('the web page: two pages chat, a page chats with the CLI, a reload keeps it
   }
   const { chromium } = await import('playwright-core');
   const relay = await startRelay(t);
-  const site = await serveWeb(t);
+  const example = { html: '' };
+  const site = await serveWeb(t, { '/example.html': () => example.html });
   const url = `${site}/?relay=${encodeURIComponent(relay.ws)}`;
   // Playwright gives the browser a fresh temporary profile (--user-data-dir) of its own;
   // each context below is a separate storage partition: two people, two identities.
@@ -126,6 +145,28 @@ test('the web page: two pages chat, a page chats with the CLI, a reload keeps it
 
   await mkdir(ARTIFACTS, { recursive: true });
   await alice.page.screenshot({ path: join(ARTIFACTS, 'chat.png'), fullPage: true });
+
+  // The README's ten-line example, as a developer would paste it, chats with the CLI.
+  example.html = (await readmeExample())
+    .replace('ws://127.0.0.1:8000', relay.ws)
+    .replace('PASTE-THE-CLI-USER-ADDRESS', carol);
+  const examplePage = await aliceContext.newPage();
+  const lines = [];
+  const logged = (pattern) => new Promise((resolve) => {
+    const check = () => {
+      const line = lines.find((l) => pattern.test(l));
+      if (line) resolve(line);
+      else examplePage.once('console', check);
+    };
+    check();
+  });
+  examplePage.on('console', (m) => lines.push(m.text()));
+  await examplePage.goto(`${site}/example.html`);
+  const [, exampleAddress] = /^my address: ([0-9a-f]{64})$/.exec(await logged(/^my address: /));
+  await carolListens.until(() => carolListens.messages.some((m) => m.text === 'hello from the browser'), 'the example\'s message');
+  await whispr(['send', '--server', relay.url, '--key', carolKey, '--to', exampleAddress, 'hi, example']);
+  assert.equal(await logged(/hi, example$/), `${carol}: hi, example`);
+  await examplePage.close();
 
   // A reload keeps the history and the place: the same messages, each once.
   const before = await received(alice.page).allTextContents();
