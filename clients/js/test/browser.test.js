@@ -3,17 +3,21 @@
 // reopening a page keeps its place in the inbox (nothing shown twice, nothing lost).
 // A screenshot is saved under test-artifacts/ for a person to look at.
 //
-// Without /usr/bin/chromium the test skips loudly, or fails under WHISPR_TEST_STRICT=1
+// The second test serves the page from the shipped nginx/whispr.conf (its /chat/
+// location) over https, so the page's default relay is wss:// through nginx.
+//
+// Without /usr/bin/chromium (or nginx and openssl for the second test) a test skips loudly, or fails under WHISPR_TEST_STRICT=1
 // (as .ci/run sets), like the relay's tests for their external programs.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
+import { createConnection } from 'node:net';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import { extname, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { join as joinPath } from 'node:path';
 
 import { startRelay, tempDir, whispr, listen, freePort } from './support.js';
 
@@ -22,10 +26,40 @@ const WEB = fileURLToPath(new URL('../web/', import.meta.url));
 const ARTIFACTS = fileURLToPath(new URL('../test-artifacts/', import.meta.url));
 const STRICT = process.env.WHISPR_TEST_STRICT === '1';
 
-function unavailable() {
+/** Why the test cannot run here, or null. `programs` are more executables it needs. */
+function unavailable(programs = []) {
   if (!existsSync(CHROMIUM)) return `${CHROMIUM} is missing (apt-get install chromium)`;
   if (!existsSync(join(WEB, 'whispr-client.js'))) return 'web/whispr-client.js is not built (npm run build)';
+  for (const p of programs) {
+    if (spawnSync('sh', ['-c', `command -v ${p}`]).status !== 0) return `${p} is missing (apt-get install ${p})`;
+  }
   return null;
+}
+
+/** Skips loudly, or fails under WHISPR_TEST_STRICT=1, when something is missing. */
+function skipped(t, programs) {
+  const missing = unavailable(programs);
+  if (!missing) return false;
+  if (STRICT) assert.fail(`browser test: ${missing} (WHISPR_TEST_STRICT=1)`);
+  console.error(`\n*** SKIPPED the browser test: ${missing} ***\n`);
+  t.skip(missing);
+  return true;
+}
+
+/**
+ * Debian's Chromium, headless. Playwright gives it a fresh temporary profile
+ * (--user-data-dir) of its own; each context is a separate storage partition.
+ */
+async function launch(t, extraArgs = []) {
+  const { chromium } = await import('playwright-core');
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync', ...extraArgs],
+  });
+  t.after(() => browser.close());
+  return browser;
 }
 
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.css': 'text/css', '.map': 'application/json' };
@@ -93,27 +127,12 @@ async function waitForReceived(page, text) {
 }
 
 test('the web page: two pages chat, a page chats with the CLI, a reload keeps its place', async (t) => {
-  const missing = unavailable();
-  if (missing) {
-    if (STRICT) assert.fail(`browser test: ${missing} (WHISPR_TEST_STRICT=1)`);
-    console.error(`\n*** SKIPPED the browser test: ${missing} ***\n`);
-    t.skip(missing);
-    return;
-  }
-  const { chromium } = await import('playwright-core');
+  if (skipped(t)) return;
   const relay = await startRelay(t);
   const example = { html: '' };
   const site = await serveWeb(t, { '/example.html': () => example.html });
   const url = `${site}/?relay=${encodeURIComponent(relay.ws)}`;
-  // Playwright gives the browser a fresh temporary profile (--user-data-dir) of its own;
-  // each context below is a separate storage partition: two people, two identities.
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-  t.after(() => browser.close());
+  const browser = await launch(t); // two contexts: two people, two identities
   const aliceContext = await browser.newContext({ viewport: { width: 900, height: 760 } });
   const bobContext = await browser.newContext();
   const alice = await openChat(aliceContext, url);
@@ -132,7 +151,7 @@ test('the web page: two pages chat, a page chats with the CLI, a reload keeps it
 
   // A page chats with the command line.
   const dir = await tempDir();
-  const carolKey = joinPath(dir, 'carol.json');
+  const carolKey = join(dir, 'carol.json');
   const carol = (await whispr(['keygen', '--out', carolKey])).trim();
   const carolListens = listen(t, relay.url, carolKey);
   await carolListens.until(() => /connected/.test(carolListens.stderr), 'connection');
@@ -191,4 +210,73 @@ test('the web page: two pages chat, a page chats with the CLI, a reload keeps it
   assert.deepEqual(texts.slice(3).sort(), ['while away 1', 'while away 2']);
   assert.equal(await again.getByTestId('address').textContent(), alice.address);
   await again.screenshot({ path: join(ARTIFACTS, 'after-reopen.png'), fullPage: true });
+});
+
+/** nginx/whispr.conf on this machine: ports, the relay, a self-signed certificate, web/. */
+async function startNginx(t, relay) {
+  const dir = await tempDir();
+  const [http, https] = [await freePort(), await freePort()];
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
+    '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { stdio: 'ignore' });
+  let conf = await readFile(new URL('../../../nginx/whispr.conf', import.meta.url), 'utf8');
+  const swaps = [
+    ['listen 80;', `listen 127.0.0.1:${http};`],
+    ['    listen [::]:80;\n', ''],
+    ['listen 443 ssl http2;', `listen 127.0.0.1:${https} ssl http2;`],
+    ['    listen [::]:443 ssl http2;\n', ''],
+    ['server 127.0.0.1:8000 max_fails', `server 127.0.0.1:${relay.port} max_fails`],
+    ['/etc/letsencrypt/live/chat.example.com/fullchain.pem', join(dir, 'cert.pem')],
+    ['/etc/letsencrypt/live/chat.example.com/privkey.pem', join(dir, 'key.pem')],
+    ['alias /var/www/whispr-chat/;', `alias ${WEB};`],
+  ];
+  for (const [from, to] of swaps) {
+    assert.ok(conf.includes(from), `nginx/whispr.conf no longer contains ${from}`);
+    conf = conf.replace(from, to);
+  }
+  await writeFile(join(dir, 'whispr.conf'), conf);
+  const temp = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((k) => `  ${k}_temp_path ${dir}/${k};`).join('\n');
+  await writeFile(join(dir, 'nginx.conf'), `pid ${dir}/nginx.pid;\nerror_log ${dir}/error.log warn;\nevents { worker_connections 256; }\nhttp {\n  access_log ${dir}/access.log;\n${temp}\n  include ${dir}/whispr.conf;\n}\n`);
+  const args = ['-p', dir, '-e', join(dir, 'error.log'), '-c', join(dir, 'nginx.conf')];
+  const check = spawnSync('nginx', [...args, '-t'], { encoding: 'utf8' });
+  assert.equal(check.status, 0, `nginx -t: ${check.stderr}`);
+  const child = spawn('nginx', [...args, '-g', 'daemon off;'], { stdio: 'ignore' });
+  const exited = new Promise((resolve) => child.on('exit', resolve));
+  t.after(async () => {
+    child.kill('SIGTERM');
+    await exited;
+  });
+  const base = `https://127.0.0.1:${https}`;
+  for (let i = 0; ; i++) {
+    try {
+      await new Promise((resolve, reject) => createConnection(https, '127.0.0.1').on('connect', function () { this.end(); resolve(); }).on('error', reject));
+      return base;
+    } catch (e) {
+      if (i > 100) throw new Error(`nginx did not start: ${await readFile(join(dir, 'error.log'), 'utf8').catch(() => e.message)}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+test('the web page behind the shipped nginx config: https page at /chat/, wss relay by default', async (t) => {
+  if (skipped(t, ['nginx', 'openssl'])) return;
+  const relay = await startRelay(t);
+  const base = await startNginx(t, relay);
+  // The certificate is self-signed for 127.0.0.1; trust it for this browser only.
+  const browser = await launch(t, ['--ignore-certificate-errors']);
+  const context = await browser.newContext({ ignoreHTTPSErrors: true });
+  const { page, address } = await openChat(context, `${base}/chat/`);
+  assert.equal(await page.getByTestId('relay').inputValue(), base.replace('https:', 'wss:'));
+
+  const dir = await tempDir();
+  const key = join(dir, 'erin.json');
+  const erin = (await whispr(['keygen', '--out', key])).trim();
+  const erinListens = listen(t, relay.url, key);
+  await erinListens.until(() => /connected/.test(erinListens.stderr), 'connection');
+  await write(page, erin, 'through nginx');
+  await erinListens.until(() => erinListens.messages.length >= 1, 'message');
+  assert.equal(erinListens.messages[0].text, 'through nginx');
+  await whispr(['send', '--server', relay.url, '--key', key, '--to', address, 'back through nginx']);
+  await waitForReceived(page, 'back through nginx');
+  await mkdir(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: join(ARTIFACTS, 'behind-nginx.png'), fullPage: true });
 });
