@@ -141,7 +141,10 @@ export class WhisprClient {
     });
   }
 
-  /** Closes the connection (unacknowledged messages stay queued on the relay). */
+  /**
+   * Closes the connection (unacknowledged messages stay queued on the relay). Resolves
+   * once the message being processed, if any, has been handled and saved.
+   */
   async close() {
     if (this.#closed) return;
     this.#closed = true;
@@ -320,6 +323,8 @@ export class WhisprClient {
   // --- polling -------------------------------------------------------------------
 
   async #runPolling() {
+    // Sends that waited for (or lost) a WebSocket go over HTTP from now on.
+    for (const entry of this.#pending.values()) this.#dispatch(entry);
     const since = Date.now();
     let synced = false;
     let announced = false;
@@ -337,11 +342,10 @@ export class WhisprClient {
         continue;
       }
       this.backoff.reset();
+      this.#setStatus('polling');
       if (!announced) {
         announced = true;
-        this.#setStatus('polling');
         this.#emit('ready', { transport: 'polling', epoch: page.epoch });
-        for (const entry of this.#pending.values()) this.#dispatch(entry);
       }
       await this.#onPage(page);
       if (!synced && page.messages.length === 0) {
@@ -429,7 +433,7 @@ export class WhisprClient {
 
   /** Puts a pending send on the current transport, if there is one. */
   #dispatch(entry) {
-    if (this.transport === 'polling' && this.#status === 'polling') {
+    if (this.transport === 'polling') {
       if (entry.http) return;
       entry.http = true;
       this.http.send(entry.envelope).then(

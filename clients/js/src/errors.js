@@ -44,7 +44,7 @@ export const CLOSE_CODES = {
 };
 
 /** Codes worth retrying later (PROTOCOL 6.4): the same envelope may be accepted then. */
-const TEMPORARY = new Set(['rate_limited', 'inbox_full', 'store_full', 'unavailable', 'too_many_connections', 'timeout']);
+const TEMPORARY = new Set(['rate_limited', 'inbox_full', 'store_full', 'unavailable', 'too_many_connections', 'timeout', 'unreachable']);
 
 /**
  * A refusal or failure. `code` is a protocol error code (an unknown one reads as
