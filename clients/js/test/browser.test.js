@@ -210,6 +210,22 @@ test('the web page: two pages chat, a page chats with the CLI, a reload keeps it
   assert.deepEqual(texts.slice(3).sort(), ['while away 1', 'while away 2']);
   assert.equal(await again.getByTestId('address').textContent(), alice.address);
   await again.screenshot({ path: join(ARTIFACTS, 'after-reopen.png'), fullPage: true });
+
+  // A `whispr keygen` file imports into the page, and the page exports it back as is.
+  const frankKey = join(dir, 'frank.json');
+  const frank = (await whispr(['keygen', '--out', frankKey])).trim();
+  const frankFile = await readFile(frankKey, 'utf8');
+  const importer = await (await browser.newContext({ acceptDownloads: true })).newPage();
+  await importer.goto(url);
+  await importer.getByTestId('import-text').fill('{"version":1,"ed25519_seed":"00"}');
+  await importer.getByTestId('import').click();
+  await importer.getByTestId('setup-error').filter({ hasText: 'ed25519_seed must be 64 hex characters' }).waitFor();
+  await importer.getByTestId('import-text').fill(frankFile);
+  await importer.getByTestId('import').click();
+  assert.equal(await importer.getByTestId('address').textContent(), frank);
+  const download = importer.waitForEvent('download');
+  await importer.getByText('Export identity').click();
+  assert.equal(await readFile(await (await download).path(), 'utf8'), frankFile);
 });
 
 /** nginx/whispr.conf on this machine: ports, the relay, a self-signed certificate, web/. */
