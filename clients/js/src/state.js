@@ -62,8 +62,13 @@ export class InboxState {
   /** The state saved as `text`, or a fresh one for `null`. */
   static fromText(text, capacity = RECENT_IDS) {
     if (text === null || text === undefined) return new InboxState({ capacity });
-    const record = JSON.parse(text);
-    if (record.version !== 1) throw new TypeError(`state version ${record.version} is not supported`);
+    let record;
+    try {
+      record = JSON.parse(text);
+    } catch (e) {
+      throw new TypeError(`the saved state is corrupt (${e.message}); delete it to start over (queued messages are then shown again)`);
+    }
+    if (record?.version !== 1) throw new TypeError(`the saved state has version ${record?.version}, not 1`);
     return new InboxState({ cursor: record.cursor ?? null, recentIds: record.recent_ids ?? [], capacity });
   }
 }

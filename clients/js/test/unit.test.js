@@ -88,6 +88,8 @@ test('inbox state: the cursor only moves forward within an epoch; ids are bounde
   assert.deepEqual(back.cursor, { epoch: 8, seq: 0 });
   assert.ok(back.isDuplicate('d'));
   assert.equal(InboxState.fromText(null).cursor, null);
+  assert.throws(() => InboxState.fromText('{'), /corrupt.*delete it/);
+  assert.throws(() => InboxState.fromText('{"version":2}'), /version 2/);
 });
 
 test('inbox state: the record is the Rust client\'s cursor file format', () => {

@@ -168,7 +168,15 @@ async function connect() {
   client.on('error', ({ error }) => {
     if (error.code !== 'replaced') system(`Disconnected: ${explain(error)}`);
   });
-  await client.start();
+  try {
+    await client.start();
+  } catch (e) {
+    // Only the saved state can make start() fail. Without it the relay's queue is read
+    // from its start again: the history above may then show a message a second time.
+    localStorage.removeItem(`whispr.state.${identity.address}`);
+    system(`The saved inbox position was unreadable (${e.message}) and was reset.`);
+    await client.start();
+  }
 }
 
 async function send(event) {
