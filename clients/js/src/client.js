@@ -187,7 +187,9 @@ export class WhisprClient {
         if (reason === 'replaced') this.#emit('replaced', { code: result.code });
         return this.#stop(error);
       }
-      if (action === 'now') {
+      // At once only after a session that worked: a relay closing every new session
+      // with 4007 must not be hammered.
+      if (action === 'now' && result.wasLive) {
         this.#emit('disconnected', { code: result.code, reason: result.reason, retryInMs: 0 });
         continue;
       }
@@ -246,6 +248,7 @@ export class WhisprClient {
       }, Math.min(this.options.idleTimeoutMs, 5000));
       const finish = (code, reason) => {
         clearInterval(idle);
+        const wasLive = this.#link === link && this.#live;
         if (this.#link === link) {
           this.#link = null;
           this.#live = false;
@@ -255,7 +258,7 @@ export class WhisprClient {
         for (const entry of this.#pending.values()) {
           if (entry.sentOn === generation) this.#settle(entry, new WhisprError('disconnected', `the connection ended (${code}) before the relay answered`, { closeCode: code }));
         }
-        resolve({ opened: true, code, reason });
+        resolve({ opened: true, code, reason, wasLive });
       };
       const ping = () => {
         sawPing = true;
