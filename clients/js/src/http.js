@@ -22,10 +22,12 @@ export function relayUrl(base, kind, path) {
 }
 
 export class RelayHttp {
-  constructor(base, { fetch = globalThis.fetch, codec = new Codec('json') } = {}) {
+  constructor(base, { fetch, codec = new Codec('json') } = {}) {
     this.base = relayUrl(base, 'http', '');
     this.origin = originOf(this.base);
-    this.fetch = fetch;
+    // A browser's fetch must be called on the window, never as a method of this object
+    // ("Illegal invocation"): wrap it rather than store it.
+    this.fetch = fetch ?? ((url, init) => globalThis.fetch(url, init));
     this.codec = codec;
   }
 

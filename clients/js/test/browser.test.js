@@ -295,4 +295,15 @@ test('the web page behind the shipped nginx config: https page at /chat/, wss re
   await waitForReceived(page, 'back through nginx');
   await mkdir(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: join(ARTIFACTS, 'behind-nginx.png'), fullPage: true });
+
+  // On the relay's origin the HTTP fallback works from the page too (no CORS needed).
+  const poller = await (await browser.newContext({ ignoreHTTPSErrors: true })).newPage();
+  await poller.goto(`${base}/chat/?transport=polling`);
+  await poller.getByTestId('create').click();
+  await poller.getByTestId('status').filter({ hasText: 'connected (polling)' }).waitFor();
+  const pollerAddress = await poller.getByTestId('address').textContent();
+  await write(poller, address, 'polled through nginx');
+  await waitForReceived(page, 'polled through nginx');
+  await write(page, pollerAddress, 'to the poller');
+  await waitForReceived(poller, 'to the poller');
 });

@@ -38,6 +38,7 @@ async function fakeRelay(t, script) {
       send: (frame) => socket.send(json.encodeFrame(frame)),
       next: () => (frames.length ? Promise.resolve(frames.shift()) : new Promise((resolve) => waiting.push(resolve))),
       close: (code) => socket.close(code),
+      ping: () => socket.ping(),
       closed: new Promise((resolve) => socket.on('close', resolve)),
       received: frames,
     };
@@ -141,4 +142,19 @@ test('forged, misaddressed and repeated deliveries: rejected or dropped, and all
   assert.match(rejected[0], /bad_signature/);
   assert.match(rejected[1], /id does not match/);
   assert.match(rejected[2], /another key/);
+});
+
+test('under Node, a relay that pinged and then went silent is given up after idleTimeoutMs', async (t) => {
+  const relay = await fakeRelay(t, async (session) => {
+    await authenticate(session, 1);
+    session.ping();
+    // ...and nothing more: no frames, no pings, and the TCP connection stays open.
+  });
+  const client = new WhisprClient({ relay: relay.url, identity: Identity.generate(), idleTimeoutMs: 300, backoff: { initialMs: 60000 } });
+  t.after(() => client.close());
+  const gone = nextEvent(client, 'disconnected');
+  await client.start();
+  const d = await gone;
+  assert.equal(d.code, 1006);
+  assert.match(d.reason, /sent nothing for 300 ms/);
 });

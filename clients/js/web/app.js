@@ -146,7 +146,9 @@ async function connect() {
   const relay = $('relay').value.trim();
   localStorage.setItem('whispr.relay', relay);
   try {
-    client = new WhisprClient({ relay, identity, storage: new WebStorage(`whispr.state.${identity.address}`) });
+    // ?transport=polling (or websocket) for networks that break WebSockets; auto by default.
+    const transport = new URLSearchParams(location.search).get('transport') ?? 'auto';
+    client = new WhisprClient({ relay, identity, transport, storage: new WebStorage(`whispr.state.${identity.address}`) });
   } catch (e) {
     setStatus('closed', 'bad relay URL');
     system(`Cannot use the relay URL: ${e.message}`);
@@ -159,8 +161,9 @@ async function connect() {
     const labels = { connecting: 'connecting…', live: 'connected', polling: 'connected (polling)', waiting: 'reconnecting…', closed: 'disconnected' };
     setStatus(status, labels[status] ?? status);
   });
-  client.on('disconnected', ({ retryInMs }) => {
+  client.on('disconnected', ({ retryInMs, reason }) => {
     if (retryInMs > 0) setStatus('waiting', `reconnecting in ${Math.ceil(retryInMs / 1000)} s…`);
+    $('status').title = reason; // why, for whoever hovers over it
   });
   client.on('gap', ({ reason }) => system(`Some messages may be missing: ${GAP_REASONS[reason] ?? reason}.`));
   client.on('replaced', () => system('This identity was opened in another tab or device, which took over. Press Connect to take it back.'));
