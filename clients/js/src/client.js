@@ -44,6 +44,7 @@ export class WhisprClient {
   #chain = Promise.resolve();
   #generation = 0;
   #link = null;
+  #linkCodec = null; // the encoding the relay answered for #link (PROTOCOL 4.3: use it)
   #live = false;
   #pending = new Map();
   #nextRef = 0;
@@ -236,6 +237,7 @@ export class WhisprClient {
     const generation = ++this.#generation;
     const core = new SessionCore({ identity: this.identity, origin: this.origin, cursor: this.#state.cursor });
     this.#link = link;
+    this.#linkCodec = codec;
     return new Promise((resolve) => {
       let lastSeen = Date.now();
       let sawPing = false;
@@ -449,7 +451,7 @@ export class WhisprClient {
       return;
     }
     if (this.#live && this.#link) {
-      this.#link.send(this.codec.encodeFrame({ type: 'send', ref: entry.ref, envelope: entry.envelope }));
+      this.#link.send(this.#linkCodec.encodeFrame({ type: 'send', ref: entry.ref, envelope: entry.envelope }));
       if (entry.envelope.ephemeral) entry.sentOn = this.#generation;
     }
   }
