@@ -19,7 +19,7 @@ import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import { extname, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-import { startRelay, tempDir, whispr, listen, freePort } from './support.js';
+import { startRelay, tempDir, whispr, listen, freePort, upgradeRefusingFront } from './support.js';
 
 const CHROMIUM = process.env.WHISPR_CHROMIUM ?? '/usr/bin/chromium';
 const WEB = fileURLToPath(new URL('../web/', import.meta.url));
@@ -73,19 +73,16 @@ async function readmeExample() {
   return block;
 }
 
-/**
- * A static file server for web/ on 127.0.0.1, as nginx would serve the folder, plus
- * `extra` pages by path.
- */
-async function serveWeb(t, extra = {}) {
-  const server = createServer(async (req, res) => {
+/** Serves web/ (as nginx would serve the folder), plus `extra` pages by path. */
+function webHandler(extra = {}) {
+  return async (req, res) => {
     const pathname = new URL(req.url, 'http://x').pathname;
     if (pathname in extra) {
       res.writeHead(200, { 'Content-Type': 'text/html' });
       res.end(extra[pathname]());
       return;
     }
-    const path = normalize(decodeURIComponent(new URL(req.url, 'http://x').pathname)).replace(/^(\.\.[/\\])+/, '');
+    const path = normalize(decodeURIComponent(pathname)).replace(/^(\.\.[/\\])+/, '');
     const file = join(WEB, path.endsWith('/') ? `${path}index.html` : path);
     try {
       const body = await readFile(file);
@@ -94,7 +91,12 @@ async function serveWeb(t, extra = {}) {
     } catch {
       res.writeHead(404).end('not found');
     }
-  });
+  };
+}
+
+/** A static file server on 127.0.0.1 for web/ and `extra` pages; resolves with its URL. */
+async function serveWeb(t, extra = {}) {
+  const server = createServer(webHandler(extra));
   const port = await freePort();
   await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
   t.after(() => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }));
@@ -102,12 +104,12 @@ async function serveWeb(t, extra = {}) {
 }
 
 /** Opens the page in `context` and creates an identity; returns the page and its address. */
-async function openChat(context, url) {
+async function openChat(context, url, connected = 'connected') {
   const page = await context.newPage();
   page.on('pageerror', (e) => { throw new Error(`page error: ${e.message}`); });
   await page.goto(url);
   await page.getByTestId('create').click();
-  await page.getByTestId('status').filter({ hasText: /^connected$/ }).waitFor();
+  await page.getByTestId('status').filter({ hasText: new RegExp(`^${connected.replace(/[()]/g, '\\$&')}$`) }).waitFor();
   return { page, address: await page.getByTestId('address').textContent() };
 }
 
@@ -306,4 +308,18 @@ test('the web page behind the shipped nginx config: https page at /chat/, wss re
   await waitForReceived(page, 'polled through nginx');
   await write(page, pollerAddress, 'to the poller');
   await waitForReceived(poller, 'to the poller');
+});
+
+test('the web page falls back to HTTP polling when its WebSocket is refused', async (t) => {
+  if (skipped(t)) return;
+  const relay = await startRelay(t);
+  // The page and the relay's HTTP API on one origin, whose WebSocket upgrades fail.
+  const port = await upgradeRefusingFront(t, relay, webHandler());
+  const browser = await launch(t);
+  const { page: stuck, address } = await openChat(await browser.newContext(), `http://127.0.0.1:${port}/?relay=ws://127.0.0.1:${port}`, 'connected (polling)');
+  const other = await openChat(await browser.newContext(), `http://127.0.0.1:${port}/?relay=ws://127.0.0.1:${port}&transport=polling`, 'connected (polling)');
+  await write(other.page, address, 'reached you by polling');
+  await waitForReceived(stuck, 'reached you by polling');
+  await write(stuck, other.address, 'and back');
+  await waitForReceived(other.page, 'and back');
 });

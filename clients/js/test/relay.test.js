@@ -4,12 +4,11 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, request } from 'node:http';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 import { ready, Identity, WhisprClient, MemoryStorage, WhisprError } from '../src/index.js';
-import { startRelay, tempDir, nextEvent, inbox, freePort } from './support.js';
+import { startRelay, tempDir, nextEvent, inbox, upgradeRefusingFront } from './support.js';
 
 await ready();
 
@@ -198,29 +197,10 @@ test('polling only: receive, acknowledge through the next poll, send over HTTP',
   assert.deepEqual(none.messages.map((m) => m.text), ['next']);
 });
 
-/** An HTTP proxy to `relay` that refuses every WebSocket upgrade with 403. */
-async function upgradeRefusingProxy(t, relay) {
-  const server = createServer((req, res) => {
-    const upstream = request({ host: '127.0.0.1', port: relay.port, path: req.url, method: req.method, headers: req.headers }, (up) => {
-      res.writeHead(up.statusCode, up.headers);
-      up.pipe(res);
-    });
-    upstream.on('error', () => res.writeHead(502).end());
-    req.pipe(upstream);
-  });
-  server.on('upgrade', (_req, socket) => {
-    socket.end('HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 18\r\n\r\nno websockets here');
-  });
-  const port = await freePort();
-  await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
-  t.after(() => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }));
-  return `ws://127.0.0.1:${port}`;
-}
-
 test('a refused WebSocket upgrade falls back to HTTP polling', async (t) => {
   const relay = await startRelay(t);
   const alice = await client(t, relay);
-  const proxied = await upgradeRefusingProxy(t, relay);
+  const proxied = `ws://127.0.0.1:${await upgradeRefusingFront(t, relay)}`;
   const identity = Identity.generate();
   await alice.send(identity.address, 'through the proxy');
   const bob = new WhisprClient({ relay: proxied, identity, pollIntervalMs: 50 });

@@ -6,6 +6,7 @@ import { spawn, execFile } from 'node:child_process';
 import { mkdtemp } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { createServer as createHttpServer, request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -179,4 +180,29 @@ export function inbox(client) {
       });
     },
   };
+}
+
+/**
+ * An HTTP front for `relay` that refuses every WebSocket upgrade with 403, as a proxy
+ * that does not speak WebSockets would. Requests under /v1/ go to the relay (its Host
+ * header unchanged, so signatures name this front); others to `other(req, res)`.
+ * Resolves with its port.
+ */
+export async function upgradeRefusingFront(t, relay, other = (_req, res) => res.writeHead(404).end()) {
+  const server = createHttpServer((req, res) => {
+    if (!req.url.startsWith('/v1/')) return other(req, res);
+    const upstream = request({ host: '127.0.0.1', port: relay.port, path: req.url, method: req.method, headers: req.headers }, (up) => {
+      res.writeHead(up.statusCode, up.headers);
+      up.pipe(res);
+    });
+    upstream.on('error', () => res.writeHead(502).end());
+    req.pipe(upstream);
+  });
+  server.on('upgrade', (_req, socket) => {
+    socket.end('HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 18\r\n\r\nno websockets here');
+  });
+  const port = await freePort();
+  await new Promise((resolve) => server.listen(port, '127.0.0.1', resolve));
+  t.after(() => new Promise((resolve) => { server.closeAllConnections(); server.close(resolve); }));
+  return port;
 }
