@@ -1,0 +1,196 @@
+// Every vector in proto/vectors/ reproduced by the library: signing bytes, signatures,
+// ids, Authorization values, the exact JSON text and MessagePack bytes of every frame,
+// and the refusal (with the relay's code) of every negative vector.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+
+import {
+  ready, Identity, Codec, envelopeSigningBytes, messageId, checkEnvelope, checkSkew,
+  authSigningBytes, httpSigningBytes, authorizationHeader, verifySignature, checkAuthFrame,
+  checkAuthorization, toHex, fromHex,
+} from '../src/index.js';
+
+await ready();
+
+const load = (name) => JSON.parse(readFileSync(new URL(`../../../proto/vectors/${name}`, import.meta.url)));
+const json = new Codec('json');
+const msgpack = new Codec('msgpack');
+
+/** Both encodings of `vector` decode to the same frame and re-encode to the exact bytes. */
+function roundTrips(vector, kind = 'frame') {
+  const fromJson = kind === 'frame' ? json.decodeFrame(vector.json) : json.decodeBody(kind, vector.json);
+  const bin = fromHex(vector.msgpack_hex);
+  const fromMsgpack = kind === 'frame' ? msgpack.decodeFrame(bin) : msgpack.decodeBody(kind, bin);
+  assert.deepEqual(fromMsgpack, fromJson, `${vector.name ?? kind}: the encodings disagree`);
+  const encode = (codec, value) => (kind === 'frame' ? codec.encodeFrame(value) : codec.encodeBody(kind, value));
+  assert.equal(encode(json, fromJson), vector.json);
+  assert.equal(toHex(encode(msgpack, fromJson)), vector.msgpack_hex);
+  return fromJson;
+}
+
+test('envelopes: signing bytes, signature, id and every frame', async () => {
+  const { vectors } = load('envelopes.json');
+  assert.equal(vectors.length, 4);
+  for (const v of vectors) {
+    const sender = new Identity(fromHex(v.sender_seed_hex));
+    const recipient = new Identity(fromHex(v.recipient_seed_hex));
+    assert.equal(sender.address, v.sender_hex);
+    assert.equal(recipient.address, v.recipient_hex);
+    const envelope = {
+      recipient: recipient.publicKey, sender: sender.publicKey, timestamp: v.timestamp,
+      ephemeral: v.ephemeral, body: fromHex(v.body_hex),
+    };
+    const bytes = envelopeSigningBytes(envelope);
+    assert.equal(toHex(bytes), v.signing_bytes_hex, v.name);
+    envelope.signature = sender.sign(bytes);
+    assert.equal(toHex(envelope.signature), v.signature_hex, v.name);
+    assert.equal(toHex(await messageId(bytes)), v.id_hex, v.name);
+    assert.equal(checkEnvelope(envelope, { nowMs: v.timestamp }), null, v.name);
+
+    assert.deepEqual(roundTrips(v.envelope, 'envelope'), envelope, v.name);
+    const send = roundTrips(v.send);
+    assert.deepEqual(send, { type: 'send', ref: v.send.ref, envelope });
+    const accepted = roundTrips(v.accepted);
+    assert.equal(toHex(accepted.id), v.id_hex);
+    assert.equal(accepted.duplicate, v.accepted.duplicate);
+    assert.equal(accepted.online, v.accepted.online ?? undefined);
+    const deliver = roundTrips(v.deliver);
+    assert.equal(deliver.seq, v.deliver.seq ?? undefined);
+    assert.deepEqual(deliver.envelope, envelope);
+  }
+});
+
+test('auth: challenge, signing bytes, signature, auth and ready frames', () => {
+  const { vectors } = load('auth.json');
+  assert.equal(vectors.length, 3);
+  for (const v of vectors) {
+    const me = new Identity(fromHex(v.seed_hex));
+    assert.equal(me.address, v.key_hex);
+    const challenge = roundTrips(v.challenge);
+    assert.equal(toHex(challenge.nonce), v.challenge.nonce_hex);
+    assert.equal(challenge.origin, v.origin);
+    const bytes = authSigningBytes(challenge.nonce, me.publicKey, v.timestamp, v.origin);
+    assert.equal(toHex(bytes), v.signing_bytes_hex, v.name);
+    const signature = me.sign(bytes);
+    assert.equal(toHex(signature), v.signature_hex, v.name);
+    const auth = roundTrips(v.auth);
+    assert.deepEqual(auth, {
+      type: 'auth', key: me.publicKey, timestamp: v.timestamp, signature,
+      ...(v.cursor ? { cursor: v.cursor } : {}),
+    });
+    assert.equal(checkAuthFrame(auth, { nonce: challenge.nonce, origin: v.origin, nowMs: v.timestamp }), null);
+    const readyFrame = roundTrips(v.ready);
+    assert.equal(readyFrame.epoch, v.ready.epoch);
+    assert.equal(readyFrame.window, v.ready.window);
+  }
+});
+
+test('http: signing bytes, signature and the Authorization value', () => {
+  const { vectors } = load('http.json');
+  assert.equal(vectors.length, 2);
+  for (const v of vectors) {
+    const me = new Identity(fromHex(v.seed_hex));
+    const bytes = httpSigningBytes(me.publicKey, v.timestamp, v.origin, v.method, v.path_and_query);
+    assert.equal(toHex(bytes), v.signing_bytes_hex, v.name);
+    assert.equal(toHex(me.sign(bytes)), v.signature_hex, v.name);
+    const header = authorizationHeader(me, {
+      timestamp: v.timestamp, origin: v.origin, method: v.method, pathAndQuery: v.path_and_query,
+    });
+    assert.equal(header, v.authorization, v.name);
+    const request = { method: v.method, pathAndQuery: v.path_and_query, origin: v.origin, nowMs: v.timestamp };
+    assert.equal(checkAuthorization(header, request), null, v.name);
+  }
+});
+
+test('frames: every other frame in both encodings', () => {
+  const { vectors } = load('frames.json');
+  assert.equal(vectors.length, 11);
+  for (const v of vectors) roundTrips(v);
+  const limited = json.decodeFrame(vectors.find((v) => v.name === 'error_rate_limited').json);
+  assert.equal(limited.retry_after_ms, 101);
+  assert.equal(limited.ref, 7);
+});
+
+test('clock skew: inclusive at the boundary, both directions', () => {
+  const { vectors } = load('clock_skew.json');
+  assert.equal(vectors.length, 5);
+  for (const v of vectors) assert.equal(checkSkew(v.timestamp, v.now_ms, v.max_skew_ms), v.error, v.name);
+});
+
+test('negative envelopes are refused with the relay\'s code', () => {
+  const { vectors } = load('negative_envelopes.json');
+  assert.equal(vectors.length, 16);
+  for (const v of vectors) {
+    let code;
+    try {
+      const envelope = json.decodeBody('envelope', v.json);
+      code = checkEnvelope(envelope, { nowMs: v.now_ms, maxSkewMs: v.max_skew_ms });
+    } catch (e) {
+      code = e.code;
+    }
+    assert.equal(code, v.error, v.name);
+  }
+});
+
+test('libsodium refuses the small-order key that lax verifiers accept', () => {
+  const v = load('negative_envelopes.json').vectors.find((x) => x.name === 'small_order_sender');
+  assert.equal(v.lax_verify_accepts, true);
+  const envelope = json.decodeBody('envelope', v.json);
+  assert.equal(verifySignature(envelope.sender, envelopeSigningBytes(envelope), envelope.signature), false);
+});
+
+test('libsodium accepts every honest signature (random keys, messages and lengths)', () => {
+  for (let i = 0; i < 300; i++) {
+    const me = Identity.generate();
+    const message = new Uint8Array(i);
+    globalThis.crypto.getRandomValues(message);
+    assert.ok(verifySignature(me.publicKey, message, me.sign(message)), `length ${i}`);
+  }
+});
+
+test('negative auth frames are refused with the relay\'s code', () => {
+  const { vectors } = load('negative_auth.json');
+  assert.equal(vectors.length, 6);
+  for (const v of vectors) {
+    let code;
+    try {
+      code = checkAuthFrame(json.decodeFrame(v.json), {
+        nonce: fromHex(v.nonce_hex), origin: v.origin, nowMs: v.now_ms, maxSkewMs: v.max_skew_ms,
+      });
+    } catch (e) {
+      code = e.code;
+    }
+    assert.equal(code, v.error, v.name);
+    assert.equal(v.close_code, 4003);
+  }
+});
+
+test('negative Authorization headers are refused with the failing check', () => {
+  const { vectors } = load('negative_http.json');
+  assert.equal(vectors.length, 9);
+  for (const v of vectors) {
+    const cause = checkAuthorization(v.authorization, {
+      method: v.method, pathAndQuery: v.path_and_query, origin: v.origin, nowMs: v.now_ms, maxSkewMs: v.max_skew_ms,
+    });
+    assert.equal(cause, v.cause, v.name);
+  }
+});
+
+test('negative frames are refused with the relay\'s code', () => {
+  const { vectors } = load('negative_frames.json');
+  assert.equal(vectors.length, 9);
+  for (const v of vectors) {
+    const codec = new Codec(v.codec, { maxFrameBytes: v.max_frame_bytes });
+    const data = v.codec === 'json' ? v.json : fromHex(v.msgpack_hex);
+    assert.throws(() => codec.decodeFrame(data), (e) => e.code === v.error, v.name);
+  }
+});
+
+test('errors.json: every code the client knows, with its HTTP status', async () => {
+  const { ERROR_STATUS, CLOSE_CODES } = await import('../src/index.js');
+  const table = load('errors.json');
+  assert.deepEqual(ERROR_STATUS, Object.fromEntries(table.error_codes.map((e) => [e.code, e.http_status])));
+  for (const c of table.close_codes) assert.equal(CLOSE_CODES[c.name], c.code, c.name);
+});
