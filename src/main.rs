@@ -3,7 +3,6 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -169,9 +168,9 @@ struct ServeArgs {
     /// message_ttl_seconds, attachment_max_size_bytes), read after --config.
     #[arg(long, value_name = "FILE")]
     settings: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8000].
-    #[arg(long)]
-    listen: Option<SocketAddr>,
+    /// Address to listen on: ip:port or host:port [default: 127.0.0.1:8000].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
     /// Public host[:port] clients dial, bound into their signatures.
     #[arg(long)]
     origin: Option<String>,
@@ -229,7 +228,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => match serve(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("Error: {e:?}");
+                // One line, printed once: `{:#}` joins the causes with ": ".
+                eprintln!("whispr: {e:#}");
                 ExitCode::FAILURE
             }
         },

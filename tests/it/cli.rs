@@ -452,3 +452,39 @@ async fn listen_reports_expired_messages_as_a_gap_on_stderr() {
     listen.stop().await;
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn a_configuration_mistake_is_one_line_printed_once() {
+    let dir = scratch_dir("config-errors");
+    let toml = dir.join("whispr.toml");
+    std::fs::write(&toml, "max_mesages_per_second = 5\n").unwrap();
+    let typo_in_file = ["serve", "--config", toml.to_str().unwrap()];
+    let typo_in_env = ["serve", "--listen", "localhost:0"];
+    for (args, env, expected) in [
+        (
+            &typo_in_file[..],
+            None,
+            format!(
+                "whispr: configuration: {} max_mesages_per_second: unknown key (did you mean max_messages_per_second?)",
+                toml.display()
+            ),
+        ),
+        (
+            &typo_in_env[..],
+            Some(("WHISPR_MAX_MESAGES_PER_SECOND", "5")),
+            "whispr: configuration: environment WHISPR_MAX_MESAGES_PER_SECOND: unknown variable (did you mean WHISPR_MAX_MESSAGES_PER_SECOND?)".to_string(),
+        ),
+    ] {
+        let mut cmd = whispr();
+        cmd.args(args);
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let out = tokio::time::timeout(std::time::Duration::from_secs(20), cmd.output())
+            .await
+            .expect("whispr serve stops at once")
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(String::from_utf8_lossy(&out.stderr), format!("{expected}\n"));
+    }
+}
