@@ -209,6 +209,10 @@ pub struct Config {
     pub analytics_include_keys: bool,
     /// A tracing filter, e.g. `info` or `whispr=debug,info`. `RUST_LOG` overrides it.
     pub log_level: String,
+    /// Failed TLS handshakes and refused sign-ins are logged at info with the client IP
+    /// and the reason, at most this many lines a minute of each kind (a scanner can
+    /// cause thousands); the next line says how many were left out. 0: none at info.
+    pub log_client_failures_per_minute: u32,
 }
 
 impl Default for Config {
@@ -278,6 +282,7 @@ impl Default for Config {
             analytics_log_path: String::new(),
             analytics_include_keys: false,
             log_level: "info".into(),
+            log_client_failures_per_minute: 10,
         }
     }
 }
@@ -1126,14 +1131,6 @@ mod tests {
     }
 
     #[test]
-    fn wrong_type_is_an_error_naming_the_key() {
-        let err = Config::from_toml("message_ttl_seconds = \"soon\"")
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("message_ttl_seconds"), "{err}");
-    }
-
-    #[test]
     #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
     fn a_misspelled_whispr_variable_stops_with_one_line_and_a_suggestion() {
         figment::Jail::expect_with(|jail| {
@@ -1250,6 +1247,14 @@ mod tests {
             Some("max_messages_per_second")
         );
         assert_eq!(suggest("colour", &known), None);
+    }
+
+    #[test]
+    fn wrong_type_is_an_error_naming_the_key() {
+        let err = Config::from_toml("message_ttl_seconds = \"soon\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("message_ttl_seconds"), "{err}");
     }
 
     #[test]

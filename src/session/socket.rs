@@ -22,6 +22,7 @@ use crate::protocol::{
 use crate::registry::{EphemeralLimits, EphemeralQueue, SessionHandle};
 use crate::relay::Relay;
 use crate::store::Batch;
+use crate::telemetry::{client_failure, ClientFailure};
 use crate::ws::{CloseReason, End, Socket, SocketLimits, Transport};
 
 /// Session limits, from the config.
@@ -116,7 +117,10 @@ async fn authenticate<T: Transport>(
     match state.on_frame(frame, relay.clock.now_ms(), relay.max_skew_ms()) {
         Ok(auth) => Ok(auth),
         Err(e) => {
-            tracing::info!(error = %e, "authentication refused");
+            // The session's span carries the client's IP.
+            if let Some(suppressed) = client_failure(ClientFailure::SignIn) {
+                tracing::info!(reason = %e, suppressed, "authentication refused");
+            }
             let code = match e {
                 ProtocolError::Unauthorized { .. } => ErrorCode::AuthRequired,
                 _ => e.code(),

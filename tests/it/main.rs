@@ -9,6 +9,7 @@ mod delivery;
 mod http_limits;
 mod inputs;
 mod listener;
+mod logs;
 mod model;
 mod nginx;
 mod ops;
