@@ -1,7 +1,7 @@
 //! The `whispr` command: a thin shell over the library.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,13 +42,16 @@ enum Command {
 struct BenchArgs {
     #[command(flatten)]
     relay: RelayArgs,
-    /// Recipient sessions.
+    /// Recipient sessions. Not given: fewer if the relay's max_connections_per_ip (in
+    /// its /v1/info) would refuse them, said on stderr.
     #[arg(long, default_value_t = 1000)]
     connections: usize,
     /// Sender sessions.
     #[arg(long, default_value_t = 10)]
     senders: usize,
-    /// Target messages per second (open loop); without it, as fast as accepted.
+    /// Target messages per second (open loop); without it, as fast as accepted. Neither
+    /// --rate nor --messages given: the relay's per-IP and per-sender rates (from its
+    /// /v1/info) when they would refuse a max-rate run, said on stderr.
     #[arg(long)]
     rate: Option<u64>,
     /// Messages to send without --rate.
@@ -217,8 +220,11 @@ fn parse_log_format(s: &str) -> Result<LogFormat, String> {
 fn main() -> ExitCode {
     // Usage errors exit 1 like every other input error (clap's own default is 2,
     // which the chat commands use for "the relay refused").
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
@@ -252,12 +258,25 @@ fn main() -> ExitCode {
             cli::listen(&a.into(), whispr::shutdown::signal()).await
         }),
         Command::Inbox(a) => chat("inbox", async move { cli::inbox(&a.into()).await }),
-        Command::Bench(a) => bench(a),
+        Command::Bench(a) => {
+            // Values left at their defaults are fitted to the relay's limits.
+            let given = |id: &str| {
+                matches.subcommand_matches("bench").is_some_and(|m| {
+                    m.value_source(id)
+                        .is_some_and(|s| s != clap::parser::ValueSource::DefaultValue)
+                })
+            };
+            let defaulted = whispr::bench::Defaulted {
+                connections: !given("connections"),
+                rate: !given("rate") && !given("messages"),
+            };
+            bench(a, defaulted)
+        }
     }
 }
 
 /// Runs `whispr bench` on a multi-threaded runtime and prints its report.
-fn bench(a: BenchArgs) -> ExitCode {
+fn bench(a: BenchArgs, defaulted: whispr::bench::Defaulted) -> ExitCode {
     let config = whispr::bench::BenchConfig {
         server: a.relay.server,
         send_via: a.send_via,
@@ -273,6 +292,7 @@ fn bench(a: BenchArgs) -> ExitCode {
         relay_pid: a.relay_pid,
         ca: a.relay.ca,
         progress: true,
+        defaulted,
     };
     let result = tokio::runtime::Runtime::new()
         .map_err(|e| e.to_string())

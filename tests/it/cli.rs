@@ -488,3 +488,71 @@ async fn a_configuration_mistake_is_one_line_printed_once() {
         assert_eq!(String::from_utf8_lossy(&out.stderr), format!("{expected}\n"));
     }
 }
+
+/// A stand-in for nginx with its relay down: every request gets an HTML 502 page.
+async fn proxy_answering_502() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let page = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+                let answer = format!(
+                    "HTTP/1.1 502 Bad Gateway\r\nServer: nginx\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                    page.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_proxy_page_or_an_untrusted_certificate_is_one_line_with_status_3() {
+    let dir = scratch_dir("cli-proxy");
+    let (key_file, me) = keygen(&dir, "me").await;
+    let key = key_file.to_str().unwrap();
+    let proxy = proxy_answering_502().await;
+    for args in [
+        vec!["send", "--server", &proxy, "--key", key, "--to", &me, "hi"],
+        vec!["inbox", "--server", &proxy, "--key", key],
+    ] {
+        let out = run(&args).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("the proxy at {proxy}"))
+                && err.contains("answered 502 Bad Gateway: is the relay running behind it?")
+                && !err.contains("<html"),
+            "{args:?}: {err}"
+        );
+    }
+
+    if !crate::support::have_program("openssl") {
+        return;
+    }
+    let (cert, tls_key) = crate::support::self_signed_cert(&dir, "relay");
+    let relay = TestRelay::start_with(crate::support::config_with(&format!(
+        "tls_cert = {:?}\ntls_key = {:?}",
+        cert.display().to_string(),
+        tls_key.display().to_string()
+    )))
+    .await;
+    let server = format!("https://{}", relay.addr);
+    for args in [
+        vec!["send", "--server", &server, "--key", key, "--to", &me, "hi"],
+        vec!["inbox", "--server", &server, "--key", key],
+    ] {
+        let out = run(&args).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains("--ca"), "{args:?}: {err}");
+    }
+    relay.stop().await;
+}
