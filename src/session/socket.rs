@@ -371,11 +371,9 @@ impl<T: Transport> Live<T> {
     }
 
     async fn on_ephemeral(&mut self, env: Arc<VerifiedEnvelope>) -> Result<(), End> {
-        self.relay
-            .metrics
-            .delivered
-            .with_label_values(&["ephemeral"])
-            .inc();
+        let metrics = &self.relay.metrics;
+        metrics.delivered.with_label_values(&["ephemeral"]).inc();
+        metrics.delivered_over(crate::metrics::DeliveryTransport::Ws, 1);
         let envelope = Arc::new(env.envelope().clone());
         self.conn
             .send(&ServerFrame::Deliver {

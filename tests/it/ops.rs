@@ -339,3 +339,131 @@ async fn the_analytics_log_has_counts_and_sizes_but_no_keys_unless_asked() {
     assert!(text.contains(&bob.to_hex()), "keys when configured");
     assert!(events.iter().any(|e| e["recipient"] == bob.to_hex()));
 }
+
+#[tokio::test]
+async fn deliveries_count_per_transport_and_refused_bodies_per_reason() {
+    use crate::v1::{connect, get as v1_get, next_json, send as v1_send, V1User};
+    let relay = TestRelay::start_with(config_with(
+        "max_messages_per_second = 1\nburst_messages = 1",
+    ))
+    .await;
+    let url = format!("{}/metrics", relay.base);
+    let before = scrape(&url).await;
+    let bob = Identity::generate();
+
+    // Native: one message read by an HTTP poll, one over the WebSocket.
+    relay
+        .http()
+        .send(&relay.seal(&Identity::generate(), bob.public_key(), "polled"))
+        .await
+        .unwrap();
+    let page = relay.http().poll(&bob, None, None).await.unwrap();
+    assert_eq!(page.messages.len(), 1);
+    relay
+        .http()
+        .poll(&bob, Some(page.next), None)
+        .await
+        .unwrap();
+    let carol = Identity::generate();
+    relay
+        .http()
+        .send(&relay.seal(&carol, bob.public_key(), "pushed"))
+        .await
+        .unwrap();
+    let (mut ws, _) = relay.connect(&bob).await;
+    assert_eq!(drain_until_synced(&mut ws, true).await.len(), 1);
+    // The same sender again at once: over its burst of 1.
+    assert!(relay
+        .http()
+        .send(&relay.seal(&carol, bob.public_key(), "too soon"))
+        .await
+        .is_err());
+
+    // Whispr v1: one message polled, one pushed.
+    let (alice, dave) = (V1User::new(), V1User::new());
+    assert_eq!(
+        v1_send(&relay, &dave.message(&alice, "polled", 1.0))
+            .await
+            .0,
+        200
+    );
+    let (status, polled) = v1_get(&relay, &format!("/inbox/{}", alice.enc_pub())).await;
+    assert_eq!(
+        (status, polled["messages"].as_array().unwrap().len()),
+        (200, 1)
+    );
+    let mut v1_ws = connect(&relay, &format!("/ws/{}", alice.enc_pub())).await;
+    let erin = V1User::new();
+    assert_eq!(
+        v1_send(&relay, &erin.message(&alice, "pushed", 2.0))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(alice.open(&next_json(&mut v1_ws).await), "pushed");
+
+    // Bodies declared over the limit: 413 before a byte of them is sent.
+    for (path, route) in [("/v1/send", "send"), ("/upload", "v1_upload")] {
+        let mut tcp = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n",
+            relay.addr
+        );
+        let answer = crate::support::raw_request(&mut tcp, &head).await.unwrap();
+        assert_eq!(answer.status, 413, "{route}");
+    }
+
+    // A session that ended, so the close counters have series too.
+    ws.close().await;
+    relay
+        .wait_metric("whispr_disconnects_total{reason=\"client\"}", 1.0)
+        .await;
+
+    let after = scrape(&url).await;
+    let delta = |s: &str| get(&after, s) - get(&before, s);
+    for transport in ["ws", "http_poll", "v1_ws", "v1_poll"] {
+        assert_eq!(
+            delta(&format!(
+                "whispr_deliveries_total{{transport=\"{transport}\"}}"
+            )),
+            1.0,
+            "{transport}"
+        );
+    }
+    for route in ["send", "v1_upload"] {
+        assert_eq!(
+            delta(&format!(
+                "whispr_http_bodies_refused_total{{reason=\"too_large\",route=\"{route}\"}}"
+            )),
+            1.0,
+            "{route}"
+        );
+    }
+
+    // Every metric the shipped Grafana dashboard queries is one the relay exposes.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../monitoring/whispr-dashboard.json")).unwrap();
+    let names: std::collections::HashSet<&str> = after
+        .keys()
+        .map(|series| series.split('{').next().unwrap())
+        .collect();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("whispr_"))
+            {
+                assert!(
+                    names.contains(name),
+                    "the dashboard's {:?} queries {name}, which /metrics lacks",
+                    panel["title"]
+                );
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 20, "the dashboard queries the relay: {queried}");
+    relay.stop().await;
+}

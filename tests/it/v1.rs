@@ -13,7 +13,7 @@ use whispr::protocol::{Envelope, Identity, PublicKey};
 
 use crate::support::{config_with, TestRelay};
 
-type V1Socket =
+pub(crate) type V1Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A v1 user: the two keypairs of the Python client.
@@ -88,7 +88,7 @@ pub(crate) async fn post(relay: &TestRelay, path: &str, body: String) -> (u16, V
     )
 }
 
-async fn send(relay: &TestRelay, message: &Value) -> (u16, Value) {
+pub(crate) async fn send(relay: &TestRelay, message: &Value) -> (u16, Value) {
     post(relay, "/send", message.to_string()).await
 }
 
@@ -113,7 +113,7 @@ async fn poll(relay: &TestRelay, who: &V1User, since: f64) -> Vec<String> {
         .collect()
 }
 
-async fn connect(relay: &TestRelay, path: &str) -> V1Socket {
+pub(crate) async fn connect(relay: &TestRelay, path: &str) -> V1Socket {
     let url = format!("ws://{}{path}", relay.addr);
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     ws.send(Message::text("ping")).await.unwrap();
@@ -121,7 +121,7 @@ async fn connect(relay: &TestRelay, path: &str) -> V1Socket {
 }
 
 /// The next JSON text frame within 5 s (pings skipped).
-async fn next_json(ws: &mut V1Socket) -> Value {
+pub(crate) async fn next_json(ws: &mut V1Socket) -> Value {
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
             .await
