@@ -527,3 +527,39 @@ async fn a_v1_socket_that_never_answers_pings_is_closed_with_4005() {
     }
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn an_enc_pub_that_is_not_hex_or_an_empty_message_is_refused() {
+    let relay = TestRelay::start().await;
+    let (alice, bob) = (V1User::new(), V1User::new());
+    for bad in [
+        "",
+        "bob",
+        &"ab".repeat(31),
+        &"zz".repeat(32),
+        &"ab".repeat(33),
+    ] {
+        let mut m = bob.message(&alice, "x", 1.0);
+        m["enc_pub"] = json!(bad);
+        let (status, answer) = send(&relay, &m).await;
+        assert_eq!(status, 422, "{bad:?}: {answer}");
+        assert!(
+            answer["detail"][0]["msg"]
+                .as_str()
+                .unwrap()
+                .contains("enc_pub"),
+            "{answer}"
+        );
+    }
+    let mut empty = bob.message(&alice, "x", 1.0);
+    empty["message"] = json!("");
+    empty["signature"] = json!(STANDARD.encode(bob.sign.sign(b"").to_bytes()));
+    assert_eq!(
+        send(&relay, &empty).await,
+        (400, json!({"detail": "message decodes to zero bytes"}))
+    );
+    assert!(
+        poll(&relay, &alice, 0.0).await.is_empty(),
+        "nothing was stored"
+    );
+}
