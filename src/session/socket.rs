@@ -107,7 +107,7 @@ async fn authenticate<T: Transport>(
     let frame = match received {
         Err(_) => return Err(CloseReason::AuthTimeout.into()),
         Ok(incoming) => match incoming? {
-            Incoming::Bad(e) => {
+            Incoming::Bad(e, _) => {
                 conn.send(&error_frame(&e, None)).await?;
                 return Err(CloseReason::AuthFailed.into());
             }
@@ -312,7 +312,7 @@ impl<T: Transport> Live<T> {
 
     async fn on_incoming(&mut self, incoming: Result<Incoming, End>) -> Result<(), End> {
         match incoming? {
-            Incoming::Bad(e) => self.conn.send(&error_frame(&e, None)).await,
+            Incoming::Bad(e, reference) => self.conn.send(&error_frame(&e, reference)).await,
             Incoming::Frame(frame) => self.on_frame(frame).await,
         }
     }
