@@ -6,6 +6,7 @@ mod cli;
 mod cli_transports;
 mod cluster;
 mod delivery;
+mod docs;
 mod http_limits;
 mod inputs;
 mod listener;
