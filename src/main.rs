@@ -231,7 +231,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve(args) => match serve(args) {
+        Command::Serve(args) => match serve(args, matches.subcommand_matches("serve")) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 // One line, printed once: `{:#}` joins the causes with ": ".
@@ -337,15 +337,24 @@ fn chat(name: &str, command: impl Future<Output = Result<(), cli::CliError>>) ->
     }
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
+fn serve(args: ServeArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<()> {
+    // --redis-url and --redis-cluster-urls also read WHISPR_REDIS_URL and
+    // WHISPR_REDIS_CLUSTER_URLS (shown in --help); a value clap took from there is
+    // left to the configuration's environment layer, which reads the same variables,
+    // so its place in the layers and in error messages is the environment's.
+    let given = |id: &str| {
+        matches.and_then(|m| m.value_source(id)) == Some(clap::parser::ValueSource::CommandLine)
+    };
     let overrides = Overrides {
         listen: args.listen,
         origin: args.origin,
         log_format: args.log_format,
         log_level: args.log_level,
         store: args.store,
-        redis_url: args.redis_url,
-        redis_cluster_urls: args.redis_cluster_urls,
+        redis_url: args.redis_url.filter(|_| given("redis_url")),
+        redis_cluster_urls: args
+            .redis_cluster_urls
+            .filter(|_| given("redis_cluster_urls")),
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
     };

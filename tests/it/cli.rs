@@ -487,6 +487,21 @@ async fn a_configuration_mistake_is_one_line_printed_once() {
         assert_eq!(out.status.code(), Some(1));
         assert_eq!(String::from_utf8_lossy(&out.stderr), format!("{expected}\n"));
     }
+    // A variable that --redis-url also reads is named as the variable, not the flag.
+    let mut cmd = whispr();
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .env("WHISPR_REDIS_URL", "http://not-redis:6379");
+    let out = tokio::time::timeout(std::time::Duration::from_secs(20), cmd.output())
+        .await
+        .expect("whispr serve stops at once")
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("whispr: configuration: environment WHISPR_REDIS_URL: ")
+            && err.lines().count() == 1,
+        "{err}"
+    );
 }
 
 /// A stand-in for nginx with its relay down: every request gets an HTML 502 page.
