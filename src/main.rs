@@ -380,3 +380,51 @@ fn serve(args: ServeArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's lines for `whispr NAME`: each line starting so in a code block, with
+    /// the lines that continue it (indented, or after a trailing backslash).
+    fn usage_lines(readme: &str, name: &str) -> String {
+        let mut found = String::new();
+        let mut continuing = false;
+        for line in readme.lines() {
+            let starts = line.starts_with(&format!("whispr {name} "));
+            if starts || (continuing && line.starts_with(' ')) {
+                found.push_str(line);
+                found.push('\n');
+                continuing = true;
+            } else {
+                continuing = false;
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn the_readme_usage_lines_list_every_flag() {
+        let readme = include_str!("../README.md");
+        let cli = Cli::command();
+        for sub in cli.get_subcommands() {
+            let usage = usage_lines(readme, sub.get_name());
+            assert!(
+                !usage.is_empty(),
+                "no usage line for whispr {}",
+                sub.get_name()
+            );
+            for arg in sub.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                if ["help", "version"].contains(&long) {
+                    continue;
+                }
+                assert!(
+                    usage.contains(&format!("--{long}")),
+                    "the README's usage of whispr {} lacks --{long}:\n{usage}",
+                    sub.get_name()
+                );
+            }
+        }
+    }
+}
