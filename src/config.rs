@@ -362,13 +362,21 @@ struct Invalid {
 
 /// `WHISPR_*` variables that belong to other commands or to the test suite, not to
 /// `whispr serve`'s configuration, so an unknown-variable check must let them be.
-pub const OTHER_WHISPR_VARIABLES: [&str; 3] = [
+/// A relay started by a test or a CI script inherits their environment, so their
+/// variables are listed too.
+pub const OTHER_WHISPR_VARIABLES: [&str; 7] = [
     // `--server` of send, listen, inbox and bench.
     "WHISPR_SERVER",
     // `--config` of serve (read by the flag parser, not a configuration key).
     "WHISPR_CONFIG",
     // The integration tests: fail instead of skipping when a program is missing.
     "WHISPR_TEST_STRICT",
+    // The JavaScript client's tests (`clients/js`): the relay binary and the browser.
+    "WHISPR_BIN",
+    "WHISPR_CHROMIUM",
+    // `.ci/run`'s fuzzing: seconds per target and the fuzz build's target directory.
+    "WHISPR_FUZZ_SECONDS",
+    "WHISPR_FUZZ_TARGET_DIR",
 ];
 
 /// Highest accepted `max_messages_per_second[_per_ip]`.
@@ -976,7 +984,10 @@ fn check_whispr_variables(names: impl Iterator<Item = String>) -> Result<(), Con
         }
         let problem = match suggest(&upper, &known) {
             Some(near) => format!("unknown variable (did you mean {near}?)"),
-            None => "unknown variable: not a key of whispr.example.toml in upper case after WHISPR_, nor WHISPR_SERVER, WHISPR_CONFIG or WHISPR_TEST_STRICT".into(),
+            None => format!(
+                "unknown variable: not a key of whispr.example.toml in upper case after WHISPR_, nor one of {}",
+                OTHER_WHISPR_VARIABLES.join(", ")
+            ),
         };
         return Err(ConfigError::new("environment", name, problem));
     }
