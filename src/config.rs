@@ -1175,11 +1175,16 @@ mod tests {
     #[test]
     #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
     fn every_error_is_one_line_naming_where_and_the_key() {
+        // The one line a load from `file` with `flags` fails with.
+        let error = |file: Option<&str>, flags: &Overrides| {
+            Config::load(file.map(Path::new), flags)
+                .unwrap_err()
+                .to_string()
+        };
+        let none = Overrides::default();
         figment::Jail::expect_with(|jail| {
             jail.create_file("w.toml", "max_mesages_per_second = 3\n")?;
-            let err = Config::load(Some(Path::new("w.toml")), &Overrides::default())
-                .unwrap_err()
-                .to_string();
+            let err = error(Some("w.toml"), &none);
             assert!(
                 err.starts_with("configuration: ")
                     && err.ends_with(
@@ -1188,30 +1193,22 @@ mod tests {
                 "{err}"
             );
             jail.create_file("syntax.toml", "listen = \n[x\n")?;
-            let err = Config::load(Some(Path::new("syntax.toml")), &Overrides::default())
-                .unwrap_err()
-                .to_string();
+            let err = error(Some("syntax.toml"), &none);
             assert!(err.contains("syntax.toml") && !err.contains('\n'), "{err}");
             jail.create_file("zero.toml", "message_ttl_seconds = 0\n")?;
-            let err = Config::load(Some(Path::new("zero.toml")), &Overrides::default())
-                .unwrap_err()
-                .to_string();
+            let err = error(Some("zero.toml"), &none);
             assert!(
                 err.ends_with("zero.toml message_ttl_seconds: must be at least 1"),
                 "{err}"
             );
             jail.set_env("WHISPR_MESSAGE_TTL_SECONDS", "soon");
-            let err = Config::load(None, &Overrides::default())
-                .unwrap_err()
-                .to_string();
+            let err = error(None, &none);
             assert!(
                 err.starts_with("configuration: environment WHISPR_MESSAGE_TTL_SECONDS: "),
                 "{err}"
             );
             jail.set_env("WHISPR_MESSAGE_TTL_SECONDS", "0");
-            let err = Config::load(None, &Overrides::default())
-                .unwrap_err()
-                .to_string();
+            let err = error(None, &none);
             assert_eq!(
                 err,
                 "configuration: environment WHISPR_MESSAGE_TTL_SECONDS: must be at least 1"
@@ -1221,7 +1218,7 @@ mod tests {
                 log_level: Some("[[[".into()),
                 ..Overrides::default()
             };
-            let err = Config::load(None, &flags).unwrap_err().to_string();
+            let err = error(None, &flags);
             assert!(
                 err.starts_with("configuration: flag --log-level: not a valid filter"),
                 "{err}"
