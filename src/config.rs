@@ -5,9 +5,9 @@
 //! Every key is documented in `whispr.example.toml` and the README's table.
 
 use figment::providers::{Env, Format, Serialized, Toml};
-use figment::Figment;
-use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
+use figment::{Figment, Metadata, Source};
+use serde::{Deserialize, Deserializer, Serialize};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
 
@@ -36,7 +36,9 @@ pub enum LogFormat {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Address the relay listens on.
+    /// Address the relay listens on: `ip:port`, or `host:port` with a host name resolved
+    /// once at start (its first IPv4 address if it has one).
+    #[serde(deserialize_with = "listen_address")]
     pub listen: SocketAddr,
     /// PEM certificate chain for TLS termination in the relay. With `tls_key`, the
     /// relay serves https:// and wss:// on `listen`; empty: plain HTTP (behind nginx).
@@ -216,6 +218,10 @@ pub struct Config {
     pub analytics_include_keys: bool,
     /// A tracing filter, e.g. `info` or `whispr=debug,info`. `RUST_LOG` overrides it.
     pub log_level: String,
+    /// Failed TLS handshakes and refused sign-ins are logged at info with the client IP
+    /// and the reason, at most this many lines a minute of each kind (a scanner can
+    /// cause thousands); the next line says how many were left out. 0: none at info.
+    pub log_client_failures_per_minute: u32,
 }
 
 impl Default for Config {
@@ -288,6 +294,7 @@ impl Default for Config {
             analytics_log_path: String::new(),
             analytics_include_keys: false,
             log_level: "info".into(),
+            log_client_failures_per_minute: 10,
         }
     }
 }
@@ -321,15 +328,68 @@ const UPLOAD_BODY_SLACK: usize = 16 * 1024;
 /// delivery's seq and id, a v1 message's recipient, a signal's call id).
 const OUTBOUND_FRAME_SLACK: usize = 4096;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("configuration: {0}")]
-    Load(#[from] Box<figment::Error>),
-    #[error("configuration file {path}: {detail}")]
-    File { path: String, detail: String },
-    #[error("configuration key `{key}`: {detail}")]
-    Invalid { key: &'static str, detail: String },
+/// What is wrong with the configuration, as one line: where the value came from (a
+/// file's path, `environment`, `flag` or `default`), the key as the operator wrote it
+/// there (a TOML key, a variable's name, a flag), and the problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub place: String,
+    pub key: String,
+    pub problem: String,
 }
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "configuration: {}", self.place)?;
+        if !self.key.is_empty() {
+            write!(f, " {}", self.key)?;
+        }
+        write!(f, ": {}", self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn new(place: impl Into<String>, key: impl Into<String>, problem: impl Into<String>) -> Self {
+        ConfigError {
+            place: place.into(),
+            key: key.into(),
+            // Parsers' messages can span lines (TOML points at the column); the error is
+            // one line so it reads the same in a terminal and in the journal.
+            problem: problem
+                .into()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+}
+
+/// A value that `validated` refused: its key, and why.
+struct Invalid {
+    key: &'static str,
+    detail: String,
+}
+
+/// `WHISPR_*` variables that belong to other commands or to the test suite, not to
+/// `whispr serve`'s configuration, so an unknown-variable check must let them be.
+/// A relay started by a test or a CI script inherits their environment, so their
+/// variables are listed too.
+pub const OTHER_WHISPR_VARIABLES: [&str; 7] = [
+    // `--server` of send, listen, inbox and bench.
+    "WHISPR_SERVER",
+    // `--config` of serve (read by the flag parser, not a configuration key).
+    "WHISPR_CONFIG",
+    // The integration tests: fail instead of skipping when a program is missing.
+    "WHISPR_TEST_STRICT",
+    // The JavaScript client's tests (`clients/js`): the relay binary and the browser.
+    "WHISPR_BIN",
+    "WHISPR_CHROMIUM",
+    // `.ci/run`'s fuzzing: seconds per target and the fuzz build's target directory.
+    "WHISPR_FUZZ_SECONDS",
+    "WHISPR_FUZZ_TARGET_DIR",
+];
 
 /// Highest accepted `max_messages_per_second[_per_ip]`.
 const MAX_RATE: u32 = 1_000_000;
@@ -337,8 +397,9 @@ const MAX_RATE: u32 = 1_000_000;
 /// Overrides from command-line flags (only the flags that were given).
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct Overrides {
+    /// `ip:port` or `host:port`, resolved like the `listen` key.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub listen: Option<SocketAddr>,
+    pub listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub origin: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -375,21 +436,17 @@ impl Config {
             Some(path) => read_v1_settings(path)?,
             None => (serde_json::Map::new(), Vec::new()),
         };
-        let config = Self::figment(file, &v1, overrides)?
-            .extract::<Config>()
-            .map_err(|e| ConfigError::Load(Box::new(e)))?
-            .validated()?;
+        check_whispr_variables(std::env::vars_os().map(|(k, _)| k.to_string_lossy().into_owned()))?;
+        let fig = Self::figment(file, &v1, overrides)?;
+        let config = extract(&fig, settings)?;
         Ok((config, ignored))
     }
 
     /// Parses a TOML document on top of the defaults (no environment): for tests and
     /// `whispr config check`.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        Figment::from(Serialized::defaults(Config::default()))
-            .merge(Toml::string(text))
-            .extract::<Config>()
-            .map_err(|e| ConfigError::Load(Box::new(e)))?
-            .validated()
+        let fig = Figment::from(Serialized::defaults(Config::default())).merge(Toml::string(text));
+        extract(&fig, None)
     }
 
     fn figment(
@@ -400,10 +457,11 @@ impl Config {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.is_file() {
-                return Err(ConfigError::File {
-                    path: path.display().to_string(),
-                    detail: "no such file".into(),
-                });
+                return Err(ConfigError::new(
+                    path.display().to_string(),
+                    "",
+                    "no such file",
+                ));
             }
             fig = fig.merge(Toml::file_exact(path));
         }
@@ -423,9 +481,9 @@ impl Config {
         Ok(fig)
     }
 
-    fn validated(self) -> Result<Config, ConfigError> {
+    fn validated(self) -> Result<Config, Invalid> {
         let invalid = |key, detail: &str| {
-            Err(ConfigError::Invalid {
+            Err(Invalid {
                 key,
                 detail: detail.into(),
             })
@@ -671,9 +729,9 @@ impl Config {
     }
 
     /// The `http_*` keys: deadlines of HTTP connections and their caps.
-    fn validate_http_limits(&self) -> Result<(), ConfigError> {
+    fn validate_http_limits(&self) -> Result<(), Invalid> {
         let invalid = |key, detail: &str| {
-            Err(ConfigError::Invalid {
+            Err(Invalid {
                 key,
                 detail: detail.into(),
             })
@@ -819,24 +877,25 @@ impl Config {
 fn read_v1_settings(
     path: &Path,
 ) -> Result<(serde_json::Map<String, serde_json::Value>, Vec<String>), ConfigError> {
-    let bad = |detail: String| ConfigError::File {
-        path: path.display().to_string(),
-        detail,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let bad = |key: &str, detail: String| ConfigError::new(path.display().to_string(), key, detail);
+    let text = std::fs::read_to_string(path).map_err(|e| bad("", format!("cannot read: {e}")))?;
     let value: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+        serde_json::from_str(&text).map_err(|e| bad("", format!("not JSON: {e}")))?;
     let serde_json::Value::Object(all) = value else {
-        return Err(bad("a settings file is a JSON object of settings".into()));
+        return Err(bad(
+            "",
+            "a settings file is a JSON object of settings".into(),
+        ));
     };
     let (mut taken, mut ignored) = (serde_json::Map::new(), Vec::new());
     for (key, value) in all {
         if V1_ENV_KEYS.contains(&key.as_str()) {
             // Every v1 setting is a count or a duration in seconds.
             if !value.is_u64() {
-                return Err(bad(format!(
-                    "{key} must be a non-negative integer, not {value}"
-                )));
+                return Err(bad(
+                    &key,
+                    format!("must be a non-negative integer, not {value}"),
+                ));
             }
             taken.insert(key, value);
         } else {
@@ -844,6 +903,191 @@ fn read_v1_settings(
         }
     }
     Ok((taken, ignored))
+}
+
+/// Extracts and validates the layered configuration; an error names the layer that set
+/// the offending value and the key as written there.
+fn extract(fig: &Figment, settings: Option<&Path>) -> Result<Config, ConfigError> {
+    let mut config = fig
+        .extract::<Config>()
+        .map_err(|e| from_figment(fig, &e, settings))?;
+    if v1_rate_without_burst(fig) {
+        config.burst_messages = config.max_messages_per_second;
+    }
+    config.validated().map_err(|e| {
+        let (place, key) = locate(fig.find_metadata(e.key), e.key, settings);
+        ConfigError::new(place, key, e.detail)
+    })
+}
+
+/// The first of figment's errors, as one line (figment chains every error it met, and
+/// an unknown key's message lists all ~70 keys).
+fn from_figment(fig: &Figment, e: &figment::Error, settings: Option<&Path>) -> ConfigError {
+    use figment::error::Kind;
+    let mut key = e.path.join(".");
+    let problem = match &e.kind {
+        Kind::UnknownField(field, _) => {
+            if e.path.last() != Some(field) {
+                key = e
+                    .path
+                    .iter()
+                    .chain([field])
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(".");
+            }
+            match suggest(field, &known_keys()) {
+                Some(near) => format!("unknown key (did you mean {near}?)"),
+                None => "unknown key (whispr.example.toml lists every key)".into(),
+            }
+        }
+        other => other.to_string(),
+    };
+    let metadata = e.metadata.as_ref().or_else(|| fig.find_metadata(&key));
+    let (place, key) = locate(metadata, &key, settings);
+    ConfigError::new(place, key, problem)
+}
+
+/// Where a key's value came from, and the key as the operator wrote it there: a file's
+/// path and its key, `environment` and the variable, `flag` and the flag.
+fn locate(metadata: Option<&Metadata>, key: &str, settings: Option<&Path>) -> (String, String) {
+    let Some(md) = metadata else {
+        return ("default".into(), key.into());
+    };
+    if md.name.contains("environment variable") {
+        // Two environment layers: `WHISPR_<KEY>` wins over the bare v1 name.
+        let prefixed = format!("WHISPR_{}", key.to_ascii_uppercase());
+        let var = std::env::vars_os()
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .find(|k| k.eq_ignore_ascii_case(&prefixed))
+            .or_else(|| {
+                std::env::vars_os()
+                    .map(|(k, _)| k.to_string_lossy().into_owned())
+                    .find(|k| k.eq_ignore_ascii_case(key))
+            })
+            .unwrap_or(prefixed);
+        return ("environment".into(), var);
+    }
+    if let Some(Source::File(path)) = &md.source {
+        return (path.display().to_string(), key.into());
+    }
+    let type_name = md.name.as_ref();
+    if type_name.ends_with("Overrides") {
+        ("flag".into(), format!("--{}", key.replace('_', "-")))
+    } else if type_name.ends_with("::Config") {
+        ("default".into(), key.into())
+    } else if let (true, Some(path)) = (type_name.contains("Map"), settings) {
+        (path.display().to_string(), key.into())
+    } else {
+        (type_name.into(), key.into())
+    }
+}
+
+/// Whether `max_messages_per_second` comes from a Whispr v1 layer (`settings.json` or
+/// the bare v1 environment name) and no layer sets `burst_messages`. v1 meant "at most
+/// N in any second", so then the burst is the rate, not the native default of 50.
+fn v1_rate_without_burst(fig: &Figment) -> bool {
+    let key = "max_messages_per_second";
+    let from_v1 = fig.find_metadata(key).is_some_and(|md| {
+        let (place, name) = locate(Some(md), key, None);
+        md.name.contains("Map")
+            || (place == "environment" && !name.to_ascii_uppercase().starts_with("WHISPR_"))
+    });
+    let burst_set = fig
+        .find_metadata("burst_messages")
+        .is_some_and(|md| !md.name.ends_with("::Config"));
+    from_v1 && !burst_set
+}
+
+/// Refuses a `WHISPR_*` variable that is neither a configuration key nor one of
+/// [`OTHER_WHISPR_VARIABLES`]: a typo would otherwise be ignored without a word.
+fn check_whispr_variables(names: impl Iterator<Item = String>) -> Result<(), ConfigError> {
+    let known: Vec<String> = known_keys()
+        .iter()
+        .map(|k| format!("WHISPR_{}", k.to_ascii_uppercase()))
+        .chain(OTHER_WHISPR_VARIABLES.iter().map(|v| v.to_string()))
+        .collect();
+    for name in names {
+        let upper = name.to_ascii_uppercase();
+        if !upper.starts_with("WHISPR_") || known.contains(&upper) {
+            continue;
+        }
+        let problem = match suggest(&upper, &known) {
+            Some(near) => format!("unknown variable (did you mean {near}?)"),
+            None => format!(
+                "unknown variable: not a key of whispr.example.toml in upper case after WHISPR_, nor one of {}",
+                OTHER_WHISPR_VARIABLES.join(", ")
+            ),
+        };
+        return Err(ConfigError::new("environment", name, problem));
+    }
+    Ok(())
+}
+
+/// The known name nearest to `typed`, if it is near enough to be a typo of it (an edit
+/// distance of at most a third of its length).
+fn suggest(typed: &str, known: &[String]) -> Option<String> {
+    known
+        .iter()
+        .map(|k| {
+            (
+                edit_distance(&typed.to_ascii_lowercase(), &k.to_ascii_lowercase()),
+                k,
+            )
+        })
+        .filter(|(d, k)| *d <= k.len().max(3) / 3)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.clone())
+}
+
+/// Levenshtein distance over bytes (configuration names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b = b.as_bytes();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (diagonal + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+/// Reads `listen`: an `ip:port`, or a `host:port` resolved now (first IPv4 address,
+/// else the first address), so `--listen localhost:8000` works as it reads.
+fn listen_address<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    resolve_listen(&text).map_err(serde::de::Error::custom)
+}
+
+/// `ip:port` or `host:port` to one address to bind.
+pub fn resolve_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if !text
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+    {
+        return Err(format!(
+            "{text:?} is not host:port (e.g. 127.0.0.1:8000, [::]:8000 or localhost:8000)"
+        ));
+    }
+    let addrs: Vec<SocketAddr> = text
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {text:?}: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
 }
 
 /// The top-level keys of `Config`, from its serialised default.
@@ -925,6 +1169,122 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("max_mesages_per_second"), "{err}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
+    fn a_misspelled_whispr_variable_stops_with_one_line_and_a_suggestion() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WHISPR_MAX_MESAGES_PER_SECOND", "5");
+            let err = Config::load(None, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert_eq!(
+                err,
+                "configuration: environment WHISPR_MAX_MESAGES_PER_SECOND: unknown variable (did you mean WHISPR_MAX_MESSAGES_PER_SECOND?)"
+            );
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("WHISPR_NONSENSE", "1");
+            let err = Config::load(None, &Overrides::default()).unwrap_err();
+            assert_eq!(err.key, "WHISPR_NONSENSE");
+            assert!(err.problem.contains("WHISPR_SERVER"), "{err}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            for other in OTHER_WHISPR_VARIABLES {
+                jail.set_env(other, "1");
+            }
+            jail.set_env("WHISPR_CONFIG", "/nonexistent");
+            Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
+    fn every_error_is_one_line_naming_where_and_the_key() {
+        // The one line a load from `file` with `flags` fails with.
+        let error = |file: Option<&str>, flags: &Overrides| {
+            Config::load(file.map(Path::new), flags)
+                .unwrap_err()
+                .to_string()
+        };
+        let none = Overrides::default();
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("w.toml", "max_mesages_per_second = 3\n")?;
+            let err = error(Some("w.toml"), &none);
+            assert!(
+                err.starts_with("configuration: ")
+                    && err.ends_with(
+                        "w.toml max_mesages_per_second: unknown key (did you mean max_messages_per_second?)"
+                    ),
+                "{err}"
+            );
+            jail.create_file("syntax.toml", "listen = \n[x\n")?;
+            let err = error(Some("syntax.toml"), &none);
+            assert!(err.contains("syntax.toml") && !err.contains('\n'), "{err}");
+            jail.create_file("zero.toml", "message_ttl_seconds = 0\n")?;
+            let err = error(Some("zero.toml"), &none);
+            assert!(
+                err.ends_with("zero.toml message_ttl_seconds: must be at least 1"),
+                "{err}"
+            );
+            jail.set_env("WHISPR_MESSAGE_TTL_SECONDS", "soon");
+            let err = error(None, &none);
+            assert!(
+                err.starts_with("configuration: environment WHISPR_MESSAGE_TTL_SECONDS: "),
+                "{err}"
+            );
+            jail.set_env("WHISPR_MESSAGE_TTL_SECONDS", "0");
+            let err = error(None, &none);
+            assert_eq!(
+                err,
+                "configuration: environment WHISPR_MESSAGE_TTL_SECONDS: must be at least 1"
+            );
+            jail.set_env("WHISPR_MESSAGE_TTL_SECONDS", "60");
+            let flags = Overrides {
+                log_level: Some("[[[".into()),
+                ..Overrides::default()
+            };
+            let err = error(None, &flags);
+            assert!(
+                err.starts_with("configuration: flag --log-level: not a valid filter"),
+                "{err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn listen_takes_host_names() {
+        let c = Config::from_toml("listen = \"localhost:8001\"").unwrap();
+        assert!(c.listen.ip().is_loopback(), "{}", c.listen);
+        assert_eq!(c.listen.port(), 8001);
+        assert_eq!(
+            resolve_listen("[::1]:9").unwrap(),
+            "[::1]:9".parse::<SocketAddr>().unwrap()
+        );
+        for bad in [
+            "localhost",
+            "localhost:http",
+            ":80",
+            "no-such-host.invalid:80",
+        ] {
+            let err = Config::from_toml(&format!("listen = {bad:?}")).unwrap_err();
+            assert_eq!(err.key, "listen", "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn suggestions_are_for_typos_only() {
+        let known = known_keys();
+        assert_eq!(
+            suggest("max_mesages_per_second", &known).as_deref(),
+            Some("max_messages_per_second")
+        );
+        assert_eq!(suggest("colour", &known), None);
     }
 
     #[test]
@@ -1101,6 +1461,44 @@ mod tests {
                 err.to_string().contains("typed.json")
                     && err.to_string().contains("max_messages_per_recipient"),
                 "{err}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
+    fn a_v1_rate_without_a_burst_allows_at_most_that_many_in_a_second() {
+        figment::Jail::expect_with(|jail| {
+            let load = |settings: Option<&str>| {
+                Config::load_with_settings(
+                    Some(Path::new("w.toml")),
+                    settings.map(Path::new),
+                    &Overrides::default(),
+                )
+                .map(|(c, _)| (c.max_messages_per_second, c.burst_messages))
+                .map_err(|e| e.to_string())
+            };
+            jail.create_file("w.toml", "")?;
+            jail.create_file("settings.json", r#"{"max_messages_per_second": 10}"#)?;
+            assert_eq!(load(Some("settings.json"))?, (10, 10), "settings.json");
+            assert_eq!(load(None)?, (10, 50), "native defaults");
+            jail.set_env("max_messages_per_second", "7");
+            assert_eq!(load(None)?, (7, 7), "the v1 environment name");
+            jail.set_env("WHISPR_MAX_MESSAGES_PER_SECOND", "8");
+            assert_eq!(
+                load(None)?,
+                (8, 50),
+                "the native variable keeps the native burst"
+            );
+            jail.clear_env();
+            jail.create_file("w.toml", "max_messages_per_second = 9")?;
+            assert_eq!(load(None)?, (9, 50), "a TOML key is native");
+            jail.create_file("w.toml", "burst_messages = 30")?;
+            assert_eq!(
+                load(Some("settings.json"))?,
+                (10, 30),
+                "a burst that is set stays"
             );
             Ok(())
         });

@@ -1,9 +1,8 @@
 //! The `whispr` command: a thin shell over the library.
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use std::future::Future;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -43,13 +42,16 @@ enum Command {
 struct BenchArgs {
     #[command(flatten)]
     relay: RelayArgs,
-    /// Recipient sessions.
+    /// Recipient sessions. Not given: fewer if the relay's max_connections_per_ip (in
+    /// its /v1/info) would refuse them, said on stderr.
     #[arg(long, default_value_t = 1000)]
     connections: usize,
     /// Sender sessions.
     #[arg(long, default_value_t = 10)]
     senders: usize,
-    /// Target messages per second (open loop); without it, as fast as accepted.
+    /// Target messages per second (open loop); without it, as fast as accepted. Neither
+    /// --rate nor --messages given: the relay's per-IP and per-sender rates (from its
+    /// /v1/info) when they would refuse a max-rate run, said on stderr.
     #[arg(long)]
     rate: Option<u64>,
     /// Messages to send without --rate.
@@ -169,9 +171,9 @@ struct ServeArgs {
     /// message_ttl_seconds, attachment_max_size_bytes), read after --config.
     #[arg(long, value_name = "FILE")]
     settings: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8000].
-    #[arg(long)]
-    listen: Option<SocketAddr>,
+    /// Address to listen on: ip:port or host:port [default: 127.0.0.1:8000].
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
     /// Public host[:port] clients dial, bound into their signatures.
     #[arg(long)]
     origin: Option<String>,
@@ -218,18 +220,22 @@ fn parse_log_format(s: &str) -> Result<LogFormat, String> {
 fn main() -> ExitCode {
     // Usage errors exit 1 like every other input error (clap's own default is 2,
     // which the chat commands use for "the relay refused").
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
+    let parsed = Cli::command()
+        .try_get_matches()
+        .and_then(|matches| Ok((Cli::from_arg_matches(&matches)?, matches)));
+    let (cli, matches) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
         }
     };
     match cli.command {
-        Command::Serve(args) => match serve(args) {
+        Command::Serve(args) => match serve(args, matches.subcommand_matches("serve")) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("Error: {e:?}");
+                // One line, printed once: `{:#}` joins the causes with ": ".
+                eprintln!("whispr: {e:#}");
                 ExitCode::FAILURE
             }
         },
@@ -252,12 +258,25 @@ fn main() -> ExitCode {
             cli::listen(&a.into(), whispr::shutdown::signal()).await
         }),
         Command::Inbox(a) => chat("inbox", async move { cli::inbox(&a.into()).await }),
-        Command::Bench(a) => bench(a),
+        Command::Bench(a) => {
+            // Values left at their defaults are fitted to the relay's limits.
+            let given = |id: &str| {
+                matches.subcommand_matches("bench").is_some_and(|m| {
+                    m.value_source(id)
+                        .is_some_and(|s| s != clap::parser::ValueSource::DefaultValue)
+                })
+            };
+            let defaulted = whispr::bench::Defaulted {
+                connections: !given("connections"),
+                rate: !given("rate") && !given("messages"),
+            };
+            bench(a, defaulted)
+        }
     }
 }
 
 /// Runs `whispr bench` on a multi-threaded runtime and prints its report.
-fn bench(a: BenchArgs) -> ExitCode {
+fn bench(a: BenchArgs, defaulted: whispr::bench::Defaulted) -> ExitCode {
     let config = whispr::bench::BenchConfig {
         server: a.relay.server,
         send_via: a.send_via,
@@ -273,6 +292,7 @@ fn bench(a: BenchArgs) -> ExitCode {
         relay_pid: a.relay_pid,
         ca: a.relay.ca,
         progress: true,
+        defaulted,
     };
     let result = tokio::runtime::Runtime::new()
         .map_err(|e| e.to_string())
@@ -317,15 +337,24 @@ fn chat(name: &str, command: impl Future<Output = Result<(), cli::CliError>>) ->
     }
 }
 
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
+fn serve(args: ServeArgs, matches: Option<&clap::ArgMatches>) -> anyhow::Result<()> {
+    // --redis-url and --redis-cluster-urls also read WHISPR_REDIS_URL and
+    // WHISPR_REDIS_CLUSTER_URLS (shown in --help); a value clap took from there is
+    // left to the configuration's environment layer, which reads the same variables,
+    // so its place in the layers and in error messages is the environment's.
+    let given = |id: &str| {
+        matches.and_then(|m| m.value_source(id)) == Some(clap::parser::ValueSource::CommandLine)
+    };
     let overrides = Overrides {
         listen: args.listen,
         origin: args.origin,
         log_format: args.log_format,
         log_level: args.log_level,
         store: args.store,
-        redis_url: args.redis_url,
-        redis_cluster_urls: args.redis_cluster_urls,
+        redis_url: args.redis_url.filter(|_| given("redis_url")),
+        redis_cluster_urls: args
+            .redis_cluster_urls
+            .filter(|_| given("redis_cluster_urls")),
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
     };
@@ -350,4 +379,52 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         server.run(listener, whispr::shutdown::signal()).await?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The README's lines for `whispr NAME`: each line starting so in a code block, with
+    /// the lines that continue it (indented, or after a trailing backslash).
+    fn usage_lines(readme: &str, name: &str) -> String {
+        let mut found = String::new();
+        let mut continuing = false;
+        for line in readme.lines() {
+            let starts = line.starts_with(&format!("whispr {name} "));
+            if starts || (continuing && line.starts_with(' ')) {
+                found.push_str(line);
+                found.push('\n');
+                continuing = true;
+            } else {
+                continuing = false;
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn the_readme_usage_lines_list_every_flag() {
+        let readme = include_str!("../README.md");
+        let cli = Cli::command();
+        for sub in cli.get_subcommands() {
+            let usage = usage_lines(readme, sub.get_name());
+            assert!(
+                !usage.is_empty(),
+                "no usage line for whispr {}",
+                sub.get_name()
+            );
+            for arg in sub.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                if ["help", "version"].contains(&long) {
+                    continue;
+                }
+                assert!(
+                    usage.contains(&format!("--{long}")),
+                    "the README's usage of whispr {} lacks --{long}:\n{usage}",
+                    sub.get_name()
+                );
+            }
+        }
+    }
 }

@@ -18,6 +18,10 @@ pub struct Metrics {
     pub sessions: IntGaugeVec,
     pub accepted: IntCounterVec,
     pub delivered: IntCounterVec,
+    /// Messages handed to readers, by transport (see [`DeliveryTransport`]).
+    deliveries: IntCounterVec,
+    /// Request bodies refused before or while reading them, by route and reason.
+    bodies_refused: IntCounterVec,
     pub expired: IntCounter,
     pub refused: IntCounterVec,
     pub rate_limited: IntCounterVec,
@@ -116,7 +120,7 @@ impl Metrics {
         registry
             .register(Box::new(http_connections.clone()))
             .expect("unique metric");
-        Metrics {
+        let metrics = Metrics {
             connections: gauge(
                 "whispr_connections",
                 "Open WebSocket connections (authenticated or not).",
@@ -131,6 +135,16 @@ impl Metrics {
                 "whispr_messages_delivered_total",
                 "Deliver frames written to sessions, by kind (stored, ephemeral).",
                 &["kind"],
+            ),
+            deliveries: counter_vec(
+                "whispr_deliveries_total",
+                "Messages handed to readers, by transport: ws (native WebSocket, stored and ephemeral), http_poll (GET /v1/inbox), v1_ws (Whispr v1 /ws, live sender copies included), v1_poll (Whispr v1 GET /inbox).",
+                &["transport"],
+            ),
+            bodies_refused: counter_vec(
+                "whispr_http_bodies_refused_total",
+                "Request bodies refused, by route (send, v1_send, v1_upload, blobs) and reason: too_large (413, from Content-Length before a byte is read, or at the limit), timeout (408), cut (the body ended early).",
+                &["route", "reason"],
             ),
             expired: counter(
                 "whispr_messages_expired_total",
@@ -215,7 +229,18 @@ impl Metrics {
             ),
             write_buffer_peak: AtomicU64::new(0),
             registry,
+        };
+        // Every series of these exists from the start (at 0), so a dashboard or an
+        // alert on them has data before the first delivery or refusal.
+        for transport in DeliveryTransport::ALL {
+            metrics.deliveries.with_label_values(&[transport.label()]);
         }
+        for route in BODY_ROUTES {
+            for reason in BODY_REFUSALS {
+                metrics.bodies_refused.with_label_values(&[route, reason]);
+            }
+        }
+        metrics
     }
 
     pub fn codec_label(codec: Codec) -> &'static str {
@@ -229,9 +254,25 @@ impl Metrics {
         self.refused.with_label_values(&[code.as_str()]).inc();
     }
 
+    /// Counts `n` messages handed to readers over `transport`.
+    pub fn delivered_over(&self, transport: DeliveryTransport, n: usize) {
+        self.deliveries
+            .with_label_values(&[transport.label()])
+            .inc_by(n as u64);
+    }
+
+    /// Counts a request body refused on `route` for `reason` (fixed names: see
+    /// `http::body`).
+    pub fn body_refused(&self, route: &'static str, reason: &'static str) {
+        self.bodies_refused
+            .with_label_values(&[route, reason])
+            .inc();
+    }
+
     /// Records one stored delivery's latencies.
     pub fn observe_delivery(&self, now_ms: u64, sent_ms: u64, stored_ms: u64) {
         self.delivered.with_label_values(&["stored"]).inc();
+        self.delivered_over(DeliveryTransport::Ws, 1);
         self.delivery_latency
             .observe(now_ms.saturating_sub(sent_ms) as f64 / 1000.0);
         self.queue_age
@@ -271,8 +312,69 @@ impl Metrics {
     }
 }
 
+/// The routes that read a request body (`route` of `whispr_http_bodies_refused_total`).
+pub const BODY_ROUTES: [&str; 4] = ["send", "v1_send", "v1_upload", "blobs"];
+/// Why a body was refused (`reason` of `whispr_http_bodies_refused_total`).
+pub const BODY_REFUSALS: [&str; 3] = ["too_large", "timeout", "cut"];
+
+/// How a message reached its reader, for `whispr_deliveries_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryTransport {
+    /// A native WebSocket session (`/v1/ws`).
+    Ws,
+    /// A native poll (`GET /v1/inbox`).
+    HttpPoll,
+    /// A Whispr v1 push socket (`/ws/{key}`, `/ws?recipient=`).
+    V1Ws,
+    /// A Whispr v1 poll (`GET /inbox/{key}`).
+    V1Poll,
+}
+
+impl DeliveryTransport {
+    pub const ALL: [DeliveryTransport; 4] = [
+        DeliveryTransport::Ws,
+        DeliveryTransport::HttpPoll,
+        DeliveryTransport::V1Ws,
+        DeliveryTransport::V1Poll,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DeliveryTransport::Ws => "ws",
+            DeliveryTransport::HttpPoll => "http_poll",
+            DeliveryTransport::V1Ws => "v1_ws",
+            DeliveryTransport::V1Poll => "v1_poll",
+        }
+    }
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_transport_and_body_refusal_is_exposed_from_the_start() {
+        let text = Metrics::new().render();
+        for transport in DeliveryTransport::ALL {
+            let series = format!(
+                "whispr_deliveries_total{{transport=\"{}\"}} 0",
+                transport.label()
+            );
+            assert!(text.contains(&series), "{series}");
+        }
+        for route in BODY_ROUTES {
+            for reason in BODY_REFUSALS {
+                let series = format!(
+                    "whispr_http_bodies_refused_total{{reason=\"{reason}\",route=\"{route}\"}} 0"
+                );
+                assert!(text.contains(&series), "{series}");
+            }
+        }
     }
 }

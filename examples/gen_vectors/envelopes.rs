@@ -285,6 +285,23 @@ fn not_a_point() -> [u8; 32] {
         .expect("some small y is not on the curve")
 }
 
+/// A non-canonical encoding of a curve point: `y + p` (with `p = 2^255 - 19`) for the
+/// first small `y` on the curve whose point is not of small order, so that `y + p < 2^255` still fits 255 bits.
+/// A decoder that reduces `y` mod `p` reads the point `y`; the relay must not take
+/// these bytes as a key that can sign.
+fn non_canonical_point() -> [u8; 32] {
+    (0u8..19)
+        .map(|y| {
+            // p + y, little-endian: p = ed ff .. ff 7f.
+            let mut b = [0xffu8; 32];
+            b[0] = 0xed + y;
+            b[31] = 0x7f;
+            b
+        })
+        .find(|b| ed25519_dalek::VerifyingKey::from_bytes(b).is_ok_and(|k| !k.is_weak()))
+        .expect("some y + p below 2^255 decodes to a point of large order")
+}
+
 pub fn negative_envelopes() -> VectorFile<NegativeEnvelope> {
     let good = Envelope::seal(
         &alice(),
@@ -325,7 +342,18 @@ pub fn negative_envelopes() -> VectorFile<NegativeEnvelope> {
         ..wire.clone()
     };
 
+    let non_canonical_sender = WireEnvelope {
+        sender: non_canonical_point().to_vec(),
+        ..wire.clone()
+    };
+
     let b64 = |b: &[u8]| serde_json::Value::from(BASE64.encode(b));
+    // "hello, bob" ends in one byte (0x62) of a 4-character group: its last character
+    // carries 4 bits that must be zero ("Yg=="). "Yh==" decodes to the same byte with
+    // a non-zero trailing bit: two strings for one body would be two encodings.
+    let body_b64 = BASE64.encode(&wire.body);
+    assert!(body_b64.ends_with("Yg=="));
+    let trailing_bits = format!("{}Yh==", &body_b64[..body_b64.len() - 4]);
     let hexv = |b: &[u8]| serde_json::Value::from(hex::encode(b));
     let unpadded = BASE64.encode(&wire.body).trim_end_matches('=').to_string();
     let mut missing_signature = serde_json::to_value(&wire).expect("JSON");
@@ -385,6 +413,13 @@ pub fn negative_envelopes() -> VectorFile<NegativeEnvelope> {
             ErrorCode::BadSignature,
         ),
         negative_envelope(
+            "sender_y_not_canonical",
+            "The sender key encodes y + p (p = 2^255 - 19) for a small y on the curve: a non-canonical encoding of a point. It is refused (bad_signature): a relay must not reduce y mod p and treat these bytes as the key of that point.",
+            to_json(&non_canonical_sender),
+            T0,
+            ErrorCode::BadSignature,
+        ),
+        negative_envelope(
             "recipient_31_bytes",
             "The recipient key is 31 bytes: keys are exactly 32 bytes.",
             edit(&wire, "recipient", hexv(&bob().public_key().as_bytes()[..31])),
@@ -430,6 +465,13 @@ pub fn negative_envelopes() -> VectorFile<NegativeEnvelope> {
             "body_base64_unpadded",
             "The body in base64 without its padding: byte fields use standard base64 with padding.",
             edit(&wire, "body", serde_json::Value::from(unpadded)),
+            T0,
+            ErrorCode::Malformed,
+        ),
+        negative_envelope(
+            "body_base64_trailing_bits",
+            "The body in base64 with a non-zero trailing bit (\"…Yh==\" for \"…Yg==\"): it would decode to the same bytes, so it is refused rather than accepted as a second spelling of one body (RFC 4648 section 3.5).",
+            edit(&wire, "body", serde_json::Value::from(trailing_bits)),
             T0,
             ErrorCode::Malformed,
         ),

@@ -193,6 +193,11 @@ pub fn negative_frames() -> VectorFile<NegativeFrame> {
         .encode(&serde_json::json!({"type": "subscribe", "topic": "x"}))
         .expect("msgpack")
         .into_bytes();
+    let mut ack_then_byte = Codec::MsgPack
+        .encode(&ClientFrame::Ack { seq: 2 })
+        .expect("msgpack")
+        .into_bytes();
+    ack_then_byte.push(0x00);
     VectorFile {
         description: "Client frames the relay cannot decode, with the code of the error frame it answers (after authentication the session stays open; as the first frame it is followed by close 4003).",
         generator: GENERATOR,
@@ -217,6 +222,20 @@ pub fn negative_frames() -> VectorFile<NegativeFrame> {
                 "0xc1 is never used in MessagePack.",
                 Codec::MsgPack,
                 vec![0xc1],
+                ErrorCode::Malformed,
+            ),
+            negative_frame(
+                "msgpack_trailing_bytes",
+                "A valid ack frame (82 a4 74797065 a3 61636b a3 736571 02) followed by one more byte: a frame is exactly one MessagePack value, as a JSON frame is exactly one JSON value.",
+                Codec::MsgPack,
+                ack_then_byte,
+                ErrorCode::Malformed,
+            ),
+            negative_frame(
+                "json_trailing_characters",
+                "A valid ack frame followed by more characters.",
+                Codec::Json,
+                json(r#"{"type":"ack","seq":2} {}"#),
                 ErrorCode::Malformed,
             ),
             negative_frame("missing_type", "No type member.", Codec::Json, json(r#"{"seq":3}"#), ErrorCode::Malformed),

@@ -7,6 +7,7 @@
 //! answers) or as fast as the relay accepts. Each body carries its message's index, so
 //! the receivers can time end-to-end latency and find losses and duplicates.
 
+mod fit;
 mod load;
 mod report;
 
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use crate::protocol::Codec;
 
+pub use fit::{Defaulted, RelayLimits};
 pub use report::Report;
 
 /// What to run.
@@ -46,6 +48,8 @@ pub struct BenchConfig {
     pub ca: Option<std::path::PathBuf>,
     /// Print a progress line every second on stderr.
     pub progress: bool,
+    /// Which values are the command's defaults, fitted to the relay's limits.
+    pub defaulted: Defaulted,
 }
 
 impl BenchConfig {
@@ -84,5 +88,31 @@ pub async fn run(config: BenchConfig) -> Result<Report, BenchError> {
     }
     // Many sessions need many descriptors; raise the soft limit as far as allowed.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    load::run(config).await
+    let mut config = config;
+    let mut adjusted = Vec::new();
+    if config.defaulted != Defaulted::default() {
+        adjusted = fit_to_relay(&mut config).await?;
+    }
+    let mut report = load::run(config).await?;
+    report.adjusted = adjusted;
+    Ok(report)
+}
+
+/// Reads the relay's limits and fits the defaulted values to them (see `fit`).
+async fn fit_to_relay(config: &mut BenchConfig) -> Result<Vec<String>, BenchError> {
+    let tls = crate::client::Tls::from_option(config.ca.as_deref())?;
+    let http = crate::client::HttpClient::with_tls(&config.server, config.codec, &tls)?;
+    let info = http.info().await?;
+    let limits: RelayLimits = serde_json::from_value(info["limits"].clone()).map_err(|e| {
+        BenchError::Setup(format!(
+            "the relay's /v1/info has no usable limits ({e}); give --connections and --rate"
+        ))
+    })?;
+    let notes = fit::fit(config, &limits);
+    if config.progress {
+        for note in &notes {
+            eprintln!("whispr bench: {note}");
+        }
+    }
+    Ok(notes)
 }

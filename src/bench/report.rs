@@ -57,6 +57,9 @@ pub struct Report {
     pub relay_rss_start_kib: Option<u64>,
     /// The highest RSS sampled (every 100 ms) during the run.
     pub relay_rss_peak_kib: Option<u64>,
+    /// How the values the user left at their defaults were fitted to the relay's
+    /// published limits, one sentence each.
+    pub adjusted: Vec<String>,
 }
 
 /// Resident memory of a process, from /proc (Linux).
@@ -85,6 +88,9 @@ impl fmt::Display for Report {
             self.size,
             self.codec
         )?;
+        for note in &self.adjusted {
+            writeln!(f, "  fitted: {note}")?;
+        }
         writeln!(
             f,
             "  messages    {:>12}  (signed in {:.1} s before the clock started)",

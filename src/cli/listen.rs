@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::output::Printer;
-use super::{CliError, Failure, RelayOptions};
+use super::{CliError, RelayOptions};
 use crate::client::keyfile;
 use crate::client::{ListenEvent, Listener, ListenerConfig, StateFile};
 use crate::protocol::Codec;
@@ -97,10 +97,7 @@ pub async fn inbox(options: &ListenOptions) -> Result<(), CliError> {
             }
             ListenEvent::Synced => return Ok(()),
             ListenEvent::Disconnected { error, .. } => {
-                return Err(CliError::new(
-                    Failure::Unreachable,
-                    format!("reading the inbox: cannot reach the relay at {server} ({error}); is it running, and is --server right?"),
-                ))
+                return Err(CliError::unreachable("reading the inbox", server, &error))
             }
             ListenEvent::Connected { .. } => {}
             other => printer.event(&other),

@@ -86,15 +86,27 @@ impl CliError {
         }
     }
 
+    /// The relay could not be reached: status 3, with what to check.
+    pub fn unreachable(doing: &str, server: &str, detail: &str) -> Self {
+        let message = if is_certificate_error(detail) {
+            format!("{doing}: the relay at {server} presented a certificate this computer does not trust ({detail}); if it is self-signed or from a private CA, pass that certificate with --ca FILE")
+        } else if detail.starts_with("the proxy at ") {
+            format!("{doing}: {detail}")
+        } else {
+            format!("{doing}: cannot reach the relay at {server} ({detail}); is it running, and is --server right?")
+        };
+        Self::new(Failure::Unreachable, message)
+    }
+
     /// A relay client error, with `doing` ("sending", "reading the inbox") as context
     /// and `server` for the hint on unreachable relays.
     pub fn from_client(e: ClientError, doing: &str, server: &str) -> Self {
         match e {
             ClientError::Connect(detail) | ClientError::Closed { reason: detail, .. } => {
-                Self::new(
-                    Failure::Unreachable,
-                    format!("{doing}: cannot reach the relay at {server} ({detail}); is it running, and is --server right?"),
-                )
+                Self::unreachable(doing, server, &detail)
+            }
+            ClientError::NotTheRelay { .. } => {
+                Self::new(Failure::Unreachable, format!("{doing}: {e}"))
             }
             ClientError::Refused { code, detail, .. } => Self::new(
                 Failure::Refused,
@@ -104,12 +116,16 @@ impl CliError {
                     hint(code)
                 ),
             ),
-            ClientError::Url { .. } | ClientError::Tls(_) => {
-                Self::usage(format!("{doing}: {e}"))
-            }
+            ClientError::Url { .. } | ClientError::Tls(_) => Self::usage(format!("{doing}: {e}")),
             other => Self::new(Failure::Refused, format!("{doing}: {other}")),
         }
     }
+}
+
+/// Whether a connection failed on the relay's certificate (rustls names the reason:
+/// `UnknownIssuer`, `NotValidForName`, `Expired`, …), which `--ca` may cure.
+fn is_certificate_error(detail: &str) -> bool {
+    detail.contains("certificate")
 }
 
 /// What the user can do about a refusal.

@@ -95,12 +95,15 @@ impl HttpClient {
             .unwrap_or(Codec::Json);
         let bytes = resp.bytes().await.map_err(transport_error)?;
         if !status.is_success() {
-            let body: ErrorBody = Codec::Json.decode(&bytes).map_err(|_| {
-                ClientError::Unexpected(format!(
-                    "HTTP {status}: {}",
-                    String::from_utf8_lossy(&bytes)
-                ))
-            })?;
+            // Not the relay's `{error, detail}`: a proxy's page (nginx's 502 or 504 when
+            // the relay is down behind it). Its HTML is no use on a terminal.
+            let body: ErrorBody =
+                Codec::Json
+                    .decode(&bytes)
+                    .map_err(|_| ClientError::NotTheRelay {
+                        url: self.url(""),
+                        status: status.to_string(),
+                    })?;
             return Err(ClientError::Refused {
                 code: body.error,
                 detail: body.detail,
@@ -121,6 +124,18 @@ impl HttpClient {
             .post(self.url("/v1/send"))
             .header(reqwest::header::CONTENT_TYPE, self.codec.content_type())
             .body(body)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        self.decode(resp).await
+    }
+
+    /// `GET /v1/info`: the relay's versions and published limits.
+    pub async fn info(&self) -> Result<serde_json::Value, ClientError> {
+        let resp = self
+            .http
+            .get(self.url("/v1/info"))
+            .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
             .map_err(transport_error)?;

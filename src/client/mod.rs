@@ -35,6 +35,10 @@ pub enum ClientError {
     },
     #[error("unexpected answer from the relay: {0}")]
     Unexpected(String),
+    /// An HTTP error whose body is not the relay's JSON: a reverse proxy answered for a
+    /// relay it could not reach.
+    #[error("the proxy at {url} answered {status}: is the relay running behind it?")]
+    NotTheRelay { url: String, status: String },
     #[error("the relay answered the WebSocket upgrade with HTTP {status}: {detail}")]
     UpgradeRefused { status: u16, detail: String },
     #[error("TLS setup failed: {0}")]

@@ -236,10 +236,11 @@ fn upgrade_error(e: tungstenite::Error) -> ClientError {
     match e {
         tungstenite::Error::Http(response) => {
             let body = response.body().as_deref().unwrap_or_default();
+            // Not the relay's JSON: a proxy's page, whose HTML says nothing useful.
             let detail = serde_json::from_slice::<serde_json::Value>(body)
                 .ok()
                 .and_then(|v| v.get("detail")?.as_str().map(str::to_string))
-                .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect());
+                .unwrap_or_else(|| format!("{} from a proxy, not the relay", response.status()));
             ClientError::UpgradeRefused {
                 status: response.status().as_u16(),
                 detail,

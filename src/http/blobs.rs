@@ -92,7 +92,8 @@ pub async fn upload(
     let limit = app.config.attachment_max_size_bytes;
     let deadline = Duration::from_secs(app.config.attachment_upload_timeout_seconds);
     // The body, and a working copy on its way to the store (the Redis command buffer).
-    let size = body::declared_size(&headers, limit)?;
+    let refused = |r: &body::BodyRefusal| app.relay.metrics.body_refused("blobs", r.label());
+    let size = body::declared_size(&headers, limit).inspect_err(refused)?;
     let _held = app.relay.reserve_attachment_bytes(size.saturating_mul(2))?;
     let data = body::read_limited(
         &headers,
@@ -101,7 +102,8 @@ pub async fn upload(
         deadline,
         "attachment_upload_timeout_seconds",
     )
-    .await?;
+    .await
+    .inspect_err(refused)?;
     if BlobId::of(&data) != q.sha256 {
         return Err(ApiError::new(
             ErrorCode::Malformed,

@@ -35,6 +35,15 @@ impl BodyRefusal {
         }
     }
 
+    /// The `reason` label of `whispr_http_bodies_refused_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            BodyRefusal::TooLarge { .. } => "too_large",
+            BodyRefusal::Timeout { .. } => "timeout",
+            BodyRefusal::Cut => "cut",
+        }
+    }
+
     pub fn detail(self) -> String {
         match self {
             BodyRefusal::TooLarge { limit } => {

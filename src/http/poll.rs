@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::{accept_codec, encoded, AppState};
 use crate::error::{ApiError, RelayError};
+use crate::metrics::DeliveryTransport;
 use crate::protocol::{
     Codec, Cursor, ErrorCode, GapReason, HttpAuth, MessageId, ProtocolError, PublicKey,
     WireEnvelope,
@@ -52,7 +53,10 @@ async fn read_body(
         "http_body_timeout_seconds",
     )
     .await
-    .inspect_err(|r| app.relay.metrics.refused(r.code()))?;
+    .inspect_err(|r| {
+        app.relay.metrics.refused(r.code());
+        app.relay.metrics.body_refused("send", r.label());
+    })?;
     Ok((codec, bytes))
 }
 
@@ -206,6 +210,9 @@ pub async fn inbox(
         .fetch(&key.into(), cursor, limit, app.relay.clock.now_ms())
         .await?;
     let last = batch.messages.last().map_or(batch.floor, |m| m.seq);
+    app.relay
+        .metrics
+        .delivered_over(DeliveryTransport::HttpPoll, batch.messages.len());
     let answer = InboxAnswer {
         epoch: batch.epoch,
         gap: batch.gap.is_some(),

@@ -35,11 +35,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::ServiceExt;
 
 use super::activity::{Activity, Deadlines, InProgress, Tracked, Watched};
-use super::client_ip::{canonical, is_trusted_proxy};
+use super::client_ip::{canonical, check_forwarding_headers, is_trusted_proxy};
 use super::gate::{ConnCaps, ConnPermit, Gate, Refusal, Verdict};
 use super::AppState;
 use crate::error::ApiError;
 use crate::protocol::ErrorCode;
+use crate::telemetry::{client_failure, ClientFailure};
 use crate::tls::{HandshakeFailure, ReloadableTls};
 
 /// Deadlines and caps of HTTP connections (the `http_*` keys).
@@ -149,12 +150,17 @@ impl Conn {
             None => self.http(io).await,
             Some(tls) => match tls.handshake(io, limits.header_read).await {
                 Ok(stream) => self.http(stream).await,
-                Err(HandshakeFailure::TimedOut) => {
-                    self.timed_out("handshake");
-                    tracing::debug!(peer = %self.peer, "TLS handshake timed out");
-                }
-                Err(HandshakeFailure::Failed(e)) => {
-                    tracing::debug!(peer = %self.peer, error = %e, "TLS handshake failed");
+                Err(failure) => {
+                    let reason = match &failure {
+                        HandshakeFailure::TimedOut => {
+                            self.timed_out("handshake");
+                            "not complete before http_header_read_timeout_seconds".to_string()
+                        }
+                        HandshakeFailure::Failed(e) => e.to_string(),
+                    };
+                    if let Some(suppressed) = client_failure(ClientFailure::TlsHandshake) {
+                        tracing::info!(ip = %self.peer.ip(), %reason, suppressed, "TLS handshake failed");
+                    }
                 }
             },
         }
@@ -241,6 +247,11 @@ impl Conn {
                 response
             }
             Ok(()) => {
+                check_forwarding_headers(
+                    self.peer.ip(),
+                    req.headers(),
+                    &self.app.config.trusted_proxies,
+                );
                 req.extensions_mut().insert(ConnectInfo(self.peer));
                 let router = self.endpoint.router.clone();
                 match router.oneshot(req).await {

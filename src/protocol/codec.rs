@@ -107,8 +107,40 @@ impl Codec {
         match self {
             Codec::Json => serde_json::from_slice(bytes)
                 .map_err(|e| ProtocolError::Malformed(format!("invalid JSON: {e}"))),
-            Codec::MsgPack => rmp_serde::from_slice(bytes)
-                .map_err(|e| ProtocolError::Malformed(format!("invalid MessagePack: {e}"))),
+            Codec::MsgPack => {
+                // Like JSON, one value and nothing after it: `from_slice` would ignore
+                // trailing bytes, so a frame could carry data no reader looked at.
+                let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+                let value = T::deserialize(&mut de)
+                    .map_err(|e| ProtocolError::Malformed(format!("invalid MessagePack: {e}")))?;
+                let trailing = (bytes.len() as u64).saturating_sub(de.position());
+                if trailing > 0 {
+                    return Err(ProtocolError::Malformed(format!(
+                        "invalid MessagePack: {trailing} trailing bytes after the value"
+                    )));
+                }
+                Ok(value)
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailing_bytes_are_malformed_in_both_codecs() {
+        let ack = serde_json::json!({"type": "ack", "seq": 2});
+        let mut msgpack = Codec::MsgPack.encode(&ack).unwrap().into_bytes();
+        assert!(Codec::MsgPack.decode::<serde_json::Value>(&msgpack).is_ok());
+        msgpack.push(0x00);
+        let err = Codec::MsgPack
+            .decode::<serde_json::Value>(&msgpack)
+            .unwrap_err();
+        assert!(err.to_string().contains("1 trailing bytes"), "{err}");
+        assert!(Codec::Json
+            .decode::<serde_json::Value>(br#"{"type":"ack","seq":2} x"#)
+            .is_err());
     }
 }

@@ -81,6 +81,11 @@ pub fn parse_key(hex: &str, field: KeyField) -> Result<PublicKey, ProtocolError>
     PublicKey::from_hex(hex, field)
 }
 
+/// 64 hex characters: a 32-byte key as v1 writes it.
+fn is_hex_key(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 fn bad_signature(detail: &str) -> ProtocolError {
     ProtocolError::BadSignature {
         detail: detail.into(),
@@ -99,9 +104,21 @@ impl SendV1 {
         let to = parse_key(&self.to, KeyField::Recipient)?;
         let from = PublicKey::from_hex(&self.from_, KeyField::Sender)
             .map_err(|_| bad_signature("from_ is not a 64-hex Ed25519 key"))?;
+        if !is_hex_key(&self.enc_pub) {
+            return Err(ProtocolError::InvalidKey {
+                field: KeyField::Key,
+                detail: "enc_pub must be 64 hex characters (the sender's X25519 key)".into(),
+            });
+        }
         let message = STANDARD
             .decode(&self.message)
             .map_err(|_| bad_signature("message is not base64"))?;
+        // Nothing a reader could open: the smallest sealed box is 48 bytes.
+        if message.is_empty() {
+            return Err(ProtocolError::Malformed(
+                "message decodes to zero bytes".into(),
+            ));
+        }
         if message.len() > max_message_bytes {
             return Err(ProtocolError::TooLarge {
                 size: message.len(),

@@ -4,7 +4,7 @@
 
 use tokio_tungstenite::tungstenite::Message;
 
-use super::state::decode_frame;
+use super::state::{decode_frame, ref_of_bad_send};
 use crate::protocol::{ClientFrame, Codec, Encoded, ProtocolError, ServerFrame};
 use crate::ws::{CloseReason, End, Inbound, Socket, Transport};
 
@@ -17,7 +17,8 @@ pub(super) struct Conn<T> {
 /// A data message from the client, decoded.
 pub(super) enum Incoming {
     Frame(ClientFrame),
-    Bad(ProtocolError),
+    /// Not a frame; `reference` is the `ref` of a `send` whose envelope was the problem.
+    Bad(ProtocolError, Option<u64>),
 }
 
 impl<T: Transport> Conn<T> {
@@ -44,19 +45,27 @@ impl<T: Transport> Conn<T> {
             (Codec::Json, Inbound::Text(t)) => t.as_str().as_bytes(),
             (Codec::MsgPack, Inbound::Binary(b)) => b,
             (Codec::Json, Inbound::Binary(_)) => {
-                return Incoming::Bad(ProtocolError::Malformed(
-                    "this session speaks whispr.v1.json: send text frames".into(),
-                ))
+                return Incoming::Bad(
+                    ProtocolError::Malformed(
+                        "this session speaks whispr.v1.json: send text frames".into(),
+                    ),
+                    None,
+                )
             }
             (Codec::MsgPack, Inbound::Text(_)) => {
-                return Incoming::Bad(ProtocolError::Malformed(
-                    "this session speaks whispr.v1.msgpack: send binary frames".into(),
-                ))
+                return Incoming::Bad(
+                    ProtocolError::Malformed(
+                        "this session speaks whispr.v1.msgpack: send binary frames".into(),
+                    ),
+                    None,
+                )
             }
         };
         match decode_frame(self.codec, bytes, self.max_frame_bytes) {
             Ok(frame) => Incoming::Frame(frame),
-            Err(e) => Incoming::Bad(e),
+            // An oversized frame is not parsed at all, so it has no `ref` to echo.
+            Err(e @ ProtocolError::TooLarge { .. }) => Incoming::Bad(e, None),
+            Err(e) => Incoming::Bad(e, ref_of_bad_send(self.codec, bytes)),
         }
     }
 }

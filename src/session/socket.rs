@@ -24,6 +24,7 @@ use crate::protocol::{
 use crate::registry::{EphemeralLimits, EphemeralQueue, SessionHandle};
 use crate::relay::Relay;
 use crate::store::Batch;
+use crate::telemetry::{client_failure, ClientFailure};
 use crate::ws::{CloseReason, End, Socket, SocketLimits, Transport};
 
 /// Session limits, from the config.
@@ -108,7 +109,7 @@ async fn authenticate<T: Transport>(
     let frame = match received {
         Err(_) => return Err(CloseReason::AuthTimeout.into()),
         Ok(incoming) => match incoming? {
-            Incoming::Bad(e) => {
+            Incoming::Bad(e, _) => {
                 conn.send(&error_frame(&e, None)).await?;
                 return Err(CloseReason::AuthFailed.into());
             }
@@ -118,7 +119,10 @@ async fn authenticate<T: Transport>(
     match state.on_frame(frame, relay.clock.now_ms(), relay.max_skew_ms()) {
         Ok(auth) => Ok(auth),
         Err(e) => {
-            tracing::info!(error = %e, "authentication refused");
+            // The session's span carries the client's IP.
+            if let Some(suppressed) = client_failure(ClientFailure::SignIn) {
+                tracing::info!(reason = %e, suppressed, "authentication refused");
+            }
             let code = match e {
                 ProtocolError::Unauthorized { .. } => ErrorCode::AuthRequired,
                 _ => e.code(),
@@ -331,7 +335,7 @@ impl<T: Transport> Live<T> {
 
     async fn on_incoming(&mut self, incoming: Result<Incoming, End>) -> Result<(), End> {
         match incoming? {
-            Incoming::Bad(e) => self.conn.send(&error_frame(&e, None)).await,
+            Incoming::Bad(e, reference) => self.conn.send(&error_frame(&e, reference)).await,
             Incoming::Frame(frame) => self.on_frame(frame).await,
         }
     }
@@ -389,11 +393,9 @@ impl<T: Transport> Live<T> {
     }
 
     async fn on_ephemeral(&mut self, env: Arc<VerifiedEnvelope>) -> Result<(), End> {
-        self.relay
-            .metrics
-            .delivered
-            .with_label_values(&["ephemeral"])
-            .inc();
+        let metrics = &self.relay.metrics;
+        metrics.delivered.with_label_values(&["ephemeral"]).inc();
+        metrics.delivered_over(crate::metrics::DeliveryTransport::Ws, 1);
         let envelope = Arc::new(env.envelope().clone());
         self.conn
             .send(&ServerFrame::Deliver {

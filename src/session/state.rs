@@ -28,6 +28,21 @@ pub fn decode_frame(
     }
 }
 
+/// The `ref` of a frame that failed to decode, when its top level did decode as a
+/// `send` (the envelope inside was the problem): the error answering it carries that
+/// `ref`, as every answer to a `send` does (PROTOCOL.md 6.4).
+pub fn ref_of_bad_send(codec: Codec, bytes: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "type")]
+        kind: String,
+        #[serde(rename = "ref", default)]
+        reference: Option<u64>,
+    }
+    let probe: Probe = codec.decode(bytes).ok()?;
+    (probe.kind == "send").then_some(probe.reference).flatten()
+}
+
 /// A session before authentication: holds the challenge it sent.
 pub struct Unauthenticated {
     pub nonce: [u8; NONCE_LEN],
@@ -251,6 +266,36 @@ impl SignatureStrikes {
 }
 
 #[cfg(test)]
+mod ref_tests {
+    use super::*;
+
+    #[test]
+    fn a_send_whose_envelope_is_bad_keeps_its_ref() {
+        let bad_envelope = br#"{"type":"send","ref":7,"envelope":{"body":"***"}}"#;
+        assert!(decode_frame(Codec::Json, bad_envelope, 1 << 20).is_err());
+        assert_eq!(ref_of_bad_send(Codec::Json, bad_envelope), Some(7));
+        assert_eq!(
+            ref_of_bad_send(Codec::Json, br#"{"type":"send","envelope":1}"#),
+            None,
+            "a send without ref"
+        );
+        assert_eq!(
+            ref_of_bad_send(Codec::Json, br#"{"type":"ack","ref":7}"#),
+            None
+        );
+        assert_eq!(
+            ref_of_bad_send(Codec::Json, br#"{"type":"send","ref":7"#),
+            None
+        );
+        let msgpack = rmp_serde::to_vec_named(&serde_json::json!({
+            "type": "send", "ref": 9, "envelope": {"body": 1}
+        }))
+        .unwrap();
+        assert_eq!(ref_of_bad_send(Codec::MsgPack, &msgpack), Some(9));
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::protocol::{auth_signing_bytes, Envelope, GapReason, Identity};
@@ -368,6 +413,20 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn ack_0_is_valid_and_acknowledges_nothing() {
+        let key = Identity::generate().public_key();
+        let mut d = Delivery::new(key, 10, 9, None);
+        assert_eq!(
+            d.on_ack(0),
+            AckAction::Delete(Cursor { epoch: 9, seq: 0 }),
+            "before any delivery"
+        );
+        d.on_batch(batch(9, &[1], None), 10).unwrap();
+        assert_eq!(d.on_ack(0), AckAction::Delete(Cursor { epoch: 9, seq: 0 }));
+        assert_eq!(d.room(), 9, "the delivery stays unacknowledged");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A Whispr v1 client session, written from ../shared/whispr-v1-api.md the way the
+"""A Whispr v1 client session, written from the Whispr v1 API document (proto/WHISPR-V1.md) the way the
 Python desktop client talks: PyNaCl keys (X25519 SealedBox + Ed25519 signing, hex),
 `requests` for HTTP and `websockets` for the sockets. It runs one whole session against
 a relay and exits 0, or fails with an AssertionError naming the step.

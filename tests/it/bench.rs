@@ -22,6 +22,7 @@ fn smoke(relay: &TestRelay, rate: u64, codec: Codec, offline_share: f64) -> Benc
         relay_pid: Some(std::process::id()),
         ca: None,
         progress: false,
+        defaulted: bench::Defaulted::default(),
     }
 }
 
@@ -90,4 +91,35 @@ async fn a_two_node_run_on_one_redis_loses_nothing() {
     assert_eq!((report.lost, report.duplicates), (0, 0), "{report}");
     a.stop().await;
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_with_no_flags_against_a_relay_with_its_defaults_has_no_errors() {
+    // `whispr bench` itself, so its flag defaults are the ones under test; only
+    // --server (the relay is on port 0) and --json (to read the report) are given.
+    let relay = TestRelay::start_clocked(
+        whispr::config::Config::default(),
+        whispr::clock::Clock::system(),
+    )
+    .await;
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        crate::cli::whispr()
+            .args(["bench", "--server", &relay.base, "--json"])
+            .output(),
+    )
+    .await
+    .expect("the run ends")
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert!(report["accepted"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["accepted"], report["messages"], "{report}");
+    let adjusted = report["adjusted"].as_array().unwrap();
+    assert_eq!(adjusted.len(), 2, "it says what it fitted: {report}");
+    assert!(stderr.contains("max_connections_per_ip"), "{stderr}");
+    relay.stop().await;
 }

@@ -452,3 +452,122 @@ async fn listen_reports_expired_messages_as_a_gap_on_stderr() {
     listen.stop().await;
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn a_configuration_mistake_is_one_line_printed_once() {
+    let dir = scratch_dir("config-errors");
+    let toml = dir.join("whispr.toml");
+    std::fs::write(&toml, "max_mesages_per_second = 5\n").unwrap();
+    let typo_in_file = ["serve", "--config", toml.to_str().unwrap()];
+    let typo_in_env = ["serve", "--listen", "localhost:0"];
+    for (args, env, expected) in [
+        (
+            &typo_in_file[..],
+            None,
+            format!(
+                "whispr: configuration: {} max_mesages_per_second: unknown key (did you mean max_messages_per_second?)",
+                toml.display()
+            ),
+        ),
+        (
+            &typo_in_env[..],
+            Some(("WHISPR_MAX_MESAGES_PER_SECOND", "5")),
+            "whispr: configuration: environment WHISPR_MAX_MESAGES_PER_SECOND: unknown variable (did you mean WHISPR_MAX_MESSAGES_PER_SECOND?)".to_string(),
+        ),
+    ] {
+        let mut cmd = whispr();
+        cmd.args(args);
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let out = tokio::time::timeout(std::time::Duration::from_secs(20), cmd.output())
+            .await
+            .expect("whispr serve stops at once")
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(String::from_utf8_lossy(&out.stderr), format!("{expected}\n"));
+    }
+    // A variable that --redis-url also reads is named as the variable, not the flag.
+    let mut cmd = whispr();
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .env("WHISPR_REDIS_URL", "http://not-redis:6379");
+    let out = tokio::time::timeout(std::time::Duration::from_secs(20), cmd.output())
+        .await
+        .expect("whispr serve stops at once")
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.starts_with("whispr: configuration: environment WHISPR_REDIS_URL: ")
+            && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+/// A stand-in for nginx with its relay down: every request gets an HTML 502 page.
+async fn proxy_answering_502() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let page = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+                let answer = format!(
+                    "HTTP/1.1 502 Bad Gateway\r\nServer: nginx\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+                    page.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_proxy_page_or_an_untrusted_certificate_is_one_line_with_status_3() {
+    let dir = scratch_dir("cli-proxy");
+    let (key_file, me) = keygen(&dir, "me").await;
+    let key = key_file.to_str().unwrap();
+    let proxy = proxy_answering_502().await;
+    for args in [
+        vec!["send", "--server", &proxy, "--key", key, "--to", &me, "hi"],
+        vec!["inbox", "--server", &proxy, "--key", key],
+    ] {
+        let out = run(&args).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("the proxy at {proxy}"))
+                && err.contains("answered 502 Bad Gateway: is the relay running behind it?")
+                && !err.contains("<html"),
+            "{args:?}: {err}"
+        );
+    }
+
+    if !crate::support::have_program("openssl") {
+        return;
+    }
+    let (cert, tls_key) = crate::support::self_signed_cert(&dir, "relay");
+    let relay = TestRelay::start_with(crate::support::config_with(&format!(
+        "tls_cert = {:?}\ntls_key = {:?}",
+        cert.display().to_string(),
+        tls_key.display().to_string()
+    )))
+    .await;
+    let server = format!("https://{}", relay.addr);
+    for args in [
+        vec!["send", "--server", &server, "--key", key, "--to", &me, "hi"],
+        vec!["inbox", "--server", &server, "--key", key],
+    ] {
+        let out = run(&args).await;
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains("--ca"), "{args:?}: {err}");
+    }
+    relay.stop().await;
+}

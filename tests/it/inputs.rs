@@ -117,6 +117,55 @@ async fn bad_envelopes_over_websocket_get_typed_errors_and_the_session_continues
 }
 
 #[tokio::test]
+async fn a_send_whose_envelope_does_not_decode_is_answered_with_its_ref() {
+    let relay = TestRelay::start().await;
+    let alice = Identity::generate();
+    let (mut ws, _) = relay.connect(&alice).await;
+    drain_until_synced(&mut ws, true).await;
+    let good = serde_json::to_value(wire(&relay.seal(&alice, alice.public_key(), "x"))).unwrap();
+    let mut bad_body = good.clone();
+    bad_body["body"] = serde_json::json!("***");
+    let mut no_signature = good.clone();
+    no_signature.as_object_mut().unwrap().remove("signature");
+    for (n, envelope) in [bad_body, no_signature, serde_json::json!(7)]
+        .into_iter()
+        .enumerate()
+    {
+        let frame = serde_json::json!({"type": "send", "ref": 40 + n, "envelope": envelope});
+        ws.send_raw(Message::text(frame.to_string())).await.unwrap();
+        assert_eq!(
+            refused(&mut ws).await,
+            (ErrorCode::Malformed, Some(40 + n as u64), None),
+            "{frame}"
+        );
+    }
+    still_serving(&relay, &mut ws, &alice).await;
+
+    // MessagePack: the same, and trailing bytes after a whole frame are refused.
+    let (mut ws, _) = relay.connect_at(&alice, None, Codec::MsgPack).await;
+    drain_until_synced(&mut ws, true).await;
+    let frame = rmp_serde::to_vec_named(&serde_json::json!({
+        "type": "send", "ref": 50, "envelope": {"body": 1}
+    }))
+    .unwrap();
+    ws.send_raw(Message::binary(frame)).await.unwrap();
+    assert_eq!(
+        refused(&mut ws).await,
+        (ErrorCode::Malformed, Some(50), None)
+    );
+    let mut ack_and_more = rmp_serde::to_vec_named(&ClientFrame::Ack { seq: 0 }).unwrap();
+    ack_and_more.push(0);
+    ws.send_raw(Message::binary(ack_and_more)).await.unwrap();
+    assert_eq!(
+        refused(&mut ws).await.0,
+        ErrorCode::Malformed,
+        "trailing byte"
+    );
+    still_serving(&relay, &mut ws, &alice).await;
+    relay.stop().await;
+}
+
+#[tokio::test]
 async fn malformed_messagepack_gets_an_error_frame() {
     let relay = TestRelay::start().await;
     let alice = Identity::generate();

@@ -189,6 +189,40 @@ fn the_systemd_unit_fits_the_relays_defaults() {
 }
 
 #[test]
+fn the_systemd_unit_keeps_mail_and_grants_no_capability() {
+    let text = unit_text();
+    // A restart keeps queued mail: the memory store's snapshot is in the state directory.
+    let state = format!("/var/lib/{}/", unit_value(&text, "StateDirectory"));
+    let env = unit_value(&text, "Environment");
+    let snapshot = env
+        .strip_prefix("WHISPR_MEMORY_SNAPSHOT_PATH=")
+        .unwrap_or_else(|| panic!("the unit sets the snapshot path: {env}"));
+    assert!(snapshot.starts_with(&state), "{snapshot} is not in {state}");
+    assert!(unit_value(&text, "ReadWritePaths").starts_with(state.trim_end_matches('/')));
+    let path = std::path::Path::new(snapshot);
+    let config =
+        whispr::config::Config::from_toml(&format!("memory_snapshot_path = {snapshot:?}")).unwrap();
+    assert_eq!(std::path::Path::new(&config.memory_snapshot_path), path);
+
+    // No capability unless the operator uncomments the variant for ports below 1024.
+    assert_eq!(unit_value(&text, "CapabilityBoundingSet"), "");
+    assert!(!text.lines().any(|l| l.starts_with("AmbientCapabilities=")));
+    for variant in [
+        "#CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+        "#AmbientCapabilities=CAP_NET_BIND_SERVICE",
+    ] {
+        assert!(text.lines().any(|l| l == variant), "missing {variant}");
+    }
+    // TLS keys through credentials, ready to uncomment; the config keys read them.
+    assert!(text
+        .lines()
+        .any(|l| l.starts_with("#LoadCredential=tls-key:")));
+    assert!(text
+        .lines()
+        .any(|l| l == "#Environment=WHISPR_TLS_CERT=%d/tls-cert WHISPR_TLS_KEY=%d/tls-key"));
+}
+
+#[test]
 fn the_systemd_unit_passes_systemd_analyze_verify() {
     if !crate::support::have_program("systemd-analyze") {
         return;
@@ -211,6 +245,22 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         out.status.success() && complaints.is_empty(),
         "systemd-analyze verify: {stderr}"
     );
+    // The hardening score may only get better (lower): 1.6 before capabilities went.
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=true"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = report
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for whispr.service: ")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in {report}"));
+    assert!(score <= 1.4, "systemd-analyze security: {score} (was 1.4)");
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -288,4 +338,132 @@ async fn the_analytics_log_has_counts_and_sizes_but_no_keys_unless_asked() {
     let (events, text, bob) = analytics_run(true).await;
     assert!(text.contains(&bob.to_hex()), "keys when configured");
     assert!(events.iter().any(|e| e["recipient"] == bob.to_hex()));
+}
+
+#[tokio::test]
+async fn deliveries_count_per_transport_and_refused_bodies_per_reason() {
+    use crate::v1::{connect, get as v1_get, next_json, send as v1_send, V1User};
+    let relay = TestRelay::start_with(config_with(
+        "max_messages_per_second = 1\nburst_messages = 1",
+    ))
+    .await;
+    let url = format!("{}/metrics", relay.base);
+    let before = scrape(&url).await;
+    let bob = Identity::generate();
+
+    // Native: one message read by an HTTP poll, one over the WebSocket.
+    relay
+        .http()
+        .send(&relay.seal(&Identity::generate(), bob.public_key(), "polled"))
+        .await
+        .unwrap();
+    let page = relay.http().poll(&bob, None, None).await.unwrap();
+    assert_eq!(page.messages.len(), 1);
+    relay
+        .http()
+        .poll(&bob, Some(page.next), None)
+        .await
+        .unwrap();
+    let carol = Identity::generate();
+    relay
+        .http()
+        .send(&relay.seal(&carol, bob.public_key(), "pushed"))
+        .await
+        .unwrap();
+    let (mut ws, _) = relay.connect(&bob).await;
+    assert_eq!(drain_until_synced(&mut ws, true).await.len(), 1);
+    // The same sender again at once: over its burst of 1.
+    assert!(relay
+        .http()
+        .send(&relay.seal(&carol, bob.public_key(), "too soon"))
+        .await
+        .is_err());
+
+    // Whispr v1: one message polled, one pushed.
+    let (alice, dave) = (V1User::new(), V1User::new());
+    assert_eq!(
+        v1_send(&relay, &dave.message(&alice, "polled", 1.0))
+            .await
+            .0,
+        200
+    );
+    let (status, polled) = v1_get(&relay, &format!("/inbox/{}", alice.enc_pub())).await;
+    assert_eq!(
+        (status, polled["messages"].as_array().unwrap().len()),
+        (200, 1)
+    );
+    let mut v1_ws = connect(&relay, &format!("/ws/{}", alice.enc_pub())).await;
+    let erin = V1User::new();
+    assert_eq!(
+        v1_send(&relay, &erin.message(&alice, "pushed", 2.0))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(alice.open(&next_json(&mut v1_ws).await), "pushed");
+
+    // Bodies declared over the limit: 413 before a byte of them is sent.
+    for (path, route) in [("/v1/send", "send"), ("/upload", "v1_upload")] {
+        let mut tcp = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n",
+            relay.addr
+        );
+        let answer = crate::support::raw_request(&mut tcp, &head).await.unwrap();
+        assert_eq!(answer.status, 413, "{route}");
+    }
+
+    // A session that ended, so the close counters have series too.
+    ws.close().await;
+    relay
+        .wait_metric("whispr_disconnects_total{reason=\"client\"}", 1.0)
+        .await;
+
+    let after = scrape(&url).await;
+    let delta = |s: &str| get(&after, s) - get(&before, s);
+    for transport in ["ws", "http_poll", "v1_ws", "v1_poll"] {
+        assert_eq!(
+            delta(&format!(
+                "whispr_deliveries_total{{transport=\"{transport}\"}}"
+            )),
+            1.0,
+            "{transport}"
+        );
+    }
+    for route in ["send", "v1_upload"] {
+        assert_eq!(
+            delta(&format!(
+                "whispr_http_bodies_refused_total{{reason=\"too_large\",route=\"{route}\"}}"
+            )),
+            1.0,
+            "{route}"
+        );
+    }
+
+    // Every metric the shipped Grafana dashboard queries is one the relay exposes.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(include_str!("../../monitoring/whispr-dashboard.json")).unwrap();
+    let names: std::collections::HashSet<&str> = after
+        .keys()
+        .map(|series| series.split('{').next().unwrap())
+        .collect();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("whispr_"))
+            {
+                assert!(
+                    names.contains(name),
+                    "the dashboard's {:?} queries {name}, which /metrics lacks",
+                    panel["title"]
+                );
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 20, "the dashboard queries the relay: {queried}");
+    relay.stop().await;
 }

@@ -200,3 +200,22 @@ async fn health_readiness_and_info() {
     );
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn v1_info_publishes_exactly_the_limits_the_spec_lists() {
+    // The example in PROTOCOL.md 8.5 is the defaults: a limit missing from either side
+    // is a limit a client author cannot plan with.
+    let spec = include_str!("../../proto/PROTOCOL.md");
+    let section = spec.split("### 8.5 `GET /v1/info`").nth(1).unwrap();
+    let example = section
+        .split("```json\n")
+        .nth(1)
+        .and_then(|s| s.split("```").next())
+        .unwrap();
+    let example: serde_json::Value = serde_json::from_str(example).unwrap();
+    let relay = TestRelay::start_with(whispr::config::Config::default()).await;
+    let (status, info) = get_with_auth(&relay, "/v1/info", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(info["limits"], example["limits"]);
+    relay.stop().await;
+}

@@ -13,7 +13,7 @@ use whispr::protocol::{Envelope, Identity, PublicKey};
 
 use crate::support::{config_with, TestRelay};
 
-type V1Socket =
+pub(crate) type V1Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A v1 user: the two keypairs of the Python client.
@@ -88,7 +88,7 @@ pub(crate) async fn post(relay: &TestRelay, path: &str, body: String) -> (u16, V
     )
 }
 
-async fn send(relay: &TestRelay, message: &Value) -> (u16, Value) {
+pub(crate) async fn send(relay: &TestRelay, message: &Value) -> (u16, Value) {
     post(relay, "/send", message.to_string()).await
 }
 
@@ -113,7 +113,7 @@ async fn poll(relay: &TestRelay, who: &V1User, since: f64) -> Vec<String> {
         .collect()
 }
 
-async fn connect(relay: &TestRelay, path: &str) -> V1Socket {
+pub(crate) async fn connect(relay: &TestRelay, path: &str) -> V1Socket {
     let url = format!("ws://{}{path}", relay.addr);
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     ws.send(Message::text("ping")).await.unwrap();
@@ -121,7 +121,7 @@ async fn connect(relay: &TestRelay, path: &str) -> V1Socket {
 }
 
 /// The next JSON text frame within 5 s (pings skipped).
-async fn next_json(ws: &mut V1Socket) -> Value {
+pub(crate) async fn next_json(ws: &mut V1Socket) -> Value {
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
             .await
@@ -526,4 +526,40 @@ async fn a_v1_socket_that_never_answers_pings_is_closed_with_4005() {
         }
     }
     relay.stop().await;
+}
+
+#[tokio::test]
+async fn an_enc_pub_that_is_not_hex_or_an_empty_message_is_refused() {
+    let relay = TestRelay::start().await;
+    let (alice, bob) = (V1User::new(), V1User::new());
+    for bad in [
+        "",
+        "bob",
+        &"ab".repeat(31),
+        &"zz".repeat(32),
+        &"ab".repeat(33),
+    ] {
+        let mut m = bob.message(&alice, "x", 1.0);
+        m["enc_pub"] = json!(bad);
+        let (status, answer) = send(&relay, &m).await;
+        assert_eq!(status, 422, "{bad:?}: {answer}");
+        assert!(
+            answer["detail"][0]["msg"]
+                .as_str()
+                .unwrap()
+                .contains("enc_pub"),
+            "{answer}"
+        );
+    }
+    let mut empty = bob.message(&alice, "x", 1.0);
+    empty["message"] = json!("");
+    empty["signature"] = json!(STANDARD.encode(bob.sign.sign(b"").to_bytes()));
+    assert_eq!(
+        send(&relay, &empty).await,
+        (400, json!({"detail": "message decodes to zero bytes"}))
+    );
+    assert!(
+        poll(&relay, &alice, 0.0).await.is_empty(),
+        "nothing was stored"
+    );
 }

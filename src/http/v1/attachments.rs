@@ -133,7 +133,8 @@ async fn store_upload(
     let deadline = Duration::from_secs(app.config.attachment_upload_timeout_seconds);
     // At most twice the body is held at once: the body and its parsed copy, then the
     // parsed base64 and the decoded bytes.
-    let size = body::declared_size(headers, limit)?;
+    let refused = |r: &body::BodyRefusal| app.relay.metrics.body_refused("v1_upload", r.label());
+    let size = body::declared_size(headers, limit).inspect_err(refused)?;
     let _held = app.relay.reserve_attachment_bytes(size.saturating_mul(2))?;
     let bytes = body::read_limited(
         headers,
@@ -142,7 +143,8 @@ async fn store_upload(
         deadline,
         "attachment_upload_timeout_seconds",
     )
-    .await?;
+    .await
+    .inspect_err(refused)?;
     let upload: UploadV1 = serde_json::from_slice(&bytes)
         .map_err(|e| V1Error::Unprocessable(format!("invalid request body: {e}")))?;
     drop(bytes);

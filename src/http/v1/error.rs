@@ -44,9 +44,11 @@ impl From<RelayError> for V1Error {
                 V1Error::RateLimited { retry_after_ms }
             }
             RelayError::Protocol(ProtocolError::BadSignature { .. }) => V1Error::InvalidSignature,
-            RelayError::Protocol(
-                ProtocolError::InvalidKey { .. } | ProtocolError::Malformed(_),
-            ) => V1Error::Unprocessable(e.to_string()),
+            // A key FastAPI's model would refuse (`to`, `enc_pub`): 422 in its shape. A
+            // message that parses but carries nothing (zero bytes) is a 400.
+            RelayError::Protocol(ProtocolError::InvalidKey { .. }) => {
+                V1Error::Unprocessable(e.to_string())
+            }
             other => V1Error::Relay {
                 code: other.code(),
                 detail: other.to_string(),

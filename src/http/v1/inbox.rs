@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::error::V1Error;
 use super::{parse_key, V1State};
+use crate::metrics::DeliveryTransport;
 use crate::protocol::whispr_v1::StoredV1;
 
 /// A message as v1 readers see it. Sockets add `to`.
@@ -71,6 +72,9 @@ pub async fn inbox(
         pending.mark(*seq);
     }
     pending.finish().await?;
+    relay
+        .metrics
+        .delivered_over(DeliveryTransport::V1Poll, out.len());
     out.sort_by(|a, b| a.1.timestamp.total_cmp(&b.1.timestamp).then(a.0.cmp(&b.0)));
     let messages: Vec<V1Message> = out.iter().map(|(_, m)| V1Message::new(m, false)).collect();
     Ok(Json(json!({ "messages": messages })))

@@ -36,7 +36,10 @@ pub async fn send(
         "http_body_timeout_seconds",
     )
     .await
-    .inspect_err(|r| relay.metrics.refused(r.code()))?;
+    .inspect_err(|r| {
+        relay.metrics.refused(r.code());
+        relay.metrics.body_refused("v1_send", r.label());
+    })?;
     let message: SendV1 = serde_json::from_slice(&bytes)
         .map_err(|e| V1Error::Unprocessable(format!("invalid request body: {e}")))?;
     let ip = crate::http::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);

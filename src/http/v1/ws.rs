@@ -18,6 +18,7 @@ use super::error::V1Error;
 use super::inbox::V1Message;
 use super::{parse_key, V1State};
 use crate::http::{admit_upgrade, run_upgraded};
+use crate::metrics::DeliveryTransport;
 use crate::protocol::whispr_v1::{inbox_key, StoredV1};
 use crate::protocol::PublicKey;
 use crate::ws::{CloseReason, End, NotAnUpgrade, Socket, SocketLimits, Transport, Upgrade};
@@ -139,6 +140,7 @@ impl V1Socket {
                 break;
             }
             pending.mark(seq);
+            relay.metrics.delivered_over(DeliveryTransport::V1Ws, 1);
         }
         let acked = pending.finish().await;
         written?;
@@ -148,7 +150,15 @@ impl V1Socket {
     /// The sender's copy of a message it just sent (live only, never stored twice).
     async fn on_copy<T: Transport>(&self, socket: &mut Socket<T>, body: &[u8]) -> Result<(), End> {
         match serde_json::from_slice::<StoredV1>(body) {
-            Ok(message) => socket.send(Self::frame(&message)).await,
+            Ok(message) => {
+                socket.send(Self::frame(&message)).await?;
+                self.v1
+                    .app
+                    .relay
+                    .metrics
+                    .delivered_over(DeliveryTransport::V1Ws, 1);
+                Ok(())
+            }
             Err(_) => Ok(()),
         }
     }
