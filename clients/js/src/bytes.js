@@ -38,14 +38,26 @@ export function toBase64(bytes) {
 
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
-/** Bytes of padded standard base64; unpadded or URL-safe text is `malformed`. */
+const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+
+/**
+ * Bytes of padded standard base64 (PROTOCOL 4.1); unpadded or URL-safe text, and text
+ * whose unused trailing bits are not zero (a second spelling of the same bytes, RFC 4648
+ * section 3.5), is `malformed`.
+ */
 export function fromBase64(text, field = 'value') {
-  // The pattern is the check: libsodium's decoder is the conversion, but the protocol
-  // names the exact form, and refusing other forms here keeps the client honest.
+  // The pattern and the trailing-bits rule are the check: libsodium's decoder is the
+  // conversion, but the protocol names the exact form, and refusing other forms here
+  // keeps the client honest.
   if (typeof text !== 'string' || !BASE64.test(text)) {
     throw new WireError('malformed', `${field} must be padded standard base64`);
   }
   if (text === '') return new Uint8Array(0);
+  // Before `==` the last digit carries 4 unused bits, before `=` it carries 2.
+  const pad = text.endsWith('==') ? 2 : text.endsWith('=') ? 1 : 0;
+  if (pad > 0 && ALPHABET.indexOf(text[text.length - pad - 1]) % (pad === 2 ? 16 : 4) !== 0) {
+    throw new WireError('malformed', `${field} has non-zero unused bits in its last base64 digit`);
+  }
   return sodium().from_base64(text, sodium().base64_variants.ORIGINAL);
 }
 
@@ -60,9 +72,13 @@ export function concat(...parts) {
   return out;
 }
 
-/** `n` (a non-negative safe integer) as 8 bytes, big-endian. */
+/**
+ * `n` as 8 bytes, big-endian: a non-negative safe integer, or a BigInt below 2^64 (a
+ * received `ts` may be any u64).
+ */
 export function u64be(n) {
-  if (!Number.isSafeInteger(n) || n < 0) {
+  const ok = typeof n === 'bigint' ? n >= 0n && n < 1n << 64n : Number.isSafeInteger(n) && n >= 0;
+  if (!ok) {
     throw new WireError('malformed', `${n} is not an unsigned integer below 2^53`);
   }
   const out = new Uint8Array(8);

@@ -182,9 +182,7 @@ export class WhisprClient {
       failures = 0;
       const { action, reason } = closeAction(result.code);
       if (action === 'stop') {
-        const error = reason === 'replaced'
-          ? new WhisprError('replaced', 'another session with this key took over (close 4001); not reconnecting, or two readers would take turns forever', { closeCode: 4001 })
-          : new WhisprError('unauthorized', `the relay refused the authentication (close ${result.code}: ${result.reason})`, { closeCode: result.code });
+        const error = stopError(reason, result);
         if (reason === 'replaced') this.#emit('replaced', { code: result.code });
         return this.#stop(error);
       }
@@ -512,5 +510,17 @@ export class WhisprClient {
         // separately (#deliver), where a failure has a meaning.
       }
     }
+  }
+}
+
+/** Why the client stops after a close that `closeAction` says not to retry. */
+function stopError(reason, { code, reason: text }) {
+  switch (reason) {
+    case 'replaced':
+      return new WhisprError('replaced', 'another session with this key took over (close 4001); not reconnecting, or two readers would take turns forever', { closeCode: code });
+    case 'bad_signatures':
+      return new WhisprError('bad_signature', `the relay closed the session after too many envelopes with bad signatures (close ${code}${text ? `: ${text}` : ''}); not reconnecting: fix the signing code`, { closeCode: code });
+    default:
+      return new WhisprError('unauthorized', `the relay refused the authentication (close ${code}: ${text})`, { closeCode: code });
   }
 }

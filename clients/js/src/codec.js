@@ -222,6 +222,9 @@ export class Codec {
     if (size > this.maxFrameBytes) {
       throw new WireError('too_large', `${size} bytes is over max_frame_bytes (${this.maxFrameBytes})`);
     }
+    // A frame is exactly one value (PROTOCOL 4.1, 4.2): `decode` refuses bytes after
+    // the MessagePack value and `JSON.parse` anything but whitespace after the JSON
+    // one, both as `malformed` (vectors msgpack_trailing_bytes, json_trailing_characters).
     try {
       if (this.binary) {
         if (typeof data === 'string') throw malformed('a MessagePack frame is binary');

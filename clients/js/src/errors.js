@@ -27,7 +27,7 @@ export const ERROR_STATUS = {
   timeout: 408,
 };
 
-/** The close codes the relay uses, by name (errors.json, plus 4007 of PROTOCOL 6.9). */
+/** The close codes the relay uses, by name (errors.json, PROTOCOL 6.9). */
 export const CLOSE_CODES = {
   going_away: 1001,
   protocol_error: 1002,
@@ -41,6 +41,7 @@ export const CLOSE_CODES = {
   ping_timeout: 4005,
   unavailable: 4006,
   epoch_changed: 4007,
+  bad_signatures: 4008,
 };
 
 /** Codes worth retrying later (PROTOCOL 6.4): the same envelope may be accepted then. */

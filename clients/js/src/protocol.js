@@ -77,12 +77,27 @@ export function signEnvelope(identity, recipient, body, { timestamp = Date.now()
 }
 
 /**
+ * Whether a 32-byte key encoding is canonical (PROTOCOL 2.1): its y, the low 255 bits
+ * read little-endian, is below p = 2^255 - 19. The 19 values p … 2^255 - 1 are
+ * `ed…ff 7f` to `ff…ff 7f` (the sign bit, bit 255, is not part of y).
+ */
+export function isCanonicalKey(key) {
+  if (key.length !== KEY_LEN) return false;
+  if ((key[31] & 0x7f) !== 0x7f) return true;
+  for (let i = 30; i >= 1; i--) if (key[i] !== 0xff) return true;
+  return key[0] < 0xed;
+}
+
+/**
  * Strict Ed25519 verification (PROTOCOL 2.2). libsodium's verifier refuses small-order
  * keys and R values and non-canonical S and keys, which is every rule of `verify_strict`
- * that an honest signature can meet; the vectors check the dishonest ones.
+ * that an honest signature can meet; the vectors check the dishonest ones. The key's
+ * canonical encoding (2.1, `sender_y_not_canonical`) is checked here too, so the rule
+ * does not rest on one libsodium build.
  */
 export function verifySignature(publicKey, message, signature) {
   if (publicKey.length !== KEY_LEN || signature.length !== SIGNATURE_LEN) return false;
+  if (!isCanonicalKey(publicKey)) return false;
   try {
     return sodium().crypto_sign_verify_detached(signature, message, publicKey);
   } catch {

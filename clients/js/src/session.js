@@ -113,6 +113,10 @@ export function closeAction(code) {
       return { action: 'stop', reason: 'replaced' };
     case 4003:
       return { action: 'stop', reason: 'auth_failed' };
+    case 4008:
+      // Too many of our envelopes were answered bad_signature: the signing code is
+      // broken, and reconnecting would only spend the budget again (PROTOCOL 6.9).
+      return { action: 'stop', reason: 'bad_signatures' };
     case 4007:
       // The inbox moved to a new epoch: the relay reports the gap and delivers what
       // is stored as soon as we come back with the cursor.

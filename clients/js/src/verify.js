@@ -19,14 +19,24 @@ export function checkAuthFrame(frame, { nonce, origin, nowMs = Date.now(), maxSk
   return checkSkew(frame.timestamp, nowMs, maxSkewMs);
 }
 
-/** The parameters of a `Whispr key=…, ts=…, sig=…` value, or `null` if it is not one. */
+/**
+ * The parameters of a `Whispr key=…, ts=…, sig=…` value, or `null` if it is not one,
+ * read exactly as PROTOCOL 8.3 (and the relay's `HttpAuth::parse`) reads it: the scheme
+ * and one space, then `name=value` items separated by commas, with spaces (only spaces)
+ * allowed around the commas and nowhere else, nothing around the `=`, each of `key`,
+ * `ts` and `sig` exactly once and no other.
+ */
 function parseParameters(value) {
   if (typeof value !== 'string' || !value.startsWith('Whispr ')) return null;
   const params = {};
-  for (const part of value.slice('Whispr '.length).split(',')) {
-    const item = part.trim();
+  const parts = value.slice('Whispr '.length).split(',');
+  const last = parts.length - 1;
+  for (let i = 0; i <= last; i++) {
+    let item = parts[i];
+    if (i > 0) item = item.replace(/^ +/, '');
+    if (i < last) item = item.replace(/ +$/, '');
     const eq = item.indexOf('=');
-    if (eq <= 0) return null;
+    if (eq < 0) return null;
     const name = item.slice(0, eq);
     if (!['key', 'ts', 'sig'].includes(name) || name in params) return null;
     params[name] = item.slice(eq + 1);
@@ -34,25 +44,37 @@ function parseParameters(value) {
   return params.key !== undefined && params.ts !== undefined && params.sig !== undefined ? params : null;
 }
 
+const LOWER_HEX = /^[0-9a-f]*$/;
+// Decimal digits without sign or leading zeros (`0` itself is allowed).
+const DECIMAL = /^(?:0|[1-9][0-9]*)$/;
+const U64_LIMIT = 1n << 64n;
+
 /**
- * Checks an `Authorization` value for a request. Returns `null` or the failing check:
- * `unauthorized` (not the scheme's form), `invalid_key`, `bad_signature`,
- * `stale_timestamp`. The relay answers any of them with 401 `unauthorized`.
+ * Checks an `Authorization` value for a request, in the relay's order (key, ts, sig,
+ * signature, clock). Returns `null` or the failing check: `unauthorized` (not the
+ * scheme's exact form), `invalid_key`, `bad_signature`, `stale_timestamp`. The relay
+ * answers any of them with 401 `unauthorized`.
  */
 export function checkAuthorization(value, { method, pathAndQuery, origin, nowMs = Date.now(), maxSkewMs = DEFAULT_MAX_SKEW_MS }) {
   const params = parseParameters(value);
-  if (!params || !/^[0-9]{1,16}$/.test(params.ts)) return 'unauthorized';
-  let key;
+  if (!params) return 'unauthorized';
+  // key: lowercase hex only (uppercase is refused here, unlike in frames); an odd or
+  // wrong length is `invalid_key`, as everywhere.
+  if (!LOWER_HEX.test(params.key)) return 'unauthorized';
+  if (params.key.length !== KEY_LEN * 2) return 'invalid_key';
+  const key = fromHex(params.key, 'key');
+  if (!DECIMAL.test(params.ts)) return 'unauthorized';
+  const bigTs = BigInt(params.ts);
+  if (bigTs >= U64_LIMIT) return 'unauthorized';
   let sig;
   try {
-    key = fromHex(params.key.toLowerCase(), 'key');
     sig = fromBase64(params.sig, 'sig');
   } catch {
     return 'unauthorized';
   }
-  if (key.length !== KEY_LEN) return 'invalid_key';
   if (sig.length !== SIGNATURE_LEN) return 'bad_signature';
-  const ts = Number(params.ts);
+  // A ts above 2^53 is still a u64 the relay reads (and then finds stale).
+  const ts = bigTs <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(bigTs) : bigTs;
   if (!verifySignature(key, httpSigningBytes(key, ts, origin, method, pathAndQuery), sig)) return 'bad_signature';
-  return checkSkew(ts, nowMs, maxSkewMs);
+  return checkSkew(Number(bigTs), nowMs, maxSkewMs);
 }

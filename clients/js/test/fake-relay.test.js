@@ -1,6 +1,6 @@
 // The client against a scripted relay (a `ws` server speaking the protocol with the
 // library's own codec and the relay's checks from verify.js), for what a real relay
-// cannot be made to do on demand: close 4007 mid-session, name another origin, deliver
+// cannot be made to do on demand: close 4007 mid-session, close 4008, name another origin, deliver
 // a forged or repeated message.
 
 import { test } from 'node:test';
@@ -95,6 +95,28 @@ test('close 4007: the client reconnects at once with its cursor and takes the ne
   assert.deepEqual((await got.until(2)).map((m) => [m.text, m.epoch, m.seq]), [['first', 5, 1], ['second', 6, 1]]);
   assert.equal(auths[0].cursor, undefined);
   assert.deepEqual(auths[1].cursor, { epoch: 5, seq: 1 });
+});
+
+test('close 4008 (too many bad signatures): the client stops instead of reconnecting', async (t) => {
+  const relay = await fakeRelay(t, async (session) => {
+    await authenticate(session, 1);
+    const send = await session.next();
+    assert.equal(send.type, 'send');
+    session.send({ type: 'error', code: 'bad_signature', detail: 'signature does not verify', ref: send.ref });
+    session.close(4008);
+  });
+  // A short backoff: a reconnect would show up as a second session at once.
+  const client = new WhisprClient({ relay: relay.url, identity: Identity.generate(), backoff: { initialMs: 10, maxMs: 10 } });
+  t.after(() => client.close());
+  const failed = nextEvent(client, 'error');
+  await client.start();
+  await assert.rejects(client.send(Identity.generate().address, 'hello'), (e) => e.code === 'bad_signature');
+  const { error } = await failed;
+  assert.equal(error.code, 'bad_signature');
+  assert.equal(error.closeCode, 4008);
+  assert.equal(client.status, 'closed');
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  assert.equal(relay.sessions.length, 1, 'no reconnect after 4008');
 });
 
 test('a challenge naming another origin is not answered, and the client stops', async (t) => {

@@ -1,5 +1,5 @@
 // Unit tests of the pure pieces: the session state machine, the close-code rules, the
-// inbox state, backoff, sealed boxes and the identity file format.
+// inbox state, backoff, sealed boxes, the identity file format, canonical keys and base64.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -62,9 +62,10 @@ test('session: live frames become events; a gap moves the epoch of later deliver
   assert.deepEqual(core.onFrame({ type: 'ready', key: bob.publicKey, epoch: 5, window: 1 }), { send: [], events: [] });
 });
 
-test('close codes: 4001 and 4003 stop, 4007 reconnects at once, the rest back off', () => {
+test('close codes: 4001, 4003 and 4008 stop, 4007 reconnects at once, the rest back off', () => {
   assert.deepEqual(closeAction(4001), { action: 'stop', reason: 'replaced' });
   assert.equal(closeAction(4003).action, 'stop');
+  assert.deepEqual(closeAction(4008), { action: 'stop', reason: 'bad_signatures' });
   assert.equal(closeAction(4007).action, 'now');
   for (const code of [1001, 1006, 1011, 4002, 4004, 4005, 4006]) assert.equal(closeAction(code).action, 'backoff', code);
 });
@@ -147,4 +148,16 @@ test('relay URLs: any scheme in, the right one out; the origin keeps only non-de
   assert.equal(originOf('wss://Chat.Example.com:443/v1/ws'), 'chat.example.com');
   assert.equal(originOf('ws://[::1]:8443/v1/ws'), '[::1]:8443');
   assert.equal(originOf('ws://127.0.0.1:80/v1/ws'), '127.0.0.1');
+});
+
+test('key encodings with y >= p are not canonical; base64 has one spelling', async () => {
+  const { isCanonicalKey } = await import('../src/protocol.js');
+  const { fromBase64 } = await import('../src/bytes.js');
+  const key = (low, top) => Uint8Array.from({ length: 32 }, (_, i) => (i === 0 ? low : i === 31 ? top : 0xff));
+  assert.equal(isCanonicalKey(key(0xec, 0x7f)), true); // p - 1
+  assert.equal(isCanonicalKey(key(0xed, 0x7f)), false); // p
+  assert.equal(isCanonicalKey(key(0xff, 0xff)), false); // 2^255 - 1, sign bit set
+  assert.equal(isCanonicalKey(key(0xed, 0x7e)), true);
+  assert.deepEqual([...fromBase64('YWI=')], [0x61, 0x62]);
+  for (const bad of ['YWJ=', 'YR==', 'YWI', 'YW-=', 'YWI= ']) assert.throws(() => fromBase64(bad), (e) => e.code === 'malformed', bad);
 });

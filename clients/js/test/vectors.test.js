@@ -1,6 +1,8 @@
 // Every vector in proto/vectors/ reproduced by the library: signing bytes, signatures,
 // ids, Authorization values, the exact JSON text and MessagePack bytes of every frame,
-// and the refusal (with the relay's code) of every negative vector.
+// and the refusal (with the relay's code) of every negative vector. No test counts the
+// vectors: each file must be non-empty, and every vector in it must pass, so a
+// regenerated file is checked in full without editing this one.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -32,7 +34,7 @@ function roundTrips(vector, kind = 'frame') {
 
 test('envelopes: signing bytes, signature, id and every frame', async () => {
   const { vectors } = load('envelopes.json');
-  assert.equal(vectors.length, 4);
+  assert.ok(vectors.length > 0, 'the file has vectors');
   for (const v of vectors) {
     const sender = new Identity(fromHex(v.sender_seed_hex));
     const recipient = new Identity(fromHex(v.recipient_seed_hex));
@@ -64,7 +66,7 @@ test('envelopes: signing bytes, signature, id and every frame', async () => {
 
 test('auth: challenge, signing bytes, signature, auth and ready frames', () => {
   const { vectors } = load('auth.json');
-  assert.equal(vectors.length, 3);
+  assert.ok(vectors.length > 0, 'the file has vectors');
   for (const v of vectors) {
     const me = new Identity(fromHex(v.seed_hex));
     assert.equal(me.address, v.key_hex);
@@ -89,7 +91,7 @@ test('auth: challenge, signing bytes, signature, auth and ready frames', () => {
 
 test('http: signing bytes, signature and the Authorization value', () => {
   const { vectors } = load('http.json');
-  assert.equal(vectors.length, 2);
+  assert.ok(vectors.length > 0, 'the file has vectors');
   for (const v of vectors) {
     const me = new Identity(fromHex(v.seed_hex));
     const bytes = httpSigningBytes(me.publicKey, v.timestamp, v.origin, v.method, v.path_and_query);
@@ -106,7 +108,7 @@ test('http: signing bytes, signature and the Authorization value', () => {
 
 test('frames: every other frame in both encodings', () => {
   const { vectors } = load('frames.json');
-  assert.equal(vectors.length, 11);
+  assert.ok(vectors.length > 0, 'the file has vectors');
   for (const v of vectors) roundTrips(v);
   const limited = json.decodeFrame(vectors.find((v) => v.name === 'error_rate_limited').json);
   assert.equal(limited.retry_after_ms, 101);
@@ -115,13 +117,13 @@ test('frames: every other frame in both encodings', () => {
 
 test('clock skew: inclusive at the boundary, both directions', () => {
   const { vectors } = load('clock_skew.json');
-  assert.equal(vectors.length, 5);
+  assert.ok(vectors.length > 0, 'the file has vectors');
   for (const v of vectors) assert.equal(checkSkew(v.timestamp, v.now_ms, v.max_skew_ms), v.error, v.name);
 });
 
 test('negative envelopes are refused with the relay\'s code', () => {
   const { vectors } = load('negative_envelopes.json');
-  assert.equal(vectors.length, 16);
+  assert.ok(vectors.length > 0, 'the file has vectors');
   for (const v of vectors) {
     let code;
     try {
@@ -152,7 +154,7 @@ test('libsodium accepts every honest signature (random keys, messages and length
 
 test('negative auth frames are refused with the relay\'s code', () => {
   const { vectors } = load('negative_auth.json');
-  assert.equal(vectors.length, 6);
+  assert.ok(vectors.length > 0, 'the file has vectors');
   for (const v of vectors) {
     let code;
     try {
@@ -169,7 +171,7 @@ test('negative auth frames are refused with the relay\'s code', () => {
 
 test('negative Authorization headers are refused with the failing check', () => {
   const { vectors } = load('negative_http.json');
-  assert.equal(vectors.length, 9);
+  assert.ok(vectors.length > 0, 'the file has vectors');
   for (const v of vectors) {
     const cause = checkAuthorization(v.authorization, {
       method: v.method, pathAndQuery: v.path_and_query, origin: v.origin, nowMs: v.now_ms, maxSkewMs: v.max_skew_ms,
@@ -180,7 +182,7 @@ test('negative Authorization headers are refused with the failing check', () => 
 
 test('negative frames are refused with the relay\'s code', () => {
   const { vectors } = load('negative_frames.json');
-  assert.equal(vectors.length, 9);
+  assert.ok(vectors.length > 0, 'the file has vectors');
   for (const v of vectors) {
     const codec = new Codec(v.codec, { maxFrameBytes: v.max_frame_bytes });
     const data = v.codec === 'json' ? v.json : fromHex(v.msgpack_hex);
@@ -192,5 +194,30 @@ test('errors.json: every code the client knows, with its HTTP status', async () 
   const { ERROR_STATUS, CLOSE_CODES } = await import('../src/index.js');
   const table = load('errors.json');
   assert.deepEqual(ERROR_STATUS, Object.fromEntries(table.error_codes.map((e) => [e.code, e.http_status])));
-  for (const c of table.close_codes) assert.equal(CLOSE_CODES[c.name], c.code, c.name);
+  assert.deepEqual(CLOSE_CODES, Object.fromEntries(table.close_codes.map((c) => [c.name, c.code])));
+});
+
+test('Authorization: the permitted variations of 8.3 parse, everything else is refused', () => {
+  const v = load('http.json').vectors[0];
+  const me = new Identity(fromHex(v.seed_hex));
+  const request = { method: v.method, pathAndQuery: v.path_and_query, origin: v.origin, nowMs: v.timestamp };
+  const header = authorizationHeader(me, { timestamp: v.timestamp, origin: v.origin, method: v.method, pathAndQuery: v.path_and_query });
+  const [k, t, s] = header.slice('Whispr '.length).split(', ');
+  for (const ok of [`Whispr ${s},${k},${t}`, `Whispr ${t} ,  ${s}  ,${k}`, `Whispr ${k}, ${t}, ${s}`]) {
+    assert.equal(checkAuthorization(ok, request), null, ok);
+  }
+  // `0` is a valid spelling of ts (stale here, but read).
+  assert.equal(checkAuthorization(`Whispr ${k}, ts=0, ${s}`, request), 'bad_signature');
+  const trailingBits = `${s.slice(0, -3)}B==`;
+  for (const bad of [
+    `Whispr ${k}, ts=-${v.timestamp}, ${s}`, `Whispr ${k}, ts=18446744073709551616, ${s}`, `Whispr ${k}, ts=, ${s}`,
+    `Whispr\t${k}, ${t}, ${s}`, `whispr ${k}, ${t}, ${s}`, `Whispr  ${k}, ${t}, ${s}`, `Whispr ${k}, ${t}, ${s} `,
+    `Whispr ${k}, ${t}, ${s},`, `Whispr ${k},, ${t}, ${s}`, `Whispr ${k}, ts= ${v.timestamp}, ${s}`,
+    `Whispr ${k}, ${t}, ${trailingBits}`, `Whispr ${k}, ${t}, sig=-${s.slice(5)}`, `Whispr ${k}, ${t}, ${s}, x=1`, 'Whispr ',
+  ]) {
+    assert.equal(checkAuthorization(bad, request), 'unauthorized', JSON.stringify(bad));
+  }
+  // The largest u64 is read (and is stale); the length rules keep their own codes.
+  assert.equal(checkAuthorization(`Whispr ${k}, ts=18446744073709551615, ${s}`, request), 'bad_signature');
+  assert.equal(checkAuthorization(`Whispr ${k.slice(0, -1)}, ${t}, ${s}`, request), 'invalid_key');
 });
