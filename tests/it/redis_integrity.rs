@@ -131,20 +131,6 @@ fn bodies(prefix: &str, range: std::ops::RangeInclusive<u32>) -> BTreeSet<String
     range.map(|n| format!("{prefix}{n}")).collect()
 }
 
-async fn metric(relay: &TestRelay, line_start: &str) -> u64 {
-    let text = reqwest::get(format!("{}/metrics", relay.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// The deterministic form of the `appendfsync everysec` loss: Redis comes back from an
 /// older snapshot with `head 5, acked 5` while a live session and a polling reader are
 /// already past seq 10. Messages accepted afterwards must reach both, under a new epoch
@@ -250,15 +236,16 @@ async fn a_redis_restored_from_an_older_snapshot_is_a_gap_never_a_silent_loss() 
     let (mut again, ready) = relay
         .connect_at(&bob, None, whispr::protocol::Codec::Json)
         .await;
-    assert_ne!(ready.epoch, 0);
+    assert_eq!(
+        ready.epoch, bob_reader.cursor.epoch,
+        "the epoch the reconnected session took is the inbox's"
+    );
     let left = drain_until_synced(&mut again, true).await;
     assert!(left.iter().all(|(_, b)| got.contains(b)), "{left:?}");
     assert!(
-        metric(
-            &relay,
-            "whispr_store_history_lost_total{reason=\"redis_restarted\"}"
-        )
-        .await
+        relay
+            .metric("whispr_store_history_lost_total{reason=\"redis_restarted\"}")
+            .await
             >= 2,
         "both inboxes are counted"
     );
@@ -401,19 +388,15 @@ async fn evicting_policies_are_refused_unless_allowed_and_then_evictions_are_gap
     let seqs: BTreeSet<u64> = page.messages.iter().map(|m| m.seq).collect();
     assert_eq!(seqs.len(), page.messages.len());
     assert_eq!(
-        metric(
-            &relay,
-            "whispr_store_history_lost_total{reason=\"metadata_missing\"}"
-        )
-        .await,
+        relay
+            .metric("whispr_store_history_lost_total{reason=\"metadata_missing\"}")
+            .await,
         1
     );
     assert_eq!(
-        metric(
-            &relay,
-            "whispr_store_history_lost_total{reason=\"evicted\"}"
-        )
-        .await,
+        relay
+            .metric("whispr_store_history_lost_total{reason=\"evicted\"}")
+            .await,
         1
     );
     relay.stop().await;
@@ -479,7 +462,7 @@ async fn a_full_redis_refuses_with_507_and_recovers_once_recipients_read() {
         sent_again,
         "sends succeed again without restarting anything"
     );
-    assert!(metric(&relay, "whispr_store_full_total").await >= 2);
+    assert!(relay.metric("whispr_store_full_total").await >= 2);
     ws.close().await;
     sender.close().await;
     relay.stop().await;

@@ -390,17 +390,9 @@ pub fn https_client(ca: &std::path::Path) -> reqwest::Client {
 }
 
 impl TestRelay {
-    /// One series of `/metrics` (`name` or `name{labels}`) as a float, 0 when absent.
+    /// [`TestRelay::metric`] as a float, for the tests that compare with one.
     pub async fn metric_value(&self, series: &str) -> f64 {
-        let text = reqwest::get(format!("{}/metrics", self.base))
-            .await
-            .expect("scrape")
-            .text()
-            .await
-            .expect("metrics text");
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0.0)
+        self.metric(series).await as f64
     }
 
     /// Scrapes until `series` reaches `at_least` (an event the relay reports, not a
