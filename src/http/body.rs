@@ -80,6 +80,29 @@ pub fn declared_size(headers: &HeaderMap, limit: usize) -> Result<u64, BodyRefus
 
 /// The body, all of it, within `limit` bytes and `deadline` (named by the config key
 /// `key` in a refusal).
+/// A send body (native `POST /v1/send`, v1 `POST /send`): at most one frame
+/// (`max_frame_bytes`), whole within `http_body_timeout_seconds`; a refusal counts as a
+/// refused message and as a refused body of `route`.
+pub async fn read_send(
+    app: &super::App,
+    headers: &HeaderMap,
+    body: Body,
+    route: &'static str,
+) -> Result<Bytes, BodyRefusal> {
+    read_limited(
+        headers,
+        body,
+        app.config.max_frame_bytes(),
+        Duration::from_secs(app.config.http_body_timeout_seconds),
+        "http_body_timeout_seconds",
+    )
+    .await
+    .inspect_err(|r| {
+        app.relay.metrics.refused(r.code());
+        app.relay.metrics.body_refused(route, r.label());
+    })
+}
+
 pub async fn read_limited(
     headers: &HeaderMap,
     body: Body,

@@ -7,7 +7,6 @@ use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::response::Response;
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
 use super::{accept_codec, encoded, AppState};
 use crate::error::{ApiError, RelayError};
@@ -45,18 +44,7 @@ async fn read_body(
                 )
             })?,
     };
-    let bytes = super::body::read_limited(
-        headers,
-        body,
-        app.config.max_frame_bytes(),
-        Duration::from_secs(app.config.http_body_timeout_seconds),
-        "http_body_timeout_seconds",
-    )
-    .await
-    .inspect_err(|r| {
-        app.relay.metrics.refused(r.code());
-        app.relay.metrics.body_refused("send", r.label());
-    })?;
+    let bytes = super::body::read_send(app, headers, body, "send").await?;
     Ok((codec, bytes))
 }
 

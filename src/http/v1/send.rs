@@ -11,7 +11,6 @@ use axum::Json;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::error::V1Error;
 use super::V1State;
@@ -28,18 +27,7 @@ pub async fn send(
         return Err(crate::error::RelayError::ShuttingDown.into());
     }
     let relay = &app.relay;
-    let bytes = crate::http::body::read_limited(
-        &headers,
-        body,
-        app.config.max_frame_bytes(),
-        Duration::from_secs(app.config.http_body_timeout_seconds),
-        "http_body_timeout_seconds",
-    )
-    .await
-    .inspect_err(|r| {
-        relay.metrics.refused(r.code());
-        relay.metrics.body_refused("v1_send", r.label());
-    })?;
+    let bytes = crate::http::body::read_send(app, &headers, body, "v1_send").await?;
     let message: SendV1 = serde_json::from_slice(&bytes)
         .map_err(|e| V1Error::Unprocessable(format!("invalid request body: {e}")))?;
     let ip = crate::http::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
