@@ -52,13 +52,7 @@ async fn status(relay: &TestRelay, path: &str) -> u16 {
 
 /// Waits (10 s guard) until `/readyz` is 200 again after Redis came back.
 async fn wait_ready(relay: &TestRelay) {
-    for _ in 0..100 {
-        if status(relay, "/readyz").await == 200 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the relay did not become ready again");
+    wait_ready_within(relay, 100).await
 }
 
 /// A reader's session and the cursor it keeps, reconnecting as a client must when the
@@ -584,4 +578,57 @@ async fn store_selection_cannot_surprise() {
     let db = format!("{}/99", redis.url);
     let auto = crate::support::config_with(&format!("store = \"auto\"\nredis_url = {db:?}"));
     assert!(refused_start(auto).await.contains("cannot use Redis"));
+}
+
+/// The policy is checked again while the relay runs: an operator who switches Redis to an
+/// evicting policy gets writes refused (and the node out of its load balancer) until it is
+/// switched back, never silent evictions.
+#[tokio::test]
+async fn an_evicting_policy_set_while_running_refuses_writes_until_it_is_undone() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let relay = TestRelay::start_with(redis.config("")).await;
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    send(&relay, &alice, &bob, "before").await.unwrap();
+    let mut conn = redis_conn(&redis.url).await;
+    let set = |policy: &'static str| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory-policy")
+            .arg(policy)
+            .clone()
+    };
+    let _: () = set("allkeys-lru").query_async(&mut conn).await.unwrap();
+    // The next check (every 10 s) finds it; 20 s guard.
+    let mut refused = None;
+    for _ in 0..200 {
+        if let Err(e) = send(&relay, &alice, &bob, "during").await {
+            refused = Some(e);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, detail) = refused.expect("writes are refused once the policy is seen");
+    assert_eq!(code, ErrorCode::Unavailable);
+    assert!(
+        detail.contains("allkeys-lru") && detail.contains("noeviction"),
+        "{detail}"
+    );
+    assert_eq!(status(&relay, "/readyz").await, 503);
+    let _: () = set("noeviction").query_async(&mut conn).await.unwrap();
+    wait_ready_within(&relay, 200).await;
+    send(&relay, &alice, &bob, "after").await.unwrap();
+    relay.stop().await;
+}
+
+/// Waits until `/readyz` is 200, polling every 100 ms at most `tries` times.
+async fn wait_ready_within(relay: &TestRelay, tries: usize) {
+    for _ in 0..tries {
+        if status(relay, "/readyz").await == 200 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the relay did not become ready again");
 }
