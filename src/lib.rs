@@ -5,7 +5,8 @@
 //! It never sees plaintext.
 //!
 //! # Layout
-//! - [`protocol`]: wire format v1: keys, envelopes, signing bytes, frames, codecs. Pure.
+//! - [`protocol`]: wire format v1 (keys, envelopes, signing bytes, frames, codecs): the
+//!   `whispr-proto` crate in `proto/`, whose dependency tree holds no runtime and no I/O.
 //! - [`relay`]: the one write path: verify, rate-limit, store, notify.
 //! - [`store`]: the `MessageStore` trait, the memory store, the conformance suite.
 //! - [`blobs`]: attachments: the `BlobStore` trait, memory (byte budget) and Redis.
@@ -27,6 +28,10 @@
 //! - [`cli`]: the chat commands (`keygen`, `send`, `listen`, `inbox`) behind `main.rs`.
 //! - [`clock`], [`shutdown`], [`telemetry`]: time, signals, logging.
 
+/// The wire protocol: the `whispr-proto` crate in `proto/`, re-exported under its old path
+/// so the relay, the client and their users keep one name for it.
+pub use whispr_proto as protocol;
+
 pub mod analytics;
 pub mod bench;
 pub mod blobs;
@@ -38,7 +43,6 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod notify;
-pub mod protocol;
 pub mod redis_link;
 pub mod registry;
 pub mod relay;

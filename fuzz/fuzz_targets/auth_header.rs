@@ -1,4 +1,4 @@
-//! The `Authorization: Whispr …` header (`src/protocol/auth.rs`, PROTOCOL.md 8.3).
+//! The `Authorization: Whispr …` header (`proto/src/auth.rs`, PROTOCOL.md 8.3).
 //!
 //! parse(format(x)) == x; and whatever parses is, apart from the spaces 8.3 allows
 //! around commas, a permutation of exactly the three canonical `name=value` parts of

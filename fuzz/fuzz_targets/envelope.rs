@@ -1,4 +1,4 @@
-//! Envelopes through `verify` (`src/protocol/envelope.rs`).
+//! Envelopes through `verify` (`proto/src/envelope.rs`).
 //!
 //! Two halves. Decoded input (JSON or MessagePack): the verdict must not depend on the
 //! encoding, a verified envelope re-encodes (both codecs) to bytes that decode and

@@ -1,4 +1,4 @@
-//! Native frames, both directions, both codecs (`src/protocol/frames.rs`).
+//! Native frames, both directions, both codecs (`proto/src/frames.rs`).
 //!
 //! Any input that decodes (as JSON or MessagePack, as a client or a server frame) must
 //! be a fixed point after one trip through the encoder: decode(encode(f)) == f, the

@@ -1,4 +1,4 @@
-//! The Whispr v1 message and its stored form (`src/protocol/whispr_v1.rs`, read back by
+//! The Whispr v1 message and its stored form (`proto/src/whispr_v1.rs`, read back by
 //! `src/http/v1/`).
 //!
 //! A `POST /send` body that verifies must come back out of its derived inbox as the

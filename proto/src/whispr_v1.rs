@@ -180,7 +180,7 @@ impl StoredV1 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Identity;
+    use crate::Identity;
 
     fn signed(from: &Identity, to: &PublicKey, message: &[u8]) -> SendV1 {
         SendV1 {
