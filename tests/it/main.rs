@@ -20,6 +20,7 @@ mod redis_cluster;
 mod redis_faults;
 mod redis_integrity;
 mod redis_store;
+mod regions;
 mod sessions;
 mod signal;
 mod sockets;
