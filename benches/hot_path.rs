@@ -8,7 +8,7 @@ use criterion::{
 use ed25519_dalek::{Signature as DalekSignature, VerifyingKey};
 use std::sync::Arc;
 use whispr::protocol::{Codec, Cursor, Envelope, Identity, ServerFrame, WireEnvelope};
-use whispr::store::{MemoryStore, MessageStore, StoreLimits};
+use whispr::testing::store::{MemoryStore, MessageStore, StoreLimits};
 
 const NOW: u64 = 1_800_000_000_000;
 

@@ -285,10 +285,12 @@ impl Registry {
         self.sessions.contains_key(key)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.sessions.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()
     }

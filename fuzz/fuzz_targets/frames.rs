@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::fmt::Debug;
 use whispr::protocol::{ClientFrame, Codec, ServerFrame};
-use whispr::session::state::decode_frame;
+use whispr::testing::session::decode_frame;
 
 const CODECS: [Codec; 2] = [Codec::Json, Codec::MsgPack];
 

@@ -8,7 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use url::form_urlencoded::Serializer;
-use whispr::http::{parse_inbox_query, parse_upload_query, v1::parse_since, InboxQuery};
+use whispr::testing::http::{parse_inbox_query, parse_since, parse_upload_query, InboxQuery};
 
 fn inbox(query: &str) {
     let Ok(q) = parse_inbox_query(Some(query)) else {

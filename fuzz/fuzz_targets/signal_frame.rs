@@ -9,7 +9,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::value::RawValue;
-use whispr::signal::{CallId, ClientFrame, ServerFrame};
+use whispr::testing::signal::{CallId, ClientFrame, ServerFrame};
 
 fn kind_and_id<'a>(frame: &'a ClientFrame<'a>) -> (&'static str, &'a CallId) {
     match frame {
@@ -23,7 +23,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(frame) = whispr::signal::frame::parse(text) else {
+    let Ok(frame) = whispr::testing::signal::frame::parse(text) else {
         return;
     };
     let (kind, call_id) = kind_and_id(&frame);
@@ -55,6 +55,6 @@ fuzz_target!(|data: &[u8]| {
         _ => "null",
     };
     let rebuilt = format!(r#"{{"type":"{kind}","call_id":{raw},"payload":{payload}}}"#);
-    let again = whispr::signal::frame::parse(&rebuilt).expect("a rebuilt frame parses");
+    let again = whispr::testing::signal::frame::parse(&rebuilt).expect("a rebuilt frame parses");
     assert_eq!(again, frame, "{rebuilt}");
 });

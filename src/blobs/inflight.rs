@@ -60,6 +60,7 @@ impl Inflight {
     }
 
     /// Bytes not reserved now (in whole KiB).
+    #[cfg(test)]
     pub fn available_bytes(&self) -> u64 {
         self.permits.available_permits() as u64 * 1024
     }

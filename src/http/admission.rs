@@ -79,6 +79,7 @@ impl Admission {
         })
     }
 
+    #[cfg(test)]
     pub fn open(&self) -> usize {
         self.total.load(Ordering::Acquire)
     }

@@ -16,7 +16,7 @@ pub mod v1;
 mod ws;
 
 pub use admission::{Admission, Permit};
-pub use blobs::{parse_upload_query, UploadQuery};
+pub use blobs::parse_upload_query;
 pub use client_ip::client_ip;
 pub use gate::{ConnCaps, Gate};
 pub use poll::{parse_inbox_query, InboxQuery};

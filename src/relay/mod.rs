@@ -42,7 +42,7 @@ use crate::redis_link::RedisLink;
 use crate::registry::Registry;
 use crate::store::{InsertOutcome, SharedStore, StoreError};
 
-pub use budget::{Gcra, SignatureBudget};
+pub use budget::SignatureBudget;
 pub use ratelimit::RateLimits;
 
 /// The rate-limit scope (metric label, error detail) of the bad-signature budget.

@@ -115,10 +115,6 @@ impl RateLimits {
         });
     }
 
-    pub fn is_shared(&self) -> bool {
-        self.shared.is_some()
-    }
-
     /// Takes one token from the client IP's bucket, then one from the sender's.
     pub async fn check(&self, sender: &PublicKey, ip: IpAddr) -> Result<(), RelayError> {
         match &self.shared {

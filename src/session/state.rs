@@ -143,10 +143,6 @@ impl Delivery {
         }
     }
 
-    pub fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
     /// Where the next store read starts.
     pub fn cursor(&self) -> Cursor {
         Cursor {

@@ -34,6 +34,7 @@ impl Member {
     }
 
     /// This socket's id in the registry (unique on this node).
+    #[cfg(test)]
     pub fn id(&self) -> u64 {
         self.id
     }

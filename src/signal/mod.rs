@@ -32,7 +32,7 @@ pub mod frame;
 mod member;
 pub mod redis;
 
-pub use frame::{CallId, ClientFrame, ServerFrame, Unusable};
+pub use frame::{CallId, ClientFrame, ServerFrame};
 pub use member::Member;
 
 use prometheus::IntGauge;
@@ -205,10 +205,12 @@ impl Rooms {
     }
 
     /// Local rooms right now.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -6,8 +6,8 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::{json, Value};
-use whispr::blobs::{conformance, BlobId, RedisBlobs};
 use whispr::protocol::{HttpAuth, Identity};
+use whispr::testing::blobs::{conformance, BlobId, RedisBlobs};
 
 use crate::redis_store::RedisServer;
 use crate::support::{config_with, TestRelay};

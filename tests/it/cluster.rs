@@ -245,7 +245,7 @@ async fn an_ephemeral_envelope_reaches_a_session_on_the_other_node() {
             .unwrap(),
     );
     // Until b has subscribed to the v1 inbox's wake-ups.
-    let wakeups = whispr::notify::channel(&carol_inbox);
+    let wakeups = whispr::testing::notify::channel(&carol_inbox);
     crate::redis_store::wait_subscribers(&redis.url, &wakeups, 1).await;
     let probe = whispr::protocol::Envelope::seal(
         &alice,

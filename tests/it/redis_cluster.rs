@@ -7,9 +7,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use whispr::protocol::{Identity, PublicKey};
-use whispr::redis_link::RedisTarget;
-use whispr::store::conformance::{envelope, run_all};
-use whispr::store::{MessageStore, RedisStore, SharedStore};
+use whispr::testing::redis_link::RedisTarget;
+use whispr::testing::store::conformance::{envelope, run_all};
+use whispr::testing::store::{MessageStore, RedisStore, SharedStore};
 
 use crate::redis_store::{free_port, RedisServer};
 use crate::support::{
@@ -176,9 +176,12 @@ async fn the_store_passes_conformance_on_a_three_master_cluster() {
 
     // Depth and sweep visit every master: inboxes on all three are counted.
     cluster.flush().await;
-    let store = RedisStore::connect(&cluster.target(), whispr::store::conformance::LIMITS)
-        .await
-        .unwrap();
+    let store = RedisStore::connect(
+        &cluster.target(),
+        whispr::testing::store::conformance::LIMITS,
+    )
+    .await
+    .unwrap();
     let alice = Identity::generate();
     let now = 1_800_000_000_000;
     for (n, who) in spread(cluster).await.iter().enumerate() {
@@ -190,7 +193,7 @@ async fn the_store_passes_conformance_on_a_three_master_cluster() {
         }
     }
     assert_eq!(store.depth().await.unwrap(), 1 + 2 + 3);
-    let later = now + whispr::store::conformance::LIMITS.message_ttl_ms + 1;
+    let later = now + whispr::testing::store::conformance::LIMITS.message_ttl_ms + 1;
     assert_eq!(store.sweep(later).await.unwrap().expired, 6);
     assert_eq!(store.depth().await.unwrap(), 0);
 }

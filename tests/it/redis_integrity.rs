@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use whispr::client::{ClientError, WsClient};
 use whispr::protocol::{Cursor, ErrorCode, GapReason, Identity, ServerFrame};
-use whispr::store::conformance::{envelope, LIMITS};
-use whispr::store::{MessageStore, RedisOptions, RedisStore, StoreError};
+use whispr::testing::store::conformance::{envelope, LIMITS};
+use whispr::testing::store::{MessageStore, RedisOptions, RedisStore, StoreError};
 
 use crate::redis_store::{free_port, single, RedisServer};
 use crate::support::{drain_until_synced, scratch_dir, TestRelay};
@@ -469,7 +469,7 @@ async fn a_stopped_redis_is_a_quick_503_and_a_late_insert_stores_nothing() {
     };
     let relay = TestRelay::start_with(redis.config("redis_response_timeout_ms = 500")).await;
     let store = RedisStore::open(
-        whispr::redis_link::RedisLink::connect_with_timeout(
+        whispr::testing::redis_link::RedisLink::connect_with_timeout(
             &single(&redis.url),
             Duration::from_millis(300),
         )

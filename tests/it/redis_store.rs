@@ -4,9 +4,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use whispr::protocol::{Cursor, Identity};
-use whispr::redis_link::RedisTarget;
-use whispr::store::conformance::{envelope, run_all, LIMITS};
-use whispr::store::{
+use whispr::testing::redis_link::RedisTarget;
+use whispr::testing::store::conformance::{envelope, run_all, LIMITS};
+use whispr::testing::store::{
     InsertOutcome, MessageStore, RedisStore, SharedStore, StoreError, StoreLimits,
 };
 

@@ -8,7 +8,7 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
-use whispr::signal::{redis::channel, CallId};
+use whispr::testing::signal::{channel, CallId};
 
 use crate::redis_store::RedisServer;
 use crate::support::{config_with, TestRelay};

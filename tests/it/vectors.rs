@@ -23,7 +23,7 @@ use whispr::protocol::{
     verify_auth, ClientFrame, Codec, Cursor, Encoded, Envelope, ErrorCode, GapReason, HttpAuth,
     Identity, MessageId, ProtocolError, ServerFrame, Signature, WireEnvelope,
 };
-use whispr::session::state::{decode_frame, Unauthenticated};
+use whispr::testing::session::{decode_frame, Unauthenticated};
 
 /// The files this module knows how to check; any other file in the directory fails
 /// `every_vector_file_is_checked`.
