@@ -26,6 +26,11 @@ pub enum RelayError {
     Store(#[from] StoreError),
     #[error("the relay is shutting down")]
     ShuttingDown,
+    /// An ephemeral envelope for a session on another node could not be handed to
+    /// Redis pub/sub. Nothing was stored (ephemeral envelopes never are), so the sender
+    /// may simply retry; the message store itself may be fine.
+    #[error("the ephemeral envelope could not be passed to the other nodes: {0}")]
+    EphemeralUnpublished(String),
 }
 
 /// The words for a rate-limit scope label in error details.
@@ -47,7 +52,8 @@ impl RelayError {
                 ErrorCode::StoreFull
             }
             RelayError::Store(StoreError::Unavailable(_) | StoreError::Misconfigured(_))
-            | RelayError::ShuttingDown => ErrorCode::Unavailable,
+            | RelayError::ShuttingDown
+            | RelayError::EphemeralUnpublished(_) => ErrorCode::Unavailable,
             RelayError::Store(StoreError::Snapshot(_)) => ErrorCode::Internal,
         }
     }
@@ -214,5 +220,29 @@ impl IntoResponse for ApiError {
             }
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_ephemeral_publish_is_its_own_error_answered_503() {
+        let e = RelayError::EphemeralUnpublished("redis: connection refused".into());
+        assert_eq!(e.code(), ErrorCode::Unavailable);
+        assert_eq!(http_status(e.code()), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            !e.to_string().contains("message store"),
+            "the store is not what failed: {e}"
+        );
+        assert!(matches!(
+            e.to_frame(Some(3)),
+            ServerFrame::Error {
+                code: ErrorCode::Unavailable,
+                reference: Some(3),
+                ..
+            }
+        ));
     }
 }

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::analytics::Analytics;
-use crate::blobs::{BlobError, MemoryBlobs, RedisBlobs, SharedBlobs};
+use crate::blobs::{Attachments, BlobError, MemoryBlobs, RedisBlobs, SharedBlobs};
 use crate::clock::Clock;
 use crate::config::{Config, StoreKind};
 use crate::http::{self, Admission, App, Endpoint, Gate};
@@ -168,8 +168,8 @@ impl Server {
     ) -> Result<Arc<signal::Rooms>, ServerError> {
         let c = &self.config;
         let gauges = signal::Gauges {
-            rooms: relay.metrics.signal_rooms.clone(),
-            members: relay.metrics.signal_members.clone(),
+            rooms: relay.metrics().signal_rooms.clone(),
+            members: relay.metrics().signal_members.clone(),
         };
         let limits = signal::RoomLimits::from_config(c);
         if !(shared && c.compat_whispr_v1) {
@@ -218,15 +218,11 @@ impl Server {
             Registry::new()
         });
         let store_kind = store.kind();
-        let mut relay = Relay::new(&config, store, registry, self.clock.clone());
-        if let Some(on_redis) = &redis {
-            relay.share_with_nodes(on_redis.link.clone());
-        }
         // The analytics writer outlives the sessions (it records their close), so it
         // has its own stop signal, given after they are gone.
         let analytics_stop = CancellationToken::new();
-        let analytics_writer = if config.analytics_log_path.is_empty() {
-            None
+        let (analytics, analytics_writer) = if config.analytics_log_path.is_empty() {
+            (Analytics::disabled(), None)
         } else {
             let path = std::path::PathBuf::from(&config.analytics_log_path);
             let (analytics, writer) = Analytics::open(
@@ -236,9 +232,13 @@ impl Server {
             )
             .await
             .map_err(|source| ServerError::Analytics { path, source })?;
-            relay.analytics = analytics;
-            Some(writer)
+            (analytics, Some(writer))
         };
+        let mut relay = Relay::builder(store, registry, self.clock.clone()).analytics(analytics);
+        if let Some(on_redis) = &redis {
+            relay = relay.shared_with_nodes(on_redis.link.clone());
+        }
+        let relay = relay.build(&config);
         let relay = Arc::new(relay);
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -255,7 +255,11 @@ impl Server {
                 config.max_new_connections_per_second,
             ),
             http_gate: Gate::new(limits.caps),
-            blobs: blobs.clone(),
+            blobs: Attachments::new(
+                blobs.clone(),
+                config.max_attachment_inflight_bytes,
+                relay.metrics().blobs_busy.clone(),
+            ),
             signal,
         });
 
@@ -275,12 +279,12 @@ impl Server {
             // An ephemeral envelope from another node is checked again there; its
             // timestamp window is wider by the hop and the nodes' clock difference, so
             // an envelope accepted on one node is not refused on the next.
-            let (clock, max_skew_ms) = (relay.clock.clone(), relay.max_skew_ms() + 30_000);
+            let (clock, max_skew_ms) = (relay.clock().clone(), relay.max_skew_ms() + 30_000);
             let verify: notify::Verifier =
                 Arc::new(move |e: Envelope| e.verify(clock.now_ms(), max_skew_ms).ok());
             notify::start(
                 &config.redis_target(),
-                relay.registry.clone(),
+                relay.registry().clone(),
                 verify,
                 commands,
                 &tracker,
@@ -292,7 +296,7 @@ impl Server {
                 source: StoreError::Unavailable(e.to_string()),
             })?;
             tracker.spawn(notify::catch_up(
-                relay.registry.clone(),
+                relay.registry().clone(),
                 Duration::from_secs(config.ws_catch_up_seconds),
                 token.clone(),
             ));
@@ -350,7 +354,7 @@ impl Server {
             let _ = writer.await;
         }
         // Nothing writes to the store any more: let it persist what it holds.
-        relay.store.shutdown().await?;
+        relay.store().shutdown().await?;
         tracing::info!("relay stopped");
         Ok(())
     }
@@ -403,20 +407,20 @@ async fn sweeper(relay: Arc<Relay>, blobs: SharedBlobs, every: Duration, token: 
             _ = token.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match relay.store.sweep(relay.clock.now_ms()).await {
+        match relay.store().sweep(relay.clock().now_ms()).await {
             Ok(stats) => {
-                relay.metrics.expired.inc_by(stats.expired);
+                relay.metrics().expired.inc_by(stats.expired);
                 if stats.expired > 0 {
                     tracing::info!(expired = stats.expired, "expired messages past their TTL");
                 }
             }
             Err(e) => {
-                relay.metrics.store_errors.inc();
+                relay.metrics().store_errors.inc();
                 tracing::warn!(error = %e, "sweep failed");
             }
         }
-        match blobs.sweep(relay.clock.now_ms()).await {
-            Ok(expired) => relay.metrics.blobs_expired.inc_by(expired),
+        match blobs.sweep(relay.clock().now_ms()).await {
+            Ok(expired) => relay.metrics().blobs_expired.inc_by(expired),
             Err(e) => tracing::warn!(error = %e, "attachment sweep failed"),
         }
         relay.prune();

@@ -204,6 +204,42 @@ pub trait BlobStore: Send + Sync + 'static {
 /// A shared blob store handle.
 pub type SharedBlobs = Arc<dyn BlobStore>;
 
+/// What the attachment routes use: the store, and the relay-wide budget of attachment
+/// bytes that requests in progress hold (`max_attachment_inflight_bytes`, [`Inflight`]),
+/// kept together so that no route reaches the store without the budget beside it.
+pub struct Attachments {
+    store: SharedBlobs,
+    inflight: Inflight,
+    /// Counts the reservations refused (`whispr_blobs_busy_total`).
+    busy: prometheus::IntCounter,
+}
+
+impl Attachments {
+    pub fn new(
+        store: SharedBlobs,
+        max_inflight_bytes: usize,
+        busy: prometheus::IntCounter,
+    ) -> Self {
+        Attachments {
+            store,
+            inflight: Inflight::new(max_inflight_bytes),
+            busy,
+        }
+    }
+
+    pub fn store(&self) -> &SharedBlobs {
+        &self.store
+    }
+
+    /// Reserves `bytes` of the attachment bytes in flight for one request, or refuses
+    /// at once ([`BlobError::Busy`]). Counts a refusal.
+    pub fn reserve(&self, bytes: u64) -> Result<InflightPermit, BlobError> {
+        self.inflight
+            .try_reserve(bytes)
+            .inspect_err(|_| self.busy.inc())
+    }
+}
+
 /// Limits a blob store enforces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobLimits {

@@ -79,12 +79,6 @@ pub async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    if app.shutdown.is_cancelled() {
-        return Err(ApiError::new(
-            ErrorCode::Unavailable,
-            "the relay is shutting down",
-        ));
-    }
     let ip = super::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
     let from = authenticate(&app, ip, &headers, &method, &uri)?;
     let q = parse_upload_query(uri.query())?;
@@ -92,9 +86,9 @@ pub async fn upload(
     let limit = app.config.attachment_max_size_bytes;
     let deadline = Duration::from_secs(app.config.attachment_upload_timeout_seconds);
     // The body, and a working copy on its way to the store (the Redis command buffer).
-    let refused = |r: &body::BodyRefusal| app.relay.metrics.body_refused("blobs", r.label());
+    let refused = |r: &body::BodyRefusal| app.relay.metrics().body_refused("blobs", r.label());
     let size = body::declared_size(&headers, limit).inspect_err(refused)?;
-    let _held = app.relay.reserve_attachment_bytes(size.saturating_mul(2))?;
+    let _held = app.blobs.reserve(size.saturating_mul(2))?;
     let data = body::read_limited(
         &headers,
         body,
@@ -110,7 +104,7 @@ pub async fn upload(
             "the body's SHA-256 is not the signed `sha256`",
         ));
     }
-    let now_ms = app.relay.clock.now_ms();
+    let now_ms = app.relay.clock().now_ms();
     let blob = Blob {
         meta: BlobMeta {
             sha256: q.sha256.to_hex(),
@@ -125,7 +119,7 @@ pub async fn upload(
         },
         data,
     };
-    let outcome = app.blobs.put(blob, now_ms).await?;
+    let outcome = app.blobs.store().put(blob, now_ms).await?;
     let (status, duplicate) = match outcome {
         PutOutcome::Stored(_) => (StatusCode::CREATED, false),
         PutOutcome::Existing(_) => (StatusCode::OK, true),
@@ -155,7 +149,8 @@ pub async fn download(
         .ok_or_else(|| ApiError::new(ErrorCode::Malformed, "sha256 must be 64 hex characters"))?;
     let blob = app
         .blobs
-        .get(&id, app.relay.clock.now_ms())
+        .store()
+        .get(&id, app.relay.clock().now_ms())
         .await?
         // A v1 blob is not served here: its `to` proved nothing when it was stored.
         .filter(|b| b.meta.origin == BlobOrigin::Native)
@@ -166,7 +161,7 @@ pub async fn download(
             "this attachment is for another key",
         ));
     }
-    let held = app.relay.reserve_attachment_bytes(blob.data.len() as u64)?;
+    let held = app.blobs.reserve(blob.data.len() as u64)?;
     let mut resp = raw(blob.data, held);
     for (name, value) in [
         ("x-whispr-from", blob.meta.from),

@@ -98,8 +98,8 @@ pub async fn read_send(
     )
     .await
     .inspect_err(|r| {
-        app.relay.metrics.refused(r.code());
-        app.relay.metrics.body_refused(route, r.label());
+        app.relay.metrics().refused(r.code());
+        app.relay.metrics().body_refused(route, r.label());
     })
 }
 

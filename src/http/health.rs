@@ -18,14 +18,9 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Readiness: not shutting down and the store answers.
+/// Readiness: the store answers (while the relay drains, the draining layer answers
+/// 503 before this runs).
 pub async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
-    if app.shutdown.is_cancelled() {
-        return Err(ApiError::new(
-            ErrorCode::Unavailable,
-            "the relay is shutting down",
-        ));
-    }
     // A load balancer's health check must get an answer, not a timeout, when Redis
     // hangs: each check is bounded well below the usual 2-5 s probe timeouts.
     let bounded = |what: &str| {
@@ -37,10 +32,10 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError
             ),
         )
     };
-    tokio::time::timeout(READY_TIMEOUT, app.relay.store.check())
+    tokio::time::timeout(READY_TIMEOUT, app.relay.store().check())
         .await
         .map_err(|_| bounded("message store"))??;
-    tokio::time::timeout(READY_TIMEOUT, app.blobs.check())
+    tokio::time::timeout(READY_TIMEOUT, app.blobs.store().check())
         .await
         .map_err(|_| bounded("attachment store"))??;
     Ok(Json(json!({"status": "ready"})))
@@ -49,18 +44,18 @@ pub async fn readyz(State(app): State<AppState>) -> Result<Json<Value>, ApiError
 /// Prometheus text exposition. The queue depth is sampled here, at scrape time.
 pub async fn metrics(State(app): State<AppState>) -> Response {
     let relay = &app.relay;
-    match relay.store.depth().await {
-        Ok(depth) => relay.metrics.queue_depth.set(depth as i64),
-        Err(_) => relay.metrics.store_errors.inc(),
+    match relay.store().depth().await {
+        Ok(depth) => relay.metrics().queue_depth.set(depth as i64),
+        Err(_) => relay.metrics().store_errors.inc(),
     }
-    relay.metrics.sync_store(relay.store.events());
-    if let Some(bytes) = app.blobs.stored_bytes() {
-        relay.metrics.blob_bytes.set(bytes as i64);
+    relay.metrics().sync_store(relay.store().events());
+    if let Some(bytes) = app.blobs.store().stored_bytes() {
+        relay.metrics().blob_bytes.set(bytes as i64);
     }
     let (served, reserve) = app.http_gate.open();
     for (pool, n) in [("served", served), ("reserve", reserve)] {
         relay
-            .metrics
+            .metrics()
             .http_connections
             .with_label_values(&[pool])
             .set(n as i64);
@@ -70,7 +65,7 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        relay.metrics.render(),
+        relay.metrics().render(),
     )
         .into_response()
 }
@@ -86,7 +81,7 @@ pub async fn info(State(app): State<AppState>) -> Json<Value> {
         "subprotocols": [SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK],
         "content_types": ["application/json", "application/msgpack"],
         "origin": if c.origin.is_empty() { Value::Null } else { Value::from(c.origin.clone()) },
-        "store": app.relay.store.kind(),
+        "store": app.relay.store().kind(),
         "limits": {
             "max_message_bytes": c.max_message_bytes,
             "max_frame_bytes": c.max_frame_bytes(),

@@ -8,6 +8,7 @@ mod admission;
 mod blobs;
 mod body;
 mod client_ip;
+mod draining;
 mod gate;
 mod health;
 mod poll;
@@ -31,12 +32,13 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::blobs::SharedBlobs;
+use crate::blobs::Attachments;
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::protocol::{Codec, ErrorCode};
 use crate::relay::Relay;
 use crate::ws::{NotAnUpgrade, Upgrade, UpgradeConfig, WsStream};
+use draining::{native_refusal, refuse_when_draining};
 
 /// Shared state of every handler.
 pub struct App {
@@ -49,9 +51,9 @@ pub struct App {
     pub admission: Arc<Admission>,
     /// The main listener's HTTP connection counts (sampled into `/metrics`).
     pub http_gate: Arc<Gate>,
-    /// Attachments (`POST /v1/blobs`, v1 `POST /upload`): Redis when the message store
-    /// is Redis, else memory.
-    pub blobs: SharedBlobs,
+    /// Attachments (`POST /v1/blobs`, v1 `POST /upload`) and their bytes in flight:
+    /// the store is Redis when the message store is Redis, else memory.
+    pub blobs: Attachments,
     /// Call signalling rooms (Whispr v1 `/signal`).
     pub signal: Arc<crate::signal::Rooms>,
 }
@@ -60,15 +62,17 @@ pub type AppState = Arc<App>;
 
 pub fn router(app: AppState) -> Router {
     let separate_metrics = !app.config.metrics_listen.is_empty();
+    // What starts work, and readiness, refuses while the relay drains.
+    let draining = |route| refuse_when_draining(route, &app.shutdown, native_refusal);
     let routes = Router::new()
-        .route("/v1/ws", get(ws::upgrade))
-        .route("/v1/send", post(poll::send))
+        .route("/v1/ws", draining(get(ws::upgrade)))
+        .route("/v1/send", draining(post(poll::send)))
         .route("/v1/inbox", get(poll::inbox))
-        .route("/v1/blobs", post(blobs::upload))
+        .route("/v1/blobs", draining(post(blobs::upload)))
         .route("/v1/blobs/{sha256}", get(blobs::download))
         .route("/v1/info", get(health::info))
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz));
+        .route("/readyz", draining(get(health::readyz)));
     let routes = if separate_metrics {
         routes
     } else {
@@ -105,7 +109,8 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// What every WebSocket upgrade (native, v1, `/signal`) goes through before its socket
-/// runs: a real upgrade request, a relay not shutting down, the connection limits (the
+/// runs (after the draining layer refused it during shutdown): a real upgrade request,
+/// the connection limits (the
 /// permit must live as long as the socket), the socket buffer sizes and caps, and the
 /// largest message it may read.
 pub(crate) fn admit_upgrade(
@@ -120,12 +125,6 @@ pub(crate) fn admit_upgrade(
             format!("not a WebSocket upgrade: {e}"),
         )
     })?;
-    if app.shutdown.is_cancelled() {
-        return Err(ApiError::new(
-            ErrorCode::Unavailable,
-            "the relay is shutting down",
-        ));
-    }
     let permit = app.admission.admit(ip)?;
     Ok(Admitted {
         upgrade,

@@ -54,12 +54,6 @@ pub async fn send(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    if app.shutdown.is_cancelled() {
-        return Err(ApiError::new(
-            ErrorCode::Unavailable,
-            "the relay is shutting down",
-        ));
-    }
     let (codec, bytes) = read_body(&app, &headers, body).await?;
     let wire: WireEnvelope = codec.decode(&bytes)?;
     let ip = super::client_ip(peer.ip(), &headers, &app.config.trusted_proxies);
@@ -150,7 +144,7 @@ pub(super) fn authenticate(
     let auth = HttpAuth::parse(value).map_err(unauthorized)?;
     let origin = app.origin(headers, uri)?;
     let path_and_query = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
-    let now = app.relay.clock.now_ms();
+    let now = app.relay.clock().now_ms();
     let checked = app.relay.check_signature(client_ip, || {
         auth.verify(
             &origin,
@@ -190,16 +184,16 @@ pub async fn inbox(
         epoch,
         seq: q.since,
     });
-    let store = &app.relay.store;
+    let store = &app.relay.store();
     if let Some(c) = cursor.filter(|c| c.seq > 0) {
         store.ack(&key.into(), c).await?;
     }
     let batch = store
-        .fetch(&key.into(), cursor, limit, app.relay.clock.now_ms())
+        .fetch(&key.into(), cursor, limit, app.relay.clock().now_ms())
         .await?;
     let last = batch.messages.last().map_or(batch.floor, |m| m.seq);
     app.relay
-        .metrics
+        .metrics()
         .delivered_over(DeliveryTransport::HttpPoll, batch.messages.len());
     let answer = InboxAnswer {
         epoch: batch.epoch,

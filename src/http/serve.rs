@@ -102,7 +102,7 @@ pub async fn serve(tcp: TcpListener, endpoint: Endpoint, app: AppState) {
         let exempt = is_trusted_proxy(ip, &app.config.trusted_proxies);
         let refused = |why: Refusal, action: &str| {
             app.relay
-                .metrics
+                .metrics()
                 .http_refused
                 .with_label_values(&[why.label(), action])
                 .inc();
@@ -170,7 +170,7 @@ impl Conn {
     fn timed_out(&self, phase: &str) {
         self.app
             .relay
-            .metrics
+            .metrics()
             .http_timeouts
             .with_label_values(&[phase])
             .inc();

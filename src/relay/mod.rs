@@ -16,10 +16,12 @@
 //! Ephemeral envelopes take the same checks but skip the store: they are handed to the
 //! recipient's live session or reported offline.
 //!
-//! The relay also holds what attachment requests share with it: the rate-limit buckets
-//! (`check_rate`, `check_ip_rate`, `check_sender_rate`) and the bound on attachment
-//! bytes in flight (`reserve_attachment_bytes`). The attachment routes use them; the store is
-//! `blobs`.
+//! The relay also holds what attachment requests share with messages: the rate-limit
+//! buckets (`check_rate`, `check_ip_rate`, `check_sender_rate`). The attachment store
+//! and its bound on bytes in flight are `blobs::Attachments`.
+//!
+//! A [`Relay`] is built once, by [`Relay::builder`], with everything it will hold; its
+//! fields are private, and what other modules need of it they read through accessors.
 
 mod budget;
 mod keys;
@@ -29,7 +31,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::analytics::{Analytics, Event};
-use crate::blobs::{BlobError, Inflight, InflightPermit};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::error::RelayError;
@@ -60,17 +61,15 @@ pub struct Accepted {
     pub online: Option<bool>,
 }
 
-/// Everything the write path needs, shared by all connections.
+/// Everything the write path needs, shared by all connections. Built by
+/// [`Relay::builder`].
 pub struct Relay {
-    pub store: SharedStore,
-    pub registry: Arc<Registry>,
-    pub clock: Clock,
+    store: SharedStore,
+    registry: Arc<Registry>,
+    clock: Clock,
     /// Shared with every socket (the socket layer counts its closes).
-    pub metrics: Arc<Metrics>,
-    pub analytics: Analytics,
-    /// Attachment bytes held by requests in progress, all uploads and downloads
-    /// together (`max_attachment_inflight_bytes`).
-    attachment_bytes: Inflight,
+    metrics: Arc<Metrics>,
+    analytics: Analytics,
     limits: RateLimits,
     /// Bad signatures each client IP may make this node check (`budget.rs`).
     signatures: SignatureBudget,
@@ -84,22 +83,49 @@ pub struct Relay {
     nodes: Option<RedisLink>,
 }
 
-impl Relay {
-    pub fn new(config: &Config, store: SharedStore, registry: Arc<Registry>, clock: Clock) -> Self {
-        Relay {
-            store,
-            registry,
-            clock,
-            metrics: Arc::new(Metrics::new()),
-            analytics: Analytics::disabled(),
-            attachment_bytes: Inflight::new(config.max_attachment_inflight_bytes),
-            limits: RateLimits::new(
-                (config.max_messages_per_second, config.burst_messages),
-                (
-                    config.max_messages_per_second_per_ip,
-                    config.burst_messages_per_ip,
-                ),
+/// What a [`Relay`] is built from: the store, the registry and the clock it needs, and
+/// what is optional (the analytics log, other nodes on the same Redis).
+pub struct RelayBuilder {
+    store: SharedStore,
+    registry: Arc<Registry>,
+    clock: Clock,
+    analytics: Analytics,
+    nodes: Option<RedisLink>,
+}
+
+impl RelayBuilder {
+    /// Records accepted and refused messages in `analytics` (off by default).
+    pub fn analytics(mut self, analytics: Analytics) -> Self {
+        self.analytics = analytics;
+        self
+    }
+
+    /// Joins the other nodes on this Redis: the rate-limit buckets move there, and
+    /// ephemeral envelopes reach sessions on other nodes.
+    pub fn shared_with_nodes(mut self, link: RedisLink) -> Self {
+        self.nodes = Some(link);
+        self
+    }
+
+    /// The relay, with its limits from `config`.
+    pub fn build(self, config: &Config) -> Relay {
+        let mut limits = RateLimits::new(
+            (config.max_messages_per_second, config.burst_messages),
+            (
+                config.max_messages_per_second_per_ip,
+                config.burst_messages_per_ip,
             ),
+        );
+        if let Some(link) = &self.nodes {
+            limits.share(link.clone());
+        }
+        Relay {
+            store: self.store,
+            registry: self.registry,
+            clock: self.clock,
+            metrics: Arc::new(Metrics::new()),
+            analytics: self.analytics,
+            limits,
             signatures: SignatureBudget::new(
                 config.max_bad_signatures_per_second_per_ip,
                 config.burst_bad_signatures_per_ip,
@@ -108,8 +134,45 @@ impl Relay {
             sender_keys: keys::SenderKeys::default(),
             max_message_bytes: config.max_message_bytes,
             max_skew_ms: config.max_clock_skew_ms(),
+            nodes: self.nodes,
+        }
+    }
+}
+
+impl Relay {
+    /// Starts building a relay on `store`, waking sessions through `registry`, on
+    /// `clock`.
+    pub fn builder(store: SharedStore, registry: Arc<Registry>, clock: Clock) -> RelayBuilder {
+        RelayBuilder {
+            store,
+            registry,
+            clock,
+            analytics: Analytics::disabled(),
             nodes: None,
         }
+    }
+
+    /// The message store (sessions and readers read and acknowledge through it).
+    pub fn store(&self) -> &SharedStore {
+        &self.store
+    }
+
+    /// This node's live sessions and v1 sockets.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// Every metric of this relay (one registry, shared with the sockets).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn analytics(&self) -> &Analytics {
+        &self.analytics
     }
 
     /// Checks an envelope as received from `client_ip`. Its only side effect is on
@@ -281,19 +344,18 @@ impl Relay {
                         reason: e.code().as_str(),
                     },
                 );
-                // Rate-limit refusals are counted where they are decided.
-                if let RelayError::Store(StoreError::Unavailable(_)) = e {
+                // Rate-limit refusals are counted where they are decided. A failed
+                // ephemeral publish is a Redis failure like the store's, and has
+                // always been counted with them.
+                if matches!(
+                    e,
+                    RelayError::Store(StoreError::Unavailable(_))
+                        | RelayError::EphemeralUnpublished(_)
+                ) {
                     m.store_errors.inc();
                 }
             }
         }
-    }
-
-    /// Joins the other nodes on this Redis: the rate-limit buckets move there, and
-    /// ephemeral envelopes reach sessions on other nodes.
-    pub fn share_with_nodes(&mut self, conn: RedisLink) {
-        self.limits.share(conn.clone());
-        self.nodes = Some(conn);
     }
 
     /// Hands an ephemeral envelope to the recipient's session here or, with other
@@ -308,10 +370,10 @@ impl Relay {
             return Ok(self.registry.push_ephemeral(&recipient, Arc::new(verified)));
         }
         let payload = crate::notify::ephemeral_payload(verified.envelope())
-            .map_err(|e| StoreError::Unavailable(format!("encoding an ephemeral envelope: {e}")))?;
+            .map_err(|e| RelayError::EphemeralUnpublished(format!("encoding it: {e}")))?;
         crate::notify::publish_ephemeral(link, &recipient, payload)
             .await
-            .map_err(|e| StoreError::Unavailable(format!("redis (ephemeral): {e}")).into())
+            .map_err(|e| RelayError::EphemeralUnpublished(format!("redis: {e}")))
     }
 
     /// Takes one token from the client IP's and the sender's buckets, the ones sends
@@ -347,14 +409,6 @@ impl Relay {
                 self.metrics.rate_limited.with_label_values(&[scope]).inc();
             }
         })
-    }
-
-    /// Reserves `bytes` of the attachment bytes in flight for one request, or refuses
-    /// at once ([`BlobError::Busy`]). Counts a refusal.
-    pub fn reserve_attachment_bytes(&self, bytes: u64) -> Result<InflightPermit, BlobError> {
-        self.attachment_bytes
-            .try_reserve(bytes)
-            .inspect_err(|_| self.metrics.blobs_busy.inc())
     }
 
     /// Periodic housekeeping: idle rate-limit and bad-signature buckets.

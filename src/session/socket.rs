@@ -50,10 +50,10 @@ pub async fn run<T: Transport>(
 ) {
     let span = tracing::info_span!("session", ip = %client_ip, codec = codec.subprotocol(), key = tracing::field::Empty);
     async move {
-        let metrics = &relay.metrics;
+        let metrics = &relay.metrics();
         metrics.connections.inc();
         let mut conn = Conn {
-            socket: Socket::new(socket, settings.socket.clone(), relay.metrics.clone()),
+            socket: Socket::new(socket, settings.socket.clone(), relay.metrics().clone()),
             codec,
             max_frame_bytes: settings.max_frame_bytes,
         };
@@ -76,7 +76,7 @@ pub async fn run<T: Transport>(
                     seconds: started.elapsed().as_secs(),
                     reason: end.label(),
                 };
-                relay.analytics.record(relay.clock.now_ms(), event);
+                relay.analytics().record(relay.clock().now_ms(), event);
                 (conn, end)
             }
             Err(end) => (conn, end),
@@ -100,7 +100,7 @@ async fn authenticate<T: Transport>(
     let mut nonce = [0u8; NONCE_LEN];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     let state = Unauthenticated { nonce, origin };
-    conn.send(&state.challenge(relay.clock.now_ms())).await?;
+    conn.send(&state.challenge(relay.clock().now_ms())).await?;
     let deadline = Instant::now() + settings.auth_timeout;
     let received = tokio::select! {
         _ = shutdown.cancelled() => return Err(CloseReason::Shutdown.into()),
@@ -116,7 +116,7 @@ async fn authenticate<T: Transport>(
             Incoming::Frame(f) => f,
         },
     };
-    match state.on_frame(frame, relay.clock.now_ms(), relay.max_skew_ms()) {
+    match state.on_frame(frame, relay.clock().now_ms(), relay.max_skew_ms()) {
         Ok(auth) => Ok(auth),
         Err(e) => {
             // The session's span carries the client's IP.
@@ -164,7 +164,7 @@ impl<T: Transport> Live<T> {
     ) -> Self {
         // Register before the first store read: anything stored after this point wakes
         // us, anything before it is in that read. That is the gap-free handoff.
-        let reg = relay.registry.register(auth.key, settings.ephemeral);
+        let reg = relay.registry().register(auth.key, settings.ephemeral);
         if reg.took_over {
             tracing::info!("took over an older session for this key");
         }
@@ -211,16 +211,16 @@ impl<T: Transport> Live<T> {
         if let Some(c) = cursor.filter(|c| c.seq > 0) {
             // The cursor says the client processed everything through it. A cursor the
             // inbox never reached is discarded: the client gets everything queued.
-            if let Err(e) = self.relay.store.ack(&key.into(), c).await {
+            if let Err(e) = self.relay.store().ack(&key.into(), c).await {
                 refused = Some(RelayError::from(e).to_frame(None));
                 cursor = None;
             }
         }
         let window = self.settings.window as usize;
-        let now = self.relay.clock.now_ms();
+        let now = self.relay.clock().now_ms();
         let batch = match self
             .relay
-            .store
+            .store()
             .fetch(&key.into(), cursor, window, now)
             .await
         {
@@ -263,31 +263,31 @@ impl<T: Transport> Live<T> {
             let inbox = delivery.key.into();
             if room == 0 {
                 if let Some(through) = ack.take() {
-                    if let Err(e) = self.relay.store.ack(&inbox, through).await {
+                    if let Err(e) = self.relay.store().ack(&inbox, through).await {
                         // Not deleted now means redelivered later: never lost.
                         tracing::warn!(error = %e, "ack not applied");
-                        self.relay.metrics.store_errors.inc();
+                        self.relay.metrics().store_errors.inc();
                     }
                 }
                 return Ok(());
             }
-            let now = self.relay.clock.now_ms();
+            let now = self.relay.clock().now_ms();
             let after = Some(delivery.cursor());
             let read = match ack.take() {
                 Some(through) => {
                     self.relay
-                        .store
+                        .store()
                         .ack_and_fetch(&inbox, through, after, room, now)
                         .await
                 }
-                None => self.relay.store.fetch(&inbox, after, room, now).await,
+                None => self.relay.store().fetch(&inbox, after, room, now).await,
             };
             let batch = match read {
                 Ok(b) => b,
                 Err(e) => {
                     // The session stays up; the next wake-up or ack retries the read.
                     tracing::warn!(error = %e, "store read failed");
-                    self.relay.metrics.store_errors.inc();
+                    self.relay.metrics().store_errors.inc();
                     return Ok(());
                 }
             };
@@ -316,17 +316,17 @@ impl<T: Transport> Live<T> {
             } = frame
             {
                 if let Ok(i) = stored_at.binary_search_by_key(seq, |&(s, _)| s) {
-                    let now = self.relay.clock.now_ms();
+                    let now = self.relay.clock().now_ms();
                     let stored = stored_at[i].1;
                     self.relay
-                        .metrics
+                        .metrics()
                         .observe_delivery(now, envelope.timestamp, stored);
                     let event = Event::MessageDelivered {
                         kind: "stored",
                         bytes: envelope.body.len(),
                         queue_ms: now.saturating_sub(stored),
                     };
-                    self.relay.analytics.record(now, event);
+                    self.relay.analytics().record(now, event);
                 }
             }
         }
@@ -393,7 +393,7 @@ impl<T: Transport> Live<T> {
     }
 
     async fn on_ephemeral(&mut self, env: Arc<VerifiedEnvelope>) -> Result<(), End> {
-        let metrics = &self.relay.metrics;
+        let metrics = &self.relay.metrics();
         metrics.delivered.with_label_values(&["ephemeral"]).inc();
         metrics.delivered_over(crate::metrics::DeliveryTransport::Ws, 1);
         let envelope = Arc::new(env.envelope().clone());
@@ -410,7 +410,7 @@ impl<T: Transport> Live<T> {
     /// store.
     fn finish(self, end: End) -> Conn<T> {
         self.relay
-            .registry
+            .registry()
             .unregister(&self.auth.key, self.handle.id);
         match end {
             End::Gone => tracing::info!("session ended by the client"),
@@ -453,12 +453,7 @@ mod tests {
 
     fn relay(config: &Config) -> Arc<Relay> {
         let store = MemoryStore::new(config.store_limits());
-        Arc::new(Relay::new(
-            config,
-            store,
-            Arc::new(Registry::new()),
-            Clock::manual(),
-        ))
+        Arc::new(Relay::builder(store, Arc::new(Registry::new()), Clock::manual()).build(config))
     }
 
     fn settings(config: &Config) -> SessionSettings {

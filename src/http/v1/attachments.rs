@@ -106,6 +106,11 @@ fn answer(result: Result<Response, V1Error>) -> Response {
     resp
 }
 
+/// `POST /upload`'s answer while the relay drains: 503 with `Retry-After`.
+pub(super) fn draining_refusal() -> Response {
+    answer(Err(RelayError::ShuttingDown.into()))
+}
+
 pub async fn upload(
     State(v1): State<V1State>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -124,18 +129,15 @@ async fn store_upload(
     body: Body,
 ) -> Result<Response, V1Error> {
     let app = &v1.app;
-    if app.shutdown.is_cancelled() {
-        return Err(RelayError::ShuttingDown.into());
-    }
     let ip = crate::http::client_ip(peer.ip(), headers, &app.config.trusted_proxies);
     app.relay.check_ip_rate(ip).await?;
     let limit = app.config.max_upload_body_bytes();
     let deadline = Duration::from_secs(app.config.attachment_upload_timeout_seconds);
     // At most twice the body is held at once: the body and its parsed copy, then the
     // parsed base64 and the decoded bytes.
-    let refused = |r: &body::BodyRefusal| app.relay.metrics.body_refused("v1_upload", r.label());
+    let refused = |r: &body::BodyRefusal| app.relay.metrics().body_refused("v1_upload", r.label());
     let size = body::declared_size(headers, limit).inspect_err(refused)?;
-    let _held = app.relay.reserve_attachment_bytes(size.saturating_mul(2))?;
+    let _held = app.blobs.reserve(size.saturating_mul(2))?;
     let bytes = body::read_limited(
         headers,
         body,
@@ -150,7 +152,7 @@ async fn store_upload(
     drop(bytes);
     let checked = upload.check(app.config.attachment_max_size_bytes)?;
     app.relay.check_sender_rate(&checked.from).await?;
-    let now_ms = app.relay.clock.now_ms();
+    let now_ms = app.relay.clock().now_ms();
     let blob = Blob {
         meta: BlobMeta {
             sha256: checked.id.to_hex(),
@@ -165,7 +167,7 @@ async fn store_upload(
         },
         data: checked.data.into(),
     };
-    app.blobs.put(blob, now_ms).await?;
+    app.blobs.store().put(blob, now_ms).await?;
     Ok(Json(json!({ "att_id": checked.id.to_hex(), "status": "ok" })).into_response())
 }
 
@@ -195,7 +197,8 @@ async fn find(
     let id = BlobId::from_hex(att_id).ok_or_else(not_found)?;
     let blob = app
         .blobs
-        .get(&id, app.relay.clock.now_ms())
+        .store()
+        .get(&id, app.relay.clock().now_ms())
         .await?
         .filter(|b| b.meta.origin == BlobOrigin::V1)
         .ok_or_else(not_found)?;
@@ -241,8 +244,8 @@ async fn download_json(
     let len = blob.data.len() as u64;
     let held = v1
         .app
-        .relay
-        .reserve_attachment_bytes(len.saturating_add(len.div_ceil(3).saturating_mul(8)))?;
+        .blobs
+        .reserve(len.saturating_add(len.div_ceil(3).saturating_mul(8)))?;
     let m = &blob.meta;
     let body = serde_json::to_vec(&DownloadV1 {
         att_id: &m.sha256,
@@ -265,10 +268,7 @@ pub async fn download_raw(
 ) -> Response {
     let result = async {
         let blob = find(&v1, peer, &headers, &att_id, &uri).await?;
-        let held = v1
-            .app
-            .relay
-            .reserve_attachment_bytes(blob.data.len() as u64)?;
+        let held = v1.app.blobs.reserve(blob.data.len() as u64)?;
         Ok(raw(blob.data, held))
     };
     answer(result.await)

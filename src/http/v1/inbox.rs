@@ -73,7 +73,7 @@ pub async fn inbox(
     }
     pending.finish().await?;
     relay
-        .metrics
+        .metrics()
         .delivered_over(DeliveryTransport::V1Poll, out.len());
     out.sort_by(|a, b| a.1.timestamp.total_cmp(&b.1.timestamp).then(a.0.cmp(&b.0)));
     let messages: Vec<V1Message> = out.iter().map(|(_, m)| V1Message::new(m, false)).collect();

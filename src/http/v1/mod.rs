@@ -28,7 +28,9 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+use super::draining::refuse_when_draining;
 use super::AppState;
+use crate::error::RelayError;
 use crate::protocol::{KeyField, PublicKey};
 pub use error::V1Error;
 
@@ -52,17 +54,27 @@ pub fn router(app: AppState) -> Router {
         readers: reader::Readers::default(),
         server_key: hex::encode(secret.public_key().as_bytes()),
     });
+    let shutdown = &state.app.shutdown;
+    // What starts work refuses while the relay drains, in v1's error shape.
+    let draining = |route| refuse_when_draining(route, shutdown, draining_refusal);
     Router::new()
-        .route("/send", post(send::send))
+        .route("/send", draining(post(send::send)))
         .route("/inbox/{key}", get(inbox::inbox))
-        .route("/ws/{key}", get(ws::by_path))
-        .route("/ws", get(ws::by_query))
+        .route("/ws/{key}", draining(get(ws::by_path)))
+        .route("/ws", draining(get(ws::by_query)))
         .route("/public-key", get(public_key))
-        .route("/upload", post(attachments::upload))
+        .route(
+            "/upload",
+            refuse_when_draining(
+                post(attachments::upload),
+                shutdown,
+                attachments::draining_refusal,
+            ),
+        )
         .route("/download/{att_id}", get(attachments::download))
         .route("/download/raw/{att_id}", get(attachments::download_raw))
-        .route("/signal", get(signal::upgrade))
-        .with_state(state)
+        .route("/signal", draining(get(signal::upgrade)))
+        .with_state(state.clone())
 }
 
 /// What the relay logs once at start when v1 is on.
@@ -75,6 +87,11 @@ pub const STARTUP_WARNING: &str = "Whispr v1 compatibility is on (compat_whispr_
     unauthenticated: whoever knows or guesses a call_id can join that call's room. \
     Set compat_whispr_v1 = false when no v1 client is left";
 
+/// A v1 route's answer while the relay drains: 503 `{"detail": ...}`.
+fn draining_refusal() -> axum::response::Response {
+    axum::response::IntoResponse::into_response(V1Error::from(RelayError::ShuttingDown))
+}
+
 async fn public_key(State(v1): State<V1State>) -> Json<Value> {
     Json(json!({ "public_key": v1.server_key, "analytics": false }))
 }
@@ -83,4 +100,35 @@ async fn public_key(State(v1): State<V1State>) -> Json<Value> {
 fn parse_key(key: &str) -> Result<PublicKey, V1Error> {
     PublicKey::from_hex(key, KeyField::Key)
         .map_err(|e| V1Error::Unprocessable(format!("key must be 64 hex characters: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{header, StatusCode};
+
+    async fn body(resp: axum::response::Response) -> String {
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn while_draining_v1_answers_503_in_its_shape_and_uploads_say_when_to_retry() {
+        let resp = draining_refusal();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(resp.headers().get(header::RETRY_AFTER).is_none());
+        assert_eq!(
+            body(resp).await,
+            r#"{"detail":"the relay is shutting down"}"#
+        );
+        let resp = attachments::draining_refusal();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(
+            body(resp).await,
+            r#"{"detail":"the relay is shutting down"}"#
+        );
+    }
 }

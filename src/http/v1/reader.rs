@@ -56,8 +56,13 @@ impl Readers {
         let lock = self.inboxes.entry(inbox).or_default().clone();
         let mut guard = lock.lock_owned().await;
         let batch = relay
-            .store
-            .fetch(&InboxId::WhisprV1(inbox), None, limit, relay.clock.now_ms())
+            .store()
+            .fetch(
+                &InboxId::WhisprV1(inbox),
+                None,
+                limit,
+                relay.clock().now_ms(),
+            )
             .await?;
         if guard.epoch != batch.epoch {
             guard.epoch = batch.epoch;
@@ -118,7 +123,7 @@ impl Pending<'_> {
                 seq: through,
             };
             self.relay
-                .store
+                .store()
                 .ack(&InboxId::WhisprV1(self.inbox), cursor)
                 .await?;
         }
@@ -148,7 +153,8 @@ mod tests {
     async fn relay_with_three(to: &PublicKey) -> Relay {
         let config = Config::default();
         let store = MemoryStore::new(config.store_limits());
-        let relay = Relay::new(&config, store, Arc::new(Registry::new()), Clock::manual());
+        let relay =
+            Relay::builder(store, Arc::new(Registry::new()), Clock::manual()).build(&config);
         let bob = Identity::generate();
         for n in 0..3u8 {
             let message = SendV1 {
@@ -159,7 +165,7 @@ mod tests {
                 signature: STANDARD.encode(bob.sign(&[n]).to_bytes()),
                 timestamp: Some(1.0),
             };
-            let verified = message.verify(relay.clock.now_ms(), 1024).unwrap();
+            let verified = message.verify(relay.clock().now_ms(), 1024).unwrap();
             let ip = std::net::IpAddr::from([127, 0, 0, 1]);
             relay.submit_verified(verified, ip).await.unwrap();
         }
@@ -193,7 +199,7 @@ mod tests {
         p.finish().await.unwrap();
         assert_eq!(unhandled(&readers, &relay, &to).await, [seqs[1]]);
         assert_eq!(
-            relay.store.depth().await.unwrap(),
+            relay.store().depth().await.unwrap(),
             2,
             "the skipped one blocks the prefix"
         );
@@ -201,7 +207,7 @@ mod tests {
         let mut p = readers.open(&relay, &to, 10).await.unwrap();
         p.mark(seqs[1]);
         p.finish().await.unwrap();
-        assert_eq!(relay.store.depth().await.unwrap(), 0);
+        assert_eq!(relay.store().depth().await.unwrap(), 0);
         assert!(readers.inboxes.is_empty(), "nothing left to remember");
     }
 }

@@ -23,9 +23,6 @@ pub async fn send(
     body: Body,
 ) -> Result<Json<Value>, V1Error> {
     let app = &v1.app;
-    if app.shutdown.is_cancelled() {
-        return Err(crate::error::RelayError::ShuttingDown.into());
-    }
     let relay = &app.relay;
     let bytes = crate::http::body::read_send(app, &headers, body, "v1_send").await?;
     let message: SendV1 = serde_json::from_slice(&bytes)
@@ -35,7 +32,7 @@ pub async fn send(
     let accepted = relay.submit_verified((*verified).clone(), ip).await?;
     if !accepted.duplicate {
         let sender = *verified.sender();
-        relay.registry.push_v1_copy(&sender, verified);
+        relay.registry().push_v1_copy(&sender, verified);
     }
     Ok(Json(json!({ "status": "ok" })))
 }

@@ -45,7 +45,7 @@ pub async fn upgrade(
         shutdown: app.shutdown.clone(),
         limits: SocketLimits::from_config(c),
     };
-    let metrics = app.relay.metrics.clone();
+    let metrics = app.relay.metrics().clone();
     Ok(run_upgraded(app, admitted, move |ws| {
         socket.run(ws, metrics)
     }))

@@ -81,10 +81,10 @@ impl V1Socket {
 
     async fn run<T: Transport>(self, transport: T) {
         let app = &self.v1.app;
-        let registry = app.relay.registry.clone();
+        let registry = app.relay.registry().clone();
         let (mut wake, mut copies) = registry.register_v1(self.inbox, self.to);
         let limits = SocketLimits::from_config(&app.config);
-        let mut socket = Socket::new(transport, limits, app.relay.metrics.clone());
+        let mut socket = Socket::new(transport, limits, app.relay.metrics().clone());
         // v1 clients answer pings and ping every 30 s themselves; a dead peer is
         // closed with 4005 by the socket layer.
         socket.start_pinging();
@@ -129,7 +129,7 @@ impl V1Socket {
                 // Nothing was handed out; the socket stays up and the next wake-up or
                 // catch-up reads again (as native sessions do while Redis is away).
                 tracing::warn!(error = %e, "v1 socket: store read failed");
-                relay.metrics.store_errors.inc();
+                relay.metrics().store_errors.inc();
                 return Ok(());
             }
         };
@@ -140,7 +140,7 @@ impl V1Socket {
                 break;
             }
             pending.mark(seq);
-            relay.metrics.delivered_over(DeliveryTransport::V1Ws, 1);
+            relay.metrics().delivered_over(DeliveryTransport::V1Ws, 1);
         }
         let acked = pending.finish().await;
         written?;
@@ -155,7 +155,7 @@ impl V1Socket {
                 self.v1
                     .app
                     .relay
-                    .metrics
+                    .metrics()
                     .delivered_over(DeliveryTransport::V1Ws, 1);
                 Ok(())
             }
