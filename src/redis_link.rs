@@ -11,7 +11,7 @@ use futures::StreamExt;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo, Slot};
 use redis::{
     AsyncCommands, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, TlsCertificates,
     Value,
@@ -360,9 +360,59 @@ impl RedisLink {
         }
     }
 
+    /// Runs `cmd` on the one server (`at` = `None`), or on the cluster node at `at`
+    /// (`host`, `port`), wherever the slots have moved.
+    pub async fn query_at(&self, at: Option<&(String, u16)>, cmd: &Cmd) -> RedisResult<Value> {
+        match (self, at) {
+            (RedisLink::Cluster(conn), Some((host, port))) => {
+                let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                });
+                conn.clone().route_command(cmd.clone(), route).await
+            }
+            (link, _) => cmd.query_async(&mut link.clone()).await,
+        }
+    }
+
+    /// On a cluster, the master serving `slot` now (from `CLUSTER SLOTS`) and every slot
+    /// range it serves; `None` on the one server or when no master serves `slot`.
+    pub async fn master_of(&self, slot: Slot) -> RedisResult<Option<SlotOwner>> {
+        let RedisLink::Cluster(conn) = self else {
+            return Ok(None);
+        };
+        let reply = conn
+            .clone()
+            .route_command(
+                redis::cmd("CLUSTER").arg("SLOTS").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await?;
+        let ranges = parse_ranges(&reply);
+        let serves = |lo: u16, hi: u16| (lo..=hi).any(|n| Slot::new(n) == Some(slot));
+        let Some((_, _, owner)) = ranges.iter().find(|(lo, hi, _)| serves(*lo, *hi)) else {
+            return Ok(None);
+        };
+        Ok(Some(SlotOwner {
+            slots: ranges
+                .iter()
+                .filter(|(_, _, m)| m == owner)
+                .map(|(lo, hi, _)| (*lo, *hi))
+                .collect(),
+            node: owner.clone(),
+        }))
+    }
+
     pub fn is_cluster(&self) -> bool {
         matches!(self, RedisLink::Cluster(_))
     }
+}
+
+/// A cluster master and the slot ranges (inclusive) it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotOwner {
+    pub node: (String, u16),
+    pub slots: Vec<(u16, u16)>,
 }
 
 /// The cluster's masters as `(host, port)`, from `CLUSTER SLOTS` on any node: the same
@@ -381,10 +431,26 @@ async fn masters(conn: &mut ClusterConnection) -> RedisResult<Vec<(String, u16)>
 /// `CLUSTER SLOTS`: `[[start, end, [host, port, id, …], replicas…], …]`; each master
 /// once, in the order first seen.
 fn parse_masters(reply: &Value) -> Vec<(String, u16)> {
+    let mut masters = Vec::new();
+    for (_, _, master) in parse_ranges(reply) {
+        if !masters.contains(&master) {
+            masters.push(master);
+        }
+    }
+    masters
+}
+
+/// `CLUSTER SLOTS` as `(first slot, last slot, master)`, skipping ranges whose master
+/// does not know its own address yet (`""` or `"?"`).
+fn parse_ranges(reply: &Value) -> Vec<(u16, u16, (String, u16))> {
     let Value::Array(ranges) = reply else {
         return Vec::new();
     };
-    let mut masters = Vec::new();
+    let int = |v: Option<&Value>| match v {
+        Some(Value::Int(n)) => u16::try_from(*n).ok(),
+        _ => None,
+    };
+    let mut out = Vec::new();
     for range in ranges {
         let Value::Array(fields) = range else {
             continue;
@@ -397,21 +463,17 @@ fn parse_masters(reply: &Value) -> Vec<(String, u16)> {
             Some(Value::SimpleString(s)) => s.clone(),
             _ => continue,
         };
-        let Some(Value::Int(port)) = master.get(1) else {
+        let (Some(lo), Some(hi), Some(port)) =
+            (int(fields.first()), int(fields.get(1)), int(master.get(1)))
+        else {
             continue;
         };
-        // "" or "?" : the node does not know its own address yet.
         if host.is_empty() || host == "?" {
             continue;
         }
-        let Ok(port) = u16::try_from(*port) else {
-            continue;
-        };
-        if !masters.contains(&(host.clone(), port)) {
-            masters.push((host, port));
-        }
+        out.push((lo, hi, (host, port)));
     }
-    masters
+    out
 }
 
 impl ConnectionLike for RedisLink {
@@ -495,5 +557,8 @@ mod tests {
             ]
         );
         assert!(parse_masters(&Value::Nil).is_empty());
+        let ranges = parse_ranges(&reply);
+        assert_eq!(ranges.len(), 3);
+        assert_eq!(ranges[2], (10923, 12000, ("10.0.0.1".to_owned(), 7000)));
     }
 }

@@ -464,3 +464,77 @@ async fn store_redis_refuses_to_start_without_redis_and_auto_falls_back() {
     );
     relay.stop().await;
 }
+
+/// What the store's script fence (`store::redis::fence`) relies on: a Redis process has
+/// a script only when a `SCRIPT LOAD` was sent to that process, never from the AOF it
+/// restarted from nor from the master it replicates.
+#[tokio::test]
+async fn redis_neither_persists_nor_replicates_loaded_scripts() {
+    let (dir, port) = (scratch_dir("redis-scripts"), free_port());
+    let aof = ["--appendonly", "yes", "--appendfsync", "always"];
+    let Some(master) = RedisServer::start_in(port, &dir, &aof).await else {
+        return;
+    };
+    let replica = RedisServer::start_in(
+        free_port(),
+        &scratch_dir("redis-replica"),
+        &["--replicaof", "127.0.0.1", &port.to_string()],
+    )
+    .await
+    .unwrap();
+    let connect = |url: String| async move {
+        let client = redis::Client::open(url.as_str()).unwrap();
+        client.get_multiplexed_async_connection().await.unwrap()
+    };
+    let (mut m, mut r) = (
+        connect(master.url.clone()).await,
+        connect(replica.url.clone()).await,
+    );
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return redis.call('SET', KEYS[1], ARGV[1])")
+        .query_async(&mut m)
+        .await
+        .unwrap();
+    let exists = |sha: String| {
+        let mut c = redis::cmd("SCRIPT");
+        c.arg("EXISTS").arg(sha);
+        c
+    };
+    let _: () = redis::cmd("EVALSHA")
+        .arg(&sha)
+        .arg(1)
+        .arg("k")
+        .arg("v")
+        .query_async(&mut m)
+        .await
+        .unwrap();
+    // What the script wrote reaches the replica (5 s guard); the script does not.
+    let mut replicated: Option<String> = None;
+    for _ in 0..100 {
+        replicated = redis::cmd("GET")
+            .arg("k")
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        if replicated.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(replicated.as_deref(), Some("v"));
+    let on_replica: Vec<u8> = exists(sha.clone()).query_async(&mut r).await.unwrap();
+    assert_eq!(on_replica, [0]);
+    // Restarted from its AOF, the master has the data but not the script.
+    drop(master);
+    let master = RedisServer::start_in(port, &dir, &aof).await.unwrap();
+    let mut m = connect(master.url.clone()).await;
+    let back: Option<String> = redis::cmd("GET")
+        .arg("k")
+        .query_async(&mut m)
+        .await
+        .unwrap();
+    assert_eq!(back.as_deref(), Some("v"));
+    let after_restart: Vec<u8> = exists(sha).query_async(&mut m).await.unwrap();
+    assert_eq!(after_restart, [0]);
+}

@@ -10,9 +10,10 @@
 //!   makes the store refuse writes (and `/readyz` fail) until it is fixed.
 //! - **Durability.** A Redis restart is lossless only with `appendonly yes` and
 //!   `appendfsync always`, on a server that was never a replica promoted in this run
-//!   (`second_repl_offset:-1`: a promoted replica may lag its old master). The run ids of
-//!   incarnations verified so are handed to the scripts; an inbox last written under any
-//!   other run id moves to a new epoch (see the module doc of [`super`]).
+//!   (`second_repl_offset:-1`: a promoted replica may lag its old master). Whether the
+//!   process a script runs on was verified so is handed to the script with each call
+//!   ([`Guard::lossless`]); an inbox last written by another process moves to a new epoch
+//!   unless it was (see the module doc of [`super`] and [`super::fence`]).
 //! - **Clock.** Inserts carry a deadline on Redis's clock, so an insert that Redis runs
 //!   after the relay already answered 503 (a stopped Redis resuming) stores nothing. The
 //!   offset between Redis's clock and this machine's is measured with `TIME`.
@@ -142,11 +143,9 @@ pub async fn read_facts(link: &RedisLink) -> redis::RedisResult<Vec<ServerFacts>
 /// The store's knowledge of its Redis, shared by the store's calls and the watch task.
 pub struct Guard {
     allow_eviction: bool,
-    /// The incarnations checked, as the scripts take them: `run_id:1` (lossless) or
-    /// `run_id:0`, comma-separated.
-    checked: RwLock<String>,
-    /// One check at a time when scripts ask for one.
-    checking: tokio::sync::Mutex<()>,
+    /// The processes (run ids) of the last check, each with whether a restart into it
+    /// loses nothing.
+    checked: RwLock<HashMap<String, bool>>,
     /// Redis's clock minus this machine's, in ms.
     offset_ms: AtomicI64,
     /// Set while a re-check finds Redis misconfigured: writes are refused with it.
@@ -159,8 +158,7 @@ impl Guard {
     pub fn new(allow_eviction: bool) -> Self {
         Guard {
             allow_eviction,
-            checked: RwLock::new(String::new()),
-            checking: tokio::sync::Mutex::new(()),
+            checked: RwLock::new(HashMap::new()),
             offset_ms: AtomicI64::new(0),
             refusing: RwLock::new(None),
             last_full_warning: Mutex::new(None),
@@ -175,11 +173,11 @@ impl Guard {
             .await
             .map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?;
         self.measure_clock(link).await?;
-        let checked: Vec<String> = facts
+        let checked = facts
             .iter()
-            .map(|f| format!("{}:{}", f.run_id, u8::from(f.durable)))
+            .map(|f| (f.run_id.clone(), f.durable))
             .collect();
-        *self.checked.write().unwrap_or_else(|e| e.into_inner()) = checked.join(",");
+        *self.checked.write().unwrap_or_else(|e| e.into_inner()) = checked;
         let refusal = facts.iter().find_map(|f| f.refusal(self.allow_eviction));
         *self.refusing.write().unwrap_or_else(|e| e.into_inner()) = refusal.clone();
         match refusal {
@@ -206,27 +204,11 @@ impl Guard {
         unix_ms() + self.offset_ms.load(Ordering::Relaxed) + timeout.as_millis() as i64
     }
 
-    /// The checked incarnations, for the scripts' `ARGV[2]`.
-    pub fn checked_runs(&self) -> String {
-        self.checked
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// A script met Redis process `run_id`, which no check has seen: Redis restarted.
-    /// Checks it now (once, however many scripts ask), so the script's retry knows
-    /// whether the restart could have lost anything.
-    pub async fn learn(&self, link: &RedisLink, run_id: &str) -> Result<(), StoreError> {
-        let _one = self.checking.lock().await;
-        if self.checked_runs().contains(&format!("{run_id}:")) {
-            return Ok(());
-        }
-        tracing::info!(
-            run_id,
-            "redis is a new process (restarted or failed over); checking it again"
-        );
-        self.check(link).await.map(|_| ())
+    /// Whether the last check verified a restart into Redis process `run` lossless; a
+    /// process the last check did not see is taken as lossy.
+    pub fn lossless(&self, run: &str) -> bool {
+        let checked = self.checked.read().unwrap_or_else(|e| e.into_inner());
+        checked.get(run).copied().unwrap_or(false)
     }
 
     /// Why writes are refused now, if they are.

@@ -22,8 +22,9 @@
 //!
 //! Four Lua scripts (insert, fetch, ack, and the sweep's expire; in `scripts.rs`) each
 //! run atomically on the inbox's slot. Each first checks the inbox's history (below),
-//! then expires the inbox's front (`lost` rises to the highest expired seq) and forgets
-//! dedupe ids past their window; insert and fetch create `meta` with a fresh random
+//! then expires the inbox's front (`lost` rises to the highest expired seq); insert and
+//! the sweep also forget dedupe ids past their window (only the insert reads them);
+//! insert and fetch create `meta` with a fresh random
 //! epoch (chosen in Rust, in [1, 2^53)) when it is missing. `ack` takes no clock (the
 //! trait gives it none), so it does not expire anything. The gap and floor rules are
 //! computed in Rust from `epoch`, `lost` and `acked`, the same expressions as the memory
@@ -39,11 +40,13 @@
 //! epoch (keeping every message still stored, and `head`) when:
 //!
 //! - `meta.run`, the Redis process (`INFO server` `run_id`) that last wrote the inbox, is
-//!   not the current one, and the current one's persistence was not verified lossless by
-//!   [`guard`] (`appendonly yes`, `appendfsync always`, never a promoted replica). A
-//!   script that meets a process no check has seen yet changes nothing and answers
-//!   `recheck`; the store checks it and runs the script again, so a lossless restart
-//!   never looks lossy, and an unverifiable one is taken as lossy;
+//!   not the one the script runs on, and that one's persistence was not verified
+//!   lossless by [`guard`] (`appendonly yes`, `appendfsync always`, never a promoted
+//!   replica). Each script is built for one process, its run id written into its text,
+//!   and can run on no other (`fence` argues why); a call that reaches another process
+//!   fails with `NOSCRIPT`, changing nothing, and the store checks that process, loads
+//!   its scripts and calls again. So a lossless restart never looks lossy, an
+//!   unverifiable one is taken as lossy, and no script asks Redis for `INFO`;
 //! - a reader's cursor, or an ack, stands past `head` in the current epoch (the reader
 //!   is a witness: it saw seqs the store no longer has);
 //! - `meta` is gone while `q` or `m` remain, or `q` and `m` disagree (evicted keys): what
@@ -52,8 +55,8 @@
 //! Readers then get `gap epoch_changed` and everything still stored; the store counts
 //! each move in [`StoreEvents`] (`whispr_store_history_lost_total{reason}`) with a WARN
 //! naming the inbox. An inbox whose keys are all gone (`FLUSHALL`, no persistence) is
-//! simply new, with a new epoch. `INFO server` costs a few µs per script call; it is the
-//! one per-process value Redis cannot restore from a snapshot.
+//! simply new, with a new epoch. The run id is the one per-process value Redis cannot
+//! restore from a snapshot.
 //!
 //! # A full or stalled Redis
 //!
@@ -105,6 +108,7 @@
 //!   refused by [`guard`] unless `redis_allow_eviction` is set.
 //! - `sweep` reports no dropped inboxes: idle inboxes vanish by key expiry, uncounted.
 
+mod fence;
 mod guard;
 mod scripts;
 mod writer;
@@ -112,8 +116,9 @@ mod writer;
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use rand::Rng;
+use redis::cluster_routing::Slot;
 use redis::AsyncCommands;
-use redis::{FromRedisValue, RedisError, Script, ScriptInvocation};
+use redis::{Cmd, RedisError};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -128,8 +133,9 @@ use crate::protocol::{
     Cursor, Envelope, GapReason, InboxId, KeyField, PublicKey, VerifiedEnvelope,
 };
 use crate::redis_link::{RedisLink, RedisTarget};
+use fence::{Fence, Place};
 use guard::Guard;
-use scripts::Scripts;
+use scripts::{Script, Scripts};
 
 /// What one queued message's payload holds besides its seq.
 #[derive(Serialize)]
@@ -181,7 +187,7 @@ impl std::ops::Deref for RedisStore {
 /// What the store's calls and its writer task share.
 pub struct Inner {
     conn: RedisLink,
-    scripts: Scripts,
+    fence: Fence,
     limits: StoreLimits,
     options: RedisOptions,
     guard: Guard,
@@ -190,19 +196,21 @@ pub struct Inner {
     events: StoreEvents,
 }
 
+/// An `EVALSHA` of `script` with room for its keys and arguments.
+fn evalsha(script: &Script, keys: usize) -> Cmd {
+    let mut call = redis::cmd("EVALSHA");
+    call.arg(&script.sha).arg(keys);
+    call
+}
+
 /// A script call on the five keys of `inbox`, in the scripts' order, with the three
 /// arguments every script takes first (see `scripts`).
-fn on_inbox<'a>(
-    script: &'a Script,
-    inbox: &InboxId,
-    checked: &str,
-    keep_ms: u64,
-) -> ScriptInvocation<'a> {
-    let mut call = script.prepare_invoke();
+fn on_inbox(script: &Script, inbox: &InboxId, lossless: &str, keep_ms: u64) -> Cmd {
+    let mut call = evalsha(script, PARTS.len());
     for part in PARTS {
-        call.key(key(inbox, part));
+        call.arg(key(inbox, part));
     }
-    call.arg(new_epoch()).arg(checked).arg(keep_ms);
+    call.arg(new_epoch()).arg(lossless).arg(keep_ms);
     call
 }
 
@@ -287,7 +295,7 @@ impl RedisStore {
         }
         let inner = Arc::new(Inner {
             conn,
-            scripts: Scripts::new(),
+            fence: Fence::default(),
             limits,
             options,
             guard,
@@ -312,45 +320,64 @@ impl Inner {
         self.limits.message_ttl_ms + self.limits.dedupe_window_ms
     }
 
-    /// Runs `script` on `inbox`'s keys with the common arguments and then `args`. When
-    /// the script meets a Redis process no check has seen (a restart), the process is
-    /// checked and the script runs once more, then taking an unchecked one as lossy.
+    /// Where `inbox`'s scripts run: its slot on a cluster.
+    fn place(&self, inbox: &InboxId) -> Place {
+        self.conn
+            .is_cluster()
+            .then(|| Slot::for_key(key(inbox, "meta")))
+    }
+
+    /// Runs the script `pick` chooses on `inbox`'s keys with the common arguments and
+    /// then `args`.
     async fn script(
         &self,
-        script: &Script,
+        pick: fn(&Scripts) -> &Script,
         inbox: &InboxId,
         keep_ms: u64,
-        args: impl Fn(&mut ScriptInvocation<'_>),
+        args: impl Fn(&mut Cmd),
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.checked(|checked| {
-            let mut call = on_inbox(script, inbox, checked, keep_ms);
+        self.eval(self.place(inbox), |scripts, lossless| {
+            let mut call = on_inbox(pick(scripts), inbox, lossless, keep_ms);
             args(&mut call);
             call
         })
         .await
     }
 
-    /// Runs the script call `build` makes for the checked incarnations (`ARGV[2]`);
-    /// when it meets a Redis process no check has seen (a restart), the process is
-    /// checked and the call runs once more, then taking an unchecked one as lossy.
-    async fn checked<'a>(
+    /// Runs the call `build` makes from the scripts of the process serving `place` and
+    /// whether the guard verified that process lossless (`ARGV[2]`). A call that meets
+    /// another process (`NOSCRIPT`: Redis restarted, failed over, or the slot moved)
+    /// changed nothing; the store learns the process and calls again (see `fence`).
+    async fn eval(
         &self,
-        build: impl Fn(&str) -> ScriptInvocation<'a>,
+        place: Place,
+        build: impl Fn(&Scripts, &str) -> Cmd,
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        let mut checked = self.guard.checked_runs();
-        loop {
-            let call = build(&checked);
-            let reply: Vec<Vec<u8>> = self.run(&call).await?;
-            match reply.as_slice() {
-                [status, run] if status == b"recheck" && !checked.ends_with('*') => {
-                    let run = String::from_utf8_lossy(run);
-                    self.guard.learn(&self.conn, &run).await?;
-                    checked = self.guard.checked_runs() + ",*";
+        let mut stale = None;
+        for _ in 0..3 {
+            let scripts = match self.fence.scripts(place) {
+                Some(s) if stale.as_ref().is_none_or(|old| !Arc::ptr_eq(old, &s)) => s,
+                _ => {
+                    self.fence
+                        .learn(&self.conn, &self.guard, place, stale.as_ref())
+                        .await?
                 }
-                [status, _] if status == b"recheck" => return Err(corrupt("a second recheck")),
-                _ => return Ok(reply),
+            };
+            let lossless = if self.guard.lossless(&scripts.run) {
+                "1"
+            } else {
+                "0"
+            };
+            let call = build(&scripts, lossless);
+            match call.query_async(&mut self.conn.clone()).await {
+                Ok(reply) => return Ok(reply),
+                Err(e) if e.code() == Some("NOSCRIPT") => stale = Some(scripts),
+                Err(e) => return Err(self.failed(e)),
             }
         }
+        Err(StoreError::Unavailable(
+            "redis lost the store's scripts again right after they were loaded".into(),
+        ))
     }
 
     /// The fetch script, with an acknowledgement to apply first when `ack` is set.
@@ -363,15 +390,20 @@ impl Inner {
         now_ms: u64,
     ) -> Result<Batch, StoreError> {
         let reply = self
-            .script(&self.scripts.fetch, inbox, self.keep_ms(), |call| {
-                call.arg(now_ms)
-                    .arg(after.map(|c| c.epoch.to_string()).unwrap_or_default())
-                    .arg(after.map_or(0, |c| c.seq))
-                    // Lua numbers are doubles: a larger LIMIT would not print as an integer.
-                    .arg(limit.min(u32::MAX as usize))
-                    .arg(ack.map(|c| c.epoch.to_string()).unwrap_or_default())
-                    .arg(ack.map_or(0, |c| c.seq));
-            })
+            .script(
+                |s| &s.fetch,
+                inbox,
+                self.keep_ms(),
+                |call| {
+                    call.arg(now_ms)
+                        .arg(after.map(|c| c.epoch.to_string()).unwrap_or_default())
+                        .arg(after.map_or(0, |c| c.seq))
+                        // Lua numbers are doubles: a larger LIMIT would not print as an integer.
+                        .arg(limit.min(u32::MAX as usize))
+                        .arg(ack.map(|c| c.epoch.to_string()).unwrap_or_default())
+                        .arg(ack.map_or(0, |c| c.seq));
+                },
+            )
             .await?;
         let [epoch, head, lost_through, acked, expired, lost, rest @ ..] = reply.as_slice() else {
             return Err(corrupt("fetch"));
@@ -441,13 +473,6 @@ impl Inner {
         }
         self.guard.poke();
         StoreError::Unavailable(format!("redis: {e}"))
-    }
-
-    /// Runs a script call on a clone of the shared, self-reconnecting connection.
-    async fn run<T: FromRedisValue>(&self, call: &ScriptInvocation<'_>) -> Result<T, StoreError> {
-        call.invoke_async(&mut self.conn.clone())
-            .await
-            .map_err(|e| self.failed(e))
     }
 
     /// Keys matching `pattern`, gathered with SCAN (never KEYS), from every master of
@@ -536,9 +561,14 @@ impl MessageStore for RedisStore {
 
     async fn ack(&self, inbox: &InboxId, through: Cursor) -> Result<u64, StoreError> {
         let reply = self
-            .script(&self.scripts.ack, inbox, self.keep_ms(), |call| {
-                call.arg(through.epoch.to_string()).arg(through.seq);
-            })
+            .script(
+                |s| &s.ack,
+                inbox,
+                self.keep_ms(),
+                |call| {
+                    call.arg(through.epoch.to_string()).arg(through.seq);
+                },
+            )
             .await?;
         let [status, n, lost] = reply.as_slice() else {
             return Err(corrupt("ack"));
@@ -562,9 +592,14 @@ impl MessageStore for RedisStore {
                 continue;
             };
             let reply = self
-                .script(&self.scripts.expire, &inbox, self.keep_ms(), |call| {
-                    call.arg(now_ms);
-                })
+                .script(
+                    |s| &s.expire,
+                    &inbox,
+                    self.keep_ms(),
+                    |call| {
+                        call.arg(now_ms);
+                    },
+                )
                 .await?;
             let [n, lost] = reply.as_slice() else {
                 return Err(corrupt("expire"));

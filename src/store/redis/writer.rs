@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use super::{corrupt, key, new_epoch, Inner, PARTS};
+use super::{corrupt, evalsha, key, new_epoch, Inner, PARTS};
 use crate::protocol::InboxId;
 use crate::store::StoreError;
 
@@ -101,7 +101,7 @@ async fn run(inner: Arc<Inner>, mut pending: mpsc::Receiver<Pending>) {
 /// One call per hash slot on a cluster (concurrently), one call on a single server.
 async fn commit(inner: &Inner, work: Vec<Pending>) {
     if !inner.conn.is_cluster() {
-        return commit_one_call(inner, work).await;
+        return commit_one_call(inner, None, work).await;
     }
     let mut by_slot: HashMap<Slot, Vec<Pending>> = HashMap::new();
     for p in work {
@@ -110,22 +110,22 @@ async fn commit(inner: &Inner, work: Vec<Pending>) {
     }
     join_all(
         by_slot
-            .into_values()
-            .map(|group| commit_one_call(inner, group)),
+            .into_iter()
+            .map(|(slot, group)| commit_one_call(inner, Some(slot), group)),
     )
     .await;
 }
 
-async fn commit_one_call(inner: &Inner, group: Vec<Pending>) {
+async fn commit_one_call(inner: &Inner, place: Option<Slot>, group: Vec<Pending>) {
     let result = inner
-        .checked(|checked| {
-            let mut call = inner.scripts.insert.prepare_invoke();
+        .eval(place, |scripts, lossless| {
+            let mut call = evalsha(&scripts.insert, PARTS.len() * group.len());
             for p in &group {
                 for part in PARTS {
-                    call.key(key(&p.insert.inbox, part));
+                    call.arg(key(&p.insert.inbox, part));
                 }
             }
-            call.arg("").arg(checked).arg("");
+            call.arg("").arg(lossless).arg("");
             for Pending { insert: i, .. } in &group {
                 call.arg(new_epoch())
                     .arg(i.keep_ms)
