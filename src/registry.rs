@@ -327,6 +327,21 @@ mod tests {
     };
 
     #[test]
+    fn the_registry_does_not_import_notify() {
+        // Built from parts so that this test's own lines do not match.
+        let needle = concat!("crate", "::", "notify");
+        let code = include_str!("registry.rs")
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"));
+        for line in code {
+            assert!(
+                !line.contains(needle) && !line.contains(concat!("super", "::", "notify")),
+                "the registry must not depend on notify: {line}"
+            );
+        }
+    }
+
+    #[test]
     fn takeover_cancels_the_older_session_only() {
         let reg = Registry::new();
         let key = Identity::generate().public_key();
