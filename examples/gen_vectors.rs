@@ -30,7 +30,7 @@ use whispr::protocol::{
     verify_auth, ClientFrame, Codec, Cursor, Envelope, ErrorCode, GapReason, HttpAuth, Identity,
     KeyField, ProtocolError, PublicKey, ServerFrame, WireEnvelope,
 };
-use whispr::testing::session::{decode_frame, Unauthenticated};
+use whispr::testing::session::{decode_frame, Frame, Unauthenticated};
 
 #[path = "gen_vectors/auth.rs"]
 mod auth;

@@ -7,9 +7,11 @@
 //! store themselves, so a notification that is missed or coalesced loses nothing.
 //! No method awaits, so no entry lock is ever held across an await.
 //!
-//! With the Redis store the registry also tells [`crate::notify`] (over an unbounded
-//! channel, never awaiting) when a key's session arrives or leaves and when a key's
-//! inbox got a message, so other nodes are woken and older sessions elsewhere close.
+//! With the Redis store the registry also tells whoever holds the other end of its
+//! outbox (`crate::notify`, over an unbounded channel, never awaiting) when a key's
+//! session arrives or leaves and when a key's inbox got a message, so other nodes are
+//! woken and older sessions elsewhere close. The outbox's [`Command`] type is the
+//! registry's own: the registry knows nothing of Redis or of `notify`, which imports it.
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
@@ -18,8 +20,28 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::notify::{Command, Commands};
 use crate::protocol::{PublicKey, VerifiedEnvelope};
+
+/// What the registry tells the cross-node side about its changes, in the order they
+/// happened per key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// A local session now owns `key`'s inbox: subscribe, then announce the takeover.
+    Registered { key: PublicKey, session: u64 },
+    /// The local session `session` for `key` left.
+    Unregistered { key: PublicKey, session: u64 },
+    /// `key`'s inbox has new stored messages: wake whichever node holds its session.
+    Wake(PublicKey),
+    /// The first Whispr v1 socket for the (derived) inbox `key` opened here: hear its
+    /// wake-ups too. v1 sockets take nothing over, so there is no takeover to announce.
+    Watch(PublicKey),
+    /// The last v1 socket for `key` closed.
+    Unwatch(PublicKey),
+}
+
+/// The registry's outbox: the sending side of an unbounded channel, so telling never
+/// awaits.
+pub type Commands = mpsc::UnboundedSender<Command>;
 
 /// The registry's side of one session.
 #[derive(Debug)]
@@ -305,6 +327,21 @@ mod tests {
         count: 4,
         bytes: 1 << 20,
     };
+
+    #[test]
+    fn the_registry_does_not_import_notify() {
+        // Built from parts so that this test's own lines do not match.
+        let needle = concat!("crate", "::", "notify");
+        let code = include_str!("registry.rs")
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"));
+        for line in code {
+            assert!(
+                !line.contains(needle) && !line.contains(concat!("super", "::", "notify")),
+                "the registry must not depend on notify: {line}"
+            );
+        }
+    }
 
     #[test]
     fn takeover_cancels_the_older_session_only() {

@@ -39,7 +39,7 @@ pub mod signal {
 
 /// The session's pure frame decoding and first state.
 pub mod session {
-    pub use crate::session::state::{decode_frame, Unauthenticated};
+    pub use crate::session::state::{auth_refusal, decode_frame, Frame, Unauthenticated};
 }
 
 /// The HTTP routes' query parsers.

@@ -86,7 +86,11 @@ fn auth_vector(case: AuthCase) -> AuthVector {
         origin: case.origin.into(),
     };
     let ok = state
-        .on_frame(auth, case.timestamp, MAX_SKEW_MS)
+        .on_frame(
+            Frame::try_from(auth).expect("auth is a known frame"),
+            case.timestamp,
+            MAX_SKEW_MS,
+        )
         .expect("the session accepts it");
     assert_eq!(ok.key, key);
 

@@ -10,7 +10,7 @@ use super::AppState;
 use crate::error::ApiError;
 use crate::protocol::{Codec, ErrorCode, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK};
 use crate::registry::EphemeralLimits;
-use crate::session::{self, SessionSettings};
+use crate::session::{self, SessionContext, SessionSettings};
 use crate::ws::{NotAnUpgrade, SocketLimits, Upgrade};
 
 pub async fn upgrade(
@@ -36,10 +36,16 @@ pub async fn upgrade(
         auth_timeout: Duration::from_secs(c.ws_auth_timeout_seconds),
     };
     let admitted = admitted.protocol(codec.subprotocol());
-    let relay = app.relay.clone();
-    let shutdown = app.shutdown.clone();
+    let ctx = SessionContext {
+        codec,
+        origin,
+        client_ip: ip,
+        relay: app.relay.clone(),
+        settings,
+        shutdown: app.shutdown.clone(),
+    };
     Ok(super::run_upgraded(&app, admitted, move |socket| {
-        session::run(socket, codec, origin, ip, relay, settings, shutdown)
+        session::run(socket, ctx)
     }))
 }
 

@@ -4,8 +4,8 @@
 
 use tokio_tungstenite::tungstenite::Message;
 
-use super::state::{decode_frame, ref_of_bad_send};
-use crate::protocol::{ClientFrame, Codec, Encoded, ProtocolError, ServerFrame};
+use super::state::{decode_frame, ref_of_bad_send, Frame};
+use crate::protocol::{Codec, Encoded, ProtocolError, ServerFrame};
 use crate::ws::{CloseReason, End, Inbound, Socket, Transport};
 
 pub(super) struct Conn<T> {
@@ -16,7 +16,7 @@ pub(super) struct Conn<T> {
 
 /// A data message from the client, decoded.
 pub(super) enum Incoming {
-    Frame(ClientFrame),
+    Frame(Frame),
     /// Not a frame; `reference` is the `ref` of a `send` whose envelope was the problem.
     Bad(ProtocolError, Option<u64>),
 }

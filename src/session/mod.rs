@@ -5,4 +5,4 @@ mod conn;
 mod socket;
 pub mod state;
 
-pub use socket::{run, SessionSettings};
+pub use socket::{run, SessionContext, SessionSettings};

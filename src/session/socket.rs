@@ -1,7 +1,7 @@
-//! The socket loop of one session: challenge, authenticate, replay the backlog from the
-//! store, then push live until the client leaves, is replaced, is too slow, or the
-//! relay shuts down. Each event has its own handler; all state decisions are in
-//! [`super::state`].
+//! The socket loop of one session: challenge, authenticate, register, replay the
+//! backlog from the store, then push live until the client leaves, is replaced, is too
+//! slow, or the relay shuts down. Each event has its own handler; the decisions (what
+//! to answer, what to read next, whether to read on) are in [`super::state`].
 
 use rand::RngCore;
 use std::net::IpAddr;
@@ -13,14 +13,13 @@ use tracing::Instrument;
 
 use super::conn::{error_frame, Conn, Incoming};
 use super::state::{
-    AckAction, Authenticated, Delivery, EpochMoved, SignatureStrikes, Unauthenticated,
+    already_authenticated, auth_refusal, AckAction, Authenticated, Delivery, EpochMoved, Frame,
+    Read, SignatureStrikes, Unauthenticated,
 };
 use crate::analytics::Event;
 use crate::error::RelayError;
 use crate::metrics::Metrics;
-use crate::protocol::{
-    ClientFrame, Codec, Cursor, ErrorCode, ProtocolError, ServerFrame, VerifiedEnvelope, NONCE_LEN,
-};
+use crate::protocol::{Codec, Cursor, ServerFrame, VerifiedEnvelope, NONCE_LEN};
 use crate::registry::{EphemeralLimits, EphemeralQueue, SessionHandle};
 use crate::relay::Relay;
 use crate::store::Batch;
@@ -37,49 +36,32 @@ pub struct SessionSettings {
     pub auth_timeout: Duration,
 }
 
+/// Everything one session runs with besides its socket.
+pub struct SessionContext {
+    pub codec: Codec,
+    /// The origin bound into the sign-in signature.
+    pub origin: String,
+    pub client_ip: IpAddr,
+    pub relay: Arc<Relay>,
+    pub settings: SessionSettings,
+    pub shutdown: CancellationToken,
+}
+
 /// Runs one session to its end, on any [`Transport`] (a real socket, or an in-memory
 /// one in the tests).
-pub async fn run<T: Transport>(
-    socket: T,
-    codec: Codec,
-    origin: String,
-    client_ip: IpAddr,
-    relay: Arc<Relay>,
-    settings: SessionSettings,
-    shutdown: CancellationToken,
-) {
-    let span = tracing::info_span!("session", ip = %client_ip, codec = codec.subprotocol(), key = tracing::field::Empty);
+pub async fn run<T: Transport>(socket: T, ctx: SessionContext) {
+    let span = tracing::info_span!("session", ip = %ctx.client_ip, codec = ctx.codec.subprotocol(), key = tracing::field::Empty);
     async move {
-        let metrics = &relay.metrics();
+        let metrics = ctx.relay.metrics().clone();
         metrics.connections.inc();
         let mut conn = Conn {
-            socket: Socket::new(socket, settings.socket.clone(), relay.metrics().clone()),
-            codec,
-            max_frame_bytes: settings.max_frame_bytes,
+            socket: Socket::new(socket, ctx.settings.socket.clone(), metrics.clone()),
+            codec: ctx.codec,
+            max_frame_bytes: ctx.settings.max_frame_bytes,
         };
-        let (conn, end) = match authenticate(&mut conn, origin, &relay, &settings, &shutdown).await
-        {
-            Ok(auth) => {
-                tracing::Span::current().record("key", tracing::field::display(auth.key));
-                let sessions = metrics
-                    .sessions
-                    .with_label_values(&[Metrics::codec_label(codec)]);
-                sessions.inc();
-                let started = Instant::now();
-                let mut live =
-                    Live::start(conn, auth, client_ip, relay.clone(), settings, shutdown);
-                let end = live.serve().await;
-                let conn = live.finish(end);
-                sessions.dec();
-                let event = Event::SessionClosed {
-                    codec: Metrics::codec_label(codec),
-                    seconds: started.elapsed().as_secs(),
-                    reason: end.label(),
-                };
-                relay.analytics().record(relay.clock().now_ms(), event);
-                (conn, end)
-            }
-            Err(end) => (conn, end),
+        let end = match authenticate(&mut conn, &ctx).await {
+            Ok(auth) => serve_authenticated(&mut conn, auth, &ctx).await,
+            Err(end) => end,
         };
         conn.socket.close(end).await;
         metrics.disconnects.with_label_values(&[end.label()]).inc();
@@ -92,18 +74,19 @@ pub async fn run<T: Transport>(
 /// Sends the challenge and waits for a valid `auth`.
 async fn authenticate<T: Transport>(
     conn: &mut Conn<T>,
-    origin: String,
-    relay: &Relay,
-    settings: &SessionSettings,
-    shutdown: &CancellationToken,
+    ctx: &SessionContext,
 ) -> Result<Authenticated, End> {
+    let relay = &ctx.relay;
     let mut nonce = [0u8; NONCE_LEN];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
-    let state = Unauthenticated { nonce, origin };
+    let state = Unauthenticated {
+        nonce,
+        origin: ctx.origin.clone(),
+    };
     conn.send(&state.challenge(relay.clock().now_ms())).await?;
-    let deadline = Instant::now() + settings.auth_timeout;
+    let deadline = Instant::now() + ctx.settings.auth_timeout;
     let received = tokio::select! {
-        _ = shutdown.cancelled() => return Err(CloseReason::Shutdown.into()),
+        _ = ctx.shutdown.cancelled() => return Err(CloseReason::Shutdown.into()),
         r = tokio::time::timeout_at(deadline, conn.recv()) => r,
     };
     let frame = match received {
@@ -123,75 +106,130 @@ async fn authenticate<T: Transport>(
             if let Some(suppressed) = client_failure(ClientFailure::SignIn) {
                 tracing::info!(reason = %e, suppressed, "authentication refused");
             }
-            let code = match e {
-                ProtocolError::Unauthorized { .. } => ErrorCode::AuthRequired,
-                _ => e.code(),
-            };
-            conn.send(&ServerFrame::Error {
-                code,
-                detail: e.to_string(),
-                reference: None,
-                retry_after_ms: None,
-            })
-            .await?;
+            conn.send(&auth_refusal(&e)).await?;
             Err(CloseReason::AuthFailed.into())
         }
     }
 }
 
-/// An authenticated session.
-struct Live<T> {
-    conn: Conn<T>,
-    relay: Arc<Relay>,
-    settings: SessionSettings,
-    shutdown: CancellationToken,
-    client_ip: IpAddr,
+/// An authenticated session from registration to its end: the first read, then the
+/// live loop. Leaves the registry whatever happened; unacked messages stay in the
+/// store. The caller closes the socket.
+async fn serve_authenticated<T: Transport>(
+    conn: &mut Conn<T>,
+    mut auth: Authenticated,
+    ctx: &SessionContext,
+) -> End {
+    let relay = &ctx.relay;
+    tracing::Span::current().record("key", tracing::field::display(auth.key));
+    let codec = Metrics::codec_label(ctx.codec);
+    let sessions = relay.metrics().sessions.with_label_values(&[codec]);
+    sessions.inc();
+    let started = Instant::now();
+    // Register before the first store read: anything stored after this point wakes
+    // us, anything before it is in that read. That is the gap-free handoff.
+    let reg = relay.registry().register(auth.key, ctx.settings.ephemeral);
+    if reg.took_over {
+        tracing::info!("took over an older session for this key");
+    }
+    let id = reg.handle.id;
+    conn.socket.start_pinging();
+    let end = match open(conn, &mut auth, ctx).await {
+        Ok(opened) => {
+            let mut live = Live {
+                conn,
+                ctx,
+                delivery: opened.delivery,
+                handle: reg.handle,
+                ephemeral: reg.ephemeral,
+                strikes: relay.session_strikes(),
+            };
+            live.serve(opened.first, opened.refused).await
+        }
+        Err(end) => end,
+    };
+    relay.registry().unregister(&auth.key, id);
+    match end {
+        End::Gone => tracing::info!("session ended by the client"),
+        End::Close(reason) => {
+            tracing::info!(
+                code = reason.code(),
+                reason = reason.text(),
+                "closing session"
+            )
+        }
+    }
+    sessions.dec();
+    let event = Event::SessionClosed {
+        codec,
+        seconds: started.elapsed().as_secs(),
+        reason: end.label(),
+    };
+    relay.analytics().record(relay.clock().now_ms(), event);
+    end
+}
+
+/// What a session starts its delivery from.
+struct Opened {
+    delivery: Delivery,
+    /// The first batch, read after the auth cursor.
+    first: Batch,
+    /// The error frame refusing the auth cursor, if the store refused it.
+    refused: Option<ServerFrame>,
+}
+
+/// Applies the auth cursor and reads the first batch, which names the inbox's epoch:
+/// what [`Delivery`] starts from.
+async fn open<T: Transport>(
+    conn: &mut Conn<T>,
+    auth: &mut Authenticated,
+    ctx: &SessionContext,
+) -> Result<Opened, End> {
+    let store = ctx.relay.store();
+    let inbox = auth.key.into();
+    let mut refused = None;
+    if let Some(through) = auth.cursor_ack() {
+        if let Err(e) = store.ack(&inbox, through).await {
+            refused = Some(auth.cursor_refused(e));
+        }
+    }
+    let window = ctx.settings.window;
+    let now = ctx.relay.clock().now_ms();
+    let first = match store.fetch(&inbox, auth.cursor, window as usize, now).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(error = %e, "store unavailable at session start");
+            conn.send(&RelayError::from(e).to_frame(None)).await?;
+            return Err(CloseReason::Unavailable.into());
+        }
+    };
+    Ok(Opened {
+        delivery: Delivery::new(auth.key, window, first.epoch, auth.cursor),
+        first,
+        refused,
+    })
+}
+
+/// An authenticated session with its delivery under way.
+struct Live<'a, T> {
+    conn: &'a mut Conn<T>,
+    ctx: &'a SessionContext,
+    delivery: Delivery,
     handle: Arc<SessionHandle>,
     ephemeral: EphemeralQueue,
-    auth: Authenticated,
-    delivery: Option<Delivery>,
     strikes: SignatureStrikes,
 }
 
-impl<T: Transport> Live<T> {
-    fn start(
-        mut conn: Conn<T>,
-        auth: Authenticated,
-        client_ip: IpAddr,
-        relay: Arc<Relay>,
-        settings: SessionSettings,
-        shutdown: CancellationToken,
-    ) -> Self {
-        // Register before the first store read: anything stored after this point wakes
-        // us, anything before it is in that read. That is the gap-free handoff.
-        let reg = relay.registry().register(auth.key, settings.ephemeral);
-        if reg.took_over {
-            tracing::info!("took over an older session for this key");
-        }
-        conn.socket.start_pinging();
-        Live {
-            conn,
-            strikes: relay.session_strikes(),
-            relay,
-            settings,
-            shutdown,
-            client_ip,
-            handle: reg.handle,
-            ephemeral: reg.ephemeral,
-            auth,
-            delivery: None,
-        }
-    }
-
-    async fn serve(&mut self) -> End {
-        if let Err(end) = self.begin().await {
+impl<T: Transport> Live<'_, T> {
+    async fn serve(&mut self, first: Batch, refused: Option<ServerFrame>) -> End {
+        if let Err(end) = self.begin(first, refused).await {
             return end;
         }
         loop {
-            let room = self.delivery.as_ref().map_or(0, Delivery::room);
+            let room = self.delivery.room();
             let result = tokio::select! {
                 biased;
-                _ = self.shutdown.cancelled() => Err(CloseReason::Shutdown.into()),
+                _ = self.ctx.shutdown.cancelled() => Err(CloseReason::Shutdown.into()),
                 _ = self.handle.replaced.cancelled() => Err(CloseReason::Replaced.into()),
                 incoming = self.conn.recv() => self.on_incoming(incoming).await,
                 Some(env) = self.ephemeral.recv() => self.on_ephemeral(env).await,
@@ -203,45 +241,15 @@ impl<T: Transport> Live<T> {
         }
     }
 
-    /// Applies the auth cursor, then sends `ready`, any gap, and the first backlog batch.
-    async fn begin(&mut self) -> Result<(), End> {
-        let key = self.auth.key;
-        let mut cursor = self.auth.cursor;
-        let mut refused = None;
-        if let Some(c) = cursor.filter(|c| c.seq > 0) {
-            // The cursor says the client processed everything through it. A cursor the
-            // inbox never reached is discarded: the client gets everything queued.
-            if let Err(e) = self.relay.store().ack(&key.into(), c).await {
-                refused = Some(RelayError::from(e).to_frame(None));
-                cursor = None;
-            }
-        }
-        let window = self.settings.window as usize;
-        let now = self.relay.clock().now_ms();
-        let batch = match self
-            .relay
-            .store()
-            .fetch(&key.into(), cursor, window, now)
-            .await
-        {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(error = %e, "store unavailable at session start");
-                self.conn.send(&RelayError::from(e).to_frame(None)).await?;
-                return Err(CloseReason::Unavailable.into());
-            }
-        };
-        let mut delivery = Delivery::new(key, self.settings.window, batch.epoch, cursor);
-        self.conn.send(&delivery.ready_frame()).await?;
+    /// Sends `ready`, the refusal of the auth cursor if any, and the first batch; reads
+    /// on if that was full.
+    async fn begin(&mut self, first: Batch, refused: Option<ServerFrame>) -> Result<(), End> {
+        self.conn.send(&self.delivery.ready_frame()).await?;
         if let Some(frame) = refused {
             self.conn.send(&frame).await?;
         }
-        let full = batch.messages.len() >= window;
-        let stored_at = stored_at(&batch);
-        let frames = delivery.on_batch(batch, window).map_err(resync)?;
-        self.delivery = Some(delivery);
-        self.send_deliveries(&frames, &stored_at).await?;
-        if full {
+        let window = self.ctx.settings.window as usize;
+        if self.deliver(first, window).await? {
             self.pump().await?;
         }
         Ok(())
@@ -255,50 +263,57 @@ impl<T: Transport> Live<T> {
     /// Applies `ack` (if any) and reads on while the window has room; the ack travels
     /// with the first read (one store round trip instead of two).
     async fn pump_after(&mut self, mut ack: Option<Cursor>) -> Result<(), End> {
+        let relay = &self.ctx.relay;
+        let store = relay.store();
+        let inbox = self.delivery.key.into();
         loop {
-            let Some(delivery) = self.delivery.as_mut() else {
-                return Ok(());
-            };
-            let room = delivery.room();
-            let inbox = delivery.key.into();
-            if room == 0 {
-                if let Some(through) = ack.take() {
-                    if let Err(e) = self.relay.store().ack(&inbox, through).await {
+            let now = relay.clock().now_ms();
+            let (read, limit) = match self.delivery.next_read(ack.take()) {
+                Read::Idle => return Ok(()),
+                Read::Ack(through) => {
+                    if let Err(e) = store.ack(&inbox, through).await {
                         // Not deleted now means redelivered later: never lost.
                         tracing::warn!(error = %e, "ack not applied");
-                        self.relay.metrics().store_errors.inc();
+                        relay.metrics().store_errors.inc();
                     }
+                    return Ok(());
                 }
-                return Ok(());
-            }
-            let now = self.relay.clock().now_ms();
-            let after = Some(delivery.cursor());
-            let read = match ack.take() {
-                Some(through) => {
-                    self.relay
-                        .store()
-                        .ack_and_fetch(&inbox, through, after, room, now)
-                        .await
+                Read::Fetch { after, limit } => {
+                    (store.fetch(&inbox, Some(after), limit, now).await, limit)
                 }
-                None => self.relay.store().fetch(&inbox, after, room, now).await,
+                Read::AckAndFetch {
+                    through,
+                    after,
+                    limit,
+                } => (
+                    store
+                        .ack_and_fetch(&inbox, through, Some(after), limit, now)
+                        .await,
+                    limit,
+                ),
             };
             let batch = match read {
                 Ok(b) => b,
                 Err(e) => {
                     // The session stays up; the next wake-up or ack retries the read.
                     tracing::warn!(error = %e, "store read failed");
-                    self.relay.metrics().store_errors.inc();
+                    relay.metrics().store_errors.inc();
                     return Ok(());
                 }
             };
-            let got = batch.messages.len();
-            let stored_at = stored_at(&batch);
-            let frames = delivery.on_batch(batch, room).map_err(resync)?;
-            self.send_deliveries(&frames, &stored_at).await?;
-            if got < room {
+            if !self.deliver(batch, limit).await? {
                 return Ok(());
             }
         }
+    }
+
+    /// Sends what a batch read with `limit` becomes; `true` when the state says to read
+    /// on (the batch was full).
+    async fn deliver(&mut self, batch: Batch, limit: usize) -> Result<bool, End> {
+        let stored_at = stored_at(&batch);
+        let deliveries = self.delivery.on_batch(batch, limit).map_err(resync)?;
+        self.send_deliveries(&deliveries.frames, &stored_at).await?;
+        Ok(deliveries.read_more)
     }
 
     /// Sends frames from `Delivery::on_batch`, recording each delivery's latencies.
@@ -307,6 +322,7 @@ impl<T: Transport> Live<T> {
         frames: &[ServerFrame],
         stored_at: &[(u64, u64)],
     ) -> Result<(), End> {
+        let relay = &self.ctx.relay;
         for frame in frames {
             self.conn.send(frame).await?;
             if let ServerFrame::Deliver {
@@ -316,9 +332,9 @@ impl<T: Transport> Live<T> {
             } = frame
             {
                 if let Ok(i) = stored_at.binary_search_by_key(seq, |&(s, _)| s) {
-                    let now = self.relay.clock().now_ms();
+                    let now = relay.clock().now_ms();
                     let stored = stored_at[i].1;
-                    self.relay
+                    relay
                         .metrics()
                         .observe_delivery(now, envelope.timestamp, stored);
                     let event = Event::MessageDelivered {
@@ -326,7 +342,7 @@ impl<T: Transport> Live<T> {
                         bytes: envelope.body.len(),
                         queue_ms: now.saturating_sub(stored),
                     };
-                    self.relay.analytics().record(now, event);
+                    relay.analytics().record(now, event);
                 }
             }
         }
@@ -340,13 +356,14 @@ impl<T: Transport> Live<T> {
         }
     }
 
-    async fn on_frame(&mut self, frame: ClientFrame) -> Result<(), End> {
+    async fn on_frame(&mut self, frame: Frame) -> Result<(), End> {
         match frame {
-            ClientFrame::Send {
+            Frame::Send {
                 reference,
                 envelope,
             } => {
-                let answer = match self.relay.submit(envelope, self.client_ip).await {
+                let relay = &self.ctx.relay;
+                let answer = match relay.submit(envelope, self.ctx.client_ip).await {
                     Ok(a) => ServerFrame::Accepted {
                         reference,
                         id: a.id,
@@ -363,37 +380,20 @@ impl<T: Transport> Live<T> {
                     _ => Ok(()),
                 }
             }
-            ClientFrame::Ack { seq } => self.on_ack(seq).await,
-            ClientFrame::Auth { .. } => {
-                self.conn
-                    .send(&ServerFrame::Error {
-                        code: ErrorCode::AlreadyAuthenticated,
-                        detail: "this session is already authenticated".into(),
-                        reference: None,
-                        retry_after_ms: None,
-                    })
-                    .await
-            }
-            ClientFrame::Unknown => {
-                self.conn
-                    .send(&error_frame(&ProtocolError::UnknownFrame, None))
-                    .await
-            }
+            Frame::Ack { seq } => self.on_ack(seq).await,
+            Frame::Auth { .. } => self.conn.send(&already_authenticated()).await,
         }
     }
 
     async fn on_ack(&mut self, seq: u64) -> Result<(), End> {
-        let Some(delivery) = self.delivery.as_mut() else {
-            return Ok(());
-        };
-        match delivery.on_ack(seq) {
+        match self.delivery.on_ack(seq) {
             AckAction::Refuse(frame) => self.conn.send(&frame).await,
             AckAction::Delete(cursor) => self.pump_after(Some(cursor)).await,
         }
     }
 
     async fn on_ephemeral(&mut self, env: Arc<VerifiedEnvelope>) -> Result<(), End> {
-        let metrics = &self.relay.metrics();
+        let metrics = self.ctx.relay.metrics();
         metrics.delivered.with_label_values(&["ephemeral"]).inc();
         metrics.delivered_over(crate::metrics::DeliveryTransport::Ws, 1);
         let envelope = Arc::new(env.envelope().clone());
@@ -404,25 +404,6 @@ impl<T: Transport> Live<T> {
                 envelope,
             })
             .await
-    }
-
-    /// Leaves the registry; the caller closes the socket. Unacked messages stay in the
-    /// store.
-    fn finish(self, end: End) -> Conn<T> {
-        self.relay
-            .registry()
-            .unregister(&self.auth.key, self.handle.id);
-        match end {
-            End::Gone => tracing::info!("session ended by the client"),
-            End::Close(reason) => {
-                tracing::info!(
-                    code = reason.code(),
-                    reason = reason.text(),
-                    "closing session"
-                )
-            }
-        }
-        self.conn
     }
 }
 
@@ -445,6 +426,7 @@ mod tests {
     use super::*;
     use crate::clock::Clock;
     use crate::config::Config;
+    use crate::protocol::{auth_signing_bytes, ClientFrame, Envelope, Identity};
     use crate::registry::Registry;
     use crate::store::MemoryStore;
     use crate::ws::mock::{pair, Peer};
@@ -471,15 +453,102 @@ mod tests {
 
     /// A JSON session with `config` on `mock`.
     fn spawn_session(mock: crate::ws::mock::Mock, config: &Config) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(run(
-            mock,
-            Codec::Json,
-            "relay.example".into(),
-            IpAddr::from([127, 0, 0, 1]),
-            relay(config),
-            settings(config),
-            CancellationToken::new(),
-        ))
+        spawn_on(mock, config, relay(config))
+    }
+
+    fn spawn_on(
+        mock: crate::ws::mock::Mock,
+        config: &Config,
+        relay: Arc<Relay>,
+    ) -> tokio::task::JoinHandle<()> {
+        let ctx = SessionContext {
+            codec: Codec::Json,
+            origin: "relay.example".into(),
+            client_ip: IpAddr::from([127, 0, 0, 1]),
+            relay,
+            settings: settings(config),
+            shutdown: CancellationToken::new(),
+        };
+        tokio::spawn(run(mock, ctx))
+    }
+
+    /// The next text frame the relay wrote, decoded.
+    async fn next_frame(peer: &mut Peer) -> ServerFrame {
+        loop {
+            match peer.from_relay.next().await {
+                Some(Message::Text(t)) => return Codec::Json.decode(t.as_bytes()).unwrap(),
+                Some(_) => continue,
+                None => panic!("the relay closed the socket"),
+            }
+        }
+    }
+
+    fn send_json(peer: &Peer, frame: &ClientFrame) {
+        let Ok(crate::protocol::Encoded::Text(text)) = Codec::Json.encode(frame) else {
+            panic!("JSON frames are text");
+        };
+        peer.to_relay
+            .unbounded_send(Ok(Message::text(text)))
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_window_waits_for_the_ack_which_reads_on_in_the_same_round_trip() {
+        let config = Config::from_toml("ws_max_inflight = 2\n").unwrap();
+        let relay = relay(&config);
+        let (alice, bob) = (Identity::generate(), Identity::generate());
+        let now = relay.clock().now_ms();
+        for n in 0..3u8 {
+            let verified = Envelope::seal(&alice, bob.public_key(), now, false, vec![n])
+                .verify(now, 1000)
+                .unwrap();
+            relay.store().insert(&verified, now).await.unwrap();
+        }
+        let (mock, mut peer) = pair(16);
+        let session = spawn_on(mock, &config, relay.clone());
+        let ServerFrame::Challenge {
+            nonce,
+            origin,
+            timestamp,
+        } = next_frame(&mut peer).await
+        else {
+            panic!("no challenge first");
+        };
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().unwrap();
+        let key = bob.public_key();
+        let signature = bob.sign(&auth_signing_bytes(&nonce, &key, timestamp, &origin));
+        send_json(
+            &peer,
+            &ClientFrame::Auth {
+                key: key.as_bytes().to_vec(),
+                timestamp,
+                signature: signature.to_bytes().to_vec(),
+                cursor: None,
+            },
+        );
+        assert!(matches!(
+            next_frame(&mut peer).await,
+            ServerFrame::Ready { window: 2, .. }
+        ));
+        let seqs = |frame| match frame {
+            ServerFrame::Deliver { seq: Some(seq), .. } => seq,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(seqs(next_frame(&mut peer).await), 1);
+        assert_eq!(seqs(next_frame(&mut peer).await), 2);
+        // The window is full: nothing more, and no `synced`, until an ack.
+        send_json(&peer, &ClientFrame::Ack { seq: 2 });
+        assert_eq!(seqs(next_frame(&mut peer).await), 3);
+        assert!(matches!(
+            next_frame(&mut peer).await,
+            ServerFrame::Synced { seq: 3, .. }
+        ));
+        let inbox = key.into();
+        let left = relay.store().fetch(&inbox, None, 10, now).await.unwrap();
+        let left: Vec<u64> = left.messages.iter().map(|m| m.seq).collect();
+        assert_eq!(left, [3], "the ack deleted 1 and 2 as it read 3");
+        peer.to_relay.close_channel();
+        session.await.unwrap();
     }
 
     /// Frames the relay wrote until its close frame: (texts, close code).

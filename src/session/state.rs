@@ -1,30 +1,105 @@
 //! The pure part of a session: authentication checks and delivery bookkeeping.
 //! No sockets, no store, no clock: the socket loop feeds it decoded frames, store
-//! batches and the time, and sends the frames it returns.
+//! batches, store refusals and the time, and does what it returns: the frames to send
+//! and the store call to make next.
 
 use std::collections::VecDeque;
 
+use crate::error::RelayError;
 use crate::protocol::{
     verify_auth, ClientFrame, Codec, Cursor, ErrorCode, KeyField, ProtocolError, PublicKey,
-    ServerFrame, Signature, NONCE_LEN,
+    ServerFrame, Signature, WireEnvelope, NONCE_LEN,
 };
-use crate::store::Batch;
+use crate::store::{Batch, StoreError};
+
+/// A client frame the session acts on: [`ClientFrame`] without `Unknown`, which
+/// [`decode_frame`] answers with `unknown_frame`, so no handler has an arm for it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Frame {
+    /// Answer to `challenge` (see [`ClientFrame::Auth`]).
+    Auth {
+        key: Vec<u8>,
+        timestamp: u64,
+        signature: Vec<u8>,
+        cursor: Option<Cursor>,
+    },
+    Send {
+        reference: Option<u64>,
+        envelope: WireEnvelope,
+    },
+    Ack {
+        seq: u64,
+    },
+}
 
 /// Decodes one client frame, checking its size before parsing.
 pub fn decode_frame(
     codec: Codec,
     bytes: &[u8],
     max_frame_bytes: usize,
-) -> Result<ClientFrame, ProtocolError> {
+) -> Result<Frame, ProtocolError> {
     if bytes.len() > max_frame_bytes {
         return Err(ProtocolError::TooLarge {
             size: bytes.len(),
             max: max_frame_bytes,
         });
     }
-    match codec.decode::<ClientFrame>(bytes)? {
-        ClientFrame::Unknown => Err(ProtocolError::UnknownFrame),
-        frame => Ok(frame),
+    Frame::try_from(codec.decode::<ClientFrame>(bytes)?)
+}
+
+impl TryFrom<ClientFrame> for Frame {
+    type Error = ProtocolError;
+
+    /// Every frame but `Unknown`, which is [`ProtocolError::UnknownFrame`].
+    fn try_from(frame: ClientFrame) -> Result<Self, ProtocolError> {
+        Ok(match frame {
+            ClientFrame::Auth {
+                key,
+                timestamp,
+                signature,
+                cursor,
+            } => Frame::Auth {
+                key,
+                timestamp,
+                signature,
+                cursor,
+            },
+            ClientFrame::Send {
+                reference,
+                envelope,
+            } => Frame::Send {
+                reference,
+                envelope,
+            },
+            ClientFrame::Ack { seq } => Frame::Ack { seq },
+            ClientFrame::Unknown => return Err(ProtocolError::UnknownFrame),
+        })
+    }
+}
+
+impl From<Frame> for ClientFrame {
+    fn from(frame: Frame) -> Self {
+        match frame {
+            Frame::Auth {
+                key,
+                timestamp,
+                signature,
+                cursor,
+            } => ClientFrame::Auth {
+                key,
+                timestamp,
+                signature,
+                cursor,
+            },
+            Frame::Send {
+                reference,
+                envelope,
+            } => ClientFrame::Send {
+                reference,
+                envelope,
+            },
+            Frame::Ack { seq } => ClientFrame::Ack { seq },
+        }
     }
 }
 
@@ -68,11 +143,11 @@ impl Unauthenticated {
     /// Checks the first frame of a session. Anything but a valid `auth` fails it.
     pub fn on_frame(
         &self,
-        frame: ClientFrame,
+        frame: Frame,
         now_ms: u64,
         max_skew_ms: u64,
     ) -> Result<Authenticated, ProtocolError> {
-        let ClientFrame::Auth {
+        let Frame::Auth {
             key,
             timestamp,
             signature,
@@ -98,6 +173,49 @@ impl Unauthenticated {
     }
 }
 
+/// The error frame refusing a sign-in (the session then closes with 4003). A first
+/// frame that is not `auth` is answered `auth_required`: the client skipped the
+/// handshake. Every other failure keeps its own code.
+pub fn auth_refusal(e: &ProtocolError) -> ServerFrame {
+    let code = match e {
+        ProtocolError::Unauthorized { .. } => ErrorCode::AuthRequired,
+        _ => e.code(),
+    };
+    ServerFrame::Error {
+        code,
+        detail: e.to_string(),
+        reference: None,
+        retry_after_ms: None,
+    }
+}
+
+/// The error frame answering an `auth` on a session that is already authenticated.
+pub fn already_authenticated() -> ServerFrame {
+    ServerFrame::Error {
+        code: ErrorCode::AlreadyAuthenticated,
+        detail: "this session is already authenticated".into(),
+        reference: None,
+        retry_after_ms: None,
+    }
+}
+
+impl Authenticated {
+    /// What the auth cursor acknowledges before the first read: everything through
+    /// it, which the client says it processed. A cursor at seq 0 acknowledges nothing.
+    pub fn cursor_ack(&self) -> Option<Cursor> {
+        self.cursor.filter(|c| c.seq > 0)
+    }
+
+    /// The store refused the auth cursor's ack (a cursor the inbox never reached, or
+    /// the store failing). The cursor is dropped, so the first read starts at the
+    /// beginning and the client gets everything queued; the frame returned tells it
+    /// why, after `ready`.
+    pub fn cursor_refused(&mut self, e: StoreError) -> ServerFrame {
+        self.cursor = None;
+        RelayError::from(e).to_frame(None)
+    }
+}
+
 /// Delivery bookkeeping of an authenticated session: which seqs went out, which are
 /// acked, and whether the backlog has been sent.
 #[derive(Debug)]
@@ -115,6 +233,32 @@ pub struct Delivery {
 /// The inbox moved to a new epoch while the session was open: it must end (4007).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EpochMoved;
+
+/// Frames from one store batch, and whether to read again at once.
+#[derive(Debug, PartialEq)]
+pub struct Deliveries {
+    pub frames: Vec<ServerFrame>,
+    /// The batch filled what was asked: more may be waiting, read on while the window
+    /// has room (rather than wait for a wake-up that already came).
+    pub read_more: bool,
+}
+
+/// The store call a pump makes next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Read {
+    /// Nothing: no ack to apply, and the window is full.
+    Idle,
+    /// Apply the ack only: the window is full, so nothing could be delivered.
+    Ack(Cursor),
+    /// Read up to `limit` messages after `after`.
+    Fetch { after: Cursor, limit: usize },
+    /// Apply the ack and read in one store round trip.
+    AckAndFetch {
+        through: Cursor,
+        after: Cursor,
+        limit: usize,
+    },
+}
 
 /// What an `ack` frame asks the socket loop to do.
 #[derive(Debug, PartialEq)]
@@ -164,15 +308,33 @@ impl Delivery {
         }
     }
 
+    /// What to ask the store next, with `ack` (from the client) still to apply: a read
+    /// only while the window has room, with the ack travelling along.
+    pub fn next_read(&self, ack: Option<Cursor>) -> Read {
+        let limit = self.room();
+        let after = self.cursor();
+        match (ack, limit) {
+            (None, 0) => Read::Idle,
+            (Some(through), 0) => Read::Ack(through),
+            (None, limit) => Read::Fetch { after, limit },
+            (Some(through), limit) => Read::AckAndFetch {
+                through,
+                after,
+                limit,
+            },
+        }
+    }
+
     /// Turns a store batch read with limit `asked` into frames: a gap report if any,
-    /// the deliveries, and `synced` the first time the session has caught up.
+    /// the deliveries, and `synced` the first time the session has caught up; and
+    /// whether to read on (the batch was full).
     ///
     /// A batch of another epoch means the inbox moved to a new epoch during the session
     /// (its store found that history may be lost). The session cannot go on: `ack`
     /// frames carry no epoch, so an ack the client sent for the old epoch, still in
     /// flight, would delete the new epoch's messages. [`EpochMoved`] ends the session
     /// (close 4007); the client reconnects with its cursor and is told of the gap.
-    pub fn on_batch(&mut self, batch: Batch, asked: usize) -> Result<Vec<ServerFrame>, EpochMoved> {
+    pub fn on_batch(&mut self, batch: Batch, asked: usize) -> Result<Deliveries, EpochMoved> {
         if batch.epoch != self.epoch {
             return Err(EpochMoved);
         }
@@ -207,7 +369,10 @@ impl Delivery {
                 seq: self.delivered,
             });
         }
-        Ok(out)
+        Ok(Deliveries {
+            frames: out,
+            read_more: !caught_up,
+        })
     }
 
     /// Handles a cumulative `ack`.
@@ -339,7 +504,7 @@ mod tests {
             nonce: [7; 32],
             origin: "relay.test:443".into(),
         };
-        let sign = |nonce: &[u8; 32], origin: &str| ClientFrame::Auth {
+        let sign = |nonce: &[u8; 32], origin: &str| Frame::Auth {
             key: id.public_key().as_bytes().to_vec(),
             timestamp: 1000,
             signature: id
@@ -365,7 +530,7 @@ mod tests {
             Err(ProtocolError::StaleTimestamp { .. })
         ));
         assert!(matches!(
-            state.on_frame(ClientFrame::Ack { seq: 1 }, 1000, 10),
+            state.on_frame(Frame::Ack { seq: 1 }, 1000, 10),
             Err(ProtocolError::Unauthorized { .. })
         ));
     }
@@ -375,17 +540,17 @@ mod tests {
         let key = Identity::generate().public_key();
         let mut d = Delivery::new(key, 2, 9, None);
         assert_eq!(d.room(), 2);
-        let frames = d.on_batch(batch(9, &[1, 2], None), 2).unwrap();
+        let frames = d.on_batch(batch(9, &[1, 2], None), 2).unwrap().frames;
         assert_eq!(kinds(&frames), ["d1", "d2"], "window full: not yet synced");
         assert_eq!(d.room(), 0);
         assert_eq!(d.on_ack(1), AckAction::Delete(Cursor { epoch: 9, seq: 1 }));
         assert_eq!(d.room(), 1);
-        let frames = d.on_batch(batch(9, &[3], None), 1).unwrap();
+        let frames = d.on_batch(batch(9, &[3], None), 1).unwrap().frames;
         assert_eq!(kinds(&frames), ["d3"]);
         d.on_ack(3);
-        let frames = d.on_batch(batch(9, &[], None), 2).unwrap();
+        let frames = d.on_batch(batch(9, &[], None), 2).unwrap().frames;
         assert_eq!(kinds(&frames), ["synced3"]);
-        let frames = d.on_batch(batch(9, &[4], None), 2).unwrap();
+        let frames = d.on_batch(batch(9, &[4], None), 2).unwrap().frames;
         assert_eq!(kinds(&frames), ["d4"], "synced only once");
     }
 
@@ -393,7 +558,7 @@ mod tests {
     fn never_redelivers_a_seq_in_one_session() {
         let key = Identity::generate().public_key();
         let mut d = Delivery::new(key, 10, 9, Some(Cursor { epoch: 9, seq: 2 }));
-        let frames = d.on_batch(batch(9, &[2, 3], None), 10).unwrap();
+        let frames = d.on_batch(batch(9, &[2, 3], None), 10).unwrap().frames;
         assert_eq!(kinds(&frames), ["d3", "synced3"]);
     }
 
@@ -431,7 +596,8 @@ mod tests {
         let mut d = Delivery::new(key, 10, 9, Some(Cursor { epoch: 9, seq: 5 }));
         let frames = d
             .on_batch(batch(9, &[7], Some(GapReason::Expired)), 10)
-            .unwrap();
+            .unwrap()
+            .frames;
         assert_eq!(kinds(&frames), ["gap:Expired", "d7", "synced7"]);
         // A new epoch mid-session ends the session, whatever the batch holds: an ack
         // in flight for epoch 9 must never be applied to epoch 11.
@@ -448,7 +614,7 @@ mod tests {
         let mut d = Delivery::new(key, 10, 9, Some(Cursor { epoch: 9, seq: 2 }));
         let mut b = batch(9, &[6], Some(GapReason::Expired));
         b.floor = 5;
-        let frames = d.on_batch(b, 10).unwrap();
+        let frames = d.on_batch(b, 10).unwrap().frames;
         assert_eq!(kinds(&frames), ["gap:Expired", "d6", "synced6"]);
         assert!(
             matches!(
@@ -467,7 +633,7 @@ mod tests {
             AckAction::Delete(Cursor { epoch: 9, seq: 5 }),
             "acking the lost seqs is allowed"
         );
-        let frames = d.on_batch(batch(9, &[], None), 10).unwrap();
+        let frames = d.on_batch(batch(9, &[], None), 10).unwrap().frames;
         assert!(frames.is_empty(), "no second report: {frames:?}");
     }
 
@@ -491,8 +657,94 @@ mod tests {
         ));
         assert_eq!(
             decode_frame(Codec::Json, br#"{"type":"ack","seq":4}"#, 100),
-            Ok(ClientFrame::Ack { seq: 4 })
+            Ok(Frame::Ack { seq: 4 })
         );
+    }
+
+    #[test]
+    fn a_full_batch_reads_on_and_a_short_one_waits_for_a_wake_up() {
+        let key = Identity::generate().public_key();
+        let mut d = Delivery::new(key, 4, 9, None);
+        assert!(d.on_batch(batch(9, &[1, 2], None), 2).unwrap().read_more);
+        assert!(!d.on_batch(batch(9, &[3], None), 2).unwrap().read_more);
+        assert!(
+            !d.on_batch(batch(9, &[], None), 1).unwrap().read_more,
+            "an empty answer is never full"
+        );
+    }
+
+    #[test]
+    fn a_pump_reads_only_with_room_and_the_ack_travels_with_the_read() {
+        let key = Identity::generate().public_key();
+        let mut d = Delivery::new(key, 2, 9, Some(Cursor { epoch: 9, seq: 4 }));
+        let after = Cursor { epoch: 9, seq: 4 };
+        assert_eq!(d.next_read(None), Read::Fetch { after, limit: 2 });
+        d.on_batch(batch(9, &[5, 6], None), 2).unwrap();
+        let full_at = Cursor { epoch: 9, seq: 6 };
+        assert_eq!(d.next_read(None), Read::Idle, "the window is full");
+        let through = Cursor { epoch: 9, seq: 5 };
+        assert_eq!(
+            d.next_read(Some(through)),
+            Read::Ack(through),
+            "full: the ack alone"
+        );
+        assert_eq!(d.on_ack(5), AckAction::Delete(through));
+        assert_eq!(
+            d.next_read(Some(through)),
+            Read::AckAndFetch {
+                through,
+                after: full_at,
+                limit: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_refused_auth_cursor_is_dropped_and_the_client_told_after_ready() {
+        let key = Identity::generate().public_key();
+        let at = |seq| Authenticated {
+            key,
+            cursor: Some(Cursor { epoch: 9, seq }),
+        };
+        assert_eq!(at(0).cursor_ack(), None, "seq 0 acknowledges nothing");
+        let mut auth = at(3);
+        assert_eq!(auth.cursor_ack(), Some(Cursor { epoch: 9, seq: 3 }));
+        let frame = auth.cursor_refused(StoreError::Unavailable("down".into()));
+        assert_eq!(auth.cursor, None, "the first read starts at the beginning");
+        assert_eq!(auth.cursor_ack(), None);
+        assert!(
+            matches!(
+                frame,
+                ServerFrame::Error {
+                    code: ErrorCode::Unavailable,
+                    reference: None,
+                    ..
+                }
+            ),
+            "{frame:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_auth_is_refused_as_auth_required_and_others_keep_their_code() {
+        let code = |e: ProtocolError| match auth_refusal(&e) {
+            ServerFrame::Error { code, .. } => code,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            code(ProtocolError::Unauthorized {
+                detail: "first frame".into()
+            }),
+            ErrorCode::AuthRequired
+        );
+        assert_eq!(code(ProtocolError::UnknownFrame), ErrorCode::UnknownFrame);
+        assert!(matches!(
+            already_authenticated(),
+            ServerFrame::Error {
+                code: ErrorCode::AlreadyAuthenticated,
+                ..
+            }
+        ));
     }
 
     #[test]

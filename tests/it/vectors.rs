@@ -21,9 +21,9 @@ use whispr::error::{close_code, http_status};
 use whispr::protocol::{
     auth_signing_bytes, check_timestamp, http_signing_bytes, message_id, signing_bytes,
     verify_auth, ClientFrame, Codec, Cursor, Encoded, Envelope, ErrorCode, GapReason, HttpAuth,
-    Identity, MessageId, ProtocolError, ServerFrame, Signature, WireEnvelope,
+    Identity, MessageId, ServerFrame, Signature, WireEnvelope,
 };
-use whispr::testing::session::{decode_frame, Unauthenticated};
+use whispr::testing::session::{auth_refusal, decode_frame, Frame, Unauthenticated};
 
 /// The files this module knows how to check; any other file in the directory fails
 /// `every_vector_file_is_checked`.
@@ -467,8 +467,11 @@ fn auth() {
             nonce,
             origin: v.origin.clone(),
         };
+        // The session reads the frame as the relay decodes it from the wire.
+        let decoded = decode_frame(Codec::Json, v.auth.json.as_bytes(), 1 << 20)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let ok = state
-            .on_frame(frame, v.timestamp, 300_000)
+            .on_frame(decoded, v.timestamp, 300_000)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(
             (ok.key, ok.cursor),
@@ -796,7 +799,7 @@ fn negative_envelopes() {
         // Inside a send frame the same envelope gets the same answer.
         let frame = format!(r#"{{"type":"send","ref":1,"envelope":{}}}"#, v.json);
         let in_frame = decode_frame(Codec::Json, frame.as_bytes(), 1 << 20).and_then(|f| match f {
-            ClientFrame::Send { envelope, .. } => {
+            Frame::Send { envelope, .. } => {
                 Envelope::try_from(envelope)?.verify(v.now_ms, v.max_skew_ms)
             }
             other => panic!("{}: decoded as {other:?}", v.name),
@@ -839,11 +842,11 @@ fn negative_auth() {
             .and_then(|f| state.on_frame(f, v.now_ms, v.max_skew_ms))
             .err()
             .unwrap_or_else(|| panic!("{}: accepted", v.name));
-        // The socket loop answers a missing auth with `auth_required`, anything else with
+        // The session answers a missing auth with `auth_required`, anything else with
         // the error's own code, then closes with 4003.
-        let sent = match err {
-            ProtocolError::Unauthorized { .. } => ErrorCode::AuthRequired,
-            ref other => other.code(),
+        let sent = match auth_refusal(&err) {
+            ServerFrame::Error { code, .. } => code,
+            other => panic!("{}: answered {other:?}", v.name),
         };
         assert_eq!(sent, code(&v.error), "{}: {err}", v.name);
         assert!(!v.description.is_empty(), "{}: description", v.name);

@@ -1,0 +1,327 @@
+//! The Redis shell around [`Core`]: the connection loops that feed it events and
+//! perform its actions, the catch-up timer, and the publish of an ephemeral envelope.
+//! What to subscribe, publish, wake or replace is decided in `core`; this file only
+//! talks to Redis and to the registry.
+//!
+//! On one Redis the node uses `PUBLISH`/`SUBSCRIBE` on a dedicated RESP2 pub/sub
+//! connection (redis 1.2.2's single-node `PubSub` has no `ssubscribe`); only nodes
+//! subscribed to an inbox's channel get its messages. On Redis Cluster it uses sharded
+//! pub/sub, `SPUBLISH`/`SSUBSCRIBE`, on a RESP3 cluster connection: a channel lives on
+//! the master owning its slot (the inbox's hash tag, the same slot as the inbox's
+//! keys), so messages are not broadcast over the cluster bus to every master as
+//! classic pub/sub would be. redis-rs renews the sharded subscriptions after a
+//! reconnect or a slot move and reports a dropped node link, after which the node
+//! wakes its sessions (`Core::on_link_lost`).
+
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::core::{Action, Core, Recovery};
+use super::ephemeral_channel;
+use crate::protocol::{Envelope, PublicKey, VerifiedEnvelope};
+use crate::redis_link::{
+    bounded, run_publisher, Publisher, RedisLink, RedisNodes, RedisTarget, PUBLISH_QUEUE,
+};
+use crate::registry::{Command, Registry};
+use redis::cluster_async::ClusterConnection;
+
+/// Verifies an envelope that came from another node.
+pub type Verifier = Arc<dyn Fn(Envelope) -> Option<VerifiedEnvelope> + Send + Sync>;
+
+/// Publishes an ephemeral envelope's payload on `key`'s channel, right away (the
+/// sender waits for the answer); `true` when some node holding a session for `key`
+/// received it (the number of subscribers Redis reports).
+pub async fn publish_ephemeral(
+    link: &RedisLink,
+    key: &PublicKey,
+    payload: String,
+) -> redis::RedisResult<bool> {
+    let command = if link.is_cluster() {
+        "SPUBLISH"
+    } else {
+        "PUBLISH"
+    };
+    let receivers: i64 = redis::cmd(command)
+        .arg(ephemeral_channel(key))
+        .arg(payload)
+        .query_async(&mut link.clone())
+        .await?;
+    Ok(receivers > 0)
+}
+
+/// How often unechoed takeovers are announced again and failed cluster subscriptions
+/// retried.
+const RETRY_EVERY: Duration = Duration::from_secs(2);
+/// Wait between attempts to reconnect the subscriber.
+const RECONNECT_DELAY: Duration = Duration::from_millis(500);
+
+/// The pub/sub side of one node: the core, and what its actions act on.
+struct Remote {
+    core: Core,
+    registry: Arc<Registry>,
+    /// Checks an ephemeral envelope from another node (signature, timestamp window)
+    /// before a session gets it: only verified envelopes reach sessions.
+    verify: Verifier,
+    /// Events for the publisher task (bounded: when Redis is slow they are dropped,
+    /// and the re-announce tick and the catch-up make up for them).
+    publish: mpsc::Sender<(String, String)>,
+}
+
+/// The connection that holds this node's subscriptions.
+enum Subscriber<'a> {
+    /// One Redis: a RESP2 pub/sub connection, `SUBSCRIBE`.
+    Single(&'a mut redis::aio::PubSubSink),
+    /// Redis Cluster: sharded pub/sub on the cluster connection (RESP3), `SSUBSCRIBE`,
+    /// which goes to the master owning the channel's slot and is renewed by redis-rs
+    /// after reconnects and slot moves.
+    Cluster(&'a mut ClusterConnection),
+}
+
+impl Subscriber<'_> {
+    /// One inbox's channels (one hash tag, so one slot: one command on a cluster too).
+    async fn subscribe(&mut self, channels: Vec<String>) -> redis::RedisResult<()> {
+        match self {
+            Subscriber::Single(sink) => bounded(sink.subscribe(channels)).await,
+            Subscriber::Cluster(conn) => bounded(conn.ssubscribe(channels)).await,
+        }
+    }
+
+    async fn unsubscribe(&mut self, channels: Vec<String>) -> redis::RedisResult<()> {
+        match self {
+            Subscriber::Single(sink) => bounded(sink.unsubscribe(channels)).await,
+            Subscriber::Cluster(conn) => bounded(conn.sunsubscribe(channels)).await,
+        }
+    }
+}
+
+/// Starts the pub/sub tasks serving `commands` (the receiving end of the registry's
+/// outbox, [`Registry::with_remote`]). The tasks end when `stop` is cancelled. On a
+/// cluster the connection is made here, so a cluster that cannot be reached fails the
+/// start.
+pub async fn start(
+    target: &RedisTarget,
+    registry: Arc<Registry>,
+    verify: Verifier,
+    commands: mpsc::UnboundedReceiver<Command>,
+    tracker: &tokio_util::task::TaskTracker,
+    stop: CancellationToken,
+) -> Result<(), redis::RedisError> {
+    let (publish, outbox) = mpsc::channel(PUBLISH_QUEUE);
+    let cluster = matches!(target.nodes, RedisNodes::Cluster(_));
+    let remote = Remote {
+        core: Core::new(rand::random(), cluster),
+        registry,
+        verify,
+        publish,
+    };
+    match &target.nodes {
+        RedisNodes::Single(url) => {
+            let client = target.client(url)?;
+            tracker.spawn(run_publisher(
+                Publisher::single(client.clone()),
+                outbox,
+                stop.clone(),
+                "Redis pub/sub",
+            ));
+            tracker.spawn(remote.run(client, commands, stop));
+        }
+        RedisNodes::Cluster(urls) => {
+            let (pushes, received) = mpsc::unbounded_channel();
+            let conn = target
+                .cluster_client(urls, Some(pushes), crate::redis_link::RESPONSE_TIMEOUT)?
+                .get_async_connection()
+                .await?;
+            tracker.spawn(run_publisher(
+                Publisher::Cluster(conn.clone()),
+                outbox,
+                stop.clone(),
+                "Redis pub/sub",
+            ));
+            tracker.spawn(remote.run_cluster(conn, received, commands, stop));
+        }
+    }
+    Ok(())
+}
+
+impl Remote {
+    async fn run(
+        mut self,
+        client: redis::Client,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        stop: CancellationToken,
+    ) {
+        let mut first = true;
+        loop {
+            let pubsub = tokio::select! {
+                _ = stop.cancelled() => return,
+                p = bounded(client.get_async_pubsub()) => p,
+            };
+            let (mut sink, mut stream) = match pubsub {
+                Ok(p) => p.split(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Redis pub/sub: cannot connect; retrying");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(RECONNECT_DELAY) => continue,
+                    }
+                }
+            };
+            let channels = self.core.wanted_channels();
+            if !channels.is_empty() && bounded(sink.subscribe(&channels)).await.is_err() {
+                continue;
+            }
+            let mut retry = tokio::time::interval(RETRY_EVERY);
+            let mut sub = Subscriber::Single(&mut sink);
+            if !first {
+                tracing::info!("Redis pub/sub reconnected; waking every local session");
+                let actions = self.core.on_reconnected();
+                if self.perform(&mut sub, actions).await.is_err() {
+                    continue;
+                }
+            }
+            first = false;
+            loop {
+                let actions = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    Some(cmd) = commands.recv() => self.core.on_command(cmd),
+                    msg = stream.next() => match msg {
+                        Some(msg) => {
+                            let payload: String = msg.get_payload().unwrap_or_default();
+                            self.on_message(msg.get_channel_name(), &payload)
+                        }
+                        None => {
+                            tracing::warn!("Redis pub/sub connection lost; reconnecting");
+                            break;
+                        }
+                    },
+                    _ = retry.tick() => self.core.on_tick(),
+                };
+                if let Err(e) = self.perform(&mut sub, actions).await {
+                    tracing::warn!(error = %e, "Redis pub/sub: command failed; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The cluster loop: one connection that redis-rs keeps and resubscribes; its
+    /// pushes (messages, and "disconnected" when a node's link dropped) come on
+    /// `pushes`. Failed calls are kept by the core for the retry tick.
+    async fn run_cluster(
+        mut self,
+        mut conn: ClusterConnection,
+        mut pushes: mpsc::UnboundedReceiver<redis::PushInfo>,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        stop: CancellationToken,
+    ) {
+        let mut retry = tokio::time::interval(RETRY_EVERY);
+        loop {
+            let actions = tokio::select! {
+                _ = stop.cancelled() => return,
+                Some(cmd) = commands.recv() => self.core.on_command(cmd),
+                _ = retry.tick() => self.core.on_tick(),
+                Some(push) = pushes.recv() => match push.kind {
+                    redis::PushKind::SMessage | redis::PushKind::Message => {
+                        let mut data = push.data.into_iter();
+                        let (Some(channel), Some(payload)) = (data.next(), data.next()) else {
+                            continue;
+                        };
+                        let text = |v| redis::from_redis_value::<String>(v).unwrap_or_default();
+                        self.on_message(&text(channel), &text(payload))
+                    }
+                    redis::PushKind::Disconnection => {
+                        tracing::warn!("Redis Cluster pub/sub: a node connection dropped; resubscribing");
+                        self.core.on_link_lost()
+                    }
+                    _ => continue,
+                },
+            };
+            // On a cluster the core keeps what failed, so nothing comes back here.
+            let _ = self
+                .perform(&mut Subscriber::Cluster(&mut conn), actions)
+                .await;
+        }
+    }
+
+    fn on_message(&mut self, channel: &str, payload: &str) -> Vec<Action> {
+        self.core.on_message(channel, payload).unwrap_or_else(|| {
+            tracing::debug!(channel, "unknown pub/sub payload");
+            Vec::new()
+        })
+    }
+
+    /// Performs the core's actions in order. `Err` when a call failed on one Redis:
+    /// the connection is rebuilt (and subscribes to everything wanted), the remaining
+    /// actions are dropped. On a cluster a failed call is handed back to the core, and
+    /// after one failed subscribe the batch's later ones are handed back untried, so a
+    /// failing cluster costs one call's timeout per batch, not one per inbox.
+    async fn perform(
+        &mut self,
+        sub: &mut Subscriber<'_>,
+        actions: Vec<Action>,
+    ) -> redis::RedisResult<()> {
+        let mut subscribe_failed = false;
+        for action in actions {
+            match action {
+                Action::Subscribe { key, channels } => {
+                    if subscribe_failed {
+                        self.core.subscribe_failed(key);
+                        continue;
+                    }
+                    if let Err(e) = sub.subscribe(channels).await {
+                        subscribe_failed = true;
+                        if self.core.subscribe_failed(key) == Recovery::Reconnect {
+                            return Err(e);
+                        }
+                        tracing::warn!(error = %e, "Redis Cluster pub/sub: subscribe failed; will retry");
+                    }
+                }
+                Action::Unsubscribe { channels } => {
+                    if let Err(e) = sub.unsubscribe(channels.clone()).await {
+                        if self.core.unsubscribe_failed(channels) == Recovery::Reconnect {
+                            return Err(e);
+                        }
+                        tracing::warn!(error = %e, "Redis Cluster pub/sub: unsubscribe failed; will retry");
+                    }
+                }
+                Action::Publish { channel, payload } => {
+                    let _ = self.publish.try_send((channel, payload));
+                }
+                Action::Wake(key) => {
+                    self.registry.notify(&key);
+                }
+                Action::WakeAll => self.registry.wake_all(),
+                Action::Replace { key, session } => {
+                    tracing::debug!(key = %key, "taken over by a session on another node");
+                    self.registry.replace(&key, session);
+                }
+                Action::Ephemeral { key, envelope } => match (self.verify)(envelope) {
+                    Some(v) => {
+                        self.registry.push_ephemeral(&key, Arc::new(v));
+                    }
+                    None => {
+                        tracing::debug!(key = %key, "dropped an ephemeral envelope that does not verify")
+                    }
+                },
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Wakes every local session every `every`, so a lost wake-up delays a message by at
+/// most that long. Runs only with the Redis store (on one node nothing is lost).
+pub async fn catch_up(registry: Arc<Registry>, every: Duration, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => registry.wake_all(),
+        }
+    }
+}
