@@ -8,7 +8,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::{Figment, Metadata, Source};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Which message store the relay uses.
@@ -41,10 +41,13 @@ pub struct Config {
     #[serde(deserialize_with = "listen_address")]
     pub listen: SocketAddr,
     /// PEM certificate chain for TLS termination in the relay. With `tls_key`, the
-    /// relay serves https:// and wss:// on `listen`; empty: plain HTTP (behind nginx).
-    pub tls_cert: String,
+    /// relay serves https:// and wss:// on `listen`; empty (`""`): plain HTTP (behind
+    /// nginx).
+    #[serde(with = "empty_is_none")]
+    pub tls_cert: Option<PathBuf>,
     /// PEM private key matching `tls_cert`.
-    pub tls_key: String,
+    #[serde(with = "empty_is_none")]
+    pub tls_key: Option<PathBuf>,
     /// Proxies whose `X-Forwarded-For` / `X-Real-IP` are believed (CIDRs). Behind nginx
     /// on the same host: `["127.0.0.1/32", "::1/128"]`. Empty: the TCP peer is the client.
     pub trusted_proxies: Vec<ipnet::IpNet>,
@@ -86,22 +89,26 @@ pub struct Config {
     /// Most reserve connections one TCP peer address may hold (trusted proxies exempt).
     pub http_reserved_connections_per_ip: usize,
     /// Serve `GET /metrics` on this address instead of `listen` (e.g. 127.0.0.1:9090,
-    /// so metrics stay private behind a public listener). Empty: on `listen`.
-    pub metrics_listen: String,
+    /// so metrics stay private behind a public listener). Empty (`""`): on `listen`.
+    #[serde(with = "empty_is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     /// The public `host[:port]` clients dial, bound into every authentication
-    /// signature. Empty: taken from each request's Host header.
-    pub origin: String,
+    /// signature. Empty (`""`): taken from each request's Host header.
+    #[serde(with = "empty_is_none")]
+    pub origin: Option<String>,
     pub store: StoreKind,
     /// Redis for `store = "redis"` or `"auto"`: `redis://[:password@]host:port[/db]`, or
     /// `rediss://` for TLS.
     pub redis_url: String,
     /// Redis Cluster instead of `redis_url`: the seed nodes, comma-separated
     /// (`redis://10.0.0.1:7000,redis://10.0.0.2:7000`); the rest of the cluster is
-    /// discovered from them. Empty: no cluster.
-    pub redis_cluster_urls: String,
+    /// discovered from them. Empty (`""`): no cluster.
+    #[serde(with = "comma_separated")]
+    pub redis_cluster_urls: Vec<String>,
     /// `rediss://` only: PEM file of the CA that signed Redis's certificate (a private
-    /// CA). Empty: the system's trusted roots.
-    pub redis_tls_ca: String,
+    /// CA). Empty (`""`): the system's trusted roots.
+    #[serde(with = "empty_is_none")]
+    pub redis_tls_ca: Option<PathBuf>,
     /// Run on a Redis whose `maxmemory-policy` evicts keys (anything but `noeviction`).
     /// Off: the relay refuses to start on such a Redis. On: it runs, warns at start and
     /// every hour, and reports each eviction it notices to the inbox's readers as a gap.
@@ -110,8 +117,9 @@ pub struct Config {
     /// (milliseconds). An insert that Redis runs after this deadline stores nothing.
     pub redis_response_timeout_ms: u64,
     /// Memory store: file to write queued messages to at graceful shutdown and read
-    /// back at start (then deleted). Empty: queued messages end with the process.
-    pub memory_snapshot_path: String,
+    /// back at start (then deleted). Empty (`""`): queued messages end with the process.
+    #[serde(with = "empty_is_none")]
+    pub memory_snapshot_path: Option<PathBuf>,
     /// Largest envelope body (ciphertext) in bytes.
     pub max_message_bytes: usize,
     /// Queued messages per recipient; a full inbox refuses new messages (507).
@@ -212,8 +220,10 @@ pub struct Config {
     /// How long shutdown waits for sessions to close.
     pub shutdown_grace_seconds: u64,
     pub log_format: LogFormat,
-    /// Append analytics events (JSON lines: counts and sizes) to this file. Empty: off.
-    pub analytics_log_path: String,
+    /// Append analytics events (JSON lines: counts and sizes) to this file. Empty
+    /// (`""`): off.
+    #[serde(with = "empty_is_none")]
+    pub analytics_log_path: Option<PathBuf>,
     /// Include sender and recipient keys in analytics events.
     pub analytics_include_keys: bool,
     /// A tracing filter, e.g. `info` or `whispr=debug,info`. `RUST_LOG` overrides it.
@@ -228,9 +238,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
-            tls_cert: String::new(),
-            tls_key: String::new(),
-            metrics_listen: String::new(),
+            tls_cert: None,
+            tls_key: None,
+            metrics_listen: None,
             trusted_proxies: Vec::new(),
             max_connections: 100_000,
             max_connections_per_ip: 1000,
@@ -244,14 +254,14 @@ impl Default for Config {
             http_max_connections_per_ip: 256,
             http_reserved_connections: 64,
             http_reserved_connections_per_ip: 2,
-            origin: String::new(),
+            origin: None,
             store: StoreKind::Memory,
             redis_url: "redis://127.0.0.1:6379".into(),
-            redis_cluster_urls: String::new(),
-            redis_tls_ca: String::new(),
+            redis_cluster_urls: Vec::new(),
+            redis_tls_ca: None,
             redis_allow_eviction: false,
             redis_response_timeout_ms: 2000,
-            memory_snapshot_path: String::new(),
+            memory_snapshot_path: None,
             max_message_bytes: 64 * 1024,
             max_messages_per_recipient: 1000,
             max_messages_per_second: 10,
@@ -291,7 +301,7 @@ impl Default for Config {
             sweep_interval_seconds: 1,
             shutdown_grace_seconds: 10,
             log_format: LogFormat::Text,
-            analytics_log_path: String::new(),
+            analytics_log_path: None,
             analytics_include_keys: false,
             log_level: "info".into(),
             log_client_failures_per_minute: 10,
@@ -308,17 +318,6 @@ pub const V1_ENV_KEYS: [&str; 4] = [
     "attachment_max_size_bytes",
 ];
 
-/// The largest `attachment_max_size_bytes`: Redis refuses larger values.
-const MAX_ATTACHMENT_BYTES: usize = 512 << 20;
-
-/// The longest `attachment_ttl_seconds`: 30 days. Attachments are for handing a file
-/// over, not for keeping it; the bound also keeps every expiry far from overflowing.
-const MAX_ATTACHMENT_TTL_SECONDS: u64 = 30 * 24 * 3600;
-
-/// The largest `max_attachment_inflight_bytes` (its KiB count must fit a semaphore
-/// reservation).
-const MAX_ATTACHMENT_INFLIGHT_BYTES: usize = 1 << 40;
-
 /// Room in a `POST /upload` body for everything but the base64 blob: two keys, the
 /// sender's X25519 key, a signature, the digest, the size, JSON punctuation and a file
 /// name of a few KiB.
@@ -326,7 +325,7 @@ const UPLOAD_BODY_SLACK: usize = 16 * 1024;
 
 /// Room for the fields around the largest payload in a frame the relay writes (a
 /// delivery's seq and id, a v1 message's recipient, a signal's call id).
-const OUTBOUND_FRAME_SLACK: usize = 4096;
+pub(crate) const OUTBOUND_FRAME_SLACK: usize = 4096;
 
 /// What is wrong with the configuration, as one line: where the value came from (a
 /// file's path, `environment`, `flag` or `default`), the key as the operator wrote it
@@ -366,10 +365,31 @@ impl ConfigError {
     }
 }
 
-/// A value that `validated` refused: its key, and why.
-struct Invalid {
+/// A value a module's check refused: its key (the one the operator wrote), and why.
+/// The loader adds where the value came from ([`ConfigError`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Invalid {
+    pub(crate) key: &'static str,
+    pub(crate) detail: String,
+}
+
+/// One module's check of its keys.
+type Check = fn(&Config) -> Result<(), Invalid>;
+
+/// `Ok` when `ok`, else `key` is refused with `detail`: the one shape of every check.
+pub(crate) fn require(
+    ok: bool,
     key: &'static str,
-    detail: String,
+    detail: impl Into<String>,
+) -> Result<(), Invalid> {
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid {
+            key,
+            detail: detail.into(),
+        })
+    }
 }
 
 /// `WHISPR_*` variables that belong to other commands or to the test suite, not to
@@ -390,9 +410,6 @@ pub const OTHER_WHISPR_VARIABLES: [&str; 7] = [
     "WHISPR_FUZZ_SECONDS",
     "WHISPR_FUZZ_TARGET_DIR",
 ];
-
-/// Highest accepted `max_messages_per_second[_per_ip]`.
-const MAX_RATE: u32 = 1_000_000;
 
 /// Overrides from command-line flags (only the flags that were given).
 #[derive(Debug, Default, Clone, Serialize)]
@@ -481,330 +498,27 @@ impl Config {
         Ok(fig)
     }
 
+    /// Every module's checks of its own keys. The first error is the one reported, so a
+    /// key's own bounds are checked before the keys whose bounds depend on it (the
+    /// message and signal sizes before the WebSocket buffers that must hold them).
     fn validated(self) -> Result<Config, Invalid> {
-        let invalid = |key, detail: &str| {
-            Err(Invalid {
-                key,
-                detail: detail.into(),
-            })
-        };
-        if !(1..=16 << 20).contains(&self.max_message_bytes) {
-            return invalid("max_message_bytes", "must be between 1 and 16777216");
-        }
-        if self.max_messages_per_recipient == 0 {
-            return invalid("max_messages_per_recipient", "must be at least 1");
-        }
-        if self.max_messages_per_second == 0 || self.max_messages_per_second_per_ip == 0 {
-            return invalid(
-                "max_messages_per_second",
-                "rates must be at least 1 per second",
-            );
-        }
-        // The shared (Redis) buckets count in microseconds: one message per µs at most.
-        if self.max_messages_per_second > MAX_RATE || self.max_messages_per_second_per_ip > MAX_RATE
-        {
-            return invalid(
-                "max_messages_per_second",
-                "rates must be at most 1000000 per second (per sender and per IP)",
-            );
-        }
-        if self.burst_messages == 0 || self.burst_messages_per_ip == 0 {
-            return invalid("burst_messages", "bursts must be at least 1");
-        }
-        for (key, v) in [
-            (
-                "max_bad_signatures_per_second_per_ip",
-                self.max_bad_signatures_per_second_per_ip,
-            ),
-            (
-                "burst_bad_signatures_per_ip",
-                self.burst_bad_signatures_per_ip,
-            ),
-            (
-                "max_bad_signatures_per_session",
-                self.max_bad_signatures_per_session,
-            ),
-        ] {
-            if !(1..=MAX_RATE).contains(&v) {
-                return invalid(key, "must be between 1 and 1000000");
-            }
-        }
-        if self.message_ttl_seconds == 0 {
-            return invalid("message_ttl_seconds", "must be at least 1");
-        }
-        if self.max_clock_skew_seconds == 0 {
-            return invalid("max_clock_skew_seconds", "must be at least 1");
-        }
-        if self.max_store_bytes < self.max_message_bytes * 2 {
-            return invalid(
-                "max_store_bytes",
-                "must hold at least two messages of max_message_bytes",
-            );
-        }
-        if !(1..=MAX_ATTACHMENT_BYTES).contains(&self.attachment_max_size_bytes) {
-            return invalid(
-                "attachment_max_size_bytes",
-                "must be between 1 and 536870912 (512 MiB, Redis's largest value)",
-            );
-        }
-        if !(1..=MAX_ATTACHMENT_TTL_SECONDS).contains(&self.attachment_ttl_seconds) {
-            return invalid(
-                "attachment_ttl_seconds",
-                "must be between 1 and 2592000 (30 days)",
-            );
-        }
-        if !(1..=3600).contains(&self.attachment_upload_timeout_seconds) {
-            return invalid(
-                "attachment_upload_timeout_seconds",
-                "must be between 1 and 3600",
-            );
-        }
-        if self.max_attachment_store_bytes < self.attachment_max_size_bytes {
-            return invalid(
-                "max_attachment_store_bytes",
-                "must hold at least one attachment of attachment_max_size_bytes",
-            );
-        }
-        if self.max_attachment_bytes_per_sender < self.attachment_max_size_bytes {
-            return invalid(
-                "max_attachment_bytes_per_sender",
-                "must hold at least one attachment of attachment_max_size_bytes",
-            );
-        }
-        if self.max_attachment_inflight_bytes < self.max_upload_body_bytes()
-            || self.max_attachment_inflight_bytes > MAX_ATTACHMENT_INFLIGHT_BYTES
-        {
-            return invalid(
-                "max_attachment_inflight_bytes",
-                "must be at least one largest upload body (attachment_max_size_bytes in base64 plus 16 KiB) and at most 1 TiB",
-            );
-        }
-        if self.ws_max_inflight == 0 {
-            return invalid("ws_max_inflight", "must be at least 1");
-        }
-        if self.ws_outbound_queue == 0 {
-            return invalid("ws_outbound_queue", "must be at least 1");
-        }
-        if self.ws_read_buffer_bytes < 1024 || self.ws_write_buffer_bytes < 1024 {
-            return invalid(
-                "ws_read_buffer_bytes",
-                "WebSocket buffers must be at least 1024 bytes",
-            );
-        }
-        let largest = self
-            .max_outbound_frame_bytes()
-            .max(self.ws_write_buffer_bytes);
-        if self.ws_max_write_buffer_bytes < largest {
-            return invalid(
-                "ws_max_write_buffer_bytes",
-                &format!("must be at least ws_write_buffer_bytes and the largest frame the relay writes (max_frame_bytes or signal_max_message_bytes, plus {OUTBOUND_FRAME_SLACK}): {largest} with these settings"),
-            );
-        }
-        if self.ws_ephemeral_queue_bytes
-            < self.max_message_bytes + crate::registry::EPHEMERAL_OVERHEAD_BYTES
-        {
-            return invalid(
-                "ws_ephemeral_queue_bytes",
-                "must hold one largest ephemeral envelope: at least max_message_bytes + 256",
-            );
-        }
-        for (key, v) in [
-            ("ws_ping_interval_seconds", self.ws_ping_interval_seconds),
-            ("ws_catch_up_seconds", self.ws_catch_up_seconds),
-            ("ws_pong_timeout_seconds", self.ws_pong_timeout_seconds),
-            ("ws_write_timeout_seconds", self.ws_write_timeout_seconds),
-            ("ws_auth_timeout_seconds", self.ws_auth_timeout_seconds),
-            ("ws_close_timeout_seconds", self.ws_close_timeout_seconds),
-            ("sweep_interval_seconds", self.sweep_interval_seconds),
-        ] {
-            if v == 0 {
-                return invalid(key, "must be at least 1 second");
-            }
-        }
-        if self.signal_max_peers_per_room < 2 {
-            return invalid(
-                "signal_max_peers_per_room",
-                "must be at least 2 (a call needs two peers)",
-            );
-        }
-        if !(64..=16 << 20).contains(&self.signal_max_message_bytes) {
-            return invalid(
-                "signal_max_message_bytes",
-                "must be between 64 and 16777216",
-            );
-        }
-        if self.signal_max_rooms_per_connection == 0 {
-            return invalid("signal_max_rooms_per_connection", "must be at least 1");
-        }
-        if self.signal_max_frames_per_second == 0 {
-            return invalid("signal_max_frames_per_second", "must be at least 1");
-        }
-        if self.poll_max_messages == 0 {
-            return invalid("poll_max_messages", "must be at least 1");
-        }
-        if self.max_connections == 0
-            || self.max_connections_per_ip == 0
-            || self.max_new_connections_per_second == 0
-        {
-            return invalid("max_connections", "connection limits must be at least 1");
-        }
-        self.validate_http_limits()?;
-        if self.tls_cert.is_empty() != self.tls_key.is_empty() {
-            return invalid(
-                "tls_cert",
-                "tls_cert and tls_key must be given together (or neither)",
-            );
-        }
-        if !self.metrics_listen.is_empty() && self.metrics_listen.parse::<SocketAddr>().is_err() {
-            return invalid(
-                "metrics_listen",
-                "must be an address such as 127.0.0.1:9090, or empty",
-            );
-        }
-        if self.origin.contains('/') || self.origin.contains(char::is_whitespace) {
-            return invalid(
-                "origin",
-                "must be host[:port] without scheme or path, e.g. chat.example.com",
-            );
-        }
-        for url in std::iter::once(self.redis_url.as_str())
-            .chain(self.redis_cluster_urls.split(',').map(str::trim))
-            .filter(|u| !u.is_empty())
-        {
-            if redis::parse_redis_url(url).is_none()
-                || !(url.starts_with("redis://") || url.starts_with("rediss://"))
-            {
-                let key = if url == self.redis_url {
-                    "redis_url"
-                } else {
-                    "redis_cluster_urls"
-                };
-                return invalid(
-                    key,
-                    "must be redis://[[user]:password@]host:port[/db] or rediss://… (comma-separated for the cluster list)",
-                );
-            }
-        }
-        if !self.redis_tls_ca.is_empty() && !Path::new(&self.redis_tls_ca).is_file() {
-            return invalid("redis_tls_ca", "no such file (a PEM CA certificate)");
-        }
-        if self.store == StoreKind::Memory {
-            // A Redis address with the memory store is a half-finished setup: running on
-            // memory would silently give up what the operator wanted Redis for.
-            let set = if !self.redis_cluster_urls.trim().is_empty() {
-                Some("redis_cluster_urls")
-            } else if self.redis_url != Config::default().redis_url {
-                Some("redis_url")
-            } else {
-                None
-            };
-            if let Some(key) = set {
-                return invalid(
-                    key,
-                    "is set but store = \"memory\": add store = \"redis\" (or \"auto\") to use Redis, or remove it",
-                );
-            }
-        }
-        if !(100..=60_000).contains(&self.redis_response_timeout_ms) {
-            return invalid(
-                "redis_response_timeout_ms",
-                "must be between 100 and 60000 (milliseconds)",
-            );
-        }
-        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
-            return invalid(
-                "log_level",
-                "not a valid filter (try `info` or `whispr=debug,info`)",
-            );
+        let checks: [Check; 11] = [
+            crate::relay::limits::validate,
+            crate::store::limits::validate,
+            crate::blobs::limits::validate,
+            crate::signal::limits::validate,
+            crate::session::limits::validate,
+            crate::ws::limits::validate,
+            crate::http::limits::validate,
+            crate::tls::validate,
+            crate::redis_link::settings::validate,
+            crate::store::limits::validate_redis,
+            crate::telemetry::validate,
+        ];
+        for check in checks {
+            check(&self)?;
         }
         Ok(self)
-    }
-
-    /// How the Redis store uses Redis.
-    pub fn redis_options(&self) -> crate::store::RedisOptions {
-        crate::store::RedisOptions {
-            allow_eviction: self.redis_allow_eviction,
-            response_timeout: Duration::from_millis(self.redis_response_timeout_ms),
-        }
-    }
-
-    /// The `http_*` keys: deadlines of HTTP connections and their caps.
-    fn validate_http_limits(&self) -> Result<(), Invalid> {
-        let invalid = |key, detail: &str| {
-            Err(Invalid {
-                key,
-                detail: detail.into(),
-            })
-        };
-        for (key, v) in [
-            (
-                "http_header_read_timeout_seconds",
-                self.http_header_read_timeout_seconds,
-            ),
-            (
-                "http_keep_alive_timeout_seconds",
-                self.http_keep_alive_timeout_seconds,
-            ),
-            ("http_body_timeout_seconds", self.http_body_timeout_seconds),
-            (
-                "http_write_timeout_seconds",
-                self.http_write_timeout_seconds,
-            ),
-        ] {
-            if !(1..=3600).contains(&v) {
-                return invalid(key, "must be between 1 and 3600 seconds");
-            }
-        }
-        // The head deadline starts when a keep-alive connection goes idle, so an idle
-        // connection is closed by then whatever this says.
-        if self.http_keep_alive_timeout_seconds > self.http_header_read_timeout_seconds {
-            return invalid(
-                "http_keep_alive_timeout_seconds",
-                "must not exceed http_header_read_timeout_seconds (an idle connection's wait for its next request counts against the head deadline)",
-            );
-        }
-        // hyper refuses a read buffer under 8 KiB.
-        if !(8192..=1 << 20).contains(&self.http_max_head_bytes) {
-            return invalid("http_max_head_bytes", "must be between 8192 and 1048576");
-        }
-        if self.http_max_connections == 0 || self.http_max_connections_per_ip == 0 {
-            return invalid(
-                "http_max_connections",
-                "HTTP connection caps (http_max_connections, http_max_connections_per_ip) must be at least 1",
-            );
-        }
-        if self.http_reserved_connections > 0 && self.http_reserved_connections_per_ip == 0 {
-            return invalid(
-                "http_reserved_connections_per_ip",
-                "must be at least 1 when http_reserved_connections is not 0",
-            );
-        }
-        Ok(())
-    }
-
-    /// Deadlines and caps of HTTP connections.
-    pub fn http_limits(&self) -> crate::http::HttpLimits {
-        crate::http::HttpLimits {
-            header_read: Duration::from_secs(self.http_header_read_timeout_seconds),
-            keep_alive: Duration::from_secs(self.http_keep_alive_timeout_seconds),
-            write: Duration::from_secs(self.http_write_timeout_seconds),
-            max_head_bytes: self.http_max_head_bytes,
-            caps: crate::http::ConnCaps {
-                max: self.http_max_connections,
-                max_per_ip: self.http_max_connections_per_ip,
-                reserved: self.http_reserved_connections,
-                reserved_per_ip: self.http_reserved_connections_per_ip,
-            },
-        }
-    }
-
-    /// Where Redis is, for `store = "redis"` or `"auto"`.
-    pub fn redis_target(&self) -> crate::redis_link::RedisTarget {
-        crate::redis_link::RedisTarget::from_config(
-            &self.redis_url,
-            &self.redis_cluster_urls,
-            &self.redis_tls_ca,
-        )
     }
 
     /// Largest WebSocket frame or HTTP body accepted: a body of `max_message_bytes` in
@@ -825,15 +539,6 @@ impl Config {
         self.attachment_max_size_bytes.div_ceil(3) * 4 + UPLOAD_BODY_SLACK
     }
 
-    pub fn blob_limits(&self) -> crate::blobs::BlobLimits {
-        crate::blobs::BlobLimits {
-            max_blob_bytes: self.attachment_max_size_bytes,
-            ttl_ms: self.attachment_ttl_ms(),
-            max_store_bytes: self.max_attachment_store_bytes,
-            max_sender_bytes: self.max_attachment_bytes_per_sender,
-        }
-    }
-
     /// `attachment_ttl_seconds` in ms; saturating, although validation keeps it small.
     pub fn attachment_ttl_ms(&self) -> u64 {
         self.attachment_ttl_seconds.saturating_mul(1000)
@@ -851,25 +556,6 @@ impl Config {
 
     pub fn max_clock_skew_ms(&self) -> u64 {
         self.max_clock_skew_seconds * 1000
-    }
-
-    /// The TLS files, when TLS termination is configured.
-    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
-        (!self.tls_cert.is_empty()).then(|| crate::tls::TlsFiles {
-            cert: self.tls_cert.clone().into(),
-            key: self.tls_key.clone().into(),
-        })
-    }
-
-    pub fn store_limits(&self) -> crate::store::StoreLimits {
-        crate::store::StoreLimits {
-            max_messages_per_inbox: self.max_messages_per_recipient,
-            message_ttl_ms: self.message_ttl_seconds * 1000,
-            // A future timestamp may be accepted up to the skew, and a past one until the
-            // skew: remembering ids for twice the skew covers both.
-            dedupe_window_ms: 2 * self.max_clock_skew_ms(),
-            max_store_bytes: self.max_store_bytes,
-        }
     }
 }
 
@@ -1090,6 +776,81 @@ pub fn resolve_listen(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{text:?} resolves to no address"))
 }
 
+/// A value that is either set or, written as `""` (the form `whispr.example.toml` and the
+/// README document), not set; serialised back to the same text, so the defaults layer
+/// and the example file say the same thing.
+trait Setting: Sized {
+    fn to_text(&self) -> String;
+    fn from_text(text: &str) -> Result<Self, String>;
+}
+
+impl Setting for String {
+    fn to_text(&self) -> String {
+        self.clone()
+    }
+    fn from_text(text: &str) -> Result<Self, String> {
+        Ok(text.to_owned())
+    }
+}
+
+impl Setting for PathBuf {
+    fn to_text(&self) -> String {
+        self.display().to_string()
+    }
+    fn from_text(text: &str) -> Result<Self, String> {
+        Ok(PathBuf::from(text))
+    }
+}
+
+impl Setting for SocketAddr {
+    fn to_text(&self) -> String {
+        self.to_string()
+    }
+    fn from_text(text: &str) -> Result<Self, String> {
+        text.parse().map_err(|_| {
+            format!("{text:?} is not an address such as 127.0.0.1:9090 (or \"\" for none)")
+        })
+    }
+}
+
+/// `Option<T>` as a string, `""` for `None` (`#[serde(with = "empty_is_none")]`).
+mod empty_is_none {
+    use super::Setting;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer, T: Setting>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.as_ref().map(T::to_text).unwrap_or_default())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Setting>(d: D) -> Result<Option<T>, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "" => Ok(None),
+            text => T::from_text(text)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A list written as one comma-separated string (`"a,b"`, `""` for none), as the
+/// README documents `redis_cluster_urls` (`#[serde(with = "comma_separated")]`).
+mod comma_separated {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[String], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.join(","))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        Ok(String::deserialize(d)?
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect())
+    }
+}
+
 /// The top-level keys of `Config`, from its serialised default.
 fn known_keys() -> Vec<String> {
     match serde_json::to_value(Config::default()) {
@@ -1130,7 +891,10 @@ mod tests {
             ..Config::default()
         };
         assert_eq!(huge.attachment_ttl_ms(), u64::MAX);
-        assert_eq!(huge.blob_limits().ttl_ms, u64::MAX);
+        assert_eq!(
+            crate::blobs::BlobLimits::from_config(&huge).ttl_ms,
+            u64::MAX
+        );
     }
 
     #[test]
@@ -1295,95 +1059,251 @@ mod tests {
         assert!(err.contains("message_ttl_seconds"), "{err}");
     }
 
+    /// For every key with values it refuses: one such value (as TOML lines, with any
+    /// other key it needs first), and the key the error must name. The error names the
+    /// key the operator wrote, not a neighbour of it.
+    const REFUSED: &[(&str, &str)] = &[
+        ("listen = \"nowhere\"", "listen"),
+        ("tls_cert = \"/etc/cert.pem\"", "tls_cert"),
+        ("tls_key = \"/etc/key.pem\"", "tls_key"),
+        ("max_connections = 0", "max_connections"),
+        ("max_connections_per_ip = 0", "max_connections_per_ip"),
+        (
+            "max_new_connections_per_second = 0",
+            "max_new_connections_per_second",
+        ),
+        (
+            "http_header_read_timeout_seconds = 0",
+            "http_header_read_timeout_seconds",
+        ),
+        (
+            "http_keep_alive_timeout_seconds = 11",
+            "http_keep_alive_timeout_seconds",
+        ),
+        (
+            "http_write_timeout_seconds = 0",
+            "http_write_timeout_seconds",
+        ),
+        ("http_max_head_bytes = 8191", "http_max_head_bytes"),
+        (
+            "http_body_timeout_seconds = 3601",
+            "http_body_timeout_seconds",
+        ),
+        ("http_max_connections = 0", "http_max_connections"),
+        (
+            "http_max_connections_per_ip = 0",
+            "http_max_connections_per_ip",
+        ),
+        (
+            "http_reserved_connections_per_ip = 0",
+            "http_reserved_connections_per_ip",
+        ),
+        ("metrics_listen = \"localhost\"", "metrics_listen"),
+        ("origin = \"https://chat.example.com\"", "origin"),
+        ("store = \"disk\"", "store"),
+        ("redis_url = \"http://127.0.0.1:6379\"", "redis_url"),
+        ("redis_url = \"redis://10.0.0.1:6379\"", "redis_url"),
+        (
+            "store = \"redis\"\nredis_cluster_urls = \"redis://a:1,b:2\"",
+            "redis_cluster_urls",
+        ),
+        ("redis_cluster_urls = \"redis://a:1\"", "redis_cluster_urls"),
+        ("redis_tls_ca = \"/nonexistent/ca.pem\"", "redis_tls_ca"),
+        (
+            "redis_response_timeout_ms = 99",
+            "redis_response_timeout_ms",
+        ),
+        ("max_message_bytes = 0", "max_message_bytes"),
+        (
+            "max_messages_per_recipient = 0",
+            "max_messages_per_recipient",
+        ),
+        ("max_messages_per_second = 0", "max_messages_per_second"),
+        (
+            "max_messages_per_second_per_ip = 1000001",
+            "max_messages_per_second_per_ip",
+        ),
+        ("burst_messages = 0", "burst_messages"),
+        ("burst_messages_per_ip = 0", "burst_messages_per_ip"),
+        (
+            "max_bad_signatures_per_second_per_ip = 0",
+            "max_bad_signatures_per_second_per_ip",
+        ),
+        (
+            "burst_bad_signatures_per_ip = 0",
+            "burst_bad_signatures_per_ip",
+        ),
+        (
+            "max_bad_signatures_per_session = 1000001",
+            "max_bad_signatures_per_session",
+        ),
+        ("message_ttl_seconds = 0", "message_ttl_seconds"),
+        ("max_clock_skew_seconds = 0", "max_clock_skew_seconds"),
+        ("max_store_bytes = 10", "max_store_bytes"),
+        ("attachment_max_size_bytes = 0", "attachment_max_size_bytes"),
+        ("attachment_ttl_seconds = 2592001", "attachment_ttl_seconds"),
+        (
+            "attachment_upload_timeout_seconds = 0",
+            "attachment_upload_timeout_seconds",
+        ),
+        (
+            "attachment_max_size_bytes = 2048\nmax_attachment_store_bytes = 2047",
+            "max_attachment_store_bytes",
+        ),
+        (
+            "attachment_max_size_bytes = 2048\nmax_attachment_bytes_per_sender = 2047",
+            "max_attachment_bytes_per_sender",
+        ),
+        (
+            "attachment_max_size_bytes = 3000\nmax_attachment_inflight_bytes = 20383",
+            "max_attachment_inflight_bytes",
+        ),
+        ("signal_max_peers_per_room = 1", "signal_max_peers_per_room"),
+        ("signal_max_message_bytes = 63", "signal_max_message_bytes"),
+        (
+            "signal_max_rooms_per_connection = 0",
+            "signal_max_rooms_per_connection",
+        ),
+        (
+            "signal_max_frames_per_second = 0",
+            "signal_max_frames_per_second",
+        ),
+        ("ws_ping_interval_seconds = 0", "ws_ping_interval_seconds"),
+        ("ws_catch_up_seconds = 0", "ws_catch_up_seconds"),
+        ("ws_pong_timeout_seconds = 0", "ws_pong_timeout_seconds"),
+        ("ws_write_timeout_seconds = 0", "ws_write_timeout_seconds"),
+        ("ws_auth_timeout_seconds = 0", "ws_auth_timeout_seconds"),
+        ("ws_max_inflight = 0", "ws_max_inflight"),
+        ("ws_outbound_queue = 0", "ws_outbound_queue"),
+        ("ws_read_buffer_bytes = 1023", "ws_read_buffer_bytes"),
+        ("ws_write_buffer_bytes = 1023", "ws_write_buffer_bytes"),
+        (
+            "ws_max_write_buffer_bytes = 65536",
+            "ws_max_write_buffer_bytes",
+        ),
+        ("ws_close_timeout_seconds = 0", "ws_close_timeout_seconds"),
+        (
+            "ws_ephemeral_queue_bytes = 65536",
+            "ws_ephemeral_queue_bytes",
+        ),
+        ("poll_max_messages = 0", "poll_max_messages"),
+        ("sweep_interval_seconds = 0", "sweep_interval_seconds"),
+        ("log_format = \"xml\"", "log_format"),
+        ("log_level = \"[[[\"", "log_level"),
+    ];
+
+    /// The keys every value of whose type is accepted.
+    const ANY_VALUE: &[&str] = &[
+        "trusted_proxies",
+        "http_reserved_connections",
+        "redis_allow_eviction",
+        "memory_snapshot_path",
+        "compat_whispr_v1",
+        "shutdown_grace_seconds",
+        "analytics_log_path",
+        "analytics_include_keys",
+        "log_client_failures_per_minute",
+    ];
+
     #[test]
-    fn invalid_values_are_refused() {
+    fn every_refused_value_names_its_key() {
+        for (toml, key) in REFUSED {
+            let err = Config::from_toml(toml).unwrap_err();
+            assert_eq!(err.key, *key, "{toml}: {err}");
+        }
+        // More refused values of keys above (bounds on both sides, overflow).
         for (toml, key) in [
-            ("message_ttl_seconds = 0", "message_ttl_seconds"),
-            (
-                "max_messages_per_second_per_ip = 1000001",
-                "max_messages_per_second",
-            ),
-            ("max_message_bytes = 0", "max_message_bytes"),
-            (
-                "max_bad_signatures_per_second_per_ip = 0",
-                "max_bad_signatures_per_second_per_ip",
-            ),
-            (
-                "burst_bad_signatures_per_ip = 0",
-                "burst_bad_signatures_per_ip",
-            ),
-            (
-                "max_bad_signatures_per_session = 1000001",
-                "max_bad_signatures_per_session",
-            ),
-            ("ws_max_inflight = 0", "ws_max_inflight"),
-            ("origin = \"https://x\"", "origin"),
-            ("max_store_bytes = 10", "max_store_bytes"),
-            ("attachment_max_size_bytes = 0", "attachment_max_size_bytes"),
             ("attachment_ttl_seconds = 0", "attachment_ttl_seconds"),
             (
-                "attachment_upload_timeout_seconds = 0",
-                "attachment_upload_timeout_seconds",
-            ),
-            ("attachment_ttl_seconds = 2592001", "attachment_ttl_seconds"),
-            (
-                "attachment_ttl_seconds = 18446744073709551615",
-                "attachment_ttl_seconds",
+                "max_messages_per_second = 1000001",
+                "max_messages_per_second",
             ),
             (
-                "attachment_max_size_bytes = 2048\nmax_attachment_store_bytes = 2047",
-                "max_attachment_store_bytes",
+                "max_messages_per_second_per_ip = 0",
+                "max_messages_per_second_per_ip",
             ),
             (
-                "attachment_max_size_bytes = 2048\nmax_attachment_bytes_per_sender = 2047",
-                "max_attachment_bytes_per_sender",
+                "signal_max_message_bytes = 16777217",
+                "signal_max_message_bytes",
             ),
+            ("max_message_bytes = 16777217", "max_message_bytes"),
+            ("http_max_head_bytes = 1048577", "http_max_head_bytes"),
             (
-                "attachment_max_size_bytes = 3000\nmax_attachment_inflight_bytes = 20383",
-                "max_attachment_inflight_bytes",
-            ),
-            (
-                "http_header_read_timeout_seconds = 0",
-                "http_header_read_timeout_seconds",
-            ),
-            (
-                "http_keep_alive_timeout_seconds = 11",
-                "http_keep_alive_timeout_seconds",
-            ),
-            (
-                "http_body_timeout_seconds = 3601",
-                "http_body_timeout_seconds",
-            ),
-            ("http_max_head_bytes = 8191", "http_max_head_bytes"),
-            ("http_max_connections = 0", "http_max_connections"),
-            ("http_max_connections_per_ip = 0", "http_max_connections"),
-            (
-                "http_reserved_connections_per_ip = 0",
-                "http_reserved_connections_per_ip",
-            ),
-            ("signal_max_peers_per_room = 1", "signal_max_peers_per_room"),
-            (
-                "ws_max_write_buffer_bytes = 65536",
-                "ws_max_write_buffer_bytes",
-            ),
-            ("ws_close_timeout_seconds = 0", "ws_close_timeout_seconds"),
-            (
-                "ws_ephemeral_queue_bytes = 65536",
-                "ws_ephemeral_queue_bytes",
-            ),
-            ("signal_max_message_bytes = 0", "signal_max_message_bytes"),
-            (
-                "signal_max_rooms_per_connection = 0",
-                "signal_max_rooms_per_connection",
-            ),
-            (
-                "signal_max_frames_per_second = 0",
-                "signal_max_frames_per_second",
+                "redis_response_timeout_ms = 60001",
+                "redis_response_timeout_ms",
             ),
         ] {
-            let err = Config::from_toml(toml).unwrap_err().to_string();
-            assert!(err.contains(key), "{toml}: {err}");
+            let err = Config::from_toml(toml).unwrap_err();
+            assert_eq!(err.key, key, "{toml}: {err}");
         }
+        // Past TOML's integers: the parser's error quotes the line.
+        let err = Config::from_toml("attachment_ttl_seconds = 18446744073709551615").unwrap_err();
+        assert!(err.to_string().contains("attachment_ttl_seconds"), "{err}");
+    }
+
+    #[test]
+    fn every_key_has_a_refused_value_or_takes_any() {
+        for key in known_keys() {
+            let refused = REFUSED.iter().any(|(_, k)| *k == key);
+            let any = ANY_VALUE.contains(&key.as_str());
+            assert!(
+                refused != any,
+                "`{key}`: list a value it refuses in REFUSED, or it in ANY_VALUE (not both)"
+            );
+        }
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_names_its_key() {
+        for key in known_keys() {
+            // A table is read as a variant of an enum, which a list cannot be.
+            let wrong = match key.as_str() {
+                "store" | "log_format" => "[1]",
+                _ => "{ x = 1 }",
+            };
+            let err = Config::from_toml(&format!("{key} = {wrong}")).unwrap_err();
+            assert_eq!(err.key, key, "{err}");
+        }
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
+    fn a_refused_variable_is_named_as_written() {
+        for (toml, key) in REFUSED {
+            figment::Jail::expect_with(|jail| {
+                for line in toml.lines() {
+                    let (name, value) = line.split_once(" = ").unwrap();
+                    let var = format!("WHISPR_{}", name.to_ascii_uppercase());
+                    jail.set_env(var, value.trim_matches('"'));
+                }
+                let err = Config::load(None, &Overrides::default()).unwrap_err();
+                assert_eq!(
+                    (err.place.as_str(), err.key.as_str()),
+                    (
+                        "environment",
+                        format!("WHISPR_{}", key.to_ascii_uppercase()).as_str()
+                    ),
+                    "{toml}: {err}"
+                );
+                Ok(())
+            });
+        }
+    }
+
+    #[test]
+    fn empty_means_not_set() {
+        let c = Config::from_toml(
+            "tls_cert = \"\"\ntls_key = \"\"\nmetrics_listen = \"\"\norigin = \"\"\nredis_cluster_urls = \"\"\nredis_tls_ca = \"\"\nmemory_snapshot_path = \"\"\nanalytics_log_path = \"\"",
+        )
+        .unwrap();
+        assert_eq!(c, Config::default());
+        let c = Config::from_toml(
+            "metrics_listen = \"127.0.0.1:9090\"\norigin = \"chat.example.com\"\nstore = \"redis\"\nredis_cluster_urls = \" redis://a:1 , redis://b:2,\"",
+        )
+        .unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(c.origin.as_deref(), Some("chat.example.com"));
+        assert_eq!(c.redis_cluster_urls, ["redis://a:1", "redis://b:2"]);
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod body;
 mod client_ip;
 mod gate;
 mod health;
+pub(crate) mod limits;
 mod poll;
 mod serve;
 pub mod v1;
@@ -59,7 +60,7 @@ pub struct App {
 pub type AppState = Arc<App>;
 
 pub fn router(app: AppState) -> Router {
-    let separate_metrics = !app.config.metrics_listen.is_empty();
+    let separate_metrics = app.config.metrics_listen.is_some();
     let routes = Router::new()
         .route("/v1/ws", get(ws::upgrade))
         .route("/v1/send", post(poll::send))
@@ -171,8 +172,8 @@ impl App {
     /// The origin bound into signatures: the configured one, else the request's Host
     /// header, else the URI's authority (HTTP/2 carries it there).
     fn origin(&self, headers: &HeaderMap, uri: &Uri) -> Result<String, ApiError> {
-        if !self.config.origin.is_empty() {
-            return Ok(self.config.origin.clone());
+        if let Some(origin) = &self.config.origin {
+            return Ok(origin.clone());
         }
         headers
             .get(header::HOST)

@@ -452,7 +452,7 @@ mod tests {
     use tokio_tungstenite::tungstenite::Message;
 
     fn relay(config: &Config) -> Arc<Relay> {
-        let store = MemoryStore::new(config.store_limits());
+        let store = MemoryStore::new(crate::store::StoreLimits::from_config(config));
         Arc::new(Relay::new(
             config,
             store,

@@ -147,7 +147,7 @@ mod tests {
 
     async fn relay_with_three(to: &PublicKey) -> Relay {
         let config = Config::default();
-        let store = MemoryStore::new(config.store_limits());
+        let store = MemoryStore::new(crate::store::StoreLimits::from_config(&config));
         let relay = Relay::new(&config, store, Arc::new(Registry::new()), Clock::manual());
         let bob = Identity::generate();
         for n in 0..3u8 {
