@@ -16,6 +16,7 @@ use crate::blobs::{BlobError, BlobLimits, MemoryBlobs, RedisBlobs, SharedBlobs};
 use crate::clock::Clock;
 use crate::config::{Config, StoreKind};
 use crate::http::{self, Admission, App, Endpoint, Gate, HttpLimits};
+use crate::metrics::Metrics;
 use crate::notify;
 use crate::protocol::Envelope;
 use crate::redis_link::{RedisLink, RedisNodes, RedisTarget};
@@ -267,7 +268,12 @@ impl Server {
             Duration::from_secs(config.sweep_interval_seconds),
             token.clone(),
         ));
-        tracker.spawn(reloader(self.reload.clone(), tls.clone(), token.clone()));
+        tracker.spawn(reloader(
+            self.reload.clone(),
+            tls.clone(),
+            relay.metrics.clone(),
+            token.clone(),
+        ));
         if let Some(OnRedis { store, .. }) = redis {
             let stop = token.clone();
             tracker.spawn(async move { store.watch(stop).await });
@@ -378,7 +384,12 @@ fn raise_fd_limit(config: &Config) {
 }
 
 /// Reloads the TLS certificate each time `reload` is notified.
-async fn reloader(reload: Arc<Notify>, tls: Option<ReloadableTls>, token: CancellationToken) {
+async fn reloader(
+    reload: Arc<Notify>,
+    tls: Option<ReloadableTls>,
+    metrics: Arc<Metrics>,
+    token: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = token.cancelled() => return,
@@ -387,8 +398,12 @@ async fn reloader(reload: Arc<Notify>, tls: Option<ReloadableTls>, token: Cancel
         match &tls {
             None => tracing::info!("reload requested: nothing to reload (no TLS configured)"),
             Some(tls) => match tls.reload() {
-                Ok(()) => tracing::info!("TLS certificate reloaded; new connections use it"),
+                Ok(()) => {
+                    metrics.tls_reloads.with_label_values(&["ok"]).inc();
+                    tracing::info!("TLS certificate reloaded; new connections use it")
+                }
                 Err(e) => {
+                    metrics.tls_reloads.with_label_values(&["failed"]).inc();
                     tracing::error!(error = %e, "TLS reload failed; keeping the previous certificate")
                 }
             },
