@@ -53,6 +53,8 @@ pub struct Metrics {
     pub http_refused: IntCounterVec,
     /// HTTP connections closed by a deadline, by phase (handshake, head, idle, write).
     pub http_timeouts: IntCounterVec,
+    /// TLS certificate reloads (SIGHUP), by result (ok, failed: the old one stays).
+    pub tls_reloads: IntCounterVec,
     /// The largest write buffer a closed WebSocket held (set from `write_buffer_peak`
     /// at scrape, so concurrent closes cannot lower it).
     ws_write_buffer_peak_bytes: IntGauge,
@@ -223,6 +225,11 @@ impl Metrics {
                 "HTTP connections closed by a deadline, by phase: handshake (TLS), head (http_header_read_timeout_seconds), idle (http_keep_alive_timeout_seconds), write (http_write_timeout_seconds).",
                 &["phase"],
             ),
+            tls_reloads: counter_vec(
+                "whispr_tls_reloads_total",
+                "TLS certificate reloads (SIGHUP) by result: ok, or failed (the previous certificate stays in use).",
+                &["result"],
+            ),
             ws_write_buffer_peak_bytes: gauge(
                 "whispr_ws_write_buffer_peak_bytes",
                 "Most bytes one closed WebSocket had queued in the relay for its peer (bounded by ws_max_write_buffer_bytes + 256).",
@@ -234,6 +241,9 @@ impl Metrics {
         // alert on them has data before the first delivery or refusal.
         for transport in DeliveryTransport::ALL {
             metrics.deliveries.with_label_values(&[transport.label()]);
+        }
+        for result in ["ok", "failed"] {
+            metrics.tls_reloads.with_label_values(&[result]);
         }
         for route in BODY_ROUTES {
             for reason in BODY_REFUSALS {

@@ -19,6 +19,8 @@ use redis::{
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub(crate) mod settings;
+
 /// Where Redis is: one server, or the seed nodes of a cluster; and, for `rediss://`,
 /// which CA to trust.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,20 +54,6 @@ impl RedisTarget {
     pub fn with_tls_ca(mut self, ca: impl Into<PathBuf>) -> Self {
         self.tls_ca = Some(ca.into());
         self
-    }
-
-    /// From the configuration: `redis_cluster_urls` (comma-separated) wins when set.
-    pub fn from_config(redis_url: &str, redis_cluster_urls: &str, redis_tls_ca: &str) -> Self {
-        let seeds = split_urls(redis_cluster_urls);
-        let target = if seeds.is_empty() {
-            RedisTarget::single(redis_url)
-        } else {
-            RedisTarget::cluster(seeds)
-        };
-        match redis_tls_ca {
-            "" => target,
-            ca => target.with_tls_ca(ca),
-        }
     }
 
     /// The URLs with any password replaced by `***`, for logs and errors.
@@ -228,15 +216,6 @@ pub async fn run_publisher(
 
 /// Where a RESP3 connection sends its pushes (pub/sub messages, disconnections).
 pub type PushSender = tokio::sync::mpsc::UnboundedSender<redis::PushInfo>;
-
-/// Splits a comma-separated URL list, ignoring blanks.
-pub fn split_urls(list: &str) -> Vec<String> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
 
 /// `redis://user:secret@host` -> `redis://user:***@host`.
 pub fn redact(url: &str) -> String {
@@ -507,19 +486,6 @@ impl ConnectionLike for RedisLink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cluster_urls_win_and_split_on_commas() {
-        assert_eq!(
-            RedisTarget::from_config("redis://a:1", "", ""),
-            RedisTarget::single("redis://a:1")
-        );
-        assert_eq!(
-            RedisTarget::from_config("redis://a:1", " redis://b:2 , redis://c:3,", "/ca.pem"),
-            RedisTarget::cluster(vec!["redis://b:2".into(), "redis://c:3".into()])
-                .with_tls_ca("/ca.pem")
-        );
-    }
 
     #[test]
     fn passwords_are_redacted() {

@@ -12,18 +12,21 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::analytics::Analytics;
-use crate::blobs::{Attachments, BlobError, MemoryBlobs, RedisBlobs, SharedBlobs};
+use crate::blobs::{Attachments, BlobError, BlobLimits, MemoryBlobs, RedisBlobs, SharedBlobs};
 use crate::clock::Clock;
 use crate::config::{Config, StoreKind};
-use crate::http::{self, Admission, App, Endpoint, Gate};
+use crate::http::{self, Admission, App, Endpoint, Gate, HttpLimits};
+use crate::metrics::Metrics;
 use crate::notify;
 use crate::protocol::Envelope;
-use crate::redis_link::{RedisLink, RedisNodes};
+use crate::redis_link::{RedisLink, RedisNodes, RedisTarget};
 use crate::registry::Registry;
 use crate::relay::Relay;
 use crate::signal;
-use crate::store::{MemoryStore, MessageStore, RedisStore, SharedStore, StoreError};
-use crate::tls::{ReloadableTls, TlsError};
+use crate::store::{
+    MemoryStore, MessageStore, RedisOptions, RedisStore, SharedStore, StoreError, StoreLimits,
+};
+use crate::tls::{ReloadableTls, TlsError, TlsFiles};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -90,21 +93,20 @@ impl Server {
     /// rate limits and the cross-node notifications use Redis too).
     async fn build_store(&self) -> Result<(SharedStore, Option<OnRedis>), ServerError> {
         let c = &self.config;
-        let limits = c.store_limits();
+        let limits = StoreLimits::from_config(c);
         let memory = || -> Result<SharedStore, StoreError> {
-            Ok(if c.memory_snapshot_path.is_empty() {
-                MemoryStore::new(limits)
-            } else {
-                MemoryStore::open(limits, c.memory_snapshot_path.clone().into())?
+            Ok(match &c.memory_snapshot_path {
+                None => MemoryStore::new(limits),
+                Some(path) => MemoryStore::open(limits, path.clone())?,
             })
         };
-        let target = c.redis_target();
+        let target = RedisTarget::from_config(c);
         let redacted = target.redacted();
         let unusable = |source: StoreError| ServerError::Redis {
             url: redacted.clone(),
             source,
         };
-        let options = c.redis_options();
+        let options = RedisOptions::from_config(c);
         let link = match c.store {
             StoreKind::Memory => return Ok((memory()?, None)),
             StoreKind::Redis => RedisLink::connect_with_timeout(&target, options.response_timeout)
@@ -146,10 +148,10 @@ impl Server {
     async fn build_blobs(&self, shared: bool) -> Result<SharedBlobs, ServerError> {
         let c = &self.config;
         if !shared {
-            return Ok(MemoryBlobs::new(c.blob_limits()));
+            return Ok(MemoryBlobs::new(BlobLimits::from_config(c)));
         }
-        let target = c.redis_target();
-        let blobs = RedisBlobs::connect(&target, c.blob_limits())
+        let target = RedisTarget::from_config(c);
+        let blobs = RedisBlobs::connect(&target, BlobLimits::from_config(c))
             .await
             .map_err(|source| ServerError::RedisBlobs {
                 url: target.redacted(),
@@ -179,7 +181,7 @@ impl Server {
         let rooms = signal::Rooms::new(limits, gauges, Some(remote));
         // On a cluster, classic pub/sub on any one node reaches every node (Redis
         // forwards PUBLISH over the cluster bus), so rooms use the first seed node.
-        let target = c.redis_target();
+        let target = RedisTarget::from_config(c);
         let url = match &target.nodes {
             RedisNodes::Single(url) => url,
             RedisNodes::Cluster(urls) => &urls[0],
@@ -200,14 +202,16 @@ impl Server {
     ) -> Result<(), ServerError> {
         let config = self.config.clone();
         raise_fd_limit(&config);
-        if config.origin.is_empty() && !config.listen.ip().is_loopback() {
+        if config.origin.is_none() && !config.listen.ip().is_loopback() {
             tracing::warn!(
                 "`origin` is not set: authentication binds whatever Host header a request carries, \
                  so another server could relay your users' sign-ins here; set origin = \"your.host\""
             );
         }
         // Everything that can fail on bad configuration fails before we serve.
-        let tls = config.tls_files().map(ReloadableTls::new).transpose()?;
+        let tls = TlsFiles::from_config(&config)
+            .map(ReloadableTls::new)
+            .transpose()?;
         let (store, redis) = self.build_store().await?;
         let shared = redis.is_some();
         let blobs = self.build_blobs(shared).await?;
@@ -221,10 +225,7 @@ impl Server {
         // The analytics writer outlives the sessions (it records their close), so it
         // has its own stop signal, given after they are gone.
         let analytics_stop = CancellationToken::new();
-        let (analytics, analytics_writer) = if config.analytics_log_path.is_empty() {
-            (Analytics::disabled(), None)
-        } else {
-            let path = std::path::PathBuf::from(&config.analytics_log_path);
+        let (analytics, analytics_writer) = if let Some(path) = config.analytics_log_path.clone() {
             let (analytics, writer) = Analytics::open(
                 path.clone(),
                 config.analytics_include_keys,
@@ -233,6 +234,8 @@ impl Server {
             .await
             .map_err(|source| ServerError::Analytics { path, source })?;
             (analytics, Some(writer))
+        } else {
+            (Analytics::disabled(), None)
         };
         let mut relay = Relay::builder(store, registry, self.clock.clone()).analytics(analytics);
         if let Some(on_redis) = &redis {
@@ -243,7 +246,7 @@ impl Server {
         let token = CancellationToken::new();
         let tracker = TaskTracker::new();
         let signal = self.signal_rooms(&relay, shared, &tracker, &token)?;
-        let limits = config.http_limits();
+        let limits = HttpLimits::from_config(&config);
         let app = Arc::new(App {
             relay: relay.clone(),
             config: config.clone(),
@@ -269,7 +272,12 @@ impl Server {
             Duration::from_secs(config.sweep_interval_seconds),
             token.clone(),
         ));
-        tracker.spawn(reloader(self.reload.clone(), tls.clone(), token.clone()));
+        tracker.spawn(reloader(
+            self.reload.clone(),
+            tls.clone(),
+            relay.metrics().clone(),
+            token.clone(),
+        ));
         if let Some(OnRedis { store, .. }) = redis {
             let stop = token.clone();
             tracker.spawn(async move { store.watch(stop).await });
@@ -283,7 +291,7 @@ impl Server {
             let verify: notify::Verifier =
                 Arc::new(move |e: Envelope| e.verify(clock.now_ms(), max_skew_ms).ok());
             notify::start(
-                &config.redis_target(),
+                &RedisTarget::from_config(&config),
                 relay.registry().clone(),
                 verify,
                 commands,
@@ -292,7 +300,7 @@ impl Server {
             )
             .await
             .map_err(|e| ServerError::Redis {
-                url: config.redis_target().redacted(),
+                url: RedisTarget::from_config(&config).redacted(),
                 source: StoreError::Unavailable(e.to_string()),
             })?;
             tracker.spawn(notify::catch_up(
@@ -306,7 +314,7 @@ impl Server {
             shutdown.await;
             trigger.cancel();
         });
-        if let Ok(addr) = config.metrics_listen.parse::<SocketAddr>() {
+        if let Some(addr) = config.metrics_listen {
             let metrics = TcpListener::bind(addr)
                 .await
                 .map_err(|source| ServerError::Bind {
@@ -380,7 +388,12 @@ fn raise_fd_limit(config: &Config) {
 }
 
 /// Reloads the TLS certificate each time `reload` is notified.
-async fn reloader(reload: Arc<Notify>, tls: Option<ReloadableTls>, token: CancellationToken) {
+async fn reloader(
+    reload: Arc<Notify>,
+    tls: Option<ReloadableTls>,
+    metrics: Arc<Metrics>,
+    token: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = token.cancelled() => return,
@@ -389,8 +402,12 @@ async fn reloader(reload: Arc<Notify>, tls: Option<ReloadableTls>, token: Cancel
         match &tls {
             None => tracing::info!("reload requested: nothing to reload (no TLS configured)"),
             Some(tls) => match tls.reload() {
-                Ok(()) => tracing::info!("TLS certificate reloaded; new connections use it"),
+                Ok(()) => {
+                    metrics.tls_reloads.with_label_values(&["ok"]).inc();
+                    tracing::info!("TLS certificate reloaded; new connections use it")
+                }
                 Err(e) => {
+                    metrics.tls_reloads.with_label_values(&["failed"]).inc();
                     tracing::error!(error = %e, "TLS reload failed; keeping the previous certificate")
                 }
             },

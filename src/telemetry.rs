@@ -19,7 +19,16 @@ use std::time::{Duration, Instant};
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Config, LogFormat};
+use crate::config::{require, Config, Invalid, LogFormat};
+
+/// `log_level` must be a filter tracing can use.
+pub(crate) fn validate(c: &Config) -> Result<(), Invalid> {
+    require(
+        EnvFilter::try_new(&c.log_level).is_ok(),
+        "log_level",
+        "not a valid filter (try `info` or `whispr=debug,info`)",
+    )
+}
 
 /// Installs the global subscriber. `RUST_LOG`, when set, overrides `log_level`.
 pub fn init(config: &Config) {

@@ -16,6 +16,22 @@ use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+use crate::config::{require, Config, Invalid};
+
+/// `tls_cert` and `tls_key` come as a pair: the error names the one that was set.
+pub(crate) fn validate(c: &Config) -> Result<(), Invalid> {
+    require(
+        c.tls_cert.is_some() || c.tls_key.is_none(),
+        "tls_key",
+        "is set without tls_cert: give both (or neither)",
+    )?;
+    require(
+        c.tls_key.is_some() || c.tls_cert.is_none(),
+        "tls_cert",
+        "is set without tls_key: give both (or neither)",
+    )
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("TLS certificate {path}: {detail}")]
@@ -38,6 +54,14 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
+    /// The files of `tls_cert` and `tls_key`, when TLS termination is configured.
+    pub fn from_config(c: &Config) -> Option<Self> {
+        Some(TlsFiles {
+            cert: c.tls_cert.clone()?,
+            key: c.tls_key.clone()?,
+        })
+    }
+
     /// Reads both files and builds a server config (TLS 1.2/1.3, HTTP/1.1 ALPN).
     pub fn load(&self) -> Result<Arc<ServerConfig>, TlsError> {
         let certs = read_certs(&self.cert)?;

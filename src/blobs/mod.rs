@@ -19,6 +19,7 @@
 
 pub mod conformance;
 mod inflight;
+pub(crate) mod limits;
 mod memory;
 mod redis;
 

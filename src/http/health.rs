@@ -80,7 +80,7 @@ pub async fn info(State(app): State<AppState>) -> Json<Value> {
         "protocol_versions": [PROTOCOL_VERSION],
         "subprotocols": [SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK],
         "content_types": ["application/json", "application/msgpack"],
-        "origin": if c.origin.is_empty() { Value::Null } else { Value::from(c.origin.clone()) },
+        "origin": c.origin,
         "store": app.relay.store().kind(),
         "limits": {
             "max_message_bytes": c.max_message_bytes,

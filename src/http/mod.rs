@@ -11,6 +11,7 @@ mod client_ip;
 mod draining;
 mod gate;
 mod health;
+pub(crate) mod limits;
 mod poll;
 mod serve;
 pub mod v1;
@@ -61,7 +62,7 @@ pub struct App {
 pub type AppState = Arc<App>;
 
 pub fn router(app: AppState) -> Router {
-    let separate_metrics = !app.config.metrics_listen.is_empty();
+    let separate_metrics = app.config.metrics_listen.is_some();
     // What starts work, and readiness, refuses while the relay drains.
     let draining = |route| refuse_when_draining(route, &app.shutdown, native_refusal);
     let routes = Router::new()
@@ -170,8 +171,8 @@ impl App {
     /// The origin bound into signatures: the configured one, else the request's Host
     /// header, else the URI's authority (HTTP/2 carries it there).
     fn origin(&self, headers: &HeaderMap, uri: &Uri) -> Result<String, ApiError> {
-        if !self.config.origin.is_empty() {
-            return Ok(self.config.origin.clone());
+        if let Some(origin) = &self.config.origin {
+            return Ok(origin.clone());
         }
         headers
             .get(header::HOST)

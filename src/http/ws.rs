@@ -4,14 +4,12 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, Uri};
 use axum::response::Response;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use super::AppState;
 use crate::error::ApiError;
 use crate::protocol::{Codec, ErrorCode, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK};
-use crate::registry::EphemeralLimits;
 use crate::session::{self, SessionContext, SessionSettings};
-use crate::ws::{NotAnUpgrade, SocketLimits, Upgrade};
+use crate::ws::{NotAnUpgrade, Upgrade};
 
 pub async fn upgrade(
     State(app): State<AppState>,
@@ -24,17 +22,7 @@ pub async fn upgrade(
     let codec = negotiate(&headers)?;
     let admitted = super::admit_upgrade(&app, ws, ip, app.config.max_frame_bytes())?;
     let origin = app.origin(&headers, &uri)?;
-    let c = &app.config;
-    let settings = SessionSettings {
-        window: c.ws_max_inflight,
-        ephemeral: EphemeralLimits {
-            count: c.ws_outbound_queue,
-            bytes: c.ws_ephemeral_queue_bytes,
-        },
-        max_frame_bytes: c.max_frame_bytes(),
-        socket: SocketLimits::from_config(c),
-        auth_timeout: Duration::from_secs(c.ws_auth_timeout_seconds),
-    };
+    let settings = SessionSettings::from_config(&app.config);
     let admitted = admitted.protocol(codec.subprotocol());
     let ctx = SessionContext {
         codec,

@@ -25,6 +25,7 @@
 
 mod budget;
 mod keys;
+pub(crate) mod limits;
 mod ratelimit;
 
 use std::net::IpAddr;

@@ -2,6 +2,7 @@
 //! drives it (`socket`) over the shared socket layer ([`crate::ws`]).
 
 mod conn;
+pub(crate) mod limits;
 mod socket;
 pub mod state;
 

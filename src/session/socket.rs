@@ -434,7 +434,7 @@ mod tests {
     use tokio_tungstenite::tungstenite::Message;
 
     fn relay(config: &Config) -> Arc<Relay> {
-        let store = MemoryStore::new(config.store_limits());
+        let store = MemoryStore::new(crate::store::StoreLimits::from_config(config));
         Arc::new(Relay::builder(store, Arc::new(Registry::new()), Clock::manual()).build(config))
     }
 

@@ -29,6 +29,7 @@
 //! Not here: the socket loop (`http::v1::signal`) and the wire format ([`frame`]).
 
 pub mod frame;
+pub(crate) mod limits;
 mod member;
 pub mod redis;
 

@@ -6,6 +6,7 @@
 //! Ephemeral envelopes never reach the store.
 
 pub mod conformance;
+pub(crate) mod limits;
 mod memory;
 mod redis;
 mod snapshot;

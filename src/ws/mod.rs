@@ -22,6 +22,7 @@
 //! the buffer is full tungstenite keeps one pending pong, for the latest ping only.
 
 mod budget;
+pub(crate) mod limits;
 mod socket;
 mod transport;
 mod upgrade;

@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 use whispr::protocol::{HttpAuth, Identity};
 use whispr::testing::blobs::{conformance, BlobId, RedisBlobs};
 
-use crate::redis_store::RedisServer;
+use crate::support::v1::{get, post};
+use crate::support::RedisServer;
 use crate::support::{config_with, TestRelay};
-use crate::v1::{get, post};
 
 /// A v1 user as the Python client holds one: an X25519 key (the address) and an
 /// Ed25519 key that signs what it uploads.
@@ -822,7 +822,7 @@ async fn redis_blobs_pass_conformance() {
     let Some(redis) = RedisServer::start().await else {
         return;
     };
-    let store = RedisBlobs::connect(&crate::redis_store::single(&redis.url), conformance::LIMITS)
+    let store = RedisBlobs::connect(&crate::support::single(&redis.url), conformance::LIMITS)
         .await
         .expect("connect to the test redis");
     conformance::run_all(store).await;

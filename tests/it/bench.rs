@@ -74,7 +74,7 @@ async fn a_max_rate_run_reports_refusals_by_kind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_two_node_run_on_one_redis_loses_nothing() {
-    let Some(redis) = crate::redis_store::RedisServer::start().await else {
+    let Some(redis) = crate::support::RedisServer::start().await else {
         return;
     };
     let config =

@@ -3,37 +3,22 @@
 //! an older one on the other.
 
 use std::time::Duration;
-use whispr::client::{ClientError, WsClient};
+use whispr::client::WsClient;
 use whispr::protocol::{Codec, Identity};
 
-use crate::redis_store::RedisServer;
-use crate::support::{assert_silent, drain_until_synced, receive, TestRelay};
+use crate::support::{
+    assert_silent, close_code, drain_until_synced, receive, RawEnd, RedisServer, TestRelay,
+};
 
 /// Two nodes on `redis`, sharing a clock. The periodic catch-up is slow, so a delivery
-/// within a second shows the pub/sub wake-up, not the catch-up.
+/// before its first run (`TestRelay::before_catch_up`) shows the pub/sub wake-up.
 async fn two_nodes(redis: &RedisServer) -> (TestRelay, TestRelay) {
     TestRelay::pair(redis.config("ws_catch_up_seconds = 60")).await
 }
 
-/// `n` deliveries within a second, acked.
-async fn receive_soon(ws: &mut WsClient, n: usize) -> Vec<(u64, String)> {
-    tokio::time::timeout(Duration::from_secs(1), receive(ws, n, true))
-        .await
-        .expect("delivered across nodes within a second")
-}
-
-/// Reads until the relay closes; returns the close code.
-async fn close_code(ws: &mut WsClient) -> u16 {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next_frame())
-            .await
-            .expect("closed within 5 s")
-        {
-            Err(ClientError::Closed { code, .. }) => return code,
-            Err(other) => panic!("expected a close frame, got {other}"),
-            Ok(_) => continue,
-        }
-    }
+/// `n` deliveries to a session on `node` before its catch-up could make them, acked.
+async fn receive_soon(node: &TestRelay, ws: &mut WsClient, n: usize) -> Vec<(u64, String)> {
+    node.before_catch_up(receive(ws, n, true)).await
 }
 
 #[tokio::test]
@@ -51,7 +36,10 @@ async fn a_message_sent_through_one_node_reaches_a_session_on_the_other_once() {
             .send(&a.seal(&alice, bob.public_key(), &format!("m{n}")))
             .await
             .unwrap();
-        assert_eq!(receive_soon(&mut ws, 1).await, vec![(n, format!("m{n}"))]);
+        assert_eq!(
+            receive_soon(&b, &mut ws, 1).await,
+            vec![(n, format!("m{n}"))]
+        );
     }
     assert_silent(&mut ws, 300).await;
     ws.close().await;
@@ -75,7 +63,7 @@ async fn a_session_on_one_node_takes_over_from_the_other() {
     assert_eq!(receive(&mut first, 1, false).await, vec![(1, "m1".into())]);
 
     let (mut second, _) = b.connect_at(&bob, None, Codec::MsgPack).await;
-    assert_eq!(close_code(&mut first).await, 4001);
+    assert_eq!(close_code(&mut first).await, RawEnd::Close(4001));
     // The unacked message moves to the new session on the other node.
     assert_eq!(
         drain_until_synced(&mut second, true).await,
@@ -85,7 +73,10 @@ async fn a_session_on_one_node_takes_over_from_the_other() {
         .send(&a.seal(&alice, bob.public_key(), "m2"))
         .await
         .unwrap();
-    assert_eq!(receive_soon(&mut second, 1).await, vec![(2, "m2".into())]);
+    assert_eq!(
+        receive_soon(&b, &mut second, 1).await,
+        vec![(2, "m2".into())]
+    );
     second.close().await;
     a.stop().await;
     b.stop().await;
@@ -154,7 +145,7 @@ async fn a_takeover_during_a_pub_sub_outage_still_leaves_one_session() {
         code = close_code(&mut first) => (code, second),
         code = close_code(&mut second) => (code, first),
     };
-    assert_eq!(closed, 4001);
+    assert_eq!(closed, RawEnd::Close(4001));
     // The other one stays open (its ready/synced frames may still be unread).
     let ended = tokio::time::timeout(Duration::from_millis(2500), async {
         loop {
@@ -181,9 +172,12 @@ async fn a_v1_message_sent_through_one_node_is_pushed_to_a_v1_socket_on_the_othe
     let Some(redis) = RedisServer::start().await else {
         return;
     };
-    // Catch-up every 60 s: a push within a second is the pub/sub wake-up.
+    // Catch-up every 60 s: a push before it runs is the pub/sub wake-up.
     let (a, b) = two_nodes(&redis).await;
-    let (alice, bob) = (crate::v1::V1User::new(), crate::v1::V1User::new());
+    let (alice, bob) = (
+        crate::support::v1::V1User::new(),
+        crate::support::v1::V1User::new(),
+    );
     let url = format!("ws://{}/ws/{}", b.addr, bob.enc_pub());
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     ws.send(Message::text("ping")).await.unwrap();
@@ -196,17 +190,17 @@ async fn a_v1_message_sent_through_one_node_is_pushed_to_a_v1_socket_on_the_othe
             .await
             .unwrap();
         assert_eq!(res.status(), 200);
-        let frame = tokio::time::timeout(Duration::from_secs(1), async {
-            loop {
-                match ws.next().await {
-                    Some(Ok(Message::Text(t))) => return t.to_string(),
-                    Some(Ok(_)) => continue,
-                    other => panic!("v1 socket ended: {other:?}"),
+        let frame = b
+            .before_catch_up(async {
+                loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Text(t))) => return t.to_string(),
+                        Some(Ok(_)) => continue,
+                        other => panic!("v1 socket ended: {other:?}"),
+                    }
                 }
-            }
-        })
-        .await
-        .expect("pushed across nodes");
+            })
+            .await;
         let m: serde_json::Value = serde_json::from_str(&frame).unwrap();
         assert_eq!(bob.open(&m), format!("v1 m{n}"));
     }
@@ -237,7 +231,7 @@ async fn an_ephemeral_envelope_reaches_a_session_on_the_other_node() {
 
     // A v1 socket on b listens for its inbox's wake-ups, not for ephemeral envelopes:
     // one addressed to that (derived) inbox is not "online".
-    let carol = crate::v1::V1User::new();
+    let carol = crate::support::v1::V1User::new();
     let url = format!("ws://{}/ws/{}", b.addr, carol.enc_pub());
     let (mut v1_socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     let carol_inbox = whispr::protocol::whispr_v1::inbox_key(
@@ -246,7 +240,7 @@ async fn an_ephemeral_envelope_reaches_a_session_on_the_other_node() {
     );
     // Until b has subscribed to the v1 inbox's wake-ups.
     let wakeups = whispr::testing::notify::channel(&carol_inbox);
-    crate::redis_store::wait_subscribers(&redis.url, &wakeups, 1).await;
+    crate::support::wait_subscribers(&redis.url, &wakeups, 1).await;
     let probe = whispr::protocol::Envelope::seal(
         &alice,
         carol_inbox,
@@ -272,21 +266,21 @@ async fn an_ephemeral_envelope_reaches_a_session_on_the_other_node() {
         answer = a.http().send(&typing(n)).await.unwrap();
     }
     assert_eq!(answer.online, Some(true));
-    let frame = tokio::time::timeout(Duration::from_secs(1), async {
-        loop {
-            match ws.next_frame().await.expect("a frame") {
-                ServerFrame::Deliver {
-                    seq: None,
-                    envelope,
-                    ..
-                } => return envelope,
-                ServerFrame::Deliver { .. } => panic!("an ephemeral envelope was stored"),
-                _ => continue,
+    let frame = b
+        .before_catch_up(async {
+            loop {
+                match ws.next_frame().await.expect("a frame") {
+                    ServerFrame::Deliver {
+                        seq: None,
+                        envelope,
+                        ..
+                    } => return envelope,
+                    ServerFrame::Deliver { .. } => panic!("an ephemeral envelope was stored"),
+                    _ => continue,
+                }
             }
-        }
-    })
-    .await
-    .expect("delivered across nodes within a second");
+        })
+        .await;
     assert!(frame.ephemeral);
     assert!(String::from_utf8(frame.body.clone())
         .unwrap()

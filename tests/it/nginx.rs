@@ -11,7 +11,8 @@ use whispr::client::{HttpClient, Tls, WsClient};
 use whispr::protocol::{Codec, Identity, ServerFrame};
 
 use crate::support::{
-    config_with, drain_until_synced, have_program, next, scratch_dir, self_signed_cert, TestRelay,
+    config_with, drain_until_synced, free_port, have_program, next, scratch_dir, self_signed_cert,
+    TestRelay,
 };
 
 struct Nginx {
@@ -27,14 +28,6 @@ impl Drop for Nginx {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `nginx/whispr.conf` with its ports, upstream and certificate put on this machine.
@@ -271,7 +264,10 @@ async fn a_relay_behind_the_shipped_nginx_config_serves_wss_https_and_real_clien
     assert_eq!(page.messages.len(), 1);
 
     // A Whispr v1 client's WebSocket through nginx gets a v1 message pushed.
-    let (v1_alice, v1_bob) = (crate::v1::V1User::new(), crate::v1::V1User::new());
+    let (v1_alice, v1_bob) = (
+        crate::support::v1::V1User::new(),
+        crate::support::v1::V1User::new(),
+    );
     let request = format!("wss://127.0.0.1:{}/ws/{}", nginx.https, v1_bob.enc_pub())
         .into_client_request()
         .unwrap();
@@ -342,7 +338,7 @@ async fn two_nodes_on_one_redis_behind_nginx_deliver_whatever_node_takes_the_sen
     if !have_program("nginx") || !have_program("openssl") {
         return;
     }
-    let Some(redis) = crate::redis_store::RedisServer::start().await else {
+    let Some(redis) = crate::support::RedisServer::start().await else {
         return;
     };
     let certs = scratch_dir("nginx-certs");

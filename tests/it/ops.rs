@@ -91,7 +91,11 @@ async fn metrics_parse_and_move_with_traffic() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 422);
     ws.close().await;
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // The session's end is counted last, after its gauges: once it is, all are final.
+    let disconnects = "whispr_disconnects_total{reason=\"client\"}";
+    relay
+        .wait_metric(disconnects, get(&before, disconnects) + 1.0)
+        .await;
 
     let after = scrape(&url).await;
     let delta = |s: &str| get(&after, s) - get(&before, s);
@@ -129,8 +133,15 @@ async fn metrics_can_live_on_their_own_address() {
         "metrics_listen = \"127.0.0.1:{port}\""
     )))
     .await;
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let m = scrape(&format!("http://127.0.0.1:{port}/metrics")).await;
+    // The relay binds it while it starts: wait until it answers.
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    for _ in 0..3000 {
+        if reqwest::get(&url).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let m = scrape(&url).await;
     assert!(m.contains_key("whispr_connections"));
     let public = reqwest::get(format!("{}/metrics", relay.base))
         .await
@@ -202,7 +213,7 @@ fn the_systemd_unit_keeps_mail_and_grants_no_capability() {
     let path = std::path::Path::new(snapshot);
     let config =
         whispr::config::Config::from_toml(&format!("memory_snapshot_path = {snapshot:?}")).unwrap();
-    assert_eq!(std::path::Path::new(&config.memory_snapshot_path), path);
+    assert_eq!(config.memory_snapshot_path.as_deref(), Some(path));
 
     // No capability unless the operator uncomments the variant for ports below 1024.
     assert_eq!(unit_value(&text, "CapabilityBoundingSet"), "");
@@ -342,7 +353,7 @@ async fn the_analytics_log_has_counts_and_sizes_but_no_keys_unless_asked() {
 
 #[tokio::test]
 async fn deliveries_count_per_transport_and_refused_bodies_per_reason() {
-    use crate::v1::{connect, get as v1_get, next_json, send as v1_send, V1User};
+    use crate::support::v1::{connect, get as v1_get, next_json, send as v1_send, V1User};
     let relay = TestRelay::start_with(config_with(
         "max_messages_per_second = 1\nburst_messages = 1",
     ))

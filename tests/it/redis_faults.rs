@@ -7,8 +7,8 @@ use std::time::Duration;
 use whispr::client::ClientError;
 use whispr::protocol::{ErrorCode, Identity};
 
-use crate::redis_store::{free_port, RedisServer};
 use crate::support::{config_with, drain_until_synced, receive, scratch_dir, TestRelay};
+use crate::support::{free_port, RedisServer};
 
 /// Sends `body` from `from` to `to` through `relay`; the refusal's code and status.
 async fn send(

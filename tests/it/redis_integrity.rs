@@ -10,8 +10,8 @@ use whispr::protocol::{Cursor, ErrorCode, GapReason, Identity, ServerFrame};
 use whispr::testing::store::conformance::{envelope, LIMITS};
 use whispr::testing::store::{MessageStore, RedisOptions, RedisStore, StoreError};
 
-use crate::redis_store::{free_port, single, RedisServer};
 use crate::support::{drain_until_synced, scratch_dir, TestRelay};
+use crate::support::{free_port, single, RedisServer};
 
 /// A plain connection to the test's Redis, for the faults a test injects.
 async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {

@@ -10,8 +10,9 @@ use std::time::Duration;
 use whispr::client::{ClientError, WsClient};
 use whispr::protocol::{Envelope, ErrorCode, Identity};
 
-use crate::redis_store::{free_port, RedisServer};
-use crate::support::{assert_silent, drain_until_synced, receive, scratch_dir, TestRelay};
+use crate::support::{
+    assert_silent, drain_until_synced, free_port, receive, scratch_dir, RedisServer, TestRelay,
+};
 
 /// Every write on disk before Redis answers: what a region accepted survives its loss.
 const DURABLE: [&str; 4] = ["--appendonly", "yes", "--appendfsync", "always"];
@@ -22,11 +23,10 @@ async fn region(redis: &RedisServer) -> (TestRelay, TestRelay) {
     TestRelay::pair(redis.config("ws_catch_up_seconds = 60")).await
 }
 
-/// `n` deliveries, acked, well before the 60 s catch-up.
-async fn pushed(ws: &mut WsClient, n: usize) -> Vec<(u64, String)> {
-    tokio::time::timeout(Duration::from_secs(5), receive(ws, n, true))
-        .await
-        .expect("pushed before the periodic catch-up")
+/// `n` deliveries to a session on `node`, acked, before that node's first periodic
+/// catch-up: pushed by a wake-up inside the region.
+async fn pushed(node: &TestRelay, ws: &mut WsClient, n: usize) -> Vec<(u64, String)> {
+    node.before_catch_up(receive(ws, n, true)).await
 }
 
 async fn readyz(relay: &TestRelay) -> u16 {
@@ -75,13 +75,16 @@ async fn two_regions_share_nothing_and_losing_one_loses_nothing_it_accepted() {
         hand(&b1, &b1.seal(&alice, bob.public_key(), "a to b")).await,
         Ok(false)
     );
-    assert_eq!(pushed(&mut bob_ws, 1).await, vec![(1, "a to b".to_owned())]);
+    assert_eq!(
+        pushed(&b2, &mut bob_ws, 1).await,
+        vec![(1, "a to b".to_owned())]
+    );
     assert_eq!(
         hand(&a2, &a2.seal(&bob, alice.public_key(), "b to a")).await,
         Ok(false)
     );
     assert_eq!(
-        pushed(&mut alice_ws, 1).await,
+        pushed(&a1, &mut alice_ws, 1).await,
         vec![(1, "b to a".to_owned())]
     );
 
@@ -118,7 +121,7 @@ async fn two_regions_share_nothing_and_losing_one_loses_nothing_it_accepted() {
         Ok(false)
     );
     assert_eq!(
-        pushed(&mut alice_ws, 1).await,
+        pushed(&a1, &mut alice_ws, 1).await,
         vec![(2, "still up".to_owned())]
     );
 

@@ -5,21 +5,9 @@ use tokio_tungstenite::tungstenite::Message;
 use whispr::client::{ClientError, WsClient};
 use whispr::protocol::{auth_signing_bytes, ClientFrame, Codec, ErrorCode, Identity, ServerFrame};
 
-use crate::support::{config_with, drain_until_synced, next, receive, TestRelay};
-
-/// Reads until the relay closes; returns the close code.
-async fn close_code(ws: &mut WsClient) -> u16 {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(10), ws.next_frame())
-            .await
-            .expect("closed within 10 s")
-        {
-            Err(ClientError::Closed { code, .. }) => return code,
-            Err(other) => panic!("expected a close frame, got {other}"),
-            Ok(_) => continue,
-        }
-    }
-}
+use crate::support::{
+    close_code, config_with, drain_until_synced, next, receive, RawEnd, TestRelay,
+};
 
 /// Answers a challenge with a signature over the wrong things.
 async fn auth_with(
@@ -27,7 +15,7 @@ async fn auth_with(
     sign_nonce: Option<[u8; 32]>,
     sign_origin: Option<&str>,
     skew_ms: i64,
-) -> (ServerFrame, u16) {
+) -> (ServerFrame, RawEnd) {
     let me = Identity::generate();
     let (mut ws, challenge, origin) = WsClient::open(&relay.base, Codec::Json).await.unwrap();
     let ServerFrame::Challenge { nonce, .. } = challenge else {
@@ -73,19 +61,19 @@ async fn no_inbox_access_without_proof_of_the_key() {
     let (frame, code) = auth_with(&relay, Some([9; 32]), None, 0).await;
     assert_eq!(
         (error_code(&frame), code),
-        (ErrorCode::BadSignature, 4003),
+        (ErrorCode::BadSignature, RawEnd::Close(4003)),
         "signature over another nonce"
     );
     let (frame, code) = auth_with(&relay, None, Some("evil.example:443"), 0).await;
     assert_eq!(
         (error_code(&frame), code),
-        (ErrorCode::BadSignature, 4003),
+        (ErrorCode::BadSignature, RawEnd::Close(4003)),
         "signature for another origin"
     );
     let (frame, code) = auth_with(&relay, None, None, -400_000).await;
     assert_eq!(
         (error_code(&frame), code),
-        (ErrorCode::StaleTimestamp, 4003),
+        (ErrorCode::StaleTimestamp, RawEnd::Close(4003)),
         "stale auth timestamp"
     );
 
@@ -107,17 +95,17 @@ async fn no_inbox_access_without_proof_of_the_key() {
     .await
     .unwrap();
     assert_eq!(error_code(&next(&mut ws).await), ErrorCode::BadSignature);
-    assert_eq!(close_code(&mut ws).await, 4003);
+    assert_eq!(close_code(&mut ws).await, RawEnd::Close(4003));
 
     // Anything but auth first.
     let (mut ws, _, _) = WsClient::open(&relay.base, Codec::Json).await.unwrap();
     ws.send_frame(&ClientFrame::Ack { seq: 1 }).await.unwrap();
     assert_eq!(error_code(&next(&mut ws).await), ErrorCode::AuthRequired);
-    assert_eq!(close_code(&mut ws).await, 4003);
+    assert_eq!(close_code(&mut ws).await, RawEnd::Close(4003));
     let (mut ws, _, _) = WsClient::open(&relay.base, Codec::Json).await.unwrap();
     ws.send_raw(Message::text("garbage")).await.unwrap();
     assert_eq!(error_code(&next(&mut ws).await), ErrorCode::Malformed);
-    assert_eq!(close_code(&mut ws).await, 4003);
+    assert_eq!(close_code(&mut ws).await, RawEnd::Close(4003));
 
     // Bob's message is still there, for bob only.
     let (mut ws, _) = relay.connect(&bob).await;
@@ -133,7 +121,7 @@ async fn authentication_has_a_deadline() {
     let relay = TestRelay::start_with(config_with("ws_auth_timeout_seconds = 1")).await;
     let (mut ws, challenge, _) = WsClient::open(&relay.base, Codec::Json).await.unwrap();
     assert!(matches!(challenge, ServerFrame::Challenge { .. }));
-    assert_eq!(close_code(&mut ws).await, 4004);
+    assert_eq!(close_code(&mut ws).await, RawEnd::Close(4004));
     relay.stop().await;
 }
 
@@ -168,7 +156,7 @@ async fn a_second_session_takes_over_and_the_first_is_closed_with_4001() {
     let (mut first, _) = relay.connect(&bob).await;
     assert_eq!(drain_until_synced(&mut first, false).await.len(), 1);
     let (mut second, _) = relay.connect_at(&bob, None, Codec::MsgPack).await;
-    assert_eq!(close_code(&mut first).await, 4001);
+    assert_eq!(close_code(&mut first).await, RawEnd::Close(4001));
     // The unacked message moves to the new session.
     assert_eq!(
         drain_until_synced(&mut second, true).await,
@@ -243,7 +231,7 @@ async fn a_client_that_never_answers_pings_is_closed_with_4005() {
     drain_until_synced(&mut ws, true).await;
     // tungstenite answers pings only while we read; sleeping means no pong.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(close_code(&mut ws).await, 4005);
+    assert_eq!(close_code(&mut ws).await, RawEnd::Close(4005));
     // A client that reads (and so answers pings) stays connected through several pings.
     let (mut ws, _) = relay.connect(&bob).await;
     drain_until_synced(&mut ws, true).await;

@@ -10,8 +10,7 @@ use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 use whispr::testing::signal::{channel, CallId};
 
-use crate::redis_store::RedisServer;
-use crate::support::{config_with, TestRelay};
+use crate::support::{close_code, config_with, RawEnd, RedisServer, TestRelay};
 
 pub(crate) type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -63,20 +62,6 @@ async fn next_text(ws: &mut Ws) -> String {
 /// The next text frame as JSON.
 pub(crate) async fn next(ws: &mut Ws) -> Value {
     serde_json::from_str(&next_text(ws).await).expect("JSON")
-}
-
-/// Reads until the relay's close frame; its code.
-async fn close_code(ws: &mut Ws) -> u16 {
-    loop {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("closed within 5 s");
-        match msg {
-            Some(Ok(Message::Close(Some(frame)))) => return frame.code.into(),
-            Some(Ok(Message::Close(None))) | None | Some(Err(_)) => panic!("no close code"),
-            Some(Ok(_)) => continue,
-        }
-    }
 }
 
 fn peer_join(call: &str) -> Value {
@@ -208,7 +193,7 @@ async fn a_frame_over_twice_the_limit_closes_with_1009() {
     let relay = TestRelay::start_with(signal_config("")).await;
     let (mut a, mut b) = pair(&relay, "c").await;
     signal(&mut a, "c", json!("x".repeat(2 * LIMIT + 1))).await;
-    assert_eq!(close_code(&mut a).await, 1009);
+    assert_eq!(close_code(&mut a).await, RawEnd::Close(1009));
     assert_eq!(next(&mut b).await, peer_leave("c"));
     relay.stop().await;
 }
@@ -293,7 +278,7 @@ async fn shutdown_closes_signal_sockets_with_1001() {
     let relay = TestRelay::start_with(signal_config("")).await;
     let (mut a, _b) = pair(&relay, "c").await;
     let stopping = tokio::spawn(relay.stop());
-    assert_eq!(close_code(&mut a).await, 1001);
+    assert_eq!(close_code(&mut a).await, RawEnd::Close(1001));
     stopping.await.unwrap();
 }
 
@@ -322,7 +307,7 @@ async fn two_nodes(redis: &RedisServer, extra: &str) -> (TestRelay, TestRelay) {
 /// join published next is heard by every node in the room.
 async fn subscribers(redis: &RedisServer, call: &str, n: i64) {
     let name = channel(&CallId::string(call).unwrap());
-    crate::redis_store::wait_subscribers(&redis.url, &name, n).await;
+    crate::support::wait_subscribers(&redis.url, &name, n).await;
 }
 
 /// A subscriber of `call`'s channel, to see what the nodes published.

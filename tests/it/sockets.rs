@@ -4,10 +4,10 @@
 
 use whispr::protocol::Identity;
 
+use crate::support::v1::{post, V1User};
 use crate::support::{
-    config_with, RawEnd, RawWs, TestRelay, FIN, OP_BINARY, OP_CONT, OP_PING, OP_TEXT,
+    close_code, config_with, RawEnd, RawWs, TestRelay, FIN, OP_BINARY, OP_CONT, OP_PING, OP_TEXT,
 };
-use crate::v1::{post, V1User};
 
 /// Small message limits, so "oversized" is cheap to send.
 fn small() -> whispr::config::Config {
@@ -74,7 +74,7 @@ async fn broken_framing_closes_with_the_rfc_6455_code_on_every_route() {
             // An early close may cut the write short; the close frame must still come.
             let _ = ws.write(frame).await;
             assert_eq!(
-                ws.close_code().await,
+                close_code(&mut ws).await,
                 RawEnd::Close(*code),
                 "{what} on {path}"
             );
@@ -112,7 +112,7 @@ async fn a_client_behind_on_reading_still_gets_1009_for_a_frame_the_relay_left_u
             .await;
         // Dropping the connection now, with the frame's rest unread, would reset it
         // and discard the close frame still queued for the client.
-        assert_eq!(ws.close_code().await, RawEnd::Close(1009), "{path}");
+        assert_eq!(close_code(&mut ws).await, RawEnd::Close(1009), "{path}");
     }
     relay.stop().await;
 }
@@ -148,7 +148,7 @@ async fn a_peer_that_floods_pings_and_never_reads_is_closed_with_4002_within_the
         sent += 1;
     }
     // Reading now: the pongs the kernel and the relay held, then the close frame.
-    assert_eq!(ws.close_code().await, RawEnd::Close(4002));
+    assert_eq!(close_code(&mut ws).await, RawEnd::Close(4002));
     let peak = relay
         .wait_metric("whispr_ws_write_buffer_peak_bytes", 1.0)
         .await as usize;
@@ -178,6 +178,6 @@ async fn a_v1_socket_that_does_not_read_is_closed_with_4002_after_its_write_time
         sent += 1;
     }
     // Before the socket layer a v1 write timeout dropped the connection (1006).
-    assert_eq!(ws.close_code().await, RawEnd::Close(4002));
+    assert_eq!(close_code(&mut ws).await, RawEnd::Close(4002));
     relay.stop().await;
 }

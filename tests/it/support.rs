@@ -11,6 +11,13 @@ use whispr::config::Config;
 use whispr::protocol::{Codec, Cursor, Envelope, Identity, PublicKey, ServerFrame};
 use whispr::server::Server;
 
+mod close;
+mod redis_server;
+pub mod v1;
+
+pub use close::close_code;
+pub(crate) use redis_server::{free_port, single, wait_subscribers, RedisServer};
+
 /// A relay running in this process on a free port.
 pub struct TestRelay {
     pub addr: SocketAddr,
@@ -18,6 +25,9 @@ pub struct TestRelay {
     pub clock: Clock,
     /// Notify to reload the TLS certificate (what SIGHUP does in the binary).
     pub reload: std::sync::Arc<tokio::sync::Notify>,
+    /// When the relay's periodic catch-up first re-reads every inbox: no sooner than
+    /// `ws_catch_up_seconds` after the relay was started.
+    catch_up: tokio::time::Instant,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
 }
@@ -57,6 +67,9 @@ impl TestRelay {
     }
 
     pub async fn start_clocked(config: Config, clock: Clock) -> Self {
+        // Taken before the relay exists, so its catch-up task starts later than this.
+        let catch_up =
+            tokio::time::Instant::now() + Duration::from_secs(config.ws_catch_up_seconds);
         whispr::telemetry::init(&config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -78,9 +91,19 @@ impl TestRelay {
             base: format!("http://{addr}"),
             clock,
             reload,
+            catch_up,
             stop: Some(tx),
             task,
         }
+    }
+
+    /// `what`, which must finish before this relay's first periodic catch-up: a
+    /// delivery then came from a wake-up (pub/sub across nodes), since the catch-up that
+    /// would make up for a lost one had not run yet.
+    pub async fn before_catch_up<F: std::future::Future>(&self, what: F) -> F::Output {
+        tokio::time::timeout_at(self.catch_up, what)
+            .await
+            .expect("delivered before the catch-up bound (ws_catch_up_seconds), so by a wake-up")
     }
 
     /// Signals shutdown and waits for the relay to finish draining.
@@ -512,35 +535,6 @@ impl RawWs {
                 Err(e) => return Err(e.to_string()),
             }
         }
-    }
-
-    /// Reads (and skips) frames until the relay's close frame or the end; answers a
-    /// close frame with one, as a client does.
-    pub async fn close_code(&mut self) -> RawEnd {
-        let read = async {
-            loop {
-                match self.read_frame().await {
-                    Ok((OP_CLOSE, payload)) => {
-                        let _ = self
-                            .write(&Self::frame(
-                                FIN | OP_CLOSE,
-                                true,
-                                &payload[..2.min(payload.len())],
-                            ))
-                            .await;
-                        let code = payload
-                            .get(..2)
-                            .map_or(1005, |c| u16::from_be_bytes([c[0], c[1]]));
-                        return RawEnd::Close(code);
-                    }
-                    Ok(_) => continue,
-                    Err(e) => return RawEnd::NoClose(e),
-                }
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(30), read)
-            .await
-            .expect("the relay ends the connection")
     }
 }
 

@@ -4,7 +4,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{
-    config_with, have_program, https_client, scratch_dir, self_signed_cert, TestRelay,
+    config_with, free_port, have_program, https_client, metric_at, scratch_dir, self_signed_cert,
+    TestRelay,
 };
 
 fn tls_config(cert: &std::path::Path, key: &std::path::Path) -> whispr::config::Config {
@@ -83,6 +84,20 @@ async fn bad_tls_files_stop_the_start_with_a_readable_error() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Waits until the relay has counted `n` TLS reloads that ended with `result`, scraped
+/// from its plain-HTTP metrics listener at `metrics` (whichever certificate is served).
+async fn wait_reloads(metrics: &str, result: &str, n: i64) {
+    let client = reqwest::Client::new();
+    let sample = format!("whispr_tls_reloads_total{{result=\"{result}\"}}");
+    for _ in 0..3000 {
+        if metric_at(&client, metrics, &sample).await >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{sample} never reached {n}");
+}
+
 #[tokio::test]
 async fn a_reload_serves_the_new_certificate_to_new_connections_only() {
     if !have_program("openssl") {
@@ -95,7 +110,11 @@ async fn a_reload_serves_the_new_certificate_to_new_connections_only() {
     let live_key = dir.join("live-key.pem");
     std::fs::copy(&cert_a, &live_cert).unwrap();
     std::fs::copy(&key_a, &live_key).unwrap();
-    let relay = TestRelay::start_with(tls_config(&live_cert, &live_key)).await;
+    let metrics_port = free_port();
+    let mut config = tls_config(&live_cert, &live_key);
+    config.metrics_listen = Some(([127, 0, 0, 1], metrics_port).into());
+    let metrics = format!("http://127.0.0.1:{metrics_port}");
+    let relay = TestRelay::start_with(config).await;
     let url = format!("https://{}/healthz", relay.addr);
     // A client that keeps its connection open across the reload.
     let old = https_client(&cert_a);
@@ -123,6 +142,8 @@ async fn a_reload_serves_the_new_certificate_to_new_connections_only() {
     std::fs::copy(&cert_b, &live_cert).unwrap();
     std::fs::copy(&key_b, &live_key).unwrap();
     relay.reload.notify_one();
+    // The reload ran and succeeded before anything is asserted about certificates.
+    wait_reloads(&metrics, "ok", 1).await;
     let mut switched = false;
     for _ in 0..50 {
         if https_client(&cert_b).get(&url).send().await.is_ok() {
@@ -163,7 +184,11 @@ async fn a_reload_serves_the_new_certificate_to_new_connections_only() {
     // A broken rotation keeps the working certificate.
     std::fs::write(&live_cert, b"garbage").unwrap();
     relay.reload.notify_one();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // It ran, and failed: what follows is about a reload that happened.
+    wait_reloads(&metrics, "failed", 1).await;
+    let client = reqwest::Client::new();
+    let ok = metric_at(&client, &metrics, "whispr_tls_reloads_total{result=\"ok\"}").await;
+    assert_eq!(ok, 1, "the broken rotation was not counted as a reload");
     assert_eq!(
         https_client(&cert_b)
             .get(&url)

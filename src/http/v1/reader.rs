@@ -152,7 +152,7 @@ mod tests {
 
     async fn relay_with_three(to: &PublicKey) -> Relay {
         let config = Config::default();
-        let store = MemoryStore::new(config.store_limits());
+        let store = MemoryStore::new(crate::store::StoreLimits::from_config(&config));
         let relay =
             Relay::builder(store, Arc::new(Registry::new()), Clock::manual()).build(&config);
         let bob = Identity::generate();
