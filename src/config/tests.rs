@@ -432,6 +432,28 @@ fn a_refused_variable_is_named_as_written() {
 }
 
 #[test]
+#[allow(clippy::result_large_err)] // figment's Jail API fixes the error type
+fn an_empty_variable_means_not_set() {
+    figment::Jail::expect_with(|jail| {
+        for key in [
+            "TLS_CERT",
+            "TLS_KEY",
+            "METRICS_LISTEN",
+            "ORIGIN",
+            "REDIS_CLUSTER_URLS",
+            "REDIS_TLS_CA",
+            "MEMORY_SNAPSHOT_PATH",
+            "ANALYTICS_LOG_PATH",
+        ] {
+            jail.set_env(format!("WHISPR_{key}"), "");
+        }
+        let c = Config::load(None, &Overrides::default()).map_err(|e| e.to_string())?;
+        assert_eq!(c, Config::default());
+        Ok(())
+    });
+}
+
+#[test]
 fn empty_means_not_set() {
     let c = Config::from_toml(
         "tls_cert = \"\"\ntls_key = \"\"\nmetrics_listen = \"\"\norigin = \"\"\nredis_cluster_urls = \"\"\nredis_tls_ca = \"\"\nmemory_snapshot_path = \"\"\nanalytics_log_path = \"\"",
