@@ -73,3 +73,62 @@ pub fn parse_base(url: &str) -> Result<url::Url, ClientError> {
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Every `crate::` module named in the `.rs` files under `dir`, with the file.
+    fn imports(dir: &Path, found: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).expect("source directory") {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                imports(&path, found);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("source file");
+            let needle = concat!("crate", "::");
+            for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+                for (at, _) in line.match_indices(needle) {
+                    let rest = &line[at + needle.len()..];
+                    // `crate::{a::X, b}` names several modules (on one line, as
+                    // rustfmt writes the short ones; a longer group starts a line each).
+                    let group = rest
+                        .strip_prefix('{')
+                        .map(|g| &g[..g.find('}').unwrap_or(g.len())]);
+                    for path_text in group.map_or(vec![rest], |g| g.split(',').collect()) {
+                        let name: String = path_text
+                            .trim()
+                            .chars()
+                            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                            .collect();
+                        found.push((name, path.display().to_string()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The client side (client, command line, benchmark) stands on the protocol and the
+    /// clock only, never on the server's modules: that is what lets it become a crate of
+    /// its own the day something outside this repository needs it (ARCHITECTURE.md).
+    #[test]
+    fn the_client_side_imports_only_the_protocol_and_the_clock() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let allowed = ["protocol", "clock", "client", "cli", "bench"];
+        let mut found = Vec::new();
+        for dir in ["client", "cli", "bench"] {
+            imports(&src.join(dir), &mut found);
+        }
+        assert!(
+            found.iter().any(|(m, _)| m == "protocol"),
+            "the scan sees imports"
+        );
+        for (module, file) in found {
+            assert!(
+                allowed.contains(&module.as_str()),
+                "{file} imports the server's `{module}`: the client side may use only {allowed:?}"
+            );
+        }
+    }
+}
