@@ -39,7 +39,12 @@ pub struct SessionSettings {
 
 /// Runs one session to its end, on any [`Transport`] (a real socket, or an in-memory
 /// one in the tests).
-pub async fn run<T: Transport>(
+///
+/// Memory per idle session is mostly this future (a task is as large as its largest
+/// state), so: the connection is boxed once here, not copied into every state that
+/// moves it (an `async fn` keeps its arguments for its whole life), and every state
+/// but the idle loop is boxed while it runs (here and in `Live::serve`).
+pub fn run<T: Transport>(
     socket: T,
     codec: Codec,
     origin: String,
@@ -47,18 +52,20 @@ pub async fn run<T: Transport>(
     relay: Arc<Relay>,
     settings: SessionSettings,
     shutdown: CancellationToken,
-) {
+) -> impl std::future::Future<Output = ()> {
     let span = tracing::info_span!("session", ip = %client_ip, codec = codec.subprotocol(), key = tracing::field::Empty);
+    let mut conn = Box::new(Conn {
+        socket: Socket::new(socket, settings.socket.clone(), relay.metrics.clone()),
+        codec,
+        max_frame_bytes: settings.max_frame_bytes,
+    });
     async move {
         let metrics = &relay.metrics;
         metrics.connections.inc();
-        let mut conn = Conn {
-            socket: Socket::new(socket, settings.socket.clone(), relay.metrics.clone()),
-            codec,
-            max_frame_bytes: settings.max_frame_bytes,
-        };
-        let (conn, end) = match authenticate(&mut conn, origin, &relay, &settings, &shutdown).await
-        {
+        let authenticating = Box::pin(authenticate(
+            &mut conn, origin, &relay, &settings, &shutdown,
+        ));
+        let (conn, end) = match authenticating.await {
             Ok(auth) => {
                 tracing::Span::current().record("key", tracing::field::display(auth.key));
                 let sessions = metrics
@@ -81,12 +88,11 @@ pub async fn run<T: Transport>(
             }
             Err(end) => (conn, end),
         };
-        conn.socket.close(end).await;
+        Box::pin(conn.socket.close(end)).await;
         metrics.disconnects.with_label_values(&[end.label()]).inc();
         metrics.connections.dec();
     }
     .instrument(span)
-    .await
 }
 
 /// Sends the challenge and waits for a valid `auth`.
@@ -141,7 +147,7 @@ async fn authenticate<T: Transport>(
 
 /// An authenticated session.
 struct Live<T> {
-    conn: Conn<T>,
+    conn: Box<Conn<T>>,
     relay: Arc<Relay>,
     settings: SessionSettings,
     shutdown: CancellationToken,
@@ -155,7 +161,7 @@ struct Live<T> {
 
 impl<T: Transport> Live<T> {
     fn start(
-        mut conn: Conn<T>,
+        mut conn: Box<Conn<T>>,
         auth: Authenticated,
         client_ip: IpAddr,
         relay: Arc<Relay>,
@@ -184,7 +190,7 @@ impl<T: Transport> Live<T> {
     }
 
     async fn serve(&mut self) -> End {
-        if let Err(end) = self.begin().await {
+        if let Err(end) = Box::pin(self.begin()).await {
             return end;
         }
         loop {
@@ -193,9 +199,9 @@ impl<T: Transport> Live<T> {
                 biased;
                 _ = self.shutdown.cancelled() => Err(CloseReason::Shutdown.into()),
                 _ = self.handle.replaced.cancelled() => Err(CloseReason::Replaced.into()),
-                incoming = self.conn.recv() => self.on_incoming(incoming).await,
-                Some(env) = self.ephemeral.recv() => self.on_ephemeral(env).await,
-                _ = self.handle.wake.notified(), if room > 0 => self.pump().await,
+                incoming = self.conn.recv() => Box::pin(self.on_incoming(incoming)).await,
+                Some(env) = self.ephemeral.recv() => Box::pin(self.on_ephemeral(env)).await,
+                _ = self.handle.wake.notified(), if room > 0 => Box::pin(self.pump()).await,
             };
             if let Err(end) = result {
                 return end;
@@ -307,8 +313,10 @@ impl<T: Transport> Live<T> {
         frames: &[ServerFrame],
         stored_at: &[(u64, u64)],
     ) -> Result<(), End> {
+        // Fed, not flushed one by one: the batch leaves in as few writes as the write
+        // buffer allows, as soon as the session waits again.
         for frame in frames {
-            self.conn.send(frame).await?;
+            self.conn.feed(frame).await?;
             if let ServerFrame::Deliver {
                 seq: Some(seq),
                 envelope,
@@ -355,7 +363,8 @@ impl<T: Transport> Live<T> {
                     },
                     Err(e) => e.to_frame(reference),
                 };
-                self.conn.send(&answer).await?;
+                // Answers to a sender whose next frames are already read leave together.
+                self.conn.feed(&answer).await?;
                 match answer {
                     ServerFrame::Error { code, .. } if self.strikes.on_refusal(code) => {
                         Err(CloseReason::BadSignatures.into())
@@ -398,7 +407,7 @@ impl<T: Transport> Live<T> {
         metrics.delivered_over(crate::metrics::DeliveryTransport::Ws, 1);
         let envelope = Arc::new(env.envelope().clone());
         self.conn
-            .send(&ServerFrame::Deliver {
+            .feed(&ServerFrame::Deliver {
                 seq: None,
                 id: env.id(),
                 envelope,
@@ -408,7 +417,7 @@ impl<T: Transport> Live<T> {
 
     /// Leaves the registry; the caller closes the socket. Unacked messages stay in the
     /// store.
-    fn finish(self, end: End) -> Conn<T> {
+    fn finish(self, end: End) -> Box<Conn<T>> {
         self.relay
             .registry
             .unregister(&self.auth.key, self.handle.id);
