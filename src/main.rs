@@ -72,6 +72,14 @@ struct BenchArgs {
     /// Seconds to wait for the last deliveries after sending.
     #[arg(long, default_value_t = 10)]
     drain: u64,
+    /// Seconds at the start of sending reported apart (warm-up), beside the rest.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Seconds after the start when every receiver drops its connection and connects
+    /// again at once (a reconnect storm, as after a relay restart); the report says
+    /// when p99 was back under 5 ms.
+    #[arg(long, value_name = "SECONDS")]
+    storm_at: Option<f64>,
     /// The relay's pid, to report its resident memory.
     #[arg(long)]
     relay_pid: Option<u32>,
@@ -289,6 +297,8 @@ fn bench(a: BenchArgs, defaulted: whispr::bench::Defaulted) -> ExitCode {
         codec: a.codec,
         offline_share: a.offline,
         drain: std::time::Duration::from_secs(a.drain),
+        warmup: std::time::Duration::from_secs_f64(a.warmup.max(0.0)),
+        storm_at: std::time::Duration::from_secs_f64(a.storm_at.unwrap_or(0.0).max(0.0)),
         relay_pid: a.relay_pid,
         ca: a.relay.ca,
         progress: true,

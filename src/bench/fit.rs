@@ -88,6 +88,8 @@ mod tests {
             codec: Codec::MsgPack,
             offline_share: 0.0,
             drain: Duration::from_secs(10),
+            warmup: Duration::from_secs(1),
+            storm_at: Duration::ZERO,
             relay_pid: None,
             ca: None,
             progress: false,

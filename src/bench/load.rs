@@ -1,53 +1,101 @@
 //! The load itself: sign, connect, send on a schedule, receive, drain, count.
+//!
+//! Every message's stages are timestamped on the generator's clock (frame written,
+//! `accepted` read, first `deliver` read), so the report can split the latency into the
+//! sender's round trip and the delivery, and into time windows: the warm-up, the rest,
+//! each second, and the seconds after a reconnect storm. Nothing is timed per
+//! connection, so 10,000 receivers cost the generator no more at start than 100.
 
 use futures::stream::{self, StreamExt};
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::report::{rss_kib, Latency, Report};
+use super::report::{rss_kib, Latency, Report, Storm, Window};
 use super::{BenchConfig, BenchError};
 use crate::client::{Tls, WsClient};
-use crate::protocol::{Envelope, ErrorCode, Identity, ServerFrame};
+use crate::protocol::{Cursor, Envelope, ErrorCode, Identity, ServerFrame};
 
 /// Unanswered sends one sender keeps in flight at most (max-rate mode).
 const MAX_OUTSTANDING: u64 = 512;
-/// Connections opened at once while setting up: well below the relay's default
-/// `http_max_connections_per_ip` (256), because each handshake holds one of those
-/// places until its upgrade, and the generator is one IP.
+/// Connections opened at once while setting up (and while reconnecting after a
+/// storm): well below the relay's default `http_max_connections_per_ip` (256), because
+/// each handshake holds one of those places until its upgrade, and the generator is
+/// one IP.
 const CONNECT_PARALLELISM: usize = 128;
 /// Receivers acknowledge every this many deliveries (and when idle).
 const ACK_EVERY: u64 = 16;
+/// The windows the report cuts a run into after a storm, and the p99 a window must
+/// stay under for the relay to count as recovered.
+const STORM_WINDOW: Duration = Duration::from_millis(100);
+const RECOVERED_P99_MS: f64 = 5.0;
 
-/// Counters shared by every task of a run.
+/// Counters shared by every task of a run. Times are nanoseconds after `epoch`; 0 is
+/// "not yet".
 struct Shared {
-    start: Instant,
-    /// Per message: nanoseconds after `start` when its frame was written (0: not yet).
+    epoch: Instant,
+    /// When the schedule started (after every receiver was running).
+    start_ns: AtomicU64,
     sent_at: Vec<AtomicU64>,
-    accepted: Vec<AtomicBool>,
+    accepted_at: Vec<AtomicU64>,
+    /// The first delivery of each message.
+    delivered_at: Vec<AtomicU64>,
     deliveries: Vec<AtomicU8>,
     sent: AtomicU64,
     accepted_count: AtomicU64,
     delivered_count: AtomicU64,
     duplicates: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
-    latency: Mutex<Histogram<u64>>,
-    last_delivery_ns: AtomicU64,
+    /// Receivers polled at least once (the clock starts when all are).
+    running: AtomicUsize,
+    /// Receivers connected again after the storm.
+    reconnected: AtomicUsize,
+    reconnected_at: AtomicU64,
 }
 
 impl Shared {
+    fn new(total: usize) -> Self {
+        let times = || (0..total).map(|_| AtomicU64::new(0)).collect();
+        Shared {
+            epoch: Instant::now(),
+            start_ns: AtomicU64::new(0),
+            sent_at: times(),
+            accepted_at: times(),
+            delivered_at: times(),
+            deliveries: (0..total).map(|_| AtomicU8::new(0)).collect(),
+            sent: AtomicU64::new(0),
+            accepted_count: AtomicU64::new(0),
+            delivered_count: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            errors: Mutex::new(BTreeMap::new()),
+            running: AtomicUsize::new(0),
+            reconnected: AtomicUsize::new(0),
+            reconnected_at: AtomicU64::new(0),
+        }
+    }
+
     fn error(&self, kind: &str) {
         if let Ok(mut e) = self.errors.lock() {
             *e.entry(kind.to_string()).or_default() += 1;
         }
     }
 
-    fn since_start_ns(&self) -> u64 {
-        self.start.elapsed().as_nanos() as u64
+    /// Now, never 0 (0 means "not yet").
+    fn now_ns(&self) -> u64 {
+        (self.epoch.elapsed().as_nanos() as u64).max(1)
+    }
+
+    fn start(&self) -> Instant {
+        self.epoch + Duration::from_nanos(self.start_ns.load(Ordering::Relaxed))
+    }
+
+    fn elapsed_s(&self) -> f64 {
+        self.start().elapsed().as_secs_f64()
     }
 }
 
@@ -91,9 +139,20 @@ fn sign_all(
     })
 }
 
+/// What a receiver needs to reconnect in a storm.
+#[derive(Clone)]
+struct Reconnect {
+    server: String,
+    codec: crate::protocol::Codec,
+    tls: Tls,
+    storm: CancellationToken,
+    permits: Arc<Semaphore>,
+}
+
 pub(super) async fn run(cfg: BenchConfig) -> Result<Report, BenchError> {
     let tls = Tls::from_option(cfg.ca.as_deref())?;
-    let recipients: Vec<Identity> = (0..cfg.connections).map(|_| Identity::generate()).collect();
+    let recipients: Arc<Vec<Identity>> =
+        Arc::new((0..cfg.connections).map(|_| Identity::generate()).collect());
     let senders: Vec<Identity> = (0..cfg.senders).map(|_| Identity::generate()).collect();
     let signing = std::time::Instant::now();
     let envelopes = Arc::new(sign_all(
@@ -106,7 +165,8 @@ pub(super) async fn run(cfg: BenchConfig) -> Result<Report, BenchError> {
     let total = envelopes.len();
 
     let offline = ((cfg.connections as f64) * cfg.offline_share).round() as usize;
-    let (online_ids, offline_ids) = recipients.split_at(cfg.connections - offline);
+    let online = cfg.connections - offline;
+    let (online_ids, offline_ids) = recipients.split_at(online);
     let stop = CancellationToken::new();
 
     let rss_start = cfg.relay_pid.and_then(rss_kib);
@@ -114,32 +174,55 @@ pub(super) async fn run(cfg: BenchConfig) -> Result<Report, BenchError> {
     let sampler = cfg
         .relay_pid
         .map(|pid| tokio::spawn(sample_rss(pid, rss_peak.clone(), stop.clone())));
-    let mut receivers = connect_all(&cfg, &cfg.server, online_ids, &tls).await?;
+    let receivers = connect_all(&cfg, &cfg.server, online_ids, &tls).await?;
     let send_via = cfg.send_via.as_deref().unwrap_or(&cfg.server);
     let mut sender_sessions = connect_all(&cfg, send_via, &senders, &tls).await?;
-    let shared = Arc::new(Shared {
-        start: Instant::now(),
-        sent_at: (0..total).map(|_| AtomicU64::new(0)).collect(),
-        accepted: (0..total).map(|_| AtomicBool::new(false)).collect(),
-        deliveries: (0..total).map(|_| AtomicU8::new(0)).collect(),
-        sent: AtomicU64::new(0),
-        accepted_count: AtomicU64::new(0),
-        delivered_count: AtomicU64::new(0),
-        duplicates: AtomicU64::new(0),
-        errors: Mutex::new(BTreeMap::new()),
-        latency: Mutex::new(histogram()),
-        last_delivery_ns: AtomicU64::new(0),
-    });
+    let shared = Arc::new(Shared::new(total));
+    let reconnect = Reconnect {
+        server: cfg.server.clone(),
+        codec: cfg.codec,
+        tls: tls.clone(),
+        storm: CancellationToken::new(),
+        permits: Arc::new(Semaphore::new(CONNECT_PARALLELISM)),
+    };
 
     let mut receiving = Vec::new();
-    for ws in receivers.drain(..) {
-        receiving.push(tokio::spawn(receive(ws, shared.clone(), stop.clone())));
+    for (index, (ws, ready)) in receivers.into_iter().enumerate() {
+        let receiver = Receiver {
+            ids: recipients.clone(),
+            index,
+            epoch: ready.epoch,
+            shared: shared.clone(),
+            stop: stop.clone(),
+            reconnect: Some(reconnect.clone()),
+        };
+        receiving.push(tokio::spawn(receiver.run(ws)));
     }
+    // The clock starts once every receiver is reading: a receiver's first poll is
+    // work the generator would otherwise do inside the measured window.
+    while shared.running.load(Ordering::Relaxed) < online {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    shared.start_ns.store(shared.now_ns(), Ordering::Relaxed);
     let progress = cfg
         .progress
         .then(|| tokio::spawn(progress(shared.clone(), total as u64, stop.clone())));
+    let storm = (cfg.storm_at > Duration::ZERO).then(|| {
+        let (shared, storm, at) = (shared.clone(), reconnect.storm.clone(), cfg.storm_at);
+        let say = cfg.progress;
+        tokio::spawn(async move {
+            tokio::time::sleep_until(shared.start() + at).await;
+            if say {
+                eprintln!(
+                    "[{:>5.1}s] storm: every receiver drops and reconnects",
+                    shared.elapsed_s()
+                );
+            }
+            storm.cancel();
+        })
+    });
     let mut sending = Vec::new();
-    for (s, ws) in sender_sessions.drain(..).enumerate() {
+    for (s, (ws, _)) in sender_sessions.drain(..).enumerate() {
         let job = SendJob {
             index: s,
             senders: cfg.senders,
@@ -152,11 +235,23 @@ pub(super) async fn run(cfg: BenchConfig) -> Result<Report, BenchError> {
     for task in sending {
         let _ = task.await;
     }
-    let send_s = shared.start.elapsed().as_secs_f64();
+    let send_s = shared.elapsed_s();
+    if let Some(s) = storm {
+        let _ = s.await;
+    }
 
     // The offline share connects now and drains its queue.
-    for ws in connect_all(&cfg, &cfg.server, offline_ids, &tls).await? {
-        receiving.push(tokio::spawn(receive(ws, shared.clone(), stop.clone())));
+    let late = connect_all(&cfg, &cfg.server, offline_ids, &tls).await?;
+    for (index, (ws, ready)) in late.into_iter().enumerate() {
+        let receiver = Receiver {
+            ids: recipients.clone(),
+            index: online + index,
+            epoch: ready.epoch,
+            shared: shared.clone(),
+            stop: stop.clone(),
+            reconnect: None,
+        };
+        receiving.push(tokio::spawn(receiver.run(ws)));
     }
     let deadline = Instant::now() + cfg.drain;
     while shared.delivered_count.load(Ordering::Relaxed)
@@ -181,22 +276,106 @@ pub(super) async fn run(cfg: BenchConfig) -> Result<Report, BenchError> {
     Ok(report)
 }
 
+/// Latencies of the messages sent in `[from_ns, to_ns)` after the start, as a histogram
+/// of microseconds: `sent → delivered`, or `sent → accepted` with `accept`.
+fn latencies(shared: &Shared, from_ns: u64, to_ns: u64, accept: bool) -> Histogram<u64> {
+    let start = shared.start_ns.load(Ordering::Relaxed);
+    let mut h = histogram();
+    for i in 0..shared.sent_at.len() {
+        let sent = shared.sent_at[i].load(Ordering::Relaxed);
+        if sent == 0 || sent < start + from_ns || sent >= start.saturating_add(to_ns) {
+            continue;
+        }
+        let at = if accept {
+            &shared.accepted_at[i]
+        } else {
+            &shared.delivered_at[i]
+        };
+        let at = at.load(Ordering::Relaxed);
+        if at != 0 {
+            let _ = h.record(at.saturating_sub(sent) / 1000);
+        }
+    }
+    h
+}
+
+/// One-second windows of send time, from the start to the last send.
+fn timeline(shared: &Shared, send_s: f64) -> Vec<Window> {
+    let seconds = send_s.ceil().max(1.0) as u64;
+    (0..seconds)
+        .map(|s| {
+            let h = latencies(shared, s * 1_000_000_000, (s + 1) * 1_000_000_000, false);
+            Window {
+                second: s,
+                messages: h.len(),
+                p99_ms: Latency::from_histogram(&h).p99,
+                max_ms: Latency::from_histogram(&h).max,
+            }
+        })
+        .collect()
+}
+
+/// After the storm: how long until every 100 ms window of send time (to the end of
+/// sending) has its p99 under 5 ms and all its messages delivered.
+fn storm(cfg: &BenchConfig, shared: &Shared, send_ns: u64) -> Option<Storm> {
+    let at = cfg.storm_at.as_nanos() as u64;
+    if at == 0 || at >= send_ns {
+        return None;
+    }
+    let start = shared.start_ns.load(Ordering::Relaxed);
+    let step = STORM_WINDOW.as_nanos() as u64;
+    let mut recovered_ns = 0;
+    let mut last_bad = false;
+    let mut from = at;
+    while from < send_ns {
+        let h = latencies(shared, from, from + step, false);
+        let sent = (0..shared.sent_at.len())
+            .filter(|&i| {
+                let t = shared.sent_at[i].load(Ordering::Relaxed);
+                t != 0 && t >= start + from && t < start + from + step
+            })
+            .count() as u64;
+        let bad = h.len() < sent || Latency::from_histogram(&h).p99 >= RECOVERED_P99_MS;
+        if bad {
+            recovered_ns = from + step - at;
+        }
+        last_bad = bad;
+        from += step;
+    }
+    let reconnected = shared.reconnected_at.load(Ordering::Relaxed);
+    Some(Storm {
+        at_s: cfg.storm_at.as_secs_f64(),
+        receivers: cfg.connections
+            - ((cfg.connections as f64) * cfg.offline_share).round() as usize,
+        reconnected: shared.reconnected.load(Ordering::Relaxed),
+        all_reconnected_after_s: (reconnected != 0)
+            .then(|| reconnected.saturating_sub(start + at) as f64 / 1e9),
+        p99_under_5ms_after_s: (!last_bad).then_some(recovered_ns as f64 / 1e9),
+        latency_ms: Latency::from_histogram(&latencies(shared, at, send_ns, false)),
+    })
+}
+
 fn report(cfg: &BenchConfig, shared: &Shared, send_s: f64, signing_s: f64) -> Report {
     let accepted = shared.accepted_count.load(Ordering::Relaxed);
     let delivered = shared.delivered_count.load(Ordering::Relaxed);
-    let lost = (0..shared.accepted.len())
+    let lost = (0..shared.accepted_at.len())
         .filter(|&i| {
-            shared.accepted[i].load(Ordering::Relaxed)
+            shared.accepted_at[i].load(Ordering::Relaxed) != 0
                 && shared.deliveries[i].load(Ordering::Relaxed) == 0
         })
         .count() as u64;
-    let deliver_s =
-        (shared.last_delivery_ns.load(Ordering::Relaxed) as f64 / 1e9).max(f64::MIN_POSITIVE);
-    let latency = shared
-        .latency
-        .lock()
-        .map(|h| Latency::from_histogram(&h))
-        .unwrap_or_default();
+    let start = shared.start_ns.load(Ordering::Relaxed);
+    let last_delivery = shared
+        .delivered_at
+        .iter()
+        .map(|t| t.load(Ordering::Relaxed))
+        .max()
+        .unwrap_or(0)
+        .saturating_sub(start);
+    let deliver_s = (last_delivery as f64 / 1e9).max(f64::MIN_POSITIVE);
+    let send_ns = (send_s * 1e9) as u64;
+    let warmup_ns = (cfg.warmup.as_nanos() as u64).min(send_ns);
+    let all = |accept| Latency::from_histogram(&latencies(shared, 0, u64::MAX, accept));
     Report {
         connections: cfg.connections,
         senders: cfg.senders,
@@ -204,7 +383,7 @@ fn report(cfg: &BenchConfig, shared: &Shared, send_s: f64, signing_s: f64) -> Re
         size: cfg.size,
         codec: cfg.codec.subprotocol().to_string(),
         offline_share: cfg.offline_share,
-        messages: shared.accepted.len() as u64,
+        messages: shared.sent_at.len() as u64,
         sent: shared.sent.load(Ordering::Relaxed),
         accepted,
         delivered,
@@ -215,7 +394,18 @@ fn report(cfg: &BenchConfig, shared: &Shared, send_s: f64, signing_s: f64) -> Re
         lost,
         duplicates: shared.duplicates.load(Ordering::Relaxed),
         errors: shared.errors.lock().map(|e| e.clone()).unwrap_or_default(),
-        latency_ms: latency,
+        latency_ms: all(false),
+        accept_latency_ms: all(true),
+        warmup_seconds: cfg.warmup.as_secs_f64(),
+        warmup_latency_ms: Latency::from_histogram(&latencies(shared, 0, warmup_ns, false)),
+        after_warmup_latency_ms: Latency::from_histogram(&latencies(
+            shared,
+            warmup_ns,
+            u64::MAX,
+            false,
+        )),
+        timeline: timeline(shared, send_s),
+        storm: storm(cfg, shared, send_ns),
         relay_rss_kib: cfg.relay_pid.and_then(rss_kib),
         relay_rss_start_kib: None,
         relay_rss_peak_kib: None,
@@ -229,16 +419,15 @@ async fn connect_all(
     server: &str,
     ids: &[Identity],
     tls: &Tls,
-) -> Result<Vec<WsClient>, BenchError> {
-    let results: Vec<_> = stream::iter(ids.iter())
-        .map(|id| async move {
-            WsClient::connect_with(server, id, None, cfg.codec, Some(tls))
-                .await
-                .map(|(ws, _)| ws)
-        })
-        .buffer_unordered(CONNECT_PARALLELISM)
-        .collect()
-        .await;
+) -> Result<Vec<(WsClient, crate::client::Ready)>, BenchError> {
+    let results: Vec<_> =
+        stream::iter(ids.iter())
+            .map(|id| async move {
+                WsClient::connect_with(server, id, None, cfg.codec, Some(tls)).await
+            })
+            .buffered(CONNECT_PARALLELISM)
+            .collect()
+            .await;
     results
         .into_iter()
         .map(|r| r.map_err(BenchError::from))
@@ -276,7 +465,7 @@ impl SendJob {
                 _ = sleep_until_opt(due), if can_send => {
                     let i = mine[next];
                     next += 1;
-                    self.shared.sent_at[i].store(self.shared.since_start_ns().max(1), Ordering::Relaxed);
+                    self.shared.sent_at[i].store(self.shared.now_ns(), Ordering::Relaxed);
                     self.shared.sent.fetch_add(1, Ordering::Relaxed);
                     if ws.send(&self.envelopes[i], Some(i as u64)).await.is_err() {
                         self.shared.error("sender connection: write failed");
@@ -291,7 +480,7 @@ impl SendJob {
     /// When message `i` is due: on the open-loop schedule, or now in max-rate mode.
     fn due(&self, i: usize) -> Option<Instant> {
         (self.rate > 0)
-            .then(|| self.shared.start + Duration::from_secs_f64(i as f64 / self.rate as f64))
+            .then(|| self.shared.start() + Duration::from_secs_f64(i as f64 / self.rate as f64))
     }
 
     /// Counts an answer; returns how many sends it answered.
@@ -300,8 +489,8 @@ impl SendJob {
             ServerFrame::Accepted {
                 reference: Some(i), ..
             } => {
-                if let Some(flag) = self.shared.accepted.get(i as usize) {
-                    flag.store(true, Ordering::Relaxed);
+                if let Some(at) = self.shared.accepted_at.get(i as usize) {
+                    at.store(self.shared.now_ns(), Ordering::Relaxed);
                     self.shared.accepted_count.fetch_add(1, Ordering::Relaxed);
                 }
                 1
@@ -325,61 +514,126 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
-/// One recipient session: records deliveries and acknowledges them.
-async fn receive(mut ws: WsClient, shared: Arc<Shared>, stop: CancellationToken) {
-    let mut local = histogram();
-    let (mut last_seq, mut acked) = (0u64, 0u64);
-    loop {
-        let frame = tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_millis(20)), if last_seq > acked => {
-                if ws.ack(last_seq).await.is_err() { break; }
-                acked = last_seq;
+/// One recipient session: records deliveries and acknowledges them; in a storm it
+/// drops its connection and connects again, resuming after what it processed.
+struct Receiver {
+    ids: Arc<Vec<Identity>>,
+    index: usize,
+    epoch: u64,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    reconnect: Option<Reconnect>,
+}
+
+impl Receiver {
+    async fn run(mut self, mut ws: WsClient) {
+        self.shared.running.fetch_add(1, Ordering::Relaxed);
+        let (mut last_seq, mut acked) = (0u64, 0u64);
+        let storm = self.reconnect.as_ref().map(|r| r.storm.clone());
+        let mut stormed = false;
+        loop {
+            let frame = tokio::select! {
+                _ = self.stop.cancelled() => break,
+                _ = cancelled_opt(storm.as_ref()), if !stormed => {
+                    stormed = true;
+                    drop(ws);
+                    match self.connect_again(last_seq).await {
+                        Some(again) => ws = again,
+                        None => return,
+                    }
+                    acked = last_seq;
+                    continue;
+                }
+                _ = tokio::time::sleep(Duration::from_millis(20)), if last_seq > acked => {
+                    if ws.ack(last_seq).await.is_err() { break; }
+                    acked = last_seq;
+                    continue;
+                }
+                f = ws.next_frame() => f,
+            };
+            let Ok(ServerFrame::Deliver {
+                seq: Some(seq),
+                envelope,
+                ..
+            }) = frame
+            else {
+                if frame.is_err() {
+                    break;
+                }
                 continue;
+            };
+            let now = self.shared.now_ns();
+            self.on_delivery(&envelope.body, now);
+            last_seq = seq;
+            if last_seq - acked >= ACK_EVERY {
+                if ws.ack(last_seq).await.is_err() {
+                    break;
+                }
+                acked = last_seq;
             }
-            f = ws.next_frame() => f,
-        };
-        let Ok(ServerFrame::Deliver {
-            seq: Some(seq),
-            envelope,
-            ..
-        }) = frame
-        else {
-            if frame.is_err() {
-                break;
-            }
-            continue;
-        };
-        let now = shared.since_start_ns();
-        if let Some(i) = envelope
-            .body
+        }
+        ws.close().await;
+    }
+
+    fn on_delivery(&self, body: &[u8], now: u64) {
+        let shared = &self.shared;
+        let Some(i) = body
             .get(..8)
             .and_then(|b| b.try_into().ok())
             .map(u64::from_be_bytes)
+        else {
+            return;
+        };
+        let Some(count) = shared.deliveries.get(i as usize) else {
+            return;
+        };
+        if count.fetch_add(1, Ordering::Relaxed) == 0 {
+            shared.delivered_count.fetch_add(1, Ordering::Relaxed);
+            shared.delivered_at[i as usize].store(now, Ordering::Relaxed);
+        } else {
+            shared.duplicates.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Connects again after everything through `processed`, as a client does after
+    /// losing its connection: the relay deletes those and sends the rest.
+    async fn connect_again(&mut self, processed: u64) -> Option<WsClient> {
+        let r = self.reconnect.as_ref()?;
+        let _permit = r.permits.acquire().await.ok()?;
+        let cursor = (processed > 0).then_some(Cursor {
+            epoch: self.epoch,
+            seq: processed,
+        });
+        match WsClient::connect_with(
+            &r.server,
+            &self.ids[self.index],
+            cursor,
+            r.codec,
+            Some(&r.tls),
+        )
+        .await
         {
-            if let Some(count) = shared.deliveries.get(i as usize) {
-                if count.fetch_add(1, Ordering::Relaxed) == 0 {
-                    shared.delivered_count.fetch_add(1, Ordering::Relaxed);
-                    shared.last_delivery_ns.fetch_max(now, Ordering::Relaxed);
-                    let sent = shared.sent_at[i as usize].load(Ordering::Relaxed);
-                    let _ = local.record(now.saturating_sub(sent) / 1000);
-                } else {
-                    shared.duplicates.fetch_add(1, Ordering::Relaxed);
-                }
+            Ok((ws, ready)) => {
+                self.epoch = ready.epoch;
+                self.shared.reconnected.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .reconnected_at
+                    .fetch_max(self.shared.now_ns(), Ordering::Relaxed);
+                Some(ws)
+            }
+            Err(e) => {
+                self.shared.error(&format!("reconnect: {e}"));
+                None
             }
         }
-        last_seq = seq;
-        if last_seq - acked >= ACK_EVERY {
-            if ws.ack(last_seq).await.is_err() {
-                break;
-            }
-            acked = last_seq;
-        }
     }
-    if let Ok(mut h) = shared.latency.lock() {
-        let _ = h.add(&local);
+}
+
+async fn cancelled_opt(token: Option<&CancellationToken>) {
+    match token {
+        Some(t) => t.cancelled().await,
+        None => std::future::pending().await,
     }
-    ws.close().await;
 }
 
 /// Samples the relay's resident memory every 100 ms, keeping the peak.
@@ -408,7 +662,7 @@ async fn progress(shared: Arc<Shared>, total: u64, stop: CancellationToken) {
         let errors: u64 = shared.errors.lock().map(|e| e.values().sum()).unwrap_or(0);
         eprintln!(
             "[{:>5.1}s] sent {}/{total}  accepted {}  delivered {}  duplicates {}  errors {errors}",
-            shared.start.elapsed().as_secs_f64(),
+            shared.elapsed_s(),
             shared.sent.load(Ordering::Relaxed),
             shared.accepted_count.load(Ordering::Relaxed),
             shared.delivered_count.load(Ordering::Relaxed),

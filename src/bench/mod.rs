@@ -42,6 +42,11 @@ pub struct BenchConfig {
     pub offline_share: f64,
     /// How long to wait for the last deliveries after sending ends.
     pub drain: Duration,
+    /// The first part of sending reported apart (`Report::warmup_latency_ms`).
+    pub warmup: Duration,
+    /// When (after the start) every online receiver drops its connection and connects
+    /// again at once; zero: never.
+    pub storm_at: Duration,
     /// The relay's pid, to report its RSS.
     pub relay_pid: Option<u32>,
     /// PEM file to trust for wss.

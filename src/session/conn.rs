@@ -22,16 +22,28 @@ pub(super) enum Incoming {
 }
 
 impl<T: Transport> Conn<T> {
+    /// Writes `frame` and waits until the connection took it.
     pub(super) async fn send(&mut self, frame: &ServerFrame) -> Result<(), End> {
-        let msg = match self.codec.encode(frame) {
-            Ok(Encoded::Text(t)) => Message::text(t),
-            Ok(Encoded::Binary(b)) => Message::binary(b),
+        let msg = self.encode(frame)?;
+        self.socket.send(msg).await
+    }
+
+    /// Queues `frame`; it leaves with the frames ready beside it, at the latest when
+    /// the session waits for input again ([`Socket::feed`]).
+    pub(super) async fn feed(&mut self, frame: &ServerFrame) -> Result<(), End> {
+        let msg = self.encode(frame)?;
+        self.socket.feed(msg).await
+    }
+
+    fn encode(&self, frame: &ServerFrame) -> Result<Message, End> {
+        match self.codec.encode(frame) {
+            Ok(Encoded::Text(t)) => Ok(Message::text(t)),
+            Ok(Encoded::Binary(b)) => Ok(Message::binary(b)),
             Err(e) => {
                 tracing::error!(error = %e, "could not encode a frame");
-                return Err(CloseReason::Internal.into());
+                Err(CloseReason::Internal.into())
             }
-        };
-        self.socket.send(msg).await
+        }
     }
 
     /// The next client frame, or how the session ends. Cancel-safe.

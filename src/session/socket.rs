@@ -49,26 +49,31 @@ pub struct SessionContext {
 
 /// Runs one session to its end, on any [`Transport`] (a real socket, or an in-memory
 /// one in the tests).
-pub async fn run<T: Transport>(socket: T, ctx: SessionContext) {
+///
+/// Memory per idle session is mostly this future (a task is as large as its largest
+/// state), so: the connection is boxed once here, not kept beside the socket it was
+/// built from (an `async fn` keeps its arguments for its whole life), and every state
+/// but the idle loop is boxed while it runs (here, in `serve_authenticated` and in
+/// `Live::serve`).
+pub fn run<T: Transport>(socket: T, ctx: SessionContext) -> impl std::future::Future<Output = ()> {
     let span = tracing::info_span!("session", ip = %ctx.client_ip, codec = ctx.codec.subprotocol(), key = tracing::field::Empty);
+    let metrics = ctx.relay.metrics().clone();
+    let mut conn = Box::new(Conn {
+        socket: Socket::new(socket, ctx.settings.socket.clone(), metrics.clone()),
+        codec: ctx.codec,
+        max_frame_bytes: ctx.settings.max_frame_bytes,
+    });
     async move {
-        let metrics = ctx.relay.metrics().clone();
         metrics.connections.inc();
-        let mut conn = Conn {
-            socket: Socket::new(socket, ctx.settings.socket.clone(), metrics.clone()),
-            codec: ctx.codec,
-            max_frame_bytes: ctx.settings.max_frame_bytes,
-        };
-        let end = match authenticate(&mut conn, &ctx).await {
-            Ok(auth) => serve_authenticated(&mut conn, auth, &ctx).await,
+        let end = match Box::pin(authenticate(&mut conn, &ctx)).await {
+            Ok(auth) => Box::pin(serve_authenticated(&mut conn, auth, &ctx)).await,
             Err(end) => end,
         };
-        conn.socket.close(end).await;
+        Box::pin(conn.socket.close(end)).await;
         metrics.disconnects.with_label_values(&[end.label()]).inc();
         metrics.connections.dec();
     }
     .instrument(span)
-    .await
 }
 
 /// Sends the challenge and waits for a valid `auth`.
@@ -134,7 +139,7 @@ async fn serve_authenticated<T: Transport>(
     }
     let id = reg.handle.id;
     conn.socket.start_pinging();
-    let end = match open(conn, &mut auth, ctx).await {
+    let end = match Box::pin(open(conn, &mut auth, ctx)).await {
         Ok(opened) => {
             let mut live = Live {
                 conn,
@@ -222,7 +227,7 @@ struct Live<'a, T> {
 
 impl<T: Transport> Live<'_, T> {
     async fn serve(&mut self, first: Batch, refused: Option<ServerFrame>) -> End {
-        if let Err(end) = self.begin(first, refused).await {
+        if let Err(end) = Box::pin(self.begin(first, refused)).await {
             return end;
         }
         loop {
@@ -231,9 +236,9 @@ impl<T: Transport> Live<'_, T> {
                 biased;
                 _ = self.ctx.shutdown.cancelled() => Err(CloseReason::Shutdown.into()),
                 _ = self.handle.replaced.cancelled() => Err(CloseReason::Replaced.into()),
-                incoming = self.conn.recv() => self.on_incoming(incoming).await,
-                Some(env) = self.ephemeral.recv() => self.on_ephemeral(env).await,
-                _ = self.handle.wake.notified(), if room > 0 => self.pump().await,
+                incoming = self.conn.recv() => Box::pin(self.on_incoming(incoming)).await,
+                Some(env) = self.ephemeral.recv() => Box::pin(self.on_ephemeral(env)).await,
+                _ = self.handle.wake.notified(), if room > 0 => Box::pin(self.pump()).await,
             };
             if let Err(end) = result {
                 return end;
@@ -323,8 +328,10 @@ impl<T: Transport> Live<'_, T> {
         stored_at: &[(u64, u64)],
     ) -> Result<(), End> {
         let relay = &self.ctx.relay;
+        // Fed, not flushed one by one: the batch leaves in as few writes as the write
+        // buffer allows, as soon as the session waits again.
         for frame in frames {
-            self.conn.send(frame).await?;
+            self.conn.feed(frame).await?;
             if let ServerFrame::Deliver {
                 seq: Some(seq),
                 envelope,
@@ -372,7 +379,7 @@ impl<T: Transport> Live<'_, T> {
                     },
                     Err(e) => e.to_frame(reference),
                 };
-                self.conn.send(&answer).await?;
+                self.conn.feed(&answer).await?;
                 match answer {
                     ServerFrame::Error { code, .. } if self.strikes.on_refusal(code) => {
                         Err(CloseReason::BadSignatures.into())
@@ -398,7 +405,7 @@ impl<T: Transport> Live<'_, T> {
         metrics.delivered_over(crate::metrics::DeliveryTransport::Ws, 1);
         let envelope = Arc::new(env.envelope().clone());
         self.conn
-            .send(&ServerFrame::Deliver {
+            .feed(&ServerFrame::Deliver {
                 seq: None,
                 id: env.id(),
                 envelope,

@@ -17,6 +17,7 @@ pub struct Mock {
     outbound: mpsc::Sender<Message>,
     queued: Arc<AtomicUsize>,
     shut: Arc<AtomicBool>,
+    flushes: Arc<AtomicUsize>,
 }
 
 /// The test's end of a [`Mock`].
@@ -27,6 +28,9 @@ pub struct Peer {
     pub queued: Arc<AtomicUsize>,
     /// Whether the relay shut its direction.
     pub shut: Arc<AtomicBool>,
+    /// Flushes that completed: frames reach `from_relay` as they are queued, so this
+    /// is how a test sees how many writes they took.
+    pub flushes: Arc<AtomicUsize>,
 }
 
 /// A connected pair; the relay's writes block once `capacity` frames are unread.
@@ -35,17 +39,20 @@ pub fn pair(capacity: usize) -> (Mock, Peer) {
     let (outbound, from_relay) = mpsc::channel(capacity);
     let queued = Arc::new(AtomicUsize::new(0));
     let shut = Arc::new(AtomicBool::new(false));
+    let flushes = Arc::new(AtomicUsize::new(0));
     let mock = Mock {
         inbound,
         outbound,
         queued: queued.clone(),
         shut: shut.clone(),
+        flushes: flushes.clone(),
     };
     let peer = Peer {
         to_relay,
         from_relay,
         queued,
         shut,
+        flushes,
     };
     (mock, peer)
 }
@@ -74,7 +81,11 @@ impl Sink<Message> for Mock {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
-        Pin::new(&mut self.outbound).poll_flush(cx).map_err(gone)
+        let flushed = Pin::new(&mut self.outbound).poll_flush(cx).map_err(gone);
+        if matches!(flushed, Poll::Ready(Ok(()))) {
+            self.flushes.fetch_add(1, Ordering::Relaxed);
+        }
+        flushed
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {

@@ -3,7 +3,7 @@
 //! with the one close handshake (`close`). Generic over [`Transport`], so every
 //! deadline is tested with paused time and an in-memory connection.
 
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -65,6 +65,9 @@ pub struct Socket<T> {
     broken: bool,
     /// The peer sent its close frame; tungstenite queued the answer.
     peer_closed: bool,
+    /// Frames were fed (`feed`) and not flushed yet: by this instant they must be
+    /// (`write_timeout` after the last of them), or the peer is a slow consumer.
+    flush_by: Option<Instant>,
 }
 
 /// Frames read and dropped per poll while closing, before yielding.
@@ -80,6 +83,7 @@ impl<T: Transport> Socket<T> {
             pong_deadline: None,
             broken: false,
             peer_closed: false,
+            flush_by: None,
         }
     }
 
@@ -93,18 +97,30 @@ impl<T: Transport> Socket<T> {
 
     /// The next data message. Pings, pongs and the pong deadline are handled here.
     /// Cancel-safe between frames: a route may `select!` it against its own events.
+    ///
+    /// Frames fed and not yet flushed leave here, when no input is waiting: a burst of
+    /// input (a busy sender's `send` frames) is answered in one write, and a frame fed
+    /// after idle leaves as soon as the session waits again, never waiting for company.
     pub async fn recv(&mut self) -> Result<Inbound, End> {
         loop {
             let pong_deadline = self.pong_deadline;
+            let flush_by = self.flush_by;
             tokio::select! {
                 biased;
-                msg = self.transport.next() => {
-                    if let Some(data) = self.on_message(msg)? {
-                        return Ok(data);
+                got = poll_fn(|cx| poll_input_or_flush(&mut self.transport, &mut self.flush_by, cx)) => {
+                    match got? {
+                        Polled::Input(msg) => {
+                            if let Some(data) = self.on_message(msg)? {
+                                return Ok(data);
+                            }
+                        }
+                        // The flush deadline is gone with what it guarded.
+                        Polled::Flushed => {}
                     }
                 }
                 _ = tick(&mut self.ping) => self.on_ping_tick().await?,
                 _ = sleep_until_opt(pong_deadline) => return Err(CloseReason::PingTimeout.into()),
+                _ = sleep_until_opt(flush_by) => return Err(CloseReason::SlowConsumer.into()),
             }
         }
     }
@@ -146,14 +162,45 @@ impl<T: Transport> Socket<T> {
         self.send(Message::Ping(Bytes::new())).await
     }
 
-    /// Writes one message and waits until the connection took everything queued. A
-    /// peer that does not take it within `write_timeout`, or whose write buffer is at
-    /// its cap, is a slow consumer.
+    /// Writes one message and waits until the connection took everything queued
+    /// (anything fed before it too). A peer that does not take it within
+    /// `write_timeout`, or whose write buffer is at its cap, is a slow consumer.
     pub async fn send(&mut self, msg: Message) -> Result<(), End> {
-        match tokio::time::timeout(self.limits.write_timeout, self.transport.send(msg)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(WsError::WriteBufferFull(_))) | Err(_) => Err(CloseReason::SlowConsumer.into()),
-            Ok(Err(_)) => Err(End::Gone),
+        self.feed(msg).await?;
+        self.flush().await
+    }
+
+    /// Queues one message without flushing; it leaves with the next [`Socket::send`]
+    /// or [`Socket::flush`], when [`Socket::recv`] finds no input waiting, or as soon
+    /// as the write buffer passes `ws_write_buffer_bytes` (tungstenite writes it out
+    /// then). Each write gets `write_timeout`, as with `send`: queueing one message,
+    /// and the flush of what was queued, counted from the last message queued. A full
+    /// write buffer (`ws_max_write_buffer_bytes`) is a slow consumer at once.
+    pub async fn feed(&mut self, msg: Message) -> Result<(), End> {
+        let deadline = Instant::now() + self.limits.write_timeout;
+        match tokio::time::timeout_at(deadline, self.transport.feed(msg)).await {
+            Ok(Ok(())) => {
+                self.flush_by = Some(Instant::now() + self.limits.write_timeout);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(write_failed(e)),
+            Err(_) => Err(CloseReason::SlowConsumer.into()),
+        }
+    }
+
+    /// Waits until the connection took everything queued, within `write_timeout`.
+    pub async fn flush(&mut self) -> Result<(), End> {
+        if self.flush_by.is_none() {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.limits.write_timeout;
+        match tokio::time::timeout_at(deadline, self.transport.flush()).await {
+            Ok(Ok(())) => {
+                self.flush_by = None;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(write_failed(e)),
+            Err(_) => Err(CloseReason::SlowConsumer.into()),
         }
     }
 
@@ -264,6 +311,45 @@ impl<T: Transport> Socket<T> {
     }
 }
 
+/// What [`poll_input_or_flush`] found.
+enum Polled {
+    Input(Option<Result<Message, WsError>>),
+    /// No input yet, and everything fed has left.
+    Flushed,
+}
+
+/// The next frame from the peer; while none is there, flushes what was fed (and
+/// clears `flush_by` once it left).
+fn poll_input_or_flush<T: Transport>(
+    transport: &mut T,
+    flush_by: &mut Option<Instant>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<Polled, End>> {
+    if let Poll::Ready(msg) = Pin::new(&mut *transport).poll_next(cx) {
+        return Poll::Ready(Ok(Polled::Input(msg)));
+    }
+    if flush_by.is_none() {
+        return Poll::Pending;
+    }
+    match Pin::new(transport).poll_flush(cx) {
+        Poll::Ready(Ok(())) => {
+            *flush_by = None;
+            Poll::Ready(Ok(Polled::Flushed))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(write_failed(e))),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// A write that failed: a full write buffer is a slow consumer; anything else means
+/// the connection is gone.
+fn write_failed(e: WsError) -> End {
+    match e {
+        WsError::WriteBufferFull(_) => CloseReason::SlowConsumer.into(),
+        _ => End::Gone,
+    }
+}
+
 /// Where a close handshake is.
 struct Closing {
     /// Our close frame, until it is queued.
@@ -296,6 +382,7 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 mod tests {
     use super::*;
     use crate::ws::mock::{pair, Peer};
+    use futures::StreamExt;
     use std::sync::atomic::Ordering;
     use tokio_tungstenite::tungstenite::error::CapacityError;
 
@@ -407,6 +494,81 @@ mod tests {
             socket.recv().await,
             Err(End::Close(CloseReason::SlowConsumer))
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fed_frames_wait_for_input_already_there_then_leave_in_one_flush() {
+        let (mock, mut peer) = pair(8);
+        let mut socket = Socket::new(mock, limits(), Arc::new(Metrics::new()));
+        send(&peer, Message::text("one"));
+        send(&peer, Message::text("two"));
+        assert_eq!(socket.recv().await, Ok(Inbound::Text("one".into())));
+        socket.feed(Message::text("answer one")).await.unwrap();
+        // The next input is there: it is read before anything is flushed.
+        assert_eq!(socket.recv().await, Ok(Inbound::Text("two".into())));
+        socket.feed(Message::text("answer two")).await.unwrap();
+        assert_eq!(peer.flushes.load(Ordering::Relaxed), 0);
+        // No input now: both answers leave in one flush, at once, before the wait.
+        let start = Instant::now();
+        let waited = tokio::time::timeout(Duration::from_secs(1), socket.recv()).await;
+        assert!(waited.is_err(), "no input came");
+        assert_eq!(peer.flushes.load(Ordering::Relaxed), 1);
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        for text in ["answer one", "answer two"] {
+            assert_eq!(peer.from_relay.next().await, Some(Message::text(text)));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_fed_after_idle_leaves_without_waiting_for_company() {
+        let (mock, peer) = pair(8);
+        let mut socket = Socket::new(mock, limits(), Arc::new(Metrics::new()));
+        socket.feed(Message::text("alone")).await.unwrap();
+        let start = Instant::now();
+        let waiting = tokio::spawn(async move { socket.recv().await });
+        // The socket flushes as it starts waiting: no time passes first.
+        for _ in 0..100 {
+            if peer.flushes.load(Ordering::Relaxed) > 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(peer.flushes.load(Ordering::Relaxed), 1);
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        send(&peer, Message::text("later"));
+        assert_eq!(waiting.await.unwrap(), Ok(Inbound::Text("later".into())));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fed_frames_not_taken_by_the_write_deadline_are_a_slow_consumer() {
+        let (mock, _peer) = pair(1);
+        let mut socket = Socket::new(mock, limits(), Arc::new(Metrics::new()));
+        let start = Instant::now();
+        // The peer reads nothing: the mock takes two frames, then the flush waits.
+        socket.feed(Message::text("a")).await.unwrap();
+        socket.feed(Message::text("b")).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let ended = socket.feed(Message::text("c")).await;
+        assert_eq!(ended, Err(End::Close(CloseReason::SlowConsumer)));
+        // Each write has its own deadline, as with `send`.
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(3) + limits().write_timeout
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flush_the_peer_does_not_take_ends_recv_at_the_write_deadline() {
+        let (mock, _peer) = pair(1);
+        let mut socket = Socket::new(mock, limits(), Arc::new(Metrics::new()));
+        let start = Instant::now();
+        socket.feed(Message::text("a")).await.unwrap();
+        socket.feed(Message::text("b")).await.unwrap();
+        assert_eq!(
+            socket.recv().await,
+            Err(End::Close(CloseReason::SlowConsumer))
+        );
+        assert_eq!(start.elapsed(), limits().write_timeout);
     }
 
     #[tokio::test(start_paused = true)]

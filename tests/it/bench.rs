@@ -19,6 +19,8 @@ fn smoke(relay: &TestRelay, rate: u64, codec: Codec, offline_share: f64) -> Benc
         codec,
         offline_share,
         drain: Duration::from_secs(10),
+        warmup: Duration::from_secs(1),
+        storm_at: Duration::ZERO,
         relay_pid: Some(std::process::id()),
         ca: None,
         progress: false,
@@ -43,6 +45,25 @@ async fn a_short_open_loop_run_loses_nothing() {
     assert!(report.relay_rss_kib.is_some_and(|kib| kib > 0));
     let line = serde_json::to_string(&report).unwrap();
     assert!(line.contains("\"lost\":0"));
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_storm_loses_and_duplicates_nothing_and_is_reported() {
+    let relay =
+        TestRelay::start_clocked(crate::support::config(), whispr::clock::Clock::system()).await;
+    let mut cfg = smoke(&relay, 500, Codec::MsgPack, 0.2);
+    cfg.storm_at = Duration::from_secs(1);
+    let report = bench::run(cfg).await.unwrap();
+    assert_eq!(report.accepted, 1000, "{report}");
+    assert_eq!(report.delivered, 1000, "{report}");
+    // Each receiver resumed after what it processed: nothing came twice.
+    assert_eq!((report.lost, report.duplicates), (0, 0), "{report}");
+    assert!(report.errors.is_empty(), "{report}");
+    let storm = report.storm.as_ref().expect("a storm section");
+    assert_eq!((storm.receivers, storm.reconnected), (40, 40), "{report}");
+    assert!(storm.all_reconnected_after_s.is_some(), "{report}");
+    assert!(report.timeline.len() >= 2, "{report}");
     relay.stop().await;
 }
 
