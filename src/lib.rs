@@ -20,6 +20,7 @@
 //! - [`http`]: routes: WebSocket upgrade, polling fallback, health, info, and the
 //!   Whispr v1 API for Python-era clients (`http::v1`, behind `compat_whispr_v1`);
 //!   serving them with hyper: connection caps, deadlines, body limits.
+//! - [`redis_keys`]: every Redis key and channel name, and the schema, in one place.
 //! - [`server`]: builds everything and serves a listener until shutdown.
 //! - [`config`]: layered, validated configuration.
 //! - [`error`]: error types and their one mapping to HTTP statuses and close codes.
@@ -43,6 +44,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod notify;
+pub mod redis_keys;
 pub mod redis_link;
 pub mod registry;
 pub mod relay;

@@ -2,7 +2,7 @@
 //! Redis, so every node sees the same inboxes.
 //!
 //! Each inbox has one channel, `whispr:{<inbox hex>}:n` (the inbox's hash tag, like its
-//! store keys). A node subscribes to it while a local session for that inbox is
+//! store keys; every name is built in [`crate::redis_keys`]). A node subscribes to it while a local session for that inbox is
 //! registered, and unsubscribes when the session leaves; there is no global channel that
 //! every node filters. Two payloads travel on it:
 //! - `w <node>`: "the inbox has new stored messages" (published by the relay on `<node>`
@@ -47,6 +47,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::{Envelope, PublicKey, VerifiedEnvelope};
+use crate::redis_keys;
 use crate::redis_link::{
     bounded, run_publisher, Publisher, RedisLink, RedisNodes, RedisTarget, PUBLISH_QUEUE,
 };
@@ -111,7 +112,7 @@ const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
 /// The Redis channel carrying `key`'s wake-ups and takeovers.
 pub fn channel(key: &PublicKey) -> String {
-    format!("whispr:{{{}}}:n", key.to_hex())
+    redis_keys::inbox_channel(key, redis_keys::InboxChannel::Wake)
 }
 
 /// The Redis channel carrying ephemeral envelopes for `key`'s native session. Apart
@@ -119,7 +120,7 @@ pub fn channel(key: &PublicKey) -> String {
 /// subscriber count a publish returns means "a session is there" (v1 sockets listen
 /// for wake-ups only).
 pub fn ephemeral_channel(key: &PublicKey) -> String {
-    format!("whispr:{{{}}}:e", key.to_hex())
+    redis_keys::inbox_channel(key, redis_keys::InboxChannel::Ephemeral)
 }
 
 /// Which of an inbox's channels a name is.
@@ -132,14 +133,12 @@ enum Kind {
 }
 
 fn key_of(channel: &str) -> Option<(PublicKey, Kind)> {
-    let rest = channel.strip_prefix("whispr:{")?;
-    let (hex, kind) = match rest.split_once("}:")? {
-        (hex, "n") => (hex, Kind::Notify),
-        (hex, "e") => (hex, Kind::Ephemeral),
-        _ => return None,
+    let (key, which) = redis_keys::parse_inbox_channel(channel)?;
+    let kind = match which {
+        redis_keys::InboxChannel::Wake => Kind::Notify,
+        redis_keys::InboxChannel::Ephemeral => Kind::Ephemeral,
     };
-    let bytes: [u8; 32] = hex::decode(hex).ok()?.try_into().ok()?;
-    Some((PublicKey::from_bytes(bytes), kind))
+    Some((key, kind))
 }
 
 /// This node's local session for one inbox, as the pub/sub task tracks it.

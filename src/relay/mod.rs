@@ -99,7 +99,8 @@ impl Relay {
                     config.max_messages_per_second_per_ip,
                     config.burst_messages_per_ip,
                 ),
-            ),
+            )
+            .with_lease(std::time::Duration::from_millis(config.rate_limit_lease_ms)),
             signatures: SignatureBudget::new(
                 config.max_bad_signatures_per_second_per_ip,
                 config.burst_bad_signatures_per_ip,

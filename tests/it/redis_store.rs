@@ -354,28 +354,7 @@ async fn concurrent_inserts_get_distinct_consecutive_seqs() {
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=200).collect::<Vec<u64>>());
     // Group commit: inserts pending together went to Redis together.
-    let mut conn = redis::Client::open(server.url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let calls: u64 = stats
-        .lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum();
+    let calls = script_calls(&server.url).await;
     assert!(
         calls < 200,
         "200 concurrent inserts took {calls} script calls"
@@ -463,6 +442,29 @@ async fn store_redis_refuses_to_start_without_redis_and_auto_falls_back() {
         1
     );
     relay.stop().await;
+}
+
+/// Script calls (`EVAL`, `EVALSHA`) the Redis at `url` has run since it started.
+pub(crate) async fn script_calls(url: &str) -> u64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    stats
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
 }
 
 /// What the store's script fence (`store::redis::fence`) relies on: a Redis process has
