@@ -57,8 +57,10 @@ end
 local function forget(now)
   redis.call('ZREMRANGEBYSCORE', ids, '-inf', now)
 end
+-- Every key of the bound inbox lives at least keep_ms more (its own five keys only: a
+-- batch insert's KEYS hold many inboxes, each kept once by its own message).
 local function keep()
-  for _, k in ipairs(KEYS) do
+  for _, k in ipairs({meta, q, m, exp, ids}) do
     local left = redis.call('PTTL', k)
     if left == -1 or (left >= 0 and left < keep_ms) then
       redis.call('PEXPIRE', k, keep_ms)
