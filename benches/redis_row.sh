@@ -54,7 +54,7 @@ case $setup in
   cluster*)
     n=${setup#cluster}; urls=(); seeds=()
     for _ in $(seq "$n"); do
-      p=$(free_port); start_redis "$p" --cluster-enabled yes --cluster-config-file "nodes-$p.conf"
+      p=$(free_port); start_redis "$p" --cluster-enabled yes --cluster-config-file "nodes-$p.conf" --cluster-announce-ip 127.0.0.1
       urls+=("redis://127.0.0.1:$p"); seeds+=("127.0.0.1:$p")
     done
     if [ "$n" -eq 1 ]; then
