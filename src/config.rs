@@ -1328,6 +1328,7 @@ mod tests {
                 "max_bad_signatures_per_session",
             ),
             ("ws_max_inflight = 0", "ws_max_inflight"),
+            ("rate_limit_lease_ms = 1001", "rate_limit_lease_ms"),
             ("origin = \"https://x\"", "origin"),
             ("max_store_bytes = 10", "max_store_bytes"),
             ("attachment_max_size_bytes = 0", "attachment_max_size_bytes"),
