@@ -144,6 +144,10 @@ pub struct Config {
     pub max_messages_per_second_per_ip: u32,
     /// Burst allowance per client IP.
     pub burst_messages_per_ip: u32,
+    /// With the buckets in Redis: how long a node may spend tokens it leased from a
+    /// shared bucket (a lease is `rate × this`, at most the burst); 0 takes every token
+    /// from Redis. Several nodes together overshoot a limit by at most `rate × this`.
+    pub rate_limit_lease_ms: u64,
     /// Failed signature checks (sends, v1 sends, signed requests) one client IP may
     /// cause per second on this node; beyond it (and the burst) its signed requests are
     /// refused with `rate_limited` before their signature is checked.
@@ -280,6 +284,7 @@ impl Default for Config {
             burst_messages: 50,
             max_messages_per_second_per_ip: 100,
             burst_messages_per_ip: 200,
+            rate_limit_lease_ms: 50,
             max_bad_signatures_per_second_per_ip: 10,
             burst_bad_signatures_per_ip: 20,
             max_bad_signatures_per_session: 10,

@@ -26,6 +26,7 @@
 //! - `notify`: with Redis, wake-ups and takeovers between relay nodes (pub/sub).
 //! - `redis_link`: where Redis is (one server or a cluster) and one connection type for
 //!   both; the batch publisher.
+//! - `redis_keys`: every Redis key and channel name, and the schema, in one place.
 //! - `signal`: call signalling rooms of the Whispr v1 `/signal` socket, across nodes
 //!   over Redis pub/sub when the store is Redis.
 //! - `session`: one WebSocket client: pure state machine plus socket loop.
@@ -62,6 +63,7 @@ mod blobs;
 mod http;
 mod metrics;
 mod notify;
+mod redis_keys;
 mod redis_link;
 mod registry;
 mod relay;

@@ -2,7 +2,7 @@
 //! generator (`examples/`) and the fuzz targets (`fuzz/`) reach, and nothing else: the
 //! store and blob conformance suites to run against a real Redis, the stores
 //! themselves, the Redis connection and pub/sub channel names (to watch what a relay
-//! publishes), and the pure parsers the fuzzers drive.
+//! publishes), the send-rate buckets (to measure leasing across nodes), and the pure parsers the fuzzers drive.
 //!
 //! Not API: hidden from the documentation and free to change with the code. A relay's
 //! users have [`crate::server`], [`crate::config`], [`crate::client`],
@@ -25,6 +25,11 @@ pub mod blobs {
 /// Where Redis is, and one connection to it.
 pub mod redis_link {
     pub use crate::redis_link::{RedisLink, RedisTarget};
+}
+
+/// The send-rate buckets, to measure what leasing them from Redis overshoots.
+pub mod relay {
+    pub use crate::relay::RateLimits;
 }
 
 /// The pub/sub channel of an inbox's wake-ups.

@@ -119,16 +119,12 @@ pub struct RedisBlobs {
 }
 
 fn key(id: &BlobId) -> String {
-    format!("whispr:blob:{{{id}}}")
+    crate::redis_keys::blob(id)
 }
 
 /// The keys of a sender's count: its blobs and their byte sum, one hash tag (one slot).
 fn quota_keys(from: &str) -> [String; 2] {
-    let from = from.to_ascii_lowercase();
-    [
-        format!("whispr:blobq:{{{from}}}"),
-        format!("whispr:blobq:{{{from}}}:bytes"),
-    ]
+    crate::redis_keys::blob_quota(from)
 }
 
 /// A blob's member in its sender's count.

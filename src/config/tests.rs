@@ -266,6 +266,7 @@ const REFUSED: &[(&str, &str)] = &[
     ),
     ("burst_messages = 0", "burst_messages"),
     ("burst_messages_per_ip = 0", "burst_messages_per_ip"),
+    ("rate_limit_lease_ms = 1001", "rate_limit_lease_ms"),
     (
         "max_bad_signatures_per_second_per_ip = 0",
         "max_bad_signatures_per_second_per_ip",

@@ -47,10 +47,11 @@ pub use self::core::ephemeral_payload;
 pub use self::redis::{catch_up, publish_ephemeral, start, Verifier};
 
 use crate::protocol::PublicKey;
+use crate::redis_keys;
 
 /// The Redis channel carrying `key`'s wake-ups and takeovers.
 pub fn channel(key: &PublicKey) -> String {
-    format!("whispr:{{{}}}:n", key.to_hex())
+    redis_keys::inbox_channel(key, redis_keys::InboxChannel::Wake)
 }
 
 /// The Redis channel carrying ephemeral envelopes for `key`'s native session. Apart
@@ -58,7 +59,7 @@ pub fn channel(key: &PublicKey) -> String {
 /// subscriber count a publish returns means "a session is there" (v1 sockets listen
 /// for wake-ups only).
 pub fn ephemeral_channel(key: &PublicKey) -> String {
-    format!("whispr:{{{}}}:e", key.to_hex())
+    redis_keys::inbox_channel(key, redis_keys::InboxChannel::Ephemeral)
 }
 
 /// Which of an inbox's channels a name is.
@@ -71,14 +72,12 @@ enum Kind {
 }
 
 fn key_of(channel: &str) -> Option<(PublicKey, Kind)> {
-    let rest = channel.strip_prefix("whispr:{")?;
-    let (hex, kind) = match rest.split_once("}:")? {
-        (hex, "n") => (hex, Kind::Notify),
-        (hex, "e") => (hex, Kind::Ephemeral),
-        _ => return None,
+    let (key, which) = redis_keys::parse_inbox_channel(channel)?;
+    let kind = match which {
+        redis_keys::InboxChannel::Wake => Kind::Notify,
+        redis_keys::InboxChannel::Ephemeral => Kind::Ephemeral,
     };
-    let bytes: [u8; 32] = hex::decode(hex).ok()?.try_into().ok()?;
-    Some((PublicKey::from_bytes(bytes), kind))
+    Some((key, kind))
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! The write path's keys, checked at load: message size, send rates and bursts, the
-//! bad-signature budget, clock skew.
+//! The write path's keys, checked at load: message size, send rates, bursts and their
+//! Redis leases, the bad-signature budget, clock skew.
 
 use crate::config::{require, Config, Invalid};
 
@@ -42,6 +42,11 @@ pub(crate) fn validate(c: &Config) -> Result<(), Invalid> {
     ] {
         require(burst >= 1, key, "must be at least 1")?;
     }
+    require(
+        c.rate_limit_lease_ms <= 1000,
+        "rate_limit_lease_ms",
+        "must be between 0 and 1000 (milliseconds)",
+    )?;
     require(
         c.max_clock_skew_seconds >= 1,
         "max_clock_skew_seconds",

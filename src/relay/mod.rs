@@ -116,7 +116,8 @@ impl RelayBuilder {
                 config.max_messages_per_second_per_ip,
                 config.burst_messages_per_ip,
             ),
-        );
+        )
+        .with_lease(std::time::Duration::from_millis(config.rate_limit_lease_ms));
         if let Some(link) = &self.nodes {
             limits.share(link.clone());
         }

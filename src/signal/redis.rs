@@ -39,7 +39,7 @@ pub const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
 /// The Redis channel of a room.
 pub fn channel(call_id: &CallId) -> String {
-    format!("whispr:signal:{{{}}}", call_id.digest_hex())
+    crate::redis_keys::signal_room(&call_id.digest_hex())
 }
 
 /// One event on a room's channel.

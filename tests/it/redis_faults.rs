@@ -7,6 +7,7 @@ use std::time::Duration;
 use whispr::client::ClientError;
 use whispr::protocol::{ErrorCode, Identity};
 
+use crate::redis_store::script_calls;
 use crate::support::{config_with, drain_until_synced, receive, scratch_dir, TestRelay};
 use crate::support::{free_port, RedisServer};
 
@@ -74,6 +75,79 @@ async fn per_ip_limits_are_shared_too() {
     );
     a.stop().await;
     b.stop().await;
+}
+
+/// Two nodes leasing tokens from one shared bucket: in every window of length `T`, all
+/// nodes together admit at most `burst + rate × (T + lease)` (the bound in
+/// `relay::ratelimit`'s module doc), and a node pays one Redis call per lease, not per
+/// message.
+#[tokio::test]
+async fn leased_tokens_overshoot_a_shared_limit_by_at_most_rate_times_lease() {
+    use std::sync::Arc;
+    use std::time::Instant;
+    use whispr::testing::redis_link::{RedisLink, RedisTarget};
+    use whispr::testing::relay::RateLimits;
+
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (rate, burst, lease) = (2000u32, 100u32, Duration::from_millis(50));
+    let link = RedisLink::connect(&RedisTarget::single(&redis.url))
+        .await
+        .unwrap();
+    let node = || {
+        let mut limits = RateLimits::new((rate, burst), (1_000_000, 1_000_000)).with_lease(lease);
+        limits.share(link.clone());
+        Arc::new(limits)
+    };
+    let (a, b) = (node(), node());
+    let sender = Identity::generate().public_key();
+    // The burst, taken by one node: one lease of `rate × lease` = 100 tokens per call.
+    let before = script_calls(&redis.url).await;
+    for _ in 0..burst {
+        a.check_sender(&sender).await.unwrap();
+    }
+    // SCRIPT LOAD is no call; a refill during the loop may cost one more lease.
+    let leases = script_calls(&redis.url).await - before;
+    assert!(leases <= 2, "{burst} tokens took {leases} script calls");
+
+    // Both nodes, four tasks each, as fast as Redis answers.
+    let admitted = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let tasks: Vec<_> = [a, b]
+        .into_iter()
+        .flat_map(|n| std::iter::repeat_n(n, 4))
+        .map(|limits| {
+            let admitted = admitted.clone();
+            tokio::spawn(async move {
+                for _ in 0..1500 {
+                    if limits.check_sender(&sender).await.is_ok() {
+                        admitted.lock().unwrap().push(Instant::now());
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut at = admitted.lock().unwrap().clone();
+    at.sort();
+    assert!(at.len() > burst as usize, "{} admitted", at.len());
+    let window = Duration::from_millis(100);
+    let bound = burst as f64 + rate as f64 * (window + lease).as_secs_f64() + 1.0;
+    let mut busiest = 0;
+    for (i, start) in at.iter().enumerate() {
+        let inside = at[i..].iter().take_while(|t| **t - *start < window).count();
+        busiest = busiest.max(inside);
+    }
+    eprintln!(
+        "admitted {} in total; the busiest {window:?} held {busiest}, bound {bound}",
+        at.len()
+    );
+    assert!(
+        busiest as f64 <= bound,
+        "{busiest} admitted in {window:?}, bound {bound}"
+    );
 }
 
 /// `GET /readyz`'s status.

@@ -212,28 +212,7 @@ async fn concurrent_inserts_get_distinct_consecutive_seqs() {
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=200).collect::<Vec<u64>>());
     // Group commit: inserts pending together went to Redis together.
-    let mut conn = redis::Client::open(server.url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    let calls: u64 = stats
-        .lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum();
+    let calls = script_calls(&server.url).await;
     assert!(
         calls < 200,
         "200 concurrent inserts took {calls} script calls"
@@ -321,6 +300,50 @@ async fn store_redis_refuses_to_start_without_redis_and_auto_falls_back() {
         1
     );
     relay.stop().await;
+}
+
+/// Calls of `command` (lowercase, e.g. `pttl`) the Redis at `url` has run, scripts' included.
+async fn command_calls(url: &str, command: &str) -> u64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_batch_of_inserts_keeps_each_inbox_alive_once_not_every_inbox_per_message() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let store = RedisStore::connect(&single(&server.url), LIMITS).await;
+    let (store, alice, now) = (store.unwrap(), Identity::generate(), 1_800_000_000_000);
+    let inserts = (0..200).map(|n| {
+        let env = envelope(&alice, Identity::generate().public_key(), n, now);
+        let store = store.clone();
+        tokio::spawn(async move { store.insert(&env, now).await })
+    });
+    for task in inserts.collect::<Vec<_>>() {
+        task.await.unwrap().unwrap();
+    }
+    // Five keys per inbox, one PTTL each; batches of many inboxes must not multiply it.
+    let pttl = command_calls(&server.url, "pttl").await;
+    assert!(
+        pttl <= 5 * 200,
+        "200 inserts into 200 inboxes ran {pttl} PTTL"
+    );
+}
+
+/// Script calls (`EVAL`, `EVALSHA`) the Redis at `url` has run since it started.
+pub(crate) async fn script_calls(url: &str) -> u64 {
+    command_calls(url, "evalsha").await + command_calls(url, "eval").await
 }
 
 /// What the store's script fence (`store::redis::fence`) relies on: a Redis process has

@@ -72,6 +72,12 @@ async fn run_id(link: &RedisLink, at: Option<&(String, u16)>) -> Result<String, 
         .query_at(at, redis::cmd("INFO").arg("server"))
         .await
         .map_err(unavailable)?;
+    // A cluster connection answers a command routed to one node as a map of one entry
+    // (that node's address to its reply), or as the reply itself.
+    let reply = match reply {
+        redis::Value::Map(mut entries) if entries.len() == 1 => entries.remove(0).1,
+        other => other,
+    };
     let text: String = redis::FromRedisValue::from_redis_value(reply)
         .map_err(|e| StoreError::Unavailable(format!("redis: INFO server: {e}")))?;
     Ok(info_field(&text, "run_id").unwrap_or_default().to_owned())
@@ -102,7 +108,17 @@ impl Fence {
         }
         for _ in 0..ATTEMPTS {
             let owner = match place {
-                Some(slot) => link.master_of(slot).await.map_err(unavailable)?,
+                // On a cluster every command here goes to one address, never by slot.
+                Some(slot) => Some(
+                    link.master_of(slot)
+                        .await
+                        .map_err(unavailable)?
+                        .ok_or_else(|| {
+                            StoreError::Unavailable(
+                                "no redis cluster master serves the inbox's slot".into(),
+                            )
+                        })?,
+                ),
                 None => None,
             };
             let at = owner.as_ref().map(|o| &o.node);

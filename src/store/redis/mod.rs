@@ -4,7 +4,8 @@
 //! # Key schema
 //!
 //! Every key of one inbox carries the inbox's public key (hex) as a Redis Cluster hash
-//! tag, so all of them live in one slot and each Lua script touches one slot only:
+//! tag, so all of them live in one slot and each Lua script touches one slot only (the
+//! names are built in [`crate::redis_keys`], which lists every key the relay uses):
 //!
 //! | key                       | type       | content                                      |
 //! |---------------------------|------------|----------------------------------------------|
@@ -129,9 +130,8 @@ use super::{
     Batch, HistoryLoss, InsertOutcome, MessageStore, StoreError, StoreEvents, StoreLimits,
     StoredMessage, SweepStats,
 };
-use crate::protocol::{
-    Cursor, Envelope, GapReason, InboxId, KeyField, PublicKey, VerifiedEnvelope,
-};
+use crate::protocol::{Cursor, Envelope, GapReason, InboxId, VerifiedEnvelope};
+use crate::redis_keys::{self, inbox_of, inbox_patterns as patterns};
 use crate::redis_link::{RedisLink, RedisTarget};
 use fence::{Fence, Place};
 use guard::Guard;
@@ -215,39 +215,11 @@ fn on_inbox(script: &Script, inbox: &InboxId, lossless: &str, keep_ms: u64) -> C
 }
 
 /// An inbox's keys, in the order every script takes them.
-const PARTS: [&str; 5] = ["meta", "q", "m", "exp", "ids"];
+const PARTS: [&str; 5] = redis_keys::INBOX_PARTS;
 
-/// Where each namespace's keys start: native inboxes, and Whispr v1 inboxes apart from
-/// them, so no native envelope can land where a v1 reader looks.
-const NATIVE_PREFIX: &str = "whispr:{";
-const WHISPR_V1_PREFIX: &str = "whispr:v1:{";
-
-/// One key of an inbox: the key's hex in braces is the hash tag, so Redis Cluster puts
-/// every key of an inbox in one slot.
+/// One key of an inbox (see `redis_keys`).
 fn key(inbox: &InboxId, part: &str) -> String {
-    let prefix = match inbox {
-        InboxId::Native(_) => NATIVE_PREFIX,
-        InboxId::WhisprV1(_) => WHISPR_V1_PREFIX,
-    };
-    format!("{prefix}{}}}:{part}", inbox.key().to_hex())
-}
-
-/// The inbox one of its keys belongs to, e.g. `whispr:v1:{ab12..}:exp`.
-fn inbox_of(key: &str) -> Option<InboxId> {
-    let (make, rest): (fn(PublicKey) -> InboxId, &str) = match key.strip_prefix(WHISPR_V1_PREFIX) {
-        Some(rest) => (InboxId::WhisprV1, rest),
-        None => (InboxId::Native, key.strip_prefix(NATIVE_PREFIX)?),
-    };
-    let hex = rest.split_once('}')?.0;
-    Some(make(PublicKey::from_hex(hex, KeyField::Recipient).ok()?))
-}
-
-/// Every key named `part` of every inbox of both namespaces, for SCAN.
-fn patterns(part: &str) -> [String; 2] {
-    [
-        format!("{NATIVE_PREFIX}*}}:{part}"),
-        format!("{WHISPR_V1_PREFIX}*}}:{part}"),
-    ]
+    redis_keys::inbox(inbox, part)
 }
 
 /// Epochs are random in [1, 2^53), like the memory store's.
@@ -661,27 +633,5 @@ impl MessageStore for RedisStore {
         } else {
             "redis"
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_share_one_hash_tag_and_the_namespaces_never_meet() {
-        let key_bytes = PublicKey::from_bytes([7; 32]);
-        let hex = key_bytes.to_hex();
-        let native = InboxId::Native(key_bytes);
-        let v1 = InboxId::WhisprV1(key_bytes);
-        assert_eq!(key(&native, "meta"), format!("whispr:{{{hex}}}:meta"));
-        assert_eq!(key(&v1, "meta"), format!("whispr:v1:{{{hex}}}:meta"));
-        for part in ["meta", "q", "m", "exp", "ids"] {
-            assert_eq!(inbox_of(&key(&native, part)), Some(native));
-            assert_eq!(inbox_of(&key(&v1, part)), Some(v1));
-            assert_ne!(key(&native, part), key(&v1, part));
-        }
-        assert_eq!(inbox_of("other:key"), None);
-        assert_eq!(inbox_of("whispr:{nothex}:q"), None);
     }
 }

@@ -57,8 +57,10 @@ end
 local function forget(now)
   redis.call('ZREMRANGEBYSCORE', ids, '-inf', now)
 end
+-- Every key of the bound inbox lives at least keep_ms more (its own five keys only: a
+-- batch insert's KEYS hold many inboxes, each kept once by its own message).
 local function keep()
-  for _, k in ipairs(KEYS) do
+  for _, k in ipairs({meta, q, m, exp, ids}) do
     local left = redis.call('PTTL', k)
     if left == -1 or (left >= 0 and left < keep_ms) then
       redis.call('PEXPIRE', k, keep_ms)
@@ -78,7 +80,8 @@ local lossless = ARGV[2] == '1'
 -- metadata gone while messages remain (evicted), or last written by an earlier Redis
 -- process whose persistence was not verified lossless (a restart may have lost its last
 -- writes, a restore or a failover may have lost more), moves the inbox to a new epoch.
--- Returns false, touching nothing, when the inbox does not exist and `create` is false.
+-- Returns false, touching nothing, when the inbox does not exist and `create` is false;
+-- 'created' when it made the metadata, else true.
 local function open(create)
   if redis.call('EXISTS', meta) == 0 then
     local head = 0
@@ -90,7 +93,7 @@ local function open(create)
     end
     redis.call('HSET', meta, 'epoch', new_epoch, 'head', int(head), 'lost', '0', 'acked', '0', 'run', run)
     if orphans then lost = 'metadata_missing' end
-    return true
+    return 'created'
   end
   local seen = redis.call('HGET', meta, 'run')
   if seen ~= run then
@@ -190,9 +193,7 @@ return out
 /// Returns {epoch, head, lost_through, acked, expired, lost, seq1, payload1, ...}.
 const FETCH: &str = r#"
 bind(1, ARGV[1], ARGV[3])
-local existed = redis.call('EXISTS', meta) == 1
-open(true)
-if not existed then keep() end
+if open(true) == 'created' then keep() end
 local expired = expire(ARGV[4])
 repair(ARGV[4])
 -- An acknowledgement that came with the read (a session acking what it was sent, then
