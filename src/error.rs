@@ -26,6 +26,9 @@ pub enum RelayError {
     Store(#[from] StoreError),
     #[error("the relay is shutting down")]
     ShuttingDown,
+    /// The verifier stage holds `verify_queue_depth` envelopes: refused before any work.
+    #[error("the relay is busy: {queue_depth} signatures are waiting to be verified (verify_queue_depth); retry shortly")]
+    VerifierFull { queue_depth: usize },
 }
 
 /// The words for a rate-limit scope label in error details.
@@ -47,7 +50,8 @@ impl RelayError {
                 ErrorCode::StoreFull
             }
             RelayError::Store(StoreError::Unavailable(_) | StoreError::Misconfigured(_))
-            | RelayError::ShuttingDown => ErrorCode::Unavailable,
+            | RelayError::ShuttingDown
+            | RelayError::VerifierFull { .. } => ErrorCode::Unavailable,
             RelayError::Store(StoreError::Snapshot(_)) => ErrorCode::Internal,
         }
     }
@@ -55,6 +59,7 @@ impl RelayError {
     pub fn retry_after_ms(&self) -> Option<u64> {
         match self {
             RelayError::RateLimited { retry_after_ms, .. } => Some(*retry_after_ms),
+            RelayError::VerifierFull { .. } => Some(crate::relay::VERIFY_BUSY_RETRY_MS),
             _ => None,
         }
     }
