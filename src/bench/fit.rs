@@ -92,6 +92,7 @@ mod tests {
             ca: None,
             progress: false,
             defaulted,
+            verify_ceiling: false,
         }
     }
 

@@ -90,11 +90,13 @@ pub struct Relay {
 
 impl Relay {
     pub fn new(config: &Config, store: SharedStore, registry: Arc<Registry>, clock: Clock) -> Self {
+        let metrics = Arc::new(Metrics::new());
         Relay {
+            verifier: Verifier::new(config.verifier_limits(), metrics.verifier.clone()),
             store,
             registry,
             clock,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             analytics: Analytics::disabled(),
             attachment_bytes: Inflight::new(config.max_attachment_inflight_bytes),
             limits: RateLimits::new(
@@ -110,7 +112,6 @@ impl Relay {
             ),
             max_bad_signatures_per_session: config.max_bad_signatures_per_session,
             sender_keys: keys::SenderKeys::default(),
-            verifier: Verifier::new(config.verifier_limits()),
             max_message_bytes: config.max_message_bytes,
             max_skew_ms: config.max_clock_skew_ms(),
             nodes: None,
@@ -148,11 +149,6 @@ impl Relay {
             .and_then(|s| s.check_timestamp(self.clock.now_ms(), self.max_skew_ms))
             .inspect_err(|e| self.charge_bad_signature(client_ip, e))?;
         Ok(verified)
-    }
-
-    /// What the verifier stage has done (inline, batched, refused).
-    pub fn verifier_stats(&self) -> &VerifierStats {
-        self.verifier.stats()
     }
 
     /// Checks a Whispr v1 message from `client_ip` (its v1 signature, strictly) within

@@ -25,9 +25,9 @@
 //! read and write sockets; the OS shares the cores between them by demand.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
+use prometheus::IntCounter;
 use tokio::sync::oneshot;
 
 use crate::protocol::{verify_envelopes, EnvelopeCheck, ProtocolError, SignedEnvelope};
@@ -67,18 +67,33 @@ pub struct Full {
     pub queue_depth: usize,
 }
 
-/// What the stage has done, for the metrics and the tests.
-#[derive(Debug, Default)]
+/// What the stage has done: the relay's `whispr_signature_*` counters (`metrics.rs`
+/// registers them), or unregistered ones in tests.
+#[derive(Clone)]
 pub struct VerifierStats {
     /// Envelopes verified inline by their caller (the stage was idle).
-    pub inline: AtomicU64,
+    pub inline: IntCounter,
     /// Batches a worker took, and the envelopes in them.
-    pub batches: AtomicU64,
-    pub batched: AtomicU64,
+    pub batches: IntCounter,
+    pub batched: IntCounter,
     /// Batches whose equation failed, so each envelope in them was verified alone.
-    pub retried_batches: AtomicU64,
+    pub retried_batches: IntCounter,
     /// Envelopes refused because the queue was full.
-    pub refused_full: AtomicU64,
+    pub refused_full: IntCounter,
+}
+
+impl VerifierStats {
+    /// Counters in no registry.
+    pub fn unregistered() -> Self {
+        let c = |name: &str| IntCounter::new(name, name).expect("valid metric");
+        VerifierStats {
+            inline: c("inline"),
+            batches: c("batches"),
+            batched: c("batched"),
+            retried_batches: c("retried_batches"),
+            refused_full: c("refused_full"),
+        }
+    }
 }
 
 type Verdict = Result<SignedEnvelope, ProtocolError>;
@@ -110,8 +125,8 @@ pub struct Verifier {
 
 impl Verifier {
     /// Starts `limits.workers` verifier threads.
-    pub fn new(limits: VerifierLimits) -> Self {
-        let verifier = Self::without_workers(limits);
+    pub fn new(limits: VerifierLimits, stats: VerifierStats) -> Self {
+        let verifier = Self::without_workers(limits, stats);
         for i in 0..limits.workers {
             let shared = verifier.shared.clone();
             std::thread::Builder::new()
@@ -122,7 +137,7 @@ impl Verifier {
         verifier
     }
 
-    fn without_workers(limits: VerifierLimits) -> Self {
+    fn without_workers(limits: VerifierLimits, stats: VerifierStats) -> Self {
         Verifier {
             shared: Arc::new(Shared {
                 limits,
@@ -132,7 +147,7 @@ impl Verifier {
                     stopping: false,
                 }),
                 pending: Condvar::new(),
-                stats: VerifierStats::default(),
+                stats,
             }),
         }
     }
@@ -152,11 +167,11 @@ impl Verifier {
                 drop(state);
                 let verdict = check.verify();
                 shared.lock().running -= 1;
-                shared.stats.inline.fetch_add(1, Ordering::Relaxed);
+                shared.stats.inline.inc();
                 return Ok(verdict);
             }
             if state.queue.len() >= shared.limits.queue_depth {
-                shared.stats.refused_full.fetch_add(1, Ordering::Relaxed);
+                shared.stats.refused_full.inc();
                 return Err(Full {
                     queue_depth: shared.limits.queue_depth,
                 });
@@ -205,15 +220,13 @@ impl Shared {
             state.running += 1;
             state.queue.drain(..n).collect()
         };
-        self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .batched
-            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        self.stats.batches.inc();
+        self.stats.batched.inc_by(jobs.len() as u64);
         let (checks, replies): (Vec<EnvelopeCheck>, Vec<_>) =
             jobs.into_iter().map(|j| (j.check, j.reply)).unzip();
         let verdicts = verify_envelopes(checks);
         if verdicts.iter().any(Result::is_err) && verdicts.len() > 1 {
-            self.stats.retried_batches.fetch_add(1, Ordering::Relaxed);
+            self.stats.retried_batches.inc();
         }
         self.lock().running -= 1;
         for (reply, verdict) in replies.into_iter().zip(verdicts) {
@@ -260,16 +273,19 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_stage_verifies_inline() {
-        let v = Verifier::without_workers(limits(4));
+        let v = Verifier::without_workers(limits(4), VerifierStats::unregistered());
         assert!(v.verify(check(1, false)).await.unwrap().is_ok());
         assert!(v.verify(check(2, true)).await.unwrap().is_err());
-        assert_eq!(v.stats().inline.load(Ordering::Relaxed), 2);
-        assert_eq!(v.stats().batches.load(Ordering::Relaxed), 0);
+        assert_eq!(v.stats().inline.get(), 2);
+        assert_eq!(v.stats().batches.get(), 0);
     }
 
     #[tokio::test]
     async fn a_busy_stage_batches_and_attributes_a_bad_signature_to_its_sender() {
-        let v = Arc::new(Verifier::without_workers(limits(64)));
+        let v = Arc::new(Verifier::without_workers(
+            limits(64),
+            VerifierStats::unregistered(),
+        ));
         occupy(&v);
         let waiting: Vec<_> = (0..10u8)
             .map(|i| {
@@ -290,15 +306,18 @@ mod tests {
             assert_eq!(verdict.is_err(), i == 3, "envelope {i}");
         }
         let stats = v.stats();
-        assert_eq!(stats.batches.load(Ordering::Relaxed), 1);
-        assert_eq!(stats.batched.load(Ordering::Relaxed), 10);
-        assert_eq!(stats.retried_batches.load(Ordering::Relaxed), 1);
-        assert_eq!(stats.inline.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.batches.get(), 1);
+        assert_eq!(stats.batched.get(), 10);
+        assert_eq!(stats.retried_batches.get(), 1);
+        assert_eq!(stats.inline.get(), 0);
     }
 
     #[tokio::test]
     async fn a_full_queue_refuses_at_once() {
-        let v = Arc::new(Verifier::without_workers(limits(2)));
+        let v = Arc::new(Verifier::without_workers(
+            limits(2),
+            VerifierStats::unregistered(),
+        ));
         occupy(&v);
         let queued: Vec<_> = (0..2u8)
             .map(|i| {
@@ -313,7 +332,7 @@ mod tests {
             v.verify(check(9, false)).await.err(),
             Some(Full { queue_depth: 2 })
         );
-        assert_eq!(v.stats().refused_full.load(Ordering::Relaxed), 1);
+        assert_eq!(v.stats().refused_full.get(), 1);
         let shared = v.shared.clone();
         tokio::task::spawn_blocking(move || shared.work_once())
             .await
@@ -325,11 +344,14 @@ mod tests {
 
     #[test]
     fn workers_drain_the_queue_then_stop() {
-        let v = Verifier::new(VerifierLimits {
-            queue_depth: 16,
-            max_batch: 4,
-            workers: 2,
-        });
+        let v = Verifier::new(
+            VerifierLimits {
+                queue_depth: 16,
+                max_batch: 4,
+                workers: 2,
+            },
+            VerifierStats::unregistered(),
+        );
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -344,8 +366,8 @@ mod tests {
                 assert_eq!(verdict.unwrap().is_err(), i % 5 == 0, "envelope {i}");
             }
         });
-        assert!(v.stats().batches.load(Ordering::Relaxed) >= 3);
-        assert_eq!(v.stats().batched.load(Ordering::Relaxed), 12);
+        assert!(v.stats().batches.get() >= 3);
+        assert_eq!(v.stats().batched.get(), 12);
         let shared = v.shared.clone();
         drop(v);
         // Stopping: the workers see it and leave; a worker's loop would return false.
