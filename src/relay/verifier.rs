@@ -2,9 +2,9 @@
 //! session and `POST /v1/send`, goes through here, and is verified one at a time when
 //! the stage is idle and in batches when it is busy, like a group commit.
 //!
-//! - **Idle** (nothing queued, fewer than `verify_workers` verifications running): the
-//!   caller verifies its envelope inline, on its own task, with no hand-off to another
-//!   thread, so an idle relay answers as fast as it did before batching.
+//! - **Idle** (nothing queued, no verification running): the caller verifies its
+//!   envelope inline, on its own task, with no hand-off to another thread, so an idle
+//!   relay answers as fast as it did before batching.
 //! - **Busy**: the envelope joins the queue and the caller waits for its verdict. Each of
 //!   `verify_workers` threads takes everything pending (at most `verify_max_batch`) and
 //!   checks it in one cofactored batch equation (`protocol::verify_envelopes`): 3-4×
@@ -105,8 +105,7 @@ struct Job {
 
 struct State {
     queue: VecDeque<Job>,
-    /// Verifications in progress, inline and in workers: inline runs only below
-    /// `workers`, so an idle relay never has more than its cores verifying.
+    /// Verifications in progress, inline and in workers: inline runs only at 0.
     running: usize,
     stopping: bool,
 }
@@ -162,7 +161,11 @@ impl Verifier {
         let shared = &self.shared;
         let reply = {
             let mut state = shared.lock();
-            if state.queue.is_empty() && state.running < shared.limits.workers {
+            // Idle means nothing verifying anywhere. Not "fewer than `workers`": the
+            // runtime's worker threads are the only callers, so they would never all be
+            // busy verifying inline and nothing would ever queue (measured: a max-rate
+            // run verified every signature inline, none in batches).
+            if state.queue.is_empty() && state.running == 0 {
                 state.running += 1;
                 drop(state);
                 let verdict = check.verify();
@@ -310,6 +313,36 @@ mod tests {
         assert_eq!(stats.batched.get(), 10);
         assert_eq!(stats.retried_batches.get(), 1);
         assert_eq!(stats.inline.get(), 0);
+    }
+
+    /// The runtime's worker threads are the only callers: with one of them verifying
+    /// inline, the next envelope must queue for a batch even though a verifier thread
+    /// is free, or nothing would ever be batched.
+    #[tokio::test]
+    async fn one_verification_running_is_busy_enough_to_queue() {
+        let v = Arc::new(Verifier::without_workers(
+            VerifierLimits {
+                queue_depth: 8,
+                max_batch: 64,
+                workers: 2,
+            },
+            VerifierStats::unregistered(),
+        ));
+        v.shared.lock().running = 1;
+        let queued = {
+            let v = v.clone();
+            tokio::spawn(async move { v.verify(check(1, false)).await })
+        };
+        while v.shared.lock().queue.len() < 1 {
+            tokio::task::yield_now().await;
+        }
+        let shared = v.shared.clone();
+        tokio::task::spawn_blocking(move || shared.work_once())
+            .await
+            .unwrap();
+        assert!(queued.await.unwrap().unwrap().is_ok());
+        assert_eq!(v.stats().inline.get(), 0);
+        assert_eq!(v.stats().batched.get(), 1);
     }
 
     #[tokio::test]
