@@ -333,7 +333,7 @@ mod tests {
             let v = v.clone();
             tokio::spawn(async move { v.verify(check(1, false)).await })
         };
-        while v.shared.lock().queue.len() < 1 {
+        while v.shared.lock().queue.is_empty() {
             tokio::task::yield_now().await;
         }
         let shared = v.shared.clone();
