@@ -152,6 +152,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         "negative_envelopes.json",
         &envelopes::negative_envelopes(),
     )?;
+    write(&dir, "torsion.json", &envelopes::torsion_envelopes())?;
     write(&dir, "negative_auth.json", &auth::negative_auth())?;
     write(&dir, "negative_http.json", &auth::negative_http())?;
     write(&dir, "negative_frames.json", &frames::negative_frames())?;

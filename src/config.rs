@@ -157,6 +157,14 @@ pub struct Config {
     /// Sends with a bad signature one WebSocket session may make; the last one is
     /// answered and then the session is closed with 4008.
     pub max_bad_signatures_per_session: u32,
+    /// The verifier stage (`relay/verifier.rs`): envelopes waiting for a verifier thread
+    /// while it is busy; beyond it a send is refused at once with 503 `unavailable`.
+    pub verify_queue_depth: usize,
+    /// The verifier stage: most envelopes one thread checks in one batch equation.
+    pub verify_max_batch: usize,
+    /// The verifier stage: threads verifying batches (and verifications running inline
+    /// while idle); one per core.
+    pub verify_workers: usize,
     /// How long a message waits for its recipient.
     pub message_ttl_seconds: u64,
     /// How far an envelope's or signed request's timestamp may be from the relay's clock.
@@ -288,6 +296,9 @@ impl Default for Config {
             max_bad_signatures_per_second_per_ip: 10,
             burst_bad_signatures_per_ip: 20,
             max_bad_signatures_per_session: 10,
+            verify_queue_depth: 4096,
+            verify_max_batch: 64,
+            verify_workers: 2,
             message_ttl_seconds: 7 * 24 * 3600,
             max_clock_skew_seconds: 300,
             max_store_bytes: 512 << 20,

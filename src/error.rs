@@ -31,6 +31,9 @@ pub enum RelayError {
     /// may simply retry; the message store itself may be fine.
     #[error("the ephemeral envelope could not be passed to the other nodes: {0}")]
     EphemeralUnpublished(String),
+    /// The verifier stage holds `verify_queue_depth` envelopes: refused before any work.
+    #[error("the relay is busy: {queue_depth} signatures are waiting to be verified (verify_queue_depth); retry shortly")]
+    VerifierFull { queue_depth: usize },
 }
 
 /// The words for a rate-limit scope label in error details.
@@ -53,7 +56,8 @@ impl RelayError {
             }
             RelayError::Store(StoreError::Unavailable(_) | StoreError::Misconfigured(_))
             | RelayError::ShuttingDown
-            | RelayError::EphemeralUnpublished(_) => ErrorCode::Unavailable,
+            | RelayError::EphemeralUnpublished(_)
+            | RelayError::VerifierFull { .. } => ErrorCode::Unavailable,
             RelayError::Store(StoreError::Snapshot(_)) => ErrorCode::Internal,
         }
     }
@@ -61,6 +65,7 @@ impl RelayError {
     pub fn retry_after_ms(&self) -> Option<u64> {
         match self {
             RelayError::RateLimited { retry_after_ms, .. } => Some(*retry_after_ms),
+            RelayError::VerifierFull { .. } => Some(crate::relay::VERIFY_BUSY_RETRY_MS),
             _ => None,
         }
     }

@@ -90,6 +90,11 @@ struct BenchArgs {
     /// One JSON line instead of the table.
     #[arg(long)]
     json: bool,
+    /// First measure this machine's signature verification ceiling (one core and all
+    /// cores, verify_strict, single and batched ZIP-215; about 6 s), then run, and print
+    /// the relay's rate as ratios to it.
+    #[arg(long)]
+    verify_ceiling: bool,
 }
 
 fn parse_codec(s: &str) -> Result<Codec, String> {
@@ -303,6 +308,7 @@ fn bench(a: BenchArgs, defaulted: whispr::bench::Defaulted) -> ExitCode {
         ca: a.relay.ca,
         progress: true,
         defaulted,
+        verify_ceiling: a.verify_ceiling,
     };
     let result = tokio::runtime::Runtime::new()
         .map_err(|e| e.to_string())

@@ -14,6 +14,8 @@ use crate::protocol::{Codec, ErrorCode};
 /// Every metric of the relay.
 pub struct Metrics {
     registry: Registry,
+    /// The signature verifier stage's counters (`relay/verifier.rs`).
+    pub verifier: crate::relay::VerifierStats,
     pub connections: IntGauge,
     pub sessions: IntGaugeVec,
     pub accepted: IntCounterVec,
@@ -202,6 +204,28 @@ impl Metrics {
                 "whispr_attachments_expired_total",
                 "Attachments dropped by the sweep after their TTL (memory store).",
             ),
+            verifier: crate::relay::VerifierStats {
+                inline: counter(
+                    "whispr_signatures_inline_total",
+                    "Envelope signatures verified one at a time by their session (the verifier stage was idle).",
+                ),
+                batches: counter(
+                    "whispr_signature_batches_total",
+                    "Batches of envelope signatures the verifier threads checked in one equation.",
+                ),
+                batched: counter(
+                    "whispr_signatures_batched_total",
+                    "Envelope signatures verified in batches (batched / batches = mean batch size).",
+                ),
+                retried_batches: counter(
+                    "whispr_signature_batches_retried_total",
+                    "Batches with a bad signature, whose envelopes were then verified one by one.",
+                ),
+                refused_full: counter(
+                    "whispr_signatures_refused_full_total",
+                    "Envelopes refused with 503 because verify_queue_depth were waiting.",
+                ),
+            },
             blobs_busy: counter(
                 "whispr_attachments_busy_total",
                 "Attachment uploads and downloads refused (503) because max_attachment_inflight_bytes was in use.",

@@ -501,3 +501,104 @@ pub fn negative_envelopes() -> VectorFile<NegativeEnvelope> {
         vectors,
     }
 }
+
+// ---------------------------------------------------------------------------------
+// torsion.json
+
+#[derive(Serialize)]
+pub struct TorsionEnvelope {
+    name: &'static str,
+    description: &'static str,
+    /// The envelope as sent (JSON); the relay accepts it at `now_ms`.
+    json: String,
+    now_ms: u64,
+    max_skew_ms: u64,
+    /// Where the torsion component is: "R", "A" or "R and A".
+    torsion: &'static str,
+    /// Whether ed25519-dalek's `verify_strict` (the relay's rule before ZIP-215: the
+    /// cofactorless equation) accepts it. libsodium's verify is cofactorless too.
+    verify_strict_accepts: bool,
+}
+
+/// Strict cofactorless verification (ed25519-dalek's `verify_strict`) of an envelope.
+fn verify_strict(envelope: &Envelope) -> bool {
+    ed25519_dalek::VerifyingKey::from_bytes(envelope.sender.as_bytes()).is_ok_and(|k| {
+        k.verify_strict(
+            &envelope.signing_bytes(),
+            &ed25519_dalek::Signature::from_bytes(envelope.signature.as_bytes()),
+        )
+        .is_ok()
+    })
+}
+
+pub fn torsion_envelopes() -> VectorFile<TorsionEnvelope> {
+    use whispr::protocol::signature::craft::CraftedKey;
+    let make = |name, description, torsion, key: CraftedKey, r_torsion: Option<usize>| {
+        let mut envelope = Envelope {
+            recipient: bob().public_key(),
+            sender: key.public_key(),
+            timestamp: T0,
+            ephemeral: false,
+            body: b"hello, bob".to_vec(),
+            signature: whispr::protocol::Signature::from_bytes([0; 64]),
+        };
+        envelope.signature = key.sign(&envelope.signing_bytes(), r_torsion);
+        let strict = verify_strict(&envelope);
+        assert!(!strict, "{name}: verify_strict refuses torsion");
+        let json = to_json(&WireEnvelope::from(&envelope));
+        check_envelope(&json, T0).unwrap_or_else(|e| panic!("{name}: the relay accepts it: {e}"));
+        TorsionEnvelope {
+            name,
+            description,
+            json,
+            now_ms: T0,
+            max_skew_ms: MAX_SKEW_MS,
+            torsion,
+            verify_strict_accepts: strict,
+        }
+    };
+    let alice = || CraftedKey::from_seed([0x01; 32]);
+    // Small-order points by index (signature::craft): 1 has order 2, 2 order 4, 4 order 8.
+    let vectors = vec![
+        make(
+            "torsion_r_order_8",
+            "Alice (seed 01..01) signs the stored envelope of envelopes.json with a point of order 8 added to R (s = r + k·a as usual). [8]([s]B - [k]A - R) = 0 holds, so the relay accepts it (ZIP-215); [s]B - [k]A = R does not, so verify_strict and libsodium refuse it. Only Alice could make it: it needs her secret scalar.",
+            "R",
+            alice(),
+            Some(4),
+        ),
+        make(
+            "torsion_r_order_4",
+            "The same with a point of order 4 added to R.",
+            "R",
+            alice(),
+            Some(2),
+        ),
+        make(
+            "torsion_r_order_2",
+            "The same with the point of order 2, (0, -1), added to R.",
+            "R",
+            alice(),
+            Some(1),
+        ),
+        make(
+            "torsion_a_order_8",
+            "A key with a torsion component: Alice's secret scalar a, public key A = [a]B + T with T of order 8, and an RFC 8032 signature by a over the envelope (k hashes this A). [s]B - [k]A - R = -[k]T is a torsion point: accepted by the relay (ZIP-215), refused by verify_strict unless 8 divides k. Only the holder of a can sign for this key.",
+            "A",
+            alice().with_torsion(4),
+            None,
+        ),
+        make(
+            "torsion_a_and_r",
+            "Torsion on both: the key of torsion_a_order_8, with a point of order 4 added to R.",
+            "R and A",
+            alice().with_torsion(4),
+            Some(2),
+        ),
+    ];
+    VectorFile {
+        description: "Envelopes whose verdict changed with ZIP-215 (PROTOCOL.md section 2.2): signatures where R or the sender key A has a torsion component. The relay accepts each (the cofactored equation holds, alone or in a batch); the cofactorless verify_strict and libsodium refuse them. Only the owner of the key can make one. Every envelope here is addressed to Bob (seed 02..02) at T0.",
+        generator: GENERATOR,
+        vectors,
+    }
+}

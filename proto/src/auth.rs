@@ -64,7 +64,7 @@ pub fn verify_auth(
     now_ms: u64,
     max_skew_ms: u64,
 ) -> Result<(), ProtocolError> {
-    key.verify_strict(
+    key.verify(
         &auth_signing_bytes(nonce, key, timestamp, origin),
         signature,
     )?;
@@ -171,7 +171,7 @@ impl HttpAuth {
         max_skew_ms: u64,
     ) -> Result<(), ProtocolError> {
         let bytes = http_signing_bytes(&self.key, self.timestamp, origin, method, path_and_query);
-        self.key.verify_strict(&bytes, &self.signature)?;
+        self.key.verify(&bytes, &self.signature)?;
         check_timestamp(self.timestamp, now_ms, max_skew_ms)
     }
 }

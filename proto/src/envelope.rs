@@ -1,7 +1,8 @@
 //! The signed envelope, its canonical signing bytes, its id, and verification.
 //!
 //! `WireEnvelope` is what the codecs read and write; `Envelope` is the same data with
-//! every length checked; `VerifiedEnvelope` can only be built by [`Envelope::verify`],
+//! every length checked; `VerifiedEnvelope` can only be built by [`Envelope::verify`] (or its split form,
+//! [`Envelope::signature_check`] then [`verify_envelopes`] or [`EnvelopeCheck::verify`]),
 //! so the relay's write path cannot be handed a message whose signature or timestamp
 //! was not checked.
 
@@ -9,9 +10,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::bytes::{b64_bytes, hex_bytes};
-use super::keys::{verify_strict_with, KeyField, MessageId, PublicKey, Signature};
+use super::keys::{KeyField, MessageId, PublicKey, Signature};
+use super::signature::{verify_batch, SenderKey, SignatureCheck};
 use super::{InboxId, ProtocolError};
-use ed25519_dalek::VerifyingKey;
 
 /// Domain separation tag that starts every envelope's signing bytes.
 pub const ENVELOPE_DOMAIN: &[u8] = b"whispr-envelope-v1\0";
@@ -48,7 +49,7 @@ pub struct Envelope {
     pub signature: Signature,
 }
 
-/// An envelope whose signature verified strictly and whose timestamp was inside the
+/// An envelope whose signature verified (PROTOCOL.md §2.2) and whose timestamp was inside the
 /// clock-skew window when it was checked. Only [`Envelope::verify`] makes one, and
 /// `whispr_v1::SendV1::verify` for a Whispr v1 message (its v1 signature checked).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,8 +108,8 @@ pub fn signing_bytes(
     out
 }
 
-/// The message id: SHA-256 of the signing bytes. Strict verification makes the
-/// signature unique per signing bytes, so the id names the signed envelope.
+/// The message id: SHA-256 of the signing bytes, not of the signature, so every valid
+/// signature of the same signing bytes names the same message (the store dedupes by id).
 pub fn message_id(signing_bytes: &[u8]) -> MessageId {
     MessageId::from_bytes(Sha256::digest(signing_bytes).into())
 }
@@ -148,30 +149,85 @@ impl Envelope {
         message_id(&self.signing_bytes())
     }
 
-    /// Verifies the signature strictly, then the timestamp against `now_ms` within
-    /// `max_skew_ms` either way. Old envelopes are refused so that a captured one cannot
-    /// be replayed once the relay no longer remembers its id.
+    /// Verifies the signature (PROTOCOL.md §2.2), then the timestamp against `now_ms`
+    /// within `max_skew_ms` either way. Old envelopes are refused so that a captured one
+    /// cannot be replayed once the relay no longer remembers its id.
     pub fn verify(self, now_ms: u64, max_skew_ms: u64) -> Result<VerifiedEnvelope, ProtocolError> {
-        let key = self.sender.verifying_key()?;
-        self.verify_with(&key, now_ms, max_skew_ms)
+        let key = self.sender.sender_key()?;
+        self.signature_check(key)
+            .verify()?
+            .check_timestamp(now_ms, max_skew_ms)
     }
 
-    /// [`Envelope::verify`] with the sender's key already decompressed (it must be the
-    /// key of `self.sender`, from [`PublicKey::verifying_key`]).
-    pub fn verify_with(
+    /// The envelope with what its signature check needs, to verify it alone
+    /// ([`EnvelopeCheck::verify`]) or in a batch ([`verify_envelopes`]). `sender_key`
+    /// must be the checked key of `self.sender` ([`PublicKey::sender_key`]; the relay
+    /// caches it).
+    pub fn signature_check(self, sender_key: SenderKey) -> EnvelopeCheck {
+        debug_assert_eq!(sender_key.public_key(), &self.sender);
+        let check = SignatureCheck {
+            key: sender_key,
+            message: self.signing_bytes(),
+            signature: self.signature,
+        };
+        EnvelopeCheck {
+            envelope: self,
+            check,
+        }
+    }
+}
+
+/// An envelope whose signature is still to be checked.
+#[derive(Clone, Debug)]
+pub struct EnvelopeCheck {
+    envelope: Envelope,
+    check: SignatureCheck,
+}
+
+/// An envelope whose signature verified; its timestamp is still to be checked, so that a
+/// stale timestamp under a good signature is told apart from a bad signature.
+#[derive(Debug)]
+pub struct SignedEnvelope(EnvelopeCheck);
+
+impl EnvelopeCheck {
+    pub fn sender(&self) -> &PublicKey {
+        &self.envelope.sender
+    }
+
+    pub fn verify(self) -> Result<SignedEnvelope, ProtocolError> {
+        self.check.verify()?;
+        Ok(SignedEnvelope(self))
+    }
+}
+
+/// Verifies many envelopes in one batch equation, with the verdict each would get alone
+/// ([`crate::signature::verify_batch`]): one bad signature is refused, the others pass.
+pub fn verify_envelopes(checks: Vec<EnvelopeCheck>) -> Vec<Result<SignedEnvelope, ProtocolError>> {
+    let (envelopes, checks): (Vec<Envelope>, Vec<SignatureCheck>) =
+        checks.into_iter().map(|c| (c.envelope, c.check)).unzip();
+    let verdicts = verify_batch(&checks);
+    envelopes
+        .into_iter()
+        .zip(checks)
+        .zip(verdicts)
+        .map(|((envelope, check), verdict)| {
+            verdict.map(|()| SignedEnvelope(EnvelopeCheck { envelope, check }))
+        })
+        .collect()
+}
+
+impl SignedEnvelope {
+    pub fn check_timestamp(
         self,
-        sender_key: &VerifyingKey,
         now_ms: u64,
         max_skew_ms: u64,
     ) -> Result<VerifiedEnvelope, ProtocolError> {
-        debug_assert_eq!(sender_key.as_bytes(), self.sender.as_bytes());
-        let bytes = self.signing_bytes();
-        verify_strict_with(sender_key, &bytes, &self.signature)?;
-        check_timestamp(self.timestamp, now_ms, max_skew_ms)?;
+        let EnvelopeCheck { envelope, check } = self.0;
+        check_timestamp(envelope.timestamp, now_ms, max_skew_ms)?;
         Ok(VerifiedEnvelope {
-            id: message_id(&bytes),
-            inbox: InboxId::Native(self.recipient),
-            envelope: self,
+            id: message_id(&check.message),
+            inbox: InboxId::Native(envelope.recipient),
+            envelope,
         })
     }
 }

@@ -1,8 +1,9 @@
 //! Identities, signatures and message ids: fixed-size byte strings with strict parsing.
 
-use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey};
 use std::fmt;
 
+use super::signature::SenderKey;
 use super::ProtocolError;
 
 /// An Ed25519 public key: a user's identity and the address of their inbox.
@@ -68,42 +69,19 @@ impl PublicKey {
         hex::encode(self.0)
     }
 
-    /// The decompressed key, refusing invalid and small-order points. Decompression is
-    /// a fifth of a verification, so the relay caches the result per sender.
-    pub fn verifying_key(&self) -> Result<VerifyingKey, ProtocolError> {
-        let key = VerifyingKey::from_bytes(&self.0).map_err(|_| ProtocolError::BadSignature {
-            detail: "public key is not a valid Ed25519 point".into(),
-        })?;
-        if key.is_weak() {
-            return Err(ProtocolError::BadSignature {
-                detail: "public key has small order".into(),
-            });
-        }
-        Ok(key)
+    /// The key checked and decompressed for verifying (refusing non-canonical encodings,
+    /// invalid and small-order points). Decompression is a fifth of a verification, so
+    /// the relay caches the result per sender.
+    pub fn sender_key(&self) -> Result<SenderKey, ProtocolError> {
+        SenderKey::new(self)
     }
 
-    /// Strict Ed25519 verification: rejects non-canonical encodings, small-order keys
-    /// and malleable signatures, so one message has exactly one valid signature per key.
-    pub fn verify_strict(
-        &self,
-        message: &[u8],
-        signature: &Signature,
-    ) -> Result<(), ProtocolError> {
-        verify_strict_with(&self.verifying_key()?, message, signature)
+    /// Verifies one signature by this key under the protocol's rules (PROTOCOL.md §2.2,
+    /// `signature.rs`): strict encodings, no small-order `A` or `R`, and the cofactored
+    /// equation, the one batches use too.
+    pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), ProtocolError> {
+        self.sender_key()?.verify(message, signature)
     }
-}
-
-/// Strict verification with an already decompressed (and weak-checked) key.
-pub fn verify_strict_with(
-    key: &VerifyingKey,
-    message: &[u8],
-    signature: &Signature,
-) -> Result<(), ProtocolError> {
-    let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-    key.verify_strict(message, &sig)
-        .map_err(|_| ProtocolError::BadSignature {
-            detail: "signature does not verify".into(),
-        })
 }
 
 impl fmt::Debug for PublicKey {
@@ -120,6 +98,10 @@ impl fmt::Display for PublicKey {
 }
 
 impl Signature {
+    pub fn from_bytes(bytes: [u8; 64]) -> Self {
+        Signature(bytes)
+    }
+
     pub fn from_slice(bytes: &[u8]) -> Result<Self, ProtocolError> {
         let arr: [u8; 64] = bytes.try_into().map_err(|_| ProtocolError::BadSignature {
             detail: format!("expected 64 bytes, got {}", bytes.len()),

@@ -10,6 +10,7 @@ mod envelope;
 mod frames;
 mod inbox;
 mod keys;
+pub mod signature;
 pub mod whispr_v1;
 
 pub use auth::{auth_signing_bytes, http_signing_bytes, verify_auth, HttpAuth, NONCE_LEN};
@@ -17,11 +18,13 @@ pub use codec::{
     Codec, Encoded, CONTENT_TYPE_JSON, CONTENT_TYPE_MSGPACK, SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK,
 };
 pub use envelope::{
-    check_timestamp, message_id, signing_bytes, Envelope, VerifiedEnvelope, WireEnvelope,
+    check_timestamp, message_id, signing_bytes, verify_envelopes, Envelope, EnvelopeCheck,
+    SignedEnvelope, VerifiedEnvelope, WireEnvelope,
 };
 pub use frames::{ClientFrame, Cursor, ErrorCode, GapReason, ServerFrame};
 pub use inbox::InboxId;
 pub use keys::{Identity, KeyField, MessageId, PublicKey, Signature};
+pub use signature::SenderKey;
 
 /// The protocol version served under `/v1`.
 pub const PROTOCOL_VERSION: &str = "whispr.v1";

@@ -94,6 +94,7 @@ mod tests {
             ca: None,
             progress: false,
             defaulted,
+            verify_ceiling: false,
         }
     }
 

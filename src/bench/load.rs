@@ -410,6 +410,7 @@ fn report(cfg: &BenchConfig, shared: &Shared, send_s: f64, signing_s: f64) -> Re
         relay_rss_start_kib: None,
         relay_rss_peak_kib: None,
         adjusted: Vec::new(),
+        verify_ceiling: None,
     }
 }
 

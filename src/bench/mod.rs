@@ -7,6 +7,7 @@
 //! answers) or as fast as the relay accepts. Each body carries its message's index, so
 //! the receivers can time end-to-end latency and find losses and duplicates.
 
+pub mod ceiling;
 mod fit;
 mod load;
 mod report;
@@ -55,6 +56,9 @@ pub struct BenchConfig {
     pub progress: bool,
     /// Which values are the command's defaults, fitted to the relay's limits.
     pub defaulted: Defaulted,
+    /// Measure the machine's verification ceiling before the run (`ceiling.rs`) and
+    /// report the relay's rate as ratios to it.
+    pub verify_ceiling: bool,
 }
 
 impl BenchConfig {
@@ -98,8 +102,22 @@ pub async fn run(config: BenchConfig) -> Result<Report, BenchError> {
     if config.defaulted != Defaulted::default() {
         adjusted = fit_to_relay(&mut config).await?;
     }
+    let ceiling = if config.verify_ceiling {
+        if config.progress {
+            eprintln!("whispr bench: measuring the verification ceiling (6 s)");
+        }
+        let senders = config.senders;
+        let c =
+            tokio::task::spawn_blocking(move || ceiling::measure(Duration::from_secs(1), senders))
+                .await
+                .map_err(|e| BenchError::Setup(format!("measuring the ceiling: {e}")))?;
+        Some(c)
+    } else {
+        None
+    };
     let mut report = load::run(config).await?;
     report.adjusted = adjusted;
+    report.verify_ceiling = ceiling;
     Ok(report)
 }
 

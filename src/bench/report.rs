@@ -99,6 +99,10 @@ pub struct Report {
     /// How the values the user left at their defaults were fitted to the relay's
     /// published limits, one sentence each.
     pub adjusted: Vec<String>,
+    /// `--verify-ceiling`: signatures per second this machine verifies, measured
+    /// just before the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verify_ceiling: Option<super::ceiling::Ceiling>,
 }
 
 /// Resident memory of a process, from /proc (Linux).
@@ -202,6 +206,31 @@ impl fmt::Display for Report {
                 f,
                 "  relay RSS   start {start} KiB, peak {peak} KiB, end {end} KiB ({per_conn:.1} KiB per connection at peak)"
             )?;
+        }
+        if let Some(c) = &self.verify_ceiling {
+            // The relay's rate is what was both accepted and delivered.
+            let rate = self.accepted_per_s.min(self.delivered_per_s);
+            writeln!(
+                f,
+                "  verify ceiling (signatures/s; 1 core | {} cores; the relay's rate as a ratio):",
+                c.threads
+            )?;
+            for (name, one, all) in [
+                (
+                    "verify_strict",
+                    c.verify_strict_one_core,
+                    c.verify_strict_all_cores,
+                ),
+                ("single ZIP-215", c.single_one_core, c.single_all_cores),
+                ("batch of 64", c.batch_one_core, c.batch_all_cores),
+            ] {
+                writeln!(
+                    f,
+                    "    {name:<15} {one:>9.0} | {all:>9.0}   relay {:.2}x | {:.2}x",
+                    rate / one,
+                    rate / all
+                )?;
+            }
         }
         Ok(())
     }

@@ -267,6 +267,9 @@ const REFUSED: &[(&str, &str)] = &[
     ("burst_messages = 0", "burst_messages"),
     ("burst_messages_per_ip = 0", "burst_messages_per_ip"),
     ("rate_limit_lease_ms = 1001", "rate_limit_lease_ms"),
+    ("verify_queue_depth = 0", "verify_queue_depth"),
+    ("verify_max_batch = 4097", "verify_max_batch"),
+    ("verify_workers = 0", "verify_workers"),
     (
         "max_bad_signatures_per_second_per_ip = 0",
         "max_bad_signatures_per_second_per_ip",

@@ -1,5 +1,5 @@
 //! The write path's keys, checked at load: message size, send rates, bursts and their
-//! Redis leases, the bad-signature budget, clock skew.
+//! Redis leases, the bad-signature budget, the verifier stage's bounds, clock skew.
 
 use crate::config::{require, Config, Invalid};
 
@@ -42,6 +42,7 @@ pub(crate) fn validate(c: &Config) -> Result<(), Invalid> {
     ] {
         require(burst >= 1, key, "must be at least 1")?;
     }
+    super::VerifierLimits::validate(c)?;
     require(
         c.rate_limit_lease_ms <= 1000,
         "rate_limit_lease_ms",

@@ -27,6 +27,7 @@ mod budget;
 mod keys;
 pub(crate) mod limits;
 mod ratelimit;
+mod verifier;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -46,6 +47,7 @@ use crate::store::{InsertOutcome, SharedStore, StoreError};
 
 pub use budget::SignatureBudget;
 pub use ratelimit::RateLimits;
+pub use verifier::{Verifier, VerifierLimits, VerifierStats, VERIFY_BUSY_RETRY_MS};
 
 /// The rate-limit scope (metric label, error detail) of the bad-signature budget.
 pub const BAD_SIGNATURES: &str = "bad_signatures";
@@ -77,6 +79,8 @@ pub struct Relay {
     /// `max_bad_signatures_per_session`: a WebSocket session is closed at this many.
     max_bad_signatures_per_session: u32,
     sender_keys: keys::SenderKeys,
+    /// Every envelope signature goes through it: inline when idle, batched when busy.
+    verifier: Verifier,
     max_message_bytes: usize,
     max_skew_ms: u64,
     /// Set when several nodes share Redis: an ephemeral envelope whose recipient has
@@ -121,11 +125,16 @@ impl RelayBuilder {
         if let Some(link) = &self.nodes {
             limits.share(link.clone());
         }
+        let metrics = Arc::new(Metrics::new());
         Relay {
+            verifier: Verifier::new(
+                VerifierLimits::from_config(config),
+                metrics.verifier.clone(),
+            ),
             store: self.store,
             registry: self.registry,
             clock: self.clock,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             analytics: self.analytics,
             limits,
             signatures: SignatureBudget::new(
@@ -177,9 +186,10 @@ impl Relay {
         &self.analytics
     }
 
-    /// Checks an envelope as received from `client_ip`. Its only side effect is on
-    /// the IP's budget of bad signatures.
-    pub fn verify(
+    /// Checks an envelope as received from `client_ip`, its signature through the
+    /// verifier stage (`verifier.rs`). Its only side effect is on the IP's budget of bad
+    /// signatures.
+    pub async fn verify(
         &self,
         wire: WireEnvelope,
         client_ip: IpAddr,
@@ -192,10 +202,21 @@ impl Relay {
             .into());
         }
         let envelope = Envelope::try_from(wire)?;
-        self.check_signature(client_ip, || {
-            let key = self.sender_keys.get(&envelope.sender)?;
-            envelope.verify_with(&key, self.clock.now_ms(), self.max_skew_ms)
-        })
+        self.admit_signature(client_ip)?;
+        let signed = match self.sender_keys.get(&envelope.sender) {
+            Ok(key) => self
+                .verifier
+                .verify(envelope.signature_check(key))
+                .await
+                .map_err(|full| RelayError::VerifierFull {
+                    queue_depth: full.queue_depth,
+                })?,
+            Err(e) => Err(e),
+        };
+        let verified = signed
+            .and_then(|s| s.check_timestamp(self.clock.now_ms(), self.max_skew_ms))
+            .inspect_err(|e| self.charge_bad_signature(client_ip, e))?;
+        Ok(verified)
     }
 
     /// Checks a Whispr v1 message from `client_ip` (its v1 signature, strictly) within
@@ -220,19 +241,28 @@ impl Relay {
         client_ip: IpAddr,
         check: impl FnOnce() -> Result<T, ProtocolError>,
     ) -> Result<T, RelayError> {
-        if let Err(wait) = self.signatures.admit(client_ip, self.clock.now_ms()) {
-            return self.count_rate_limited(Err(RelayError::RateLimited {
+        self.admit_signature(client_ip)?;
+        check()
+            .inspect_err(|e| self.charge_bad_signature(client_ip, e))
+            .map_err(RelayError::from)
+    }
+
+    /// Refuses (`rate_limited`) while the client IP's budget of bad signatures is spent.
+    fn admit_signature(&self, client_ip: IpAddr) -> Result<(), RelayError> {
+        match self.signatures.admit(client_ip, self.clock.now_ms()) {
+            Ok(()) => Ok(()),
+            Err(wait) => self.count_rate_limited(Err(RelayError::RateLimited {
                 scope: BAD_SIGNATURES,
                 retry_after_ms: (wait.as_micros() as u64).div_ceil(1000).max(1),
-            }));
+            })),
         }
-        check()
-            .inspect_err(|e| {
-                if matches!(e, ProtocolError::BadSignature { .. }) {
-                    self.signatures.charge(client_ip, self.clock.now_ms());
-                }
-            })
-            .map_err(RelayError::from)
+    }
+
+    /// Charges the client IP's budget when a check failed with `bad_signature`.
+    fn charge_bad_signature(&self, client_ip: IpAddr, e: &ProtocolError) {
+        if matches!(e, ProtocolError::BadSignature { .. }) {
+            self.signatures.charge(client_ip, self.clock.now_ms());
+        }
     }
 
     /// The bad-signature count of one new WebSocket session.
@@ -257,7 +287,7 @@ impl Relay {
         wire: WireEnvelope,
         client_ip: IpAddr,
     ) -> Result<Accepted, RelayError> {
-        let verified = self.verify(wire, client_ip)?;
+        let verified = self.verify(wire, client_ip).await?;
         self.count_rate_limited(self.limits.check(verified.sender(), client_ip).await)?;
         let id = verified.id();
         if verified.envelope().ephemeral {

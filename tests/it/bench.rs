@@ -25,6 +25,7 @@ fn smoke(relay: &TestRelay, rate: u64, codec: Codec, offline_share: f64) -> Benc
         ca: None,
         progress: false,
         defaulted: bench::Defaulted::default(),
+        verify_ceiling: false,
     }
 }
 

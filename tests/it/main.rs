@@ -29,3 +29,6 @@ mod tls;
 mod v1;
 mod v1_script;
 mod vectors;
+// The vector-file loader, shared with the protocol crate's vector tests.
+#[path = "../../proto/tests/support/vector_files.rs"]
+mod vector_files;

@@ -143,6 +143,29 @@ test('libsodium refuses the small-order key that lax verifiers accept', () => {
   assert.equal(verifySignature(envelope.sender, envelopeSigningBytes(envelope), envelope.signature), false);
 });
 
+// torsion.json: the envelopes whose verdict changed when the relay moved to the
+// cofactored (ZIP-215) equation (PROTOCOL 2.2). The relay accepts every one; libsodium's
+// verify is cofactorless, like the relay's old verify_strict, and refuses each one whose
+// `verify_strict_accepts` is false. Said per vector, so a vector libsodium accepted, or
+// one the relay stopped accepting, fails here by name instead of being skipped.
+test('torsion envelopes: the relay accepts them, libsodium (cofactorless) refuses them', () => {
+  const { vectors } = load('torsion.json');
+  assert.ok(vectors.length > 0, 'the file has vectors');
+  for (const v of vectors) {
+    const envelope = json.decodeBody('envelope', v.json);
+    const libsodium = verifySignature(envelope.sender, envelopeSigningBytes(envelope), envelope.signature);
+    assert.equal(
+      libsodium,
+      v.verify_strict_accepts,
+      `${v.name} (torsion on ${v.torsion}): the relay accepts it; libsodium ${v.verify_strict_accepts ? 'must accept' : 'refuses'} it, as the cofactorless rule does`,
+    );
+    // This client's own check is libsodium's, so it refuses what only a misbehaving key
+    // owner makes; the relay's acceptance is checked by proto/tests/vectors.rs.
+    const code = checkEnvelope(envelope, { nowMs: v.now_ms, maxSkewMs: v.max_skew_ms });
+    assert.equal(code, v.verify_strict_accepts ? null : 'bad_signature', `${v.name}: checkEnvelope`);
+  }
+});
+
 test('libsodium accepts every honest signature (random keys, messages and lengths)', () => {
   for (let i = 0; i < 300; i++) {
     const me = Identity.generate();

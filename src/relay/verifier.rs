@@ -1,0 +1,427 @@
+//! The one verifier stage: every envelope signature checked for a client, from every
+//! session and `POST /v1/send`, goes through here, and is verified one at a time when
+//! the stage is idle and in batches when it is busy, like a group commit.
+//!
+//! - **Idle** (nothing queued, no verification running): the caller verifies its
+//!   envelope inline, on its own task, with no hand-off to another thread, so an idle
+//!   relay answers as fast as it did before batching.
+//! - **Busy**: the envelope joins the queue and the caller waits for its verdict. Each of
+//!   `verify_workers` threads takes everything pending (at most `verify_max_batch`) and
+//!   checks it in one cofactored batch equation (`protocol::verify_envelopes`): 3-4×
+//!   cheaper per signature than one at a time on this box (BENCHMARKS.md). A batch grows
+//!   with the load, and nothing ever waits for company: no timer, no minimum size.
+//! - **A bad signature in a batch** fails the batch equation; then each envelope of that
+//!   batch is verified alone, so the bad one is refused and attributed to its own
+//!   sender, and the others are accepted. Batch and single verification use the same
+//!   equation (PROTOCOL.md §2.2), so the verdict never depends on which path was taken.
+//! - **Full** (`verify_queue_depth` envelopes waiting): refused at once with
+//!   `unavailable` (503 / an error frame) and a retry hint, before any work is done.
+//!
+//! Why threads of its own rather than tokio's blocking pool or the runtime's workers:
+//! a batch of 64 signatures is about a millisecond of CPU, too long to hold a runtime
+//! worker (the sockets of every other session wait behind it), and the blocking pool
+//! would start a thread per batch under load. `verify_workers` long-lived threads, two
+//! on this 2-core box, let verification use both cores while the runtime's two workers
+//! read and write sockets; the OS shares the cores between them by demand.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use prometheus::IntCounter;
+use tokio::sync::oneshot;
+
+use crate::config::{require, Config, Invalid};
+use crate::protocol::{verify_envelopes, EnvelopeCheck, ProtocolError, SignedEnvelope};
+
+/// How long a client refused by a full queue is told to wait (a batch takes about a
+/// millisecond, so the queue drains in well under this).
+pub const VERIFY_BUSY_RETRY_MS: u64 = 100;
+
+/// The stage's bounds (config keys `verify_queue_depth`, `verify_max_batch`,
+/// `verify_workers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifierLimits {
+    pub queue_depth: usize,
+    pub max_batch: usize,
+    pub workers: usize,
+}
+
+impl VerifierLimits {
+    /// The stage's bounds, from the `verify_*` keys.
+    pub fn from_config(c: &Config) -> Self {
+        VerifierLimits {
+            queue_depth: c.verify_queue_depth,
+            max_batch: c.verify_max_batch,
+            workers: c.verify_workers,
+        }
+    }
+
+    /// Checks the `verify_*` keys, naming the one at fault.
+    pub(crate) fn validate(c: &Config) -> Result<(), Invalid> {
+        let l = Self::from_config(c);
+        require(
+            (1..=1_000_000).contains(&l.queue_depth),
+            "verify_queue_depth",
+            "must be between 1 and 1000000",
+        )?;
+        require(
+            (1..=4096).contains(&l.max_batch),
+            "verify_max_batch",
+            "must be between 1 and 4096",
+        )?;
+        require(
+            (1..=256).contains(&l.workers),
+            "verify_workers",
+            "must be between 1 and 256",
+        )
+    }
+}
+
+/// The queue was full: the envelope was not checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Full {
+    pub queue_depth: usize,
+}
+
+/// What the stage has done: the relay's `whispr_signature_*` counters (`metrics.rs`
+/// registers them), or unregistered ones in tests.
+#[derive(Clone)]
+pub struct VerifierStats {
+    /// Envelopes verified inline by their caller (the stage was idle).
+    pub inline: IntCounter,
+    /// Batches a worker took, and the envelopes in them.
+    pub batches: IntCounter,
+    pub batched: IntCounter,
+    /// Batches whose equation failed, so each envelope in them was verified alone.
+    pub retried_batches: IntCounter,
+    /// Envelopes refused because the queue was full.
+    pub refused_full: IntCounter,
+}
+
+impl VerifierStats {
+    /// Counters in no registry.
+    #[cfg(test)]
+    pub fn unregistered() -> Self {
+        let c = |name: &str| IntCounter::new(name, name).expect("valid metric");
+        VerifierStats {
+            inline: c("inline"),
+            batches: c("batches"),
+            batched: c("batched"),
+            retried_batches: c("retried_batches"),
+            refused_full: c("refused_full"),
+        }
+    }
+}
+
+type Verdict = Result<SignedEnvelope, ProtocolError>;
+
+struct Job {
+    check: EnvelopeCheck,
+    reply: oneshot::Sender<Verdict>,
+}
+
+struct State {
+    queue: VecDeque<Job>,
+    /// Verifications in progress, inline and in workers: inline runs only at 0.
+    running: usize,
+    stopping: bool,
+}
+
+struct Shared {
+    limits: VerifierLimits,
+    state: Mutex<State>,
+    pending: Condvar,
+    stats: VerifierStats,
+}
+
+/// The verifier stage. Dropping it stops its threads once the queue is empty.
+pub struct Verifier {
+    shared: Arc<Shared>,
+}
+
+impl Verifier {
+    /// Starts `limits.workers` verifier threads.
+    pub fn new(limits: VerifierLimits, stats: VerifierStats) -> Self {
+        let verifier = Self::without_workers(limits, stats);
+        for i in 0..limits.workers {
+            let shared = verifier.shared.clone();
+            std::thread::Builder::new()
+                .name(format!("whispr-verify-{i}"))
+                .spawn(move || while shared.work_once() {})
+                .expect("spawning a verifier thread");
+        }
+        verifier
+    }
+
+    fn without_workers(limits: VerifierLimits, stats: VerifierStats) -> Self {
+        Verifier {
+            shared: Arc::new(Shared {
+                limits,
+                state: Mutex::new(State {
+                    queue: VecDeque::new(),
+                    running: 0,
+                    stopping: false,
+                }),
+                pending: Condvar::new(),
+                stats,
+            }),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn stats(&self) -> &VerifierStats {
+        &self.shared.stats
+    }
+
+    /// The verdict on one envelope's signature: inline when the stage is idle, else
+    /// from the batch it joins. `Err(Full)` when `verify_queue_depth` are waiting.
+    pub async fn verify(&self, check: EnvelopeCheck) -> Result<Verdict, Full> {
+        let shared = &self.shared;
+        let reply = {
+            let mut state = shared.lock();
+            // Idle means nothing verifying anywhere. Not "fewer than `workers`": the
+            // runtime's worker threads are the only callers, so they would never all be
+            // busy verifying inline and nothing would ever queue (measured: a max-rate
+            // run verified every signature inline, none in batches).
+            if state.queue.is_empty() && state.running == 0 {
+                state.running += 1;
+                drop(state);
+                let verdict = check.verify();
+                shared.lock().running -= 1;
+                shared.stats.inline.inc();
+                return Ok(verdict);
+            }
+            if state.queue.len() >= shared.limits.queue_depth {
+                shared.stats.refused_full.inc();
+                return Err(Full {
+                    queue_depth: shared.limits.queue_depth,
+                });
+            }
+            let (reply, verdict) = oneshot::channel();
+            state.queue.push_back(Job { check, reply });
+            shared.pending.notify_one();
+            verdict
+        };
+        // A worker answers every job it takes; the sender is only dropped unanswered if
+        // a worker panicked, which is a bug.
+        Ok(reply.await.unwrap_or_else(|_| {
+            Err(ProtocolError::Internal(
+                "the signature verifier stopped".into(),
+            ))
+        }))
+    }
+}
+
+impl Drop for Verifier {
+    fn drop(&mut self) {
+        self.shared.lock().stopping = true;
+        self.shared.pending.notify_all();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock leaves the queue consistent (every change is
+        // one push, pop or count), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits for pending envelopes, verifies up to `max_batch` of them and answers each.
+    /// `false` once the stage is stopping and nothing is left.
+    fn work_once(&self) -> bool {
+        let jobs: Vec<Job> = {
+            let mut state = self.lock();
+            while state.queue.is_empty() {
+                if state.stopping {
+                    return false;
+                }
+                state = self.pending.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+            let n = state.queue.len().min(self.limits.max_batch);
+            state.running += 1;
+            state.queue.drain(..n).collect()
+        };
+        self.stats.batches.inc();
+        self.stats.batched.inc_by(jobs.len() as u64);
+        let (checks, replies): (Vec<EnvelopeCheck>, Vec<_>) =
+            jobs.into_iter().map(|j| (j.check, j.reply)).unzip();
+        let verdicts = verify_envelopes(checks);
+        if verdicts.iter().any(Result::is_err) && verdicts.len() > 1 {
+            self.stats.retried_batches.inc();
+        }
+        self.lock().running -= 1;
+        for (reply, verdict) in replies.into_iter().zip(verdicts) {
+            // The caller may have gone (its connection closed): nothing to tell.
+            let _ = reply.send(verdict);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Envelope, Identity};
+
+    fn limits(queue_depth: usize) -> VerifierLimits {
+        VerifierLimits {
+            queue_depth,
+            max_batch: 64,
+            workers: 1,
+        }
+    }
+
+    fn check(seed: u8, spoil: bool) -> EnvelopeCheck {
+        let sender = Identity::from_seed([seed; 32]);
+        let mut envelope = Envelope::seal(
+            &sender,
+            Identity::from_seed([0; 32]).public_key(),
+            1000,
+            false,
+            vec![seed; 8],
+        );
+        if spoil {
+            envelope.body[0] ^= 1;
+        }
+        let key = envelope.sender.sender_key().unwrap();
+        envelope.signature_check(key)
+    }
+
+    /// Holds every verification slot, as busy workers would, so submissions queue.
+    fn occupy(v: &Verifier) {
+        v.shared.lock().running = v.shared.limits.workers;
+    }
+
+    #[tokio::test]
+    async fn an_idle_stage_verifies_inline() {
+        let v = Verifier::without_workers(limits(4), VerifierStats::unregistered());
+        assert!(v.verify(check(1, false)).await.unwrap().is_ok());
+        assert!(v.verify(check(2, true)).await.unwrap().is_err());
+        assert_eq!(v.stats().inline.get(), 2);
+        assert_eq!(v.stats().batches.get(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_busy_stage_batches_and_attributes_a_bad_signature_to_its_sender() {
+        let v = Arc::new(Verifier::without_workers(
+            limits(64),
+            VerifierStats::unregistered(),
+        ));
+        occupy(&v);
+        let waiting: Vec<_> = (0..10u8)
+            .map(|i| {
+                let v = v.clone();
+                tokio::spawn(async move { v.verify(check(i + 1, i == 3)).await })
+            })
+            .collect();
+        // Every task has queued its envelope before the worker runs.
+        while v.shared.lock().queue.len() < 10 {
+            tokio::task::yield_now().await;
+        }
+        let shared = v.shared.clone();
+        assert!(tokio::task::spawn_blocking(move || shared.work_once())
+            .await
+            .unwrap());
+        for (i, task) in waiting.into_iter().enumerate() {
+            let verdict = task.await.unwrap().unwrap();
+            assert_eq!(verdict.is_err(), i == 3, "envelope {i}");
+        }
+        let stats = v.stats();
+        assert_eq!(stats.batches.get(), 1);
+        assert_eq!(stats.batched.get(), 10);
+        assert_eq!(stats.retried_batches.get(), 1);
+        assert_eq!(stats.inline.get(), 0);
+    }
+
+    /// The runtime's worker threads are the only callers: with one of them verifying
+    /// inline, the next envelope must queue for a batch even though a verifier thread
+    /// is free, or nothing would ever be batched.
+    #[tokio::test]
+    async fn one_verification_running_is_busy_enough_to_queue() {
+        let v = Arc::new(Verifier::without_workers(
+            VerifierLimits {
+                queue_depth: 8,
+                max_batch: 64,
+                workers: 2,
+            },
+            VerifierStats::unregistered(),
+        ));
+        v.shared.lock().running = 1;
+        let queued = {
+            let v = v.clone();
+            tokio::spawn(async move { v.verify(check(1, false)).await })
+        };
+        while v.shared.lock().queue.is_empty() {
+            tokio::task::yield_now().await;
+        }
+        let shared = v.shared.clone();
+        tokio::task::spawn_blocking(move || shared.work_once())
+            .await
+            .unwrap();
+        assert!(queued.await.unwrap().unwrap().is_ok());
+        assert_eq!(v.stats().inline.get(), 0);
+        assert_eq!(v.stats().batched.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_refuses_at_once() {
+        let v = Arc::new(Verifier::without_workers(
+            limits(2),
+            VerifierStats::unregistered(),
+        ));
+        occupy(&v);
+        let queued: Vec<_> = (0..2u8)
+            .map(|i| {
+                let v = v.clone();
+                tokio::spawn(async move { v.verify(check(i + 1, false)).await })
+            })
+            .collect();
+        while v.shared.lock().queue.len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            v.verify(check(9, false)).await.err(),
+            Some(Full { queue_depth: 2 })
+        );
+        assert_eq!(v.stats().refused_full.get(), 1);
+        let shared = v.shared.clone();
+        tokio::task::spawn_blocking(move || shared.work_once())
+            .await
+            .unwrap();
+        for task in queued {
+            assert!(task.await.unwrap().unwrap().is_ok());
+        }
+    }
+
+    #[test]
+    fn workers_drain_the_queue_then_stop() {
+        let v = Verifier::new(
+            VerifierLimits {
+                queue_depth: 16,
+                max_batch: 4,
+                workers: 2,
+            },
+            VerifierStats::unregistered(),
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // With every slot held, all twelve go through the worker threads, in batches of
+        // at most four.
+        occupy(&v);
+        rt.block_on(async {
+            let verdicts =
+                futures::future::join_all((0..12u8).map(|i| v.verify(check(i + 1, i % 5 == 0))))
+                    .await;
+            for (i, verdict) in verdicts.into_iter().enumerate() {
+                assert_eq!(verdict.unwrap().is_err(), i % 5 == 0, "envelope {i}");
+            }
+        });
+        assert!(v.stats().batches.get() >= 3);
+        assert_eq!(v.stats().batched.get(), 12);
+        let shared = v.shared.clone();
+        drop(v);
+        // Stopping: the workers see it and leave; a worker's loop would return false.
+        assert!(!shared.work_once());
+    }
+}
