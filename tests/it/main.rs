@@ -30,5 +30,7 @@ mod v1;
 mod v1_script;
 mod vectors;
 // The vector-file loader, shared with the protocol crate's vector tests.
+#[path = "../../proto/tests/support/vector_checks.rs"]
+mod vector_checks;
 #[path = "../../proto/tests/support/vector_files.rs"]
 mod vector_files;

@@ -9,8 +9,10 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 /// Every file in `proto/vectors/`; `every_vector_file_is_checked` fails on any other.
-/// `torsion.json` is checked by `proto/tests/vectors.rs`, the rest by
-/// `tests/it/vectors.rs`, which the server's test binary runs.
+/// `envelopes`, `http`, `frames`, `clock_skew` and `torsion` are checked by
+/// `proto/tests/vectors.rs`; `auth`, the `negative_*` files and `errors` by
+/// `tests/it/vectors.rs`, which the server's test binary runs (they need the session and
+/// the error mapping).
 pub const FILES: [&str; 11] = [
     "envelopes.json",
     "auth.json",
