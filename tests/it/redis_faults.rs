@@ -150,15 +150,6 @@ async fn leased_tokens_overshoot_a_shared_limit_by_at_most_rate_times_lease() {
     );
 }
 
-/// `GET /readyz`'s status.
-async fn readyz(relay: &TestRelay) -> u16 {
-    reqwest::get(format!("{}/readyz", relay.base))
-        .await
-        .expect("GET /readyz")
-        .status()
-        .as_u16()
-}
-
 #[tokio::test]
 async fn redis_killed_and_restarted_under_traffic_loses_no_accepted_message() {
     let dir = scratch_dir("redis-aof");
@@ -178,7 +169,7 @@ async fn redis_killed_and_restarted_under_traffic_loses_no_accepted_message() {
     );
     let (mut ws, _) = relay.connect(&bob).await;
     assert!(drain_until_synced(&mut ws, true).await.is_empty());
-    assert_eq!(readyz(&relay).await, 200);
+    assert_eq!(relay.readyz().await, 200);
 
     // Traffic before, during and after the outage; every answer is either "accepted"
     // or a clear 503.
@@ -190,19 +181,11 @@ async fn redis_killed_and_restarted_under_traffic_loses_no_accepted_message() {
             // Carol is offline: her message waits in Redis through the outage.
             send(&relay, &alice, &carol, "for carol").await.unwrap();
             drop(redis.take());
-            assert_eq!(readyz(&relay).await, 503, "unready while Redis is away");
+            assert_eq!(relay.readyz().await, 503, "unready while Redis is away");
         }
         if n == 40 {
             redis = RedisServer::start_in(port, &dir, &durable).await;
-            let mut ready = false;
-            for _ in 0..100 {
-                if readyz(&relay).await == 200 {
-                    ready = true;
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            assert!(ready, "ready again once Redis is back");
+            relay.wait_ready().await;
         }
         match send(&relay, &alice, &bob, &format!("m{n}")).await {
             Ok(()) => {

@@ -5,8 +5,6 @@
 //! the inboxes homed there, which refuse rather than accept; restoring it from its AOF
 //! brings back everything it accepted, and a retried envelope is stored once.
 
-use std::time::Duration;
-
 use whispr::client::{ClientError, WsClient};
 use whispr::protocol::{Envelope, ErrorCode, Identity};
 
@@ -27,14 +25,6 @@ async fn region(redis: &RedisServer) -> (TestRelay, TestRelay) {
 /// catch-up: pushed by a wake-up inside the region.
 async fn pushed(node: &TestRelay, ws: &mut WsClient, n: usize) -> Vec<(u64, String)> {
     node.before_catch_up(receive(ws, n, true)).await
-}
-
-async fn readyz(relay: &TestRelay) -> u16 {
-    reqwest::get(format!("{}/readyz", relay.base))
-        .await
-        .expect("GET /readyz")
-        .status()
-        .as_u16()
 }
 
 /// Hands `envelope` to `relay`: `Ok(duplicate)`, or the refusal's code and status.
@@ -112,10 +102,10 @@ async fn two_regions_share_nothing_and_losing_one_loses_nothing_it_accepted() {
             hand(node, &during).await,
             Err((ErrorCode::Unavailable, Some(503)))
         );
-        assert_eq!(readyz(node).await, 503);
+        assert_eq!(node.readyz().await, 503);
     }
     // Region A is untouched: its sessions, sends and readiness.
-    assert_eq!(readyz(&a2).await, 200);
+    assert_eq!(a2.readyz().await, 200);
     assert_eq!(
         hand(&a2, &a2.seal(&carol, alice.public_key(), "still up")).await,
         Ok(false)
@@ -131,15 +121,7 @@ async fn two_regions_share_nothing_and_losing_one_loses_nothing_it_accepted() {
     let redis_b = RedisServer::start_in(port_b, &dir_b, &DURABLE)
         .await
         .expect("redis-server restarts");
-    let mut ready = false;
-    for _ in 0..100 {
-        if readyz(&b1).await == 200 {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "region B is ready again once its Redis is back");
+    b1.wait_ready().await;
     assert_eq!(hand(&b1, &during).await, Ok(false));
     assert_eq!(hand(&b2, &during).await, Ok(true));
     let (mut bob_ws, _) = b1.connect(&bob).await;

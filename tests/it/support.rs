@@ -142,6 +142,26 @@ impl TestRelay {
 
     /// The value of the `/metrics` sample whose line starts with `sample` (name and
     /// labels, e.g. `whispr_http_connections{pool="served"}`); 0 when absent.
+    /// The status of `GET /readyz`.
+    pub async fn readyz(&self) -> u16 {
+        reqwest::get(format!("{}/readyz", self.base))
+            .await
+            .expect("GET /readyz")
+            .status()
+            .as_u16()
+    }
+
+    /// Waits (10 s guard) until `/readyz` answers 200, e.g. once the store is back.
+    pub async fn wait_ready(&self) {
+        for _ in 0..100 {
+            if self.readyz().await == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("/readyz did not answer 200 within 10 s");
+    }
+
     pub async fn metric(&self, sample: &str) -> i64 {
         metric_at(&reqwest::Client::new(), &self.base, sample).await
     }
