@@ -15,8 +15,9 @@
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -51,10 +52,16 @@ pub struct SessionHandle {
     pub wake: Notify,
     /// Cancelled when a newer session for the same key takes over.
     pub replaced: CancellationToken,
-    ephemeral: mpsc::Sender<Arc<VerifiedEnvelope>>,
+    /// Ephemeral envelopes waiting for the session. A deque, not a channel: an empty
+    /// `VecDeque` allocates nothing, and most sessions never get an ephemeral envelope,
+    /// while a tokio channel costs about 1 KB per session up front (a tenth of an idle
+    /// session's memory).
+    ephemeral: Mutex<VecDeque<Arc<VerifiedEnvelope>>>,
+    /// Woken (one stored permit, so no push is missed) when `ephemeral` gains one.
+    ephemeral_ready: Notify,
     /// Bytes queued on `ephemeral` (see [`EphemeralLimits::bytes`]).
-    ephemeral_bytes: Arc<AtomicUsize>,
-    ephemeral_max_bytes: usize,
+    ephemeral_bytes: AtomicUsize,
+    ephemeral_limits: EphemeralLimits,
 }
 
 /// How much one session's ephemeral queue holds: `count` envelopes and `bytes`, each
@@ -76,17 +83,27 @@ fn ephemeral_cost(envelope: &VerifiedEnvelope) -> usize {
 /// A session's end of its ephemeral queue.
 #[derive(Debug)]
 pub struct EphemeralQueue {
-    rx: mpsc::Receiver<Arc<VerifiedEnvelope>>,
-    bytes: Arc<AtomicUsize>,
+    handle: Arc<SessionHandle>,
 }
 
 impl EphemeralQueue {
     /// The next envelope; its bytes leave the queue's count.
-    pub async fn recv(&mut self) -> Option<Arc<VerifiedEnvelope>> {
-        let envelope = self.rx.recv().await?;
-        self.bytes
-            .fetch_sub(ephemeral_cost(&envelope), Ordering::AcqRel);
-        Some(envelope)
+    pub async fn recv(&mut self) -> Arc<VerifiedEnvelope> {
+        let h = &self.handle;
+        loop {
+            let next = h
+                .ephemeral
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front();
+            if let Some(envelope) = next {
+                h.ephemeral_bytes
+                    .fetch_sub(ephemeral_cost(&envelope), Ordering::AcqRel);
+                return envelope;
+            }
+            // A push between the pop and here left a permit: this returns at once.
+            h.ephemeral_ready.notified().await;
+        }
     }
 }
 
@@ -138,15 +155,14 @@ impl Registry {
     /// Makes this session the one active consumer of `key`'s inbox, closing any older
     /// one (takeover).
     pub fn register(&self, key: PublicKey, ephemeral: EphemeralLimits) -> Registration {
-        let (tx, rx) = mpsc::channel(ephemeral.count.max(1));
-        let bytes = Arc::new(AtomicUsize::new(0));
         let handle = Arc::new(SessionHandle {
             id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
             wake: Notify::new(),
             replaced: CancellationToken::new(),
-            ephemeral: tx,
-            ephemeral_bytes: bytes.clone(),
-            ephemeral_max_bytes: ephemeral.bytes,
+            ephemeral: Mutex::new(VecDeque::new()),
+            ephemeral_ready: Notify::new(),
+            ephemeral_bytes: AtomicUsize::new(0),
+            ephemeral_limits: ephemeral,
         });
         let registered = Command::Registered {
             key,
@@ -171,8 +187,10 @@ impl Registry {
             old.replaced.cancel();
         }
         Registration {
+            ephemeral: EphemeralQueue {
+                handle: handle.clone(),
+            },
             handle,
-            ephemeral: EphemeralQueue { rx, bytes },
             took_over,
         }
     }
@@ -237,19 +255,19 @@ impl Registry {
             return false;
         };
         let cost = ephemeral_cost(&envelope);
-        let reserved = h
-            .ephemeral_bytes
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-                (queued + cost <= h.ephemeral_max_bytes).then_some(queued + cost)
-            })
-            .is_ok();
-        if !reserved {
-            return false;
+        let limits = h.ephemeral_limits;
+        {
+            let mut queue = h.ephemeral.lock().unwrap_or_else(|e| e.into_inner());
+            // Bytes change only under this lock or by the receiver (down), so the check
+            // holds.
+            let queued = h.ephemeral_bytes.load(Ordering::Acquire);
+            if queue.len() >= limits.count.max(1) || queued + cost > limits.bytes {
+                return false;
+            }
+            h.ephemeral_bytes.fetch_add(cost, Ordering::AcqRel);
+            queue.push_back(envelope);
         }
-        if h.ephemeral.try_send(envelope).is_err() {
-            h.ephemeral_bytes.fetch_sub(cost, Ordering::AcqRel);
-            return false;
-        }
+        h.ephemeral_ready.notify_one();
         true
     }
 
@@ -446,7 +464,7 @@ mod tests {
             !reg.push_ephemeral(&bob, env.clone()),
             "queue of one is full"
         );
-        assert!(reg_b.ephemeral.recv().await.is_some());
+        reg_b.ephemeral.recv().await;
         assert!(reg.push_ephemeral(&bob, env), "room again");
     }
 
@@ -465,8 +483,28 @@ mod tests {
             .filter(|_| reg.push_ephemeral(&bob, env.clone()))
             .count();
         assert_eq!(taken, 3, "three fit in three and a half envelopes' bytes");
-        assert!(reg_b.ephemeral.recv().await.is_some());
+        reg_b.ephemeral.recv().await;
         assert!(reg.push_ephemeral(&bob, env.clone()), "one left, one fits");
         assert!(!reg.push_ephemeral(&bob, env));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_session_gets_an_ephemeral_envelope_pushed_after_it_began_waiting() {
+        let reg = Arc::new(Registry::new());
+        let env = ephemeral(6);
+        let bob = env.envelope().recipient;
+        let limits = EphemeralLimits {
+            count: 4,
+            bytes: 1 << 20,
+        };
+        let mut reg_b = reg.register(bob, limits);
+        let waiting = tokio::spawn(async move { reg_b.ephemeral.recv().await });
+        tokio::task::yield_now().await;
+        assert!(reg.push_ephemeral(&bob, env.clone()));
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiting)
+            .await
+            .expect("the push woke the waiting session")
+            .unwrap();
+        assert!(Arc::ptr_eq(&got, &env));
     }
 }

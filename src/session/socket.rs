@@ -237,7 +237,7 @@ impl<T: Transport> Live<'_, T> {
                 _ = self.ctx.shutdown.cancelled() => Err(CloseReason::Shutdown.into()),
                 _ = self.handle.replaced.cancelled() => Err(CloseReason::Replaced.into()),
                 incoming = self.conn.recv() => Box::pin(self.on_incoming(incoming)).await,
-                Some(env) = self.ephemeral.recv() => Box::pin(self.on_ephemeral(env)).await,
+                env = self.ephemeral.recv() => Box::pin(self.on_ephemeral(env)).await,
                 _ = self.handle.wake.notified(), if room > 0 => Box::pin(self.pump()).await,
             };
             if let Err(end) = result {
