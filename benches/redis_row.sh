@@ -123,7 +123,7 @@ if ports:
                 f = dict(kv.split("=") for kv in rest.strip().split(","))
                 calls[name] = calls.get(name, 0) + int(f["calls"])
                 usec[name] = usec.get(name, 0) + int(f["usec"])
-    top = sorted(calls, key=lambda k: -usec[k])[:6]
+    top = sorted(calls, key=lambda k: -usec[k])[:int(__import__("os").environ.get("TOP", "6"))]
     # Commands a script calls are counted on their own and inside the script's time.
     scripts = sum(usec.get(k, 0) for k in ("evalsha", "eval"))
     print(f"  redis CPU {1e6 * (after - before) / n:.1f} µs/msg (used_cpu_*), "

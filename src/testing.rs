@@ -12,8 +12,8 @@
 /// The message stores and their shared conformance suite.
 pub mod store {
     pub use crate::store::{
-        conformance, InsertOutcome, MemoryStore, MessageStore, RedisOptions, RedisStore,
-        SharedStore, StoreError, StoreLimits,
+        conformance, HistoryLoss, InsertOutcome, MemoryStore, MessageStore, RedisOptions,
+        RedisStore, SharedStore, StoreError, StoreLimits,
     };
 }
 

@@ -228,6 +228,11 @@ pub struct Delivery {
     inflight: VecDeque<u64>,
     window: usize,
     synced: bool,
+    /// The last read returned less than it asked for: the session holds everything
+    /// stored up to then, and whatever is stored later comes with a wake-up (a stored
+    /// permit, so none is missed while the session is busy), which reads. An ack then
+    /// needs no read of its own.
+    caught_up: bool,
 }
 
 /// The inbox moved to a new epoch while the session was open: it must end (4007).
@@ -248,7 +253,8 @@ pub struct Deliveries {
 pub enum Read {
     /// Nothing: no ack to apply, and the window is full.
     Idle,
-    /// Apply the ack only: the window is full, so nothing could be delivered.
+    /// Apply the ack only: the window is full, so nothing could be delivered, or the
+    /// last read caught up, so a wake-up will say when there is more.
     Ack(Cursor),
     /// Read up to `limit` messages after `after`.
     Fetch { after: Cursor, limit: usize },
@@ -284,6 +290,7 @@ impl Delivery {
             inflight: VecDeque::new(),
             window: window as usize,
             synced: false,
+            caught_up: false,
         }
     }
 
@@ -309,13 +316,16 @@ impl Delivery {
     }
 
     /// What to ask the store next, with `ack` (from the client) still to apply: a read
-    /// only while the window has room, with the ack travelling along.
+    /// only while the window has room, with the ack travelling along, and no read for an
+    /// ack once caught up (a wake-up brings the next read; with Redis that saves a read
+    /// on every acknowledged message).
     pub fn next_read(&self, ack: Option<Cursor>) -> Read {
         let limit = self.room();
         let after = self.cursor();
         match (ack, limit) {
             (None, 0) => Read::Idle,
             (Some(through), 0) => Read::Ack(through),
+            (Some(through), _) if self.caught_up => Read::Ack(through),
             (None, limit) => Read::Fetch { after, limit },
             (Some(through), limit) => Read::AckAndFetch {
                 through,
@@ -350,6 +360,7 @@ impl Delivery {
             });
         }
         let caught_up = batch.messages.len() < asked;
+        self.caught_up = caught_up;
         for m in batch.messages {
             if m.seq <= self.delivered {
                 continue; // never send the same seq twice in one session
@@ -696,6 +707,24 @@ mod tests {
                 after: full_at,
                 limit: 1
             }
+        );
+        d.on_batch(batch(9, &[7], None), 1).unwrap();
+        assert_eq!(d.on_ack(7), AckAction::Delete(Cursor { epoch: 9, seq: 7 }));
+        let all = Cursor { epoch: 9, seq: 7 };
+        assert_eq!(
+            d.next_read(Some(all)),
+            Read::AckAndFetch {
+                through: all,
+                after: all,
+                limit: 2
+            },
+            "the last read filled its limit: more may wait"
+        );
+        d.on_batch(batch(9, &[], None), 2).unwrap();
+        assert_eq!(
+            d.next_read(Some(all)),
+            Read::Ack(all),
+            "caught up: the ack alone, the next wake-up reads"
         );
     }
 

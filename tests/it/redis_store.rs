@@ -5,7 +5,7 @@ use std::time::Duration;
 use whispr::protocol::{Cursor, Identity};
 use whispr::testing::store::conformance::{envelope, run_all, LIMITS};
 use whispr::testing::store::{
-    InsertOutcome, MessageStore, RedisStore, SharedStore, StoreError, StoreLimits,
+    HistoryLoss, InsertOutcome, MessageStore, RedisStore, SharedStore, StoreError, StoreLimits,
 };
 
 use crate::support::{free_port, scratch_dir, single, RedisServer};
@@ -82,23 +82,176 @@ async fn queued_messages_survive_a_new_store_and_idle_inboxes_expire() {
     assert_eq!(batch.messages[0].envelope.body, b"body 1");
     assert_eq!(batch.messages[0].stored_at_ms, now);
 
-    // Every key of the inbox is set to vanish once idle (message TTL + dedupe window).
+    // The inbox's metadata and dedupe ids are set to vanish once idle (message TTL +
+    // dedupe window, renewed once per sixteenth of that); its messages' keys have no
+    // life of their own, since their messages leave by ack or TTL score.
     let client = redis::Client::open(server.url.as_str()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let tag = bob.public_key().to_hex();
-    for part in ["meta", "q", "m", "exp", "ids"] {
+    let keep = (LIMITS.message_ttl_ms + LIMITS.dedupe_window_ms) as i64;
+    for (part, lives) in [
+        ("meta", true),
+        ("ids", true),
+        ("q", false),
+        ("m", false),
+        ("exp", false),
+    ] {
         let key = format!("whispr:{{{tag}}}:{part}");
         let left: i64 = redis::cmd("PTTL")
             .arg(&key)
             .query_async(&mut conn)
             .await
             .unwrap();
-        let keep = (LIMITS.message_ttl_ms + LIMITS.dedupe_window_ms) as i64;
-        assert!(
-            left > keep - 10_000 && left <= keep + 1_000,
-            "{key} lives {left} ms"
+        if lives {
+            assert!(
+                left > keep - 10_000 && left <= keep + keep / 16 + 1_000,
+                "{key} lives {left} ms"
+            );
+        } else {
+            assert_eq!(left, -1, "{key} exists and has no life of its own");
+        }
+    }
+}
+
+const NOW: u64 = 1_800_000_000_000;
+
+/// The PTTL of `part` of `who`'s inbox (-1: no life, -2: gone).
+async fn life(conn: &mut redis::aio::MultiplexedConnection, who: &Identity, part: &str) -> i64 {
+    let key = format!("whispr:{{{}}}:{part}", who.public_key().to_hex());
+    redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+async fn redis_do(conn: &mut redis::aio::MultiplexedConnection, args: &[&str]) {
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    let _: redis::Value = cmd.query_async(conn).await.unwrap();
+}
+
+#[tokio::test]
+async fn lives_an_older_relay_gave_message_keys_are_removed_so_newer_messages_stay() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let store = RedisStore::connect(&single(&server.url), LIMITS)
+        .await
+        .unwrap();
+    let client = redis::Client::open(server.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    store
+        .insert(&envelope(&alice, bob.public_key(), 1, NOW), NOW)
+        .await
+        .unwrap();
+    // What a relay before this one left: every key of the inbox living exactly
+    // `message TTL + dedupe window`.
+    let keep = (LIMITS.message_ttl_ms + LIMITS.dedupe_window_ms).to_string();
+    let tag = bob.public_key().to_hex();
+    for part in ["meta", "q", "m", "exp", "ids"] {
+        redis_do(
+            &mut conn,
+            &["PEXPIRE", &format!("whispr:{{{tag}}}:{part}"), &keep],
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store
+        .insert(&envelope(&alice, bob.public_key(), 2, NOW + 5), NOW + 5)
+        .await
+        .unwrap();
+    for part in ["q", "m", "exp"] {
+        assert_eq!(
+            life(&mut conn, &bob, part).await,
+            -1,
+            "{part} keeps message 2"
         );
     }
+    assert!(life(&mut conn, &bob, "meta").await > keep.parse::<i64>().unwrap());
+}
+
+#[tokio::test]
+async fn an_inbox_whose_metadata_expired_idle_is_swept_without_a_loss_but_not_one_with_live_messages(
+) {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let store = RedisStore::connect(&single(&server.url), LIMITS)
+        .await
+        .unwrap();
+    let client = redis::Client::open(server.url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let alice = Identity::generate();
+    let (idle, evicted) = (Identity::generate(), Identity::generate());
+    // The second message is younger: still within its TTL when the sweep below runs.
+    let young = NOW + LIMITS.message_ttl_ms / 2;
+    for (who, at) in [(&idle, NOW), (&evicted, young)] {
+        store
+            .insert(&envelope(&alice, who.public_key(), 1, at), at)
+            .await
+            .unwrap();
+        let meta = format!("whispr:{{{}}}:meta", who.public_key().to_hex());
+        redis_do(&mut conn, &["DEL", &meta]).await;
+    }
+    let later = NOW + LIMITS.message_ttl_ms + 1;
+    let swept = store.sweep(later).await.unwrap();
+    // The idle one: its message expired before its metadata, as key lives allow. No loss.
+    assert_eq!(swept.expired, 1, "only the expired message is swept");
+    for part in ["q", "m", "exp"] {
+        assert_eq!(life(&mut conn, &idle, part).await, -2, "{part} is gone");
+    }
+    let batch = store
+        .fetch(&idle.public_key().into(), None, 10, later)
+        .await
+        .unwrap();
+    assert!(batch.messages.is_empty());
+    // The other still held a message within its TTL: that is a loss of history (an
+    // eviction), reported, and the message is kept in a new epoch.
+    assert_eq!(
+        store
+            .events()
+            .history_lost_total(HistoryLoss::MetadataMissing),
+        1
+    );
+    let batch = store
+        .fetch(&evicted.public_key().into(), None, 10, later)
+        .await
+        .unwrap();
+    assert_eq!(batch.messages.len(), 1);
+}
+
+#[tokio::test]
+async fn an_id_past_its_dedupe_window_is_new_even_before_it_is_forgotten() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let store = RedisStore::connect(&single(&server.url), LIMITS)
+        .await
+        .unwrap();
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    let env = envelope(&alice, bob.public_key(), 1, NOW);
+    let first = store.insert(&env, NOW).await.unwrap();
+    assert!(matches!(first, InsertOutcome::Stored { seq: 1, .. }));
+    let inside = NOW + LIMITS.dedupe_window_ms - 1;
+    assert_eq!(
+        store.insert(&env, inside).await.unwrap(),
+        InsertOutcome::Duplicate
+    );
+    // Forgetting runs on every sixteenth message only; this id is still in the set.
+    let past = NOW + LIMITS.dedupe_window_ms;
+    assert!(matches!(
+        store.insert(&env, past).await.unwrap(),
+        InsertOutcome::Stored { seq: 2, .. }
+    ));
+    assert_eq!(
+        store.insert(&env, past).await.unwrap(),
+        InsertOutcome::Duplicate,
+        "remembered again for a new window"
+    );
 }
 
 /// Polls `check` until it succeeds, for up to 10 s.

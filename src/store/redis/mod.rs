@@ -23,9 +23,11 @@
 //!
 //! Four Lua scripts (insert, fetch, ack, and the sweep's expire; in `scripts.rs`) each
 //! run atomically on the inbox's slot. Each first checks the inbox's history (below),
-//! then expires the inbox's front (`lost` rises to the highest expired seq); insert and
-//! the sweep also forget dedupe ids past their window (only the insert reads them);
-//! insert and fetch create `meta` with a fresh random
+//! then reads and the sweep expire the inbox's front (`lost` rises to the highest
+//! expired seq; an insert does only when the inbox is full); the sweep and every
+//! sixteenth insert forget dedupe ids past their window (the insert reads an id past its
+//! window as forgotten, so the verdict is exact either way); insert and fetch create
+//! `meta` with a fresh random
 //! epoch (chosen in Rust, in [1, 2^53)) when it is missing. `ack` takes no clock (the
 //! trait gives it none), so it does not expire anything. The gap and floor rules are
 //! computed in Rust from `epoch`, `lost` and `acked`, the same expressions as the memory
@@ -72,13 +74,19 @@
 //!
 //! Message TTL and the dedupe window are enforced by the scores above, checked against
 //! the relay's clock (never Redis's), so tests with a manual clock behave as in memory.
-//! Redis key expiry only removes idle inboxes: every insert extends every key of the
-//! inbox to live at least `message TTL + dedupe window` longer (never shortening a
-//! longer life), so every message and remembered id is gone before its inbox's keys;
-//! a fetch that creates an inbox's `meta` gives it that life too. Acks and other
-//! fetches only remove or read, so they leave the lives alone (extending on every read
-//! and ack cost more Redis time than the rest of those scripts). An inbox that vanished comes back with a new epoch, and a reader with
-//! the old cursor is told of an epoch change, like the memory store's idle drop.
+//! Redis key expiry only removes idle inboxes, and only `meta` and `ids` carry a life:
+//! each write makes them live at least `message TTL + dedupe window` longer (never
+//! shortening a longer life), renewed to that plus a sixteenth once less is left, so
+//! once per sixteenth of it rather than on every write (a `PTTL` per write instead of
+//! ten calls). `q`, `m` and `exp` hold messages, which leave by ack or by their TTL score
+//! (reads, a full insert, the sweep); Redis deletes each when it is empty, so giving them
+//! lives too would cost calls on every first message into an empty inbox. A script that
+//! finds `meta` gone (expired idle) with messages left expires them by their scores
+//! first: only what is still within its TTL is reported as lost (an eviction). Lives
+//! that earlier relays gave `q`, `m` and `exp` are removed on renewal, so they never
+//! take newer messages with them. An inbox that vanished comes back with a new epoch,
+//! and a reader with the old cursor is told of an epoch change, like the memory store's
+//! idle drop.
 //!
 //! # Sweep and depth
 //!
@@ -205,12 +213,12 @@ fn evalsha(script: &Script, keys: usize) -> Cmd {
 
 /// A script call on the five keys of `inbox`, in the scripts' order, with the three
 /// arguments every script takes first (see `scripts`).
-fn on_inbox(script: &Script, inbox: &InboxId, lossless: &str, keep_ms: u64) -> Cmd {
+fn on_inbox(script: &Script, inbox: &InboxId, flags: &str, keep_ms: u64) -> Cmd {
     let mut call = evalsha(script, PARTS.len());
     for part in PARTS {
         call.arg(key(inbox, part));
     }
-    call.arg(new_epoch()).arg(lossless).arg(keep_ms);
+    call.arg(new_epoch()).arg(flags).arg(keep_ms);
     call
 }
 
@@ -308,8 +316,8 @@ impl Inner {
         keep_ms: u64,
         args: impl Fn(&mut Cmd),
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.eval(self.place(inbox), |scripts, lossless| {
-            let mut call = on_inbox(pick(scripts), inbox, lossless, keep_ms);
+        self.eval(self.place(inbox), |scripts, flags| {
+            let mut call = on_inbox(pick(scripts), inbox, flags, keep_ms);
             args(&mut call);
             call
         })
@@ -317,7 +325,7 @@ impl Inner {
     }
 
     /// Runs the call `build` makes from the scripts of the process serving `place` and
-    /// whether the guard verified that process lossless (`ARGV[2]`). A call that meets
+    /// the guard's flags for that process (`ARGV[2]`: lossless, may have evicted). A call that meets
     /// another process (`NOSCRIPT`: Redis restarted, failed over, or the slot moved)
     /// changed nothing; the store learns the process and calls again (see `fence`).
     async fn eval(
@@ -335,12 +343,7 @@ impl Inner {
                         .await?
                 }
             };
-            let lossless = if self.guard.lossless(&scripts.run) {
-                "1"
-            } else {
-                "0"
-            };
-            let call = build(&scripts, lossless);
+            let call = build(&scripts, self.guard.flags(&scripts.run));
             match call.query_async(&mut self.conn.clone()).await {
                 Ok(reply) => return Ok(reply),
                 Err(e) if e.code() == Some("NOSCRIPT") => stale = Some(scripts),
