@@ -220,6 +220,9 @@ pub struct Config {
     pub ws_auth_timeout_seconds: u64,
     /// Unacknowledged deliveries per session before the relay waits for an ack.
     pub ws_max_inflight: u32,
+    /// Sends of one session whose signature checks run at once, answered in order; the
+    /// relay stops reading the session's socket while that many wait.
+    pub ws_max_pipelined_sends: usize,
     /// Ephemeral frames buffered per session; further ones are reported offline.
     pub ws_outbound_queue: usize,
     /// Per-connection read buffer (the main cost of an idle connection).
@@ -319,6 +322,7 @@ impl Default for Config {
             ws_write_timeout_seconds: 10,
             ws_auth_timeout_seconds: 10,
             ws_max_inflight: 256,
+            ws_max_pipelined_sends: 16,
             ws_outbound_queue: 64,
             ws_read_buffer_bytes: 2048,
             ws_write_buffer_bytes: 2048,

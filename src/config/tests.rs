@@ -319,6 +319,7 @@ const REFUSED: &[(&str, &str)] = &[
     ("ws_write_timeout_seconds = 0", "ws_write_timeout_seconds"),
     ("ws_auth_timeout_seconds = 0", "ws_auth_timeout_seconds"),
     ("ws_max_inflight = 0", "ws_max_inflight"),
+    ("ws_max_pipelined_sends = 0", "ws_max_pipelined_sends"),
     ("ws_outbound_queue = 0", "ws_outbound_queue"),
     ("ws_read_buffer_bytes = 1023", "ws_read_buffer_bytes"),
     ("ws_write_buffer_bytes = 1023", "ws_write_buffer_bytes"),

@@ -97,6 +97,7 @@ pub async fn info(State(app): State<AppState>) -> Json<Value> {
             "max_clock_skew_seconds": c.max_clock_skew_seconds,
             "max_connections_per_ip": c.max_connections_per_ip,
             "ws_max_inflight": c.ws_max_inflight,
+            "ws_max_pipelined_sends": c.ws_max_pipelined_sends,
             "ws_outbound_queue": c.ws_outbound_queue,
             "ws_ping_interval_seconds": c.ws_ping_interval_seconds,
             "ws_pong_timeout_seconds": c.ws_pong_timeout_seconds,

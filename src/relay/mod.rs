@@ -49,6 +49,27 @@ pub use budget::SignatureBudget;
 pub use ratelimit::RateLimits;
 pub use verifier::{Verifier, VerifierLimits, VerifierStats, VERIFY_BUSY_RETRY_MS};
 
+/// A send whose checks [`Relay::begin_verify`] began: its signature's verdict, in or to
+/// come, and who sent it (whose bad-signature budget a refusal is charged to).
+#[derive(Debug)]
+pub struct Verifying {
+    ticket: verifier::Ticket,
+    client_ip: IpAddr,
+}
+
+impl Verifying {
+    /// Until the signature's verdict is in, once [`Relay::run_inline`] ran it if it was
+    /// left to the caller. Cancel-safe.
+    pub async fn ready(&mut self) {
+        self.ticket.ready().await
+    }
+
+    /// The verifier left this check to the caller ([`Relay::run_inline`]).
+    pub fn is_inline(&self) -> bool {
+        self.ticket.is_inline()
+    }
+}
+
 /// The rate-limit scope (metric label, error detail) of the bad-signature budget.
 pub const BAD_SIGNATURES: &str = "bad_signatures";
 
@@ -194,6 +215,22 @@ impl Relay {
         wire: WireEnvelope,
         client_ip: IpAddr,
     ) -> Result<VerifiedEnvelope, RelayError> {
+        let mut verifying = self.begin_verify(wire, client_ip)?;
+        self.run_inline([&mut verifying]);
+        verifying.ready().await;
+        self.finish_verify(verifying)
+    }
+
+    /// [`Relay::verify`] without waiting: the cheap checks (size, decoding, the IP's
+    /// budget of bad signatures, the sender key) now, and the signature handed to the
+    /// verifier stage, which may verify it at once (idle) or in a batch. A session
+    /// begins several of its sends' checks this way, so its sends can share batches,
+    /// and accepts them in order ([`Relay::finish_verify`], [`Relay::accept`]).
+    pub fn begin_verify(
+        &self,
+        wire: WireEnvelope,
+        client_ip: IpAddr,
+    ) -> Result<Verifying, RelayError> {
         if wire.body.len() > self.max_message_bytes {
             return Err(ProtocolError::TooLarge {
                 size: wire.body.len(),
@@ -203,15 +240,34 @@ impl Relay {
         }
         let envelope = Envelope::try_from(wire)?;
         self.admit_signature(client_ip)?;
-        let signed = match self.sender_keys.get(&envelope.sender) {
+        let ticket = match self.sender_keys.get(&envelope.sender) {
             Ok(key) => self
                 .verifier
-                .verify(envelope.signature_check(key))
-                .await
+                .start(envelope.signature_check(key))
                 .map_err(|full| RelayError::VerifierFull {
                     queue_depth: full.queue_depth,
                 })?,
-            Err(e) => Err(e),
+            Err(e) => verifier::Ticket::Done(Err(e)),
+        };
+        Ok(Verifying { ticket, client_ip })
+    }
+
+    /// Runs the checks among `sends` that the verifier left to the caller (it was idle),
+    /// on this thread, several in one batch equation (see `verifier.rs`).
+    pub fn run_inline<'a>(&self, sends: impl IntoIterator<Item = &'a mut Verifying>) {
+        self.verifier
+            .run_inline(sends.into_iter().map(|v| &mut v.ticket));
+    }
+
+    /// The rest of [`Relay::verify`] once `verifying` is ready: the timestamp, and the
+    /// IP's budget charged for a bad signature.
+    pub fn finish_verify(&self, verifying: Verifying) -> Result<VerifiedEnvelope, RelayError> {
+        let Verifying { ticket, client_ip } = verifying;
+        let verifier::Ticket::Done(signed) = ticket else {
+            return Err(ProtocolError::Internal(
+                "a signature check was finished before its verdict came".into(),
+            )
+            .into());
         };
         let verified = signed
             .and_then(|s| s.check_timestamp(self.clock.now_ms(), self.max_skew_ms))
@@ -277,17 +333,32 @@ impl Relay {
         client_ip: IpAddr,
     ) -> Result<Accepted, RelayError> {
         let bytes = wire.body.len();
-        let result = self.submit_inner(wire, client_ip).await;
+        let verified = self.verify(wire, client_ip).await;
+        self.accept(verified, bytes, client_ip).await
+    }
+
+    /// The write path after the signature check ([`Relay::verify`], or
+    /// [`Relay::begin_verify`] and [`Relay::finish_verify`]): rate-limit, store, notify;
+    /// counts the outcome of the send (`bytes` long), refused ones included.
+    pub async fn accept(
+        &self,
+        verified: Result<VerifiedEnvelope, RelayError>,
+        bytes: usize,
+        client_ip: IpAddr,
+    ) -> Result<Accepted, RelayError> {
+        let result = match verified {
+            Ok(v) => self.accept_verified(v, client_ip).await,
+            Err(e) => Err(e),
+        };
         self.account(&result, bytes);
         result
     }
 
-    async fn submit_inner(
+    async fn accept_verified(
         &self,
-        wire: WireEnvelope,
+        verified: VerifiedEnvelope,
         client_ip: IpAddr,
     ) -> Result<Accepted, RelayError> {
-        let verified = self.verify(wire, client_ip).await?;
         self.count_rate_limited(self.limits.check(verified.sender(), client_ip).await)?;
         let id = verified.id();
         if verified.envelope().ephemeral {

@@ -2,9 +2,12 @@
 //! session and `POST /v1/send`, goes through here, and is verified one at a time when
 //! the stage is idle and in batches when it is busy, like a group commit.
 //!
-//! - **Idle** (nothing queued, no verification running): the caller verifies its
-//!   envelope inline, on its own task, with no hand-off to another thread, so an idle
-//!   relay answers as fast as it did before batching.
+//! - **Idle** (nothing queued, no verification running): the check is left to its
+//!   caller, which runs it on its own task, with no hand-off to another thread, so an
+//!   idle relay answers as fast as it did before batching. A session leaves its checks
+//!   pending while it reads the sends that arrived with them, then runs them all in one
+//!   batch equation ([`Verifier::run_inline`]); on one core, where no worker can run
+//!   beside the session, that is the only way batches form.
 //! - **Busy**: the envelope joins the queue and the caller waits for its verdict. Each of
 //!   `verify_workers` threads takes everything pending (at most `verify_max_batch`) and
 //!   checks it in one cofactored batch equation (`protocol::verify_envelopes`): 3-4×
@@ -113,7 +116,41 @@ impl VerifierStats {
     }
 }
 
-type Verdict = Result<SignedEnvelope, ProtocolError>;
+/// One envelope's verdict.
+pub type Verdict = Result<SignedEnvelope, ProtocolError>;
+
+/// A verification [`Verifier::start`] began: still to run on the caller's thread (the
+/// stage was idle), done, or waiting for the batch it joined on a worker. A session keeps
+/// several, in the order their sends arrived, runs the ones of its own together
+/// ([`Verifier::run_inline`]) and waits for the oldest ([`Ticket::ready`]).
+#[derive(Debug)]
+pub enum Ticket {
+    Inline(EnvelopeCheck),
+    Done(Verdict),
+    Waiting(oneshot::Receiver<Verdict>),
+}
+
+impl Ticket {
+    /// Until the verdict of a ticket that waits for a worker's batch is in. Cancel-safe:
+    /// a ticket whose wait was dropped still gets its verdict when waited on again. An
+    /// inline ticket is left for [`Verifier::run_inline`].
+    pub async fn ready(&mut self) {
+        if let Ticket::Waiting(reply) = self {
+            // A worker answers every job it takes; the sender is only dropped unanswered
+            // if a worker panicked, which is a bug.
+            let verdict = reply.await.unwrap_or_else(|_| {
+                Err(ProtocolError::Internal(
+                    "the signature verifier stopped".into(),
+                ))
+            });
+            *self = Ticket::Done(verdict);
+        }
+    }
+
+    pub fn is_inline(&self) -> bool {
+        matches!(self, Ticket::Inline(_))
+    }
+}
 
 struct Job {
     check: EnvelopeCheck,
@@ -175,41 +212,87 @@ impl Verifier {
 
     /// The verdict on one envelope's signature: inline when the stage is idle, else
     /// from the batch it joins. `Err(Full)` when `verify_queue_depth` are waiting.
+    #[cfg(test)]
     pub async fn verify(&self, check: EnvelopeCheck) -> Result<Verdict, Full> {
-        let shared = &self.shared;
-        let reply = {
-            let mut state = shared.lock();
-            // Idle means nothing verifying anywhere. Not "fewer than `workers`": the
-            // runtime's worker threads are the only callers, so they would never all be
-            // busy verifying inline and nothing would ever queue (measured: a max-rate
-            // run verified every signature inline, none in batches).
-            if state.queue.is_empty() && state.running == 0 {
-                state.running += 1;
-                drop(state);
-                let verdict = check.verify();
-                shared.lock().running -= 1;
-                shared.stats.inline.inc();
-                return Ok(verdict);
-            }
-            if state.queue.len() >= shared.limits.queue_depth {
-                shared.stats.refused_full.inc();
-                return Err(Full {
-                    queue_depth: shared.limits.queue_depth,
-                });
-            }
-            let (reply, verdict) = oneshot::channel();
-            state.queue.push_back(Job { check, reply });
-            shared.pending.notify_one();
-            verdict
-        };
-        // A worker answers every job it takes; the sender is only dropped unanswered if
-        // a worker panicked, which is a bug.
-        Ok(reply.await.unwrap_or_else(|_| {
-            Err(ProtocolError::Internal(
-                "the signature verifier stopped".into(),
-            ))
-        }))
+        let mut ticket = self.start(check)?;
+        self.run_inline([&mut ticket]);
+        ticket.ready().await;
+        match ticket {
+            Ticket::Done(verdict) => Ok(verdict),
+            _ => unreachable!("run_inline and ready leave a ticket done"),
+        }
     }
+
+    /// Begins one envelope's check without waiting for it: left to the caller when the
+    /// stage is idle (nothing queued, nothing verifying), else queued for a worker's
+    /// batch. `Err(Full)` when `verify_queue_depth` are waiting.
+    ///
+    /// Idle means nothing verifying anywhere. Not "fewer than `workers`": the runtime's
+    /// worker threads are the only callers, so they would never all be busy verifying
+    /// inline and nothing would ever queue (measured: a max-rate run verified every
+    /// signature inline, none in batches).
+    pub fn start(&self, check: EnvelopeCheck) -> Result<Ticket, Full> {
+        let shared = &self.shared;
+        let mut state = shared.lock();
+        if state.queue.is_empty() && state.running == 0 {
+            return Ok(Ticket::Inline(check));
+        }
+        if state.queue.len() >= shared.limits.queue_depth {
+            shared.stats.refused_full.inc();
+            return Err(Full {
+                queue_depth: shared.limits.queue_depth,
+            });
+        }
+        let (reply, verdict) = oneshot::channel();
+        state.queue.push_back(Job { check, reply });
+        shared.pending.notify_one();
+        Ok(Ticket::Waiting(verdict))
+    }
+
+    /// Verifies every inline ticket among `tickets` now, on this thread: alone, or all
+    /// in one batch equation when there are several (a session that read several sends
+    /// at once, which happens when the box is busy, even on one core, where no worker
+    /// can run beside the caller). While it runs the stage is busy, so other callers
+    /// queue for the workers. At most `verify_max_batch` per equation.
+    pub fn run_inline<'t>(&self, tickets: impl IntoIterator<Item = &'t mut Ticket>) {
+        let mut mine: Vec<&mut Ticket> = tickets.into_iter().filter(|t| t.is_inline()).collect();
+        if mine.is_empty() {
+            return;
+        }
+        let shared = &self.shared;
+        shared.lock().running += 1;
+        for chunk in mine.chunks_mut(shared.limits.max_batch) {
+            let checks: Vec<EnvelopeCheck> = chunk
+                .iter_mut()
+                .map(
+                    |t| match std::mem::replace(&mut **t, Ticket::Done(Err(gone()))) {
+                        Ticket::Inline(check) => check,
+                        _ => unreachable!("only inline tickets were taken"),
+                    },
+                )
+                .collect();
+            shared.stats.inline.inc_by(checks.len() as u64);
+            let verdicts = if checks.len() == 1 {
+                checks.into_iter().map(EnvelopeCheck::verify).collect()
+            } else {
+                shared.stats.batches.inc();
+                shared.stats.batched.inc_by(checks.len() as u64);
+                let verdicts = verify_envelopes(checks);
+                if verdicts.iter().any(Result::is_err) {
+                    shared.stats.retried_batches.inc();
+                }
+                verdicts
+            };
+            for (ticket, verdict) in chunk.iter_mut().zip(verdicts) {
+                **ticket = Ticket::Done(verdict);
+            }
+        }
+        shared.lock().running -= 1;
+    }
+}
+
+fn gone() -> ProtocolError {
+    ProtocolError::Internal("a signature check was taken and not put back".into())
 }
 
 impl Drop for Verifier {
@@ -290,6 +373,28 @@ mod tests {
     /// Holds every verification slot, as busy workers would, so submissions queue.
     fn occupy(v: &Verifier) {
         v.shared.lock().running = v.shared.limits.workers;
+    }
+
+    #[test]
+    fn checks_left_to_a_caller_run_in_one_batch_and_a_bad_one_fails_alone() {
+        let v = Verifier::without_workers(limits(4), VerifierStats::unregistered());
+        let mut tickets: Vec<Ticket> = (1..=6u8)
+            .map(|i| v.start(check(i, i == 4)).unwrap())
+            .collect();
+        assert!(tickets.iter().all(Ticket::is_inline), "the stage was idle");
+        v.run_inline(tickets.iter_mut());
+        let ok: Vec<bool> = tickets
+            .iter()
+            .map(|t| match t {
+                Ticket::Done(verdict) => verdict.is_ok(),
+                other => panic!("not done: {other:?}"),
+            })
+            .collect();
+        assert_eq!(ok, [true, true, true, false, true, true]);
+        assert_eq!(v.stats().batches.get(), 1);
+        assert_eq!(v.stats().batched.get(), 6);
+        assert_eq!(v.stats().retried_batches.get(), 1);
+        assert_eq!(v.shared.lock().running, 0, "the stage is idle again");
     }
 
     #[tokio::test]

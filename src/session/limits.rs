@@ -11,6 +11,7 @@ impl SessionSettings {
     pub fn from_config(c: &Config) -> Self {
         SessionSettings {
             window: c.ws_max_inflight,
+            pipelined_sends: c.ws_max_pipelined_sends,
             ephemeral: EphemeralLimits {
                 count: c.ws_outbound_queue,
                 bytes: c.ws_ephemeral_queue_bytes,
@@ -27,6 +28,11 @@ pub(crate) fn validate(c: &Config) -> Result<(), Invalid> {
         c.ws_max_inflight >= 1,
         "ws_max_inflight",
         "must be at least 1",
+    )?;
+    require(
+        (1..=4096).contains(&c.ws_max_pipelined_sends),
+        "ws_max_pipelined_sends",
+        "must be between 1 and 4096",
     )?;
     require(
         c.ws_outbound_queue >= 1,

@@ -35,7 +35,9 @@ impl Budget {
         // the frame being read, the message being assembled from fragments (or just
         // handed over), and its decoded form.
         let read = |m: usize| c.ws_read_buffer_bytes + 3 * m;
-        let native = read(c.max_frame_bytes()) + write + c.ws_ephemeral_queue_bytes;
+        // A session's sends under check beyond the one decoded above hold their bodies.
+        let pipelined = c.ws_max_pipelined_sends.saturating_sub(1) * c.max_message_bytes;
+        let native = read(c.max_frame_bytes()) + write + c.ws_ephemeral_queue_bytes + pipelined;
         // Live sender copies queue per signing key, up to `V1_COPY_QUEUE` envelopes.
         let v1 = read(c.max_frame_bytes()) + write + V1_COPY_QUEUE * c.max_frame_bytes();
         let signal = read(c.signal_max_ws_message_bytes())
@@ -60,7 +62,7 @@ mod tests {
         assert_eq!(
             b,
             Budget {
-                native: 1_150_687,
+                native: 2_133_727,
                 v1: 6_350_047,
                 signal: 6_737_111,
             },

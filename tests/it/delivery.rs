@@ -412,3 +412,52 @@ async fn a_corrupt_snapshot_stops_the_relay_with_a_readable_error() {
     );
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
+
+/// Sends pipelined by one session (written back to back, no answer awaited) share the
+/// verifier's batches, yet each is answered and stored in the order it came, and a bad
+/// signature among them refuses only its own send.
+#[tokio::test]
+async fn pipelined_sends_are_answered_and_stored_in_order_and_a_bad_one_refuses_only_itself() {
+    let relay = TestRelay::start_with(config_with("ws_max_pipelined_sends = 8")).await;
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    let (mut alice_ws, _) = relay.connect(&alice).await;
+    drain_until_synced(&mut alice_ws, true).await;
+    let bad_ref = 17;
+    let mut want = Vec::new();
+    for i in 1..=40u64 {
+        let mut env = relay.seal(&alice, bob.public_key(), &format!("m{i}"));
+        if i == bad_ref {
+            let mut sig = env.signature.to_bytes();
+            sig[0] ^= 1;
+            env.signature = whispr::protocol::Signature::from_slice(&sig).unwrap();
+        } else {
+            want.push(format!("m{i}"));
+        }
+        alice_ws.send(&env, Some(i)).await.unwrap();
+    }
+    let mut answers = Vec::new();
+    while answers.len() < 40 {
+        match next(&mut alice_ws).await {
+            ServerFrame::Accepted { reference, .. } => answers.push((reference.unwrap(), true)),
+            ServerFrame::Error {
+                reference: Some(r),
+                code,
+                ..
+            } => {
+                assert_eq!(code, whispr::protocol::ErrorCode::BadSignature);
+                answers.push((r, false));
+            }
+            _ => {}
+        }
+    }
+    let expected: Vec<(u64, bool)> = (1..=40).map(|i| (i, i != bad_ref)).collect();
+    assert_eq!(answers, expected, "answered in the order sent");
+    let (mut bob_ws, _) = relay.connect(&bob).await;
+    let got: Vec<String> = drain_until_synced(&mut bob_ws, true)
+        .await
+        .into_iter()
+        .map(|(_, body)| body)
+        .collect();
+    assert_eq!(got, want, "stored in the order sent");
+    relay.stop().await;
+}
