@@ -207,11 +207,11 @@ impl Metrics {
             verifier: crate::relay::VerifierStats {
                 inline: counter(
                     "whispr_signatures_inline_total",
-                    "Envelope signatures verified one at a time by their session (the verifier stage was idle).",
+                    "Envelope signatures verified on their session's task, in a batch that session led (the verifier stage was idle).",
                 ),
                 batches: counter(
                     "whispr_signature_batches_total",
-                    "Batches of envelope signatures the verifier threads checked in one equation.",
+                    "Batches of envelope signatures checked in one equation: every verifier thread's, and a leading session's of two or more.",
                 ),
                 batched: counter(
                     "whispr_signatures_batched_total",

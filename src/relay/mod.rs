@@ -58,15 +58,10 @@ pub struct Verifying {
 }
 
 impl Verifying {
-    /// Until the signature's verdict is in, once [`Relay::run_inline`] ran it if it was
-    /// left to the caller. Cancel-safe.
+    /// Until the signature's verdict is in (when this send leads its batch, after
+    /// running it: see `verifier.rs`). Cancel-safe.
     pub async fn ready(&mut self) {
         self.ticket.ready().await
-    }
-
-    /// The verifier left this check to the caller ([`Relay::run_inline`]).
-    pub fn is_inline(&self) -> bool {
-        self.ticket.is_inline()
     }
 }
 
@@ -216,16 +211,15 @@ impl Relay {
         client_ip: IpAddr,
     ) -> Result<VerifiedEnvelope, RelayError> {
         let mut verifying = self.begin_verify(wire, client_ip)?;
-        self.run_inline([&mut verifying]);
         verifying.ready().await;
         self.finish_verify(verifying)
     }
 
     /// [`Relay::verify`] without waiting: the cheap checks (size, decoding, the IP's
-    /// budget of bad signatures, the sender key) now, and the signature handed to the
-    /// verifier stage, which may verify it at once (idle) or in a batch. A session
-    /// begins several of its sends' checks this way, so its sends can share batches,
-    /// and accepts them in order ([`Relay::finish_verify`], [`Relay::accept`]).
+    /// budget of bad signatures, the sender key) now, and the signature queued in the
+    /// verifier stage. A session begins several of its sends' checks this way, so they
+    /// can share batches, and accepts them in order ([`Relay::finish_verify`],
+    /// [`Relay::accept`]).
     pub fn begin_verify(
         &self,
         wire: WireEnvelope,
@@ -250,13 +244,6 @@ impl Relay {
             Err(e) => verifier::Ticket::Done(Err(e)),
         };
         Ok(Verifying { ticket, client_ip })
-    }
-
-    /// Runs the checks among `sends` that the verifier left to the caller (it was idle),
-    /// on this thread, several in one batch equation (see `verifier.rs`).
-    pub fn run_inline<'a>(&self, sends: impl IntoIterator<Item = &'a mut Verifying>) {
-        self.verifier
-            .run_inline(sends.into_iter().map(|v| &mut v.ticket));
     }
 
     /// The rest of [`Relay::verify`] once `verifying` is ready: the timestamp, and the

@@ -2,12 +2,12 @@
 //! session and `POST /v1/send`, goes through here, and is verified one at a time when
 //! the stage is idle and in batches when it is busy, like a group commit.
 //!
-//! - **Idle** (nothing queued, no verification running): the check is left to its
-//!   caller, which runs it on its own task, with no hand-off to another thread, so an
-//!   idle relay answers as fast as it did before batching. A session leaves its checks
-//!   pending while it reads the sends that arrived with them, then runs them all in one
-//!   batch equation ([`Verifier::run_inline`]); on one core, where no worker can run
-//!   beside the session, that is the only way batches form.
+//! - **Idle** (nothing queued, no batch running): the first envelope's caller leads the
+//!   batch ([`Leader`]): it yields to the runtime once, so every task with input ready
+//!   queues behind it, then verifies the whole queue on its own task, with no hand-off to
+//!   another thread, and answers the others. A lone envelope is verified at once, so an
+//!   idle relay answers as fast as before batching; on one core, where no worker can
+//!   run beside the runtime, this is how sends of many sessions share a batch.
 //! - **Busy**: the envelope joins the queue and the caller waits for its verdict. Each of
 //!   `verify_workers` threads takes everything pending (at most `verify_max_batch`) and
 //!   checks it in one cofactored batch equation (`protocol::verify_envelopes`): 3-4×
@@ -90,9 +90,10 @@ pub struct Full {
 /// registers them), or unregistered ones in tests.
 #[derive(Clone)]
 pub struct VerifierStats {
-    /// Envelopes verified inline by their caller (the stage was idle).
+    /// Envelopes verified on their caller's task, in a batch it led (the stage was idle).
     pub inline: IntCounter,
-    /// Batches a worker took, and the envelopes in them.
+    /// Batches a worker took, and those of two or more envelopes a leader ran; and the
+    /// envelopes in them.
     pub batches: IntCounter,
     pub batched: IntCounter,
     /// Batches whose equation failed, so each envelope in them was verified alone.
@@ -119,36 +120,82 @@ impl VerifierStats {
 /// One envelope's verdict.
 pub type Verdict = Result<SignedEnvelope, ProtocolError>;
 
-/// A verification [`Verifier::start`] began: still to run on the caller's thread (the
-/// stage was idle), done, or waiting for the batch it joined on a worker. A session keeps
-/// several, in the order their sends arrived, runs the ones of its own together
-/// ([`Verifier::run_inline`]) and waits for the oldest ([`Ticket::ready`]).
+/// A verification [`Verifier::start`] began: waiting for a batch, which a worker runs, or
+/// which this ticket's holder runs itself ([`Leader`]: the stage was idle).
+// `Done` carries the checked envelope, which the session moves on at once: boxing it
+// would cost an allocation per message to save bytes in a queue of at most
+// `ws_max_pipelined_sends` entries.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Ticket {
-    Inline(EnvelopeCheck),
     Done(Verdict),
     Waiting(oneshot::Receiver<Verdict>),
+    Lead(Leader),
+}
+
+/// The first envelope to reach an idle stage. Its caller runs the batch (group commit's
+/// leader): it yields to the runtime once, so the other tasks that have input ready
+/// queue their envelopes behind it, then verifies everything queued, its own included,
+/// in one batch on its own thread, and answers the others. On one core, where no worker
+/// can run beside the runtime, this is how sends from many sessions share a batch; when
+/// nothing else is ready the yield costs microseconds, so an idle relay still answers at
+/// once. A leader dropped before it led (its session ended) hands the queue to the
+/// workers, so nothing waits for a leader that is gone.
+pub struct Leader {
+    shared: Arc<Shared>,
+    reply: Option<oneshot::Receiver<Verdict>>,
+    yielded: bool,
+}
+
+impl std::fmt::Debug for Leader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Leader")
+            .field("yielded", &self.yielded)
+            .finish()
+    }
+}
+
+impl Drop for Leader {
+    fn drop(&mut self) {
+        if self.reply.is_some() {
+            let mut state = self.shared.lock();
+            if state.leading {
+                state.leading = false;
+                self.shared.pending.notify_all();
+            }
+        }
+    }
+}
+
+fn stopped() -> Verdict {
+    // A worker answers every job it takes; the sender is only dropped unanswered if a
+    // worker panicked, which is a bug.
+    Err(ProtocolError::Internal(
+        "the signature verifier stopped".into(),
+    ))
 }
 
 impl Ticket {
-    /// Until the verdict of a ticket that waits for a worker's batch is in. Cancel-safe:
-    /// a ticket whose wait was dropped still gets its verdict when waited on again. An
-    /// inline ticket is left for [`Verifier::run_inline`].
+    /// Until the verdict is in; a leader first runs the batch (see [`Leader`]).
+    /// Cancel-safe: a ticket whose wait was dropped gets its verdict when waited on
+    /// again, and a leader yields once at most.
     pub async fn ready(&mut self) {
+        if let Ticket::Lead(leader) = self {
+            if !leader.yielded {
+                tokio::task::yield_now().await;
+                leader.yielded = true;
+            }
+            let reply = leader.reply.take();
+            leader.shared.lead();
+            *self = match reply {
+                Some(reply) => Ticket::Waiting(reply),
+                None => Ticket::Done(stopped()),
+            };
+        }
         if let Ticket::Waiting(reply) = self {
-            // A worker answers every job it takes; the sender is only dropped unanswered
-            // if a worker panicked, which is a bug.
-            let verdict = reply.await.unwrap_or_else(|_| {
-                Err(ProtocolError::Internal(
-                    "the signature verifier stopped".into(),
-                ))
-            });
+            let verdict = reply.await.unwrap_or_else(|_| stopped());
             *self = Ticket::Done(verdict);
         }
-    }
-
-    pub fn is_inline(&self) -> bool {
-        matches!(self, Ticket::Inline(_))
     }
 }
 
@@ -159,8 +206,11 @@ struct Job {
 
 struct State {
     queue: VecDeque<Job>,
-    /// Verifications in progress, inline and in workers: inline runs only at 0.
+    /// Batches in progress, by a leader or a worker.
     running: usize,
+    /// A leader was chosen and has not taken the queue yet: arrivals join its batch
+    /// instead of waking a worker.
+    leading: bool,
     stopping: bool,
 }
 
@@ -197,6 +247,7 @@ impl Verifier {
                 state: Mutex::new(State {
                     queue: VecDeque::new(),
                     running: 0,
+                    leading: false,
                     stopping: false,
                 }),
                 pending: Condvar::new(),
@@ -210,33 +261,25 @@ impl Verifier {
         &self.shared.stats
     }
 
-    /// The verdict on one envelope's signature: inline when the stage is idle, else
-    /// from the batch it joins. `Err(Full)` when `verify_queue_depth` are waiting.
+    /// The verdict on one envelope's signature. `Err(Full)` when `verify_queue_depth`
+    /// are waiting.
     #[cfg(test)]
     pub async fn verify(&self, check: EnvelopeCheck) -> Result<Verdict, Full> {
         let mut ticket = self.start(check)?;
-        self.run_inline([&mut ticket]);
         ticket.ready().await;
         match ticket {
             Ticket::Done(verdict) => Ok(verdict),
-            _ => unreachable!("run_inline and ready leave a ticket done"),
+            _ => unreachable!("ready leaves a ticket done"),
         }
     }
 
-    /// Begins one envelope's check without waiting for it: left to the caller when the
-    /// stage is idle (nothing queued, nothing verifying), else queued for a worker's
-    /// batch. `Err(Full)` when `verify_queue_depth` are waiting.
-    ///
-    /// Idle means nothing verifying anywhere. Not "fewer than `workers`": the runtime's
-    /// worker threads are the only callers, so they would never all be busy verifying
-    /// inline and nothing would ever queue (measured: a max-rate run verified every
-    /// signature inline, none in batches).
+    /// Queues one envelope's check: the first to reach an idle stage (no batch running,
+    /// no leader chosen) leads its batch ([`Leader`]); arrivals while a leader is chosen
+    /// join it; arrivals while a batch runs wake a worker. `Err(Full)` when
+    /// `verify_queue_depth` are waiting, before any work is done.
     pub fn start(&self, check: EnvelopeCheck) -> Result<Ticket, Full> {
         let shared = &self.shared;
         let mut state = shared.lock();
-        if state.queue.is_empty() && state.running == 0 {
-            return Ok(Ticket::Inline(check));
-        }
         if state.queue.len() >= shared.limits.queue_depth {
             shared.stats.refused_full.inc();
             return Err(Full {
@@ -245,54 +288,19 @@ impl Verifier {
         }
         let (reply, verdict) = oneshot::channel();
         state.queue.push_back(Job { check, reply });
-        shared.pending.notify_one();
+        if state.running == 0 && !state.leading && state.queue.len() == 1 {
+            state.leading = true;
+            return Ok(Ticket::Lead(Leader {
+                shared: shared.clone(),
+                reply: Some(verdict),
+                yielded: false,
+            }));
+        }
+        if !state.leading {
+            shared.pending.notify_one();
+        }
         Ok(Ticket::Waiting(verdict))
     }
-
-    /// Verifies every inline ticket among `tickets` now, on this thread: alone, or all
-    /// in one batch equation when there are several (a session that read several sends
-    /// at once, which happens when the box is busy, even on one core, where no worker
-    /// can run beside the caller). While it runs the stage is busy, so other callers
-    /// queue for the workers. At most `verify_max_batch` per equation.
-    pub fn run_inline<'t>(&self, tickets: impl IntoIterator<Item = &'t mut Ticket>) {
-        let mut mine: Vec<&mut Ticket> = tickets.into_iter().filter(|t| t.is_inline()).collect();
-        if mine.is_empty() {
-            return;
-        }
-        let shared = &self.shared;
-        shared.lock().running += 1;
-        for chunk in mine.chunks_mut(shared.limits.max_batch) {
-            let checks: Vec<EnvelopeCheck> = chunk
-                .iter_mut()
-                .map(
-                    |t| match std::mem::replace(&mut **t, Ticket::Done(Err(gone()))) {
-                        Ticket::Inline(check) => check,
-                        _ => unreachable!("only inline tickets were taken"),
-                    },
-                )
-                .collect();
-            shared.stats.inline.inc_by(checks.len() as u64);
-            let verdicts = if checks.len() == 1 {
-                checks.into_iter().map(EnvelopeCheck::verify).collect()
-            } else {
-                shared.stats.batches.inc();
-                shared.stats.batched.inc_by(checks.len() as u64);
-                let verdicts = verify_envelopes(checks);
-                if verdicts.iter().any(Result::is_err) {
-                    shared.stats.retried_batches.inc();
-                }
-                verdicts
-            };
-            for (ticket, verdict) in chunk.iter_mut().zip(verdicts) {
-                **ticket = Ticket::Done(verdict);
-            }
-        }
-        shared.lock().running -= 1;
-    }
-}
-
-fn gone() -> ProtocolError {
-    ProtocolError::Internal("a signature check was taken and not put back".into())
 }
 
 impl Drop for Verifier {
@@ -312,7 +320,7 @@ impl Shared {
     /// Waits for pending envelopes, verifies up to `max_batch` of them and answers each.
     /// `false` once the stage is stopping and nothing is left.
     fn work_once(&self) -> bool {
-        let jobs: Vec<Job> = {
+        let jobs = {
             let mut state = self.lock();
             while state.queue.is_empty() {
                 if state.stopping {
@@ -320,15 +328,56 @@ impl Shared {
                 }
                 state = self.pending.wait(state).unwrap_or_else(|e| e.into_inner());
             }
-            let n = state.queue.len().min(self.limits.max_batch);
-            state.running += 1;
-            state.queue.drain(..n).collect()
+            self.take(&mut state)
         };
-        self.stats.batches.inc();
-        self.stats.batched.inc_by(jobs.len() as u64);
+        self.run(jobs, false);
+        true
+    }
+
+    /// A leader's batch, on the caller's thread: everything queued (at most
+    /// `max_batch`; the rest goes to the workers). A worker may have taken the queue
+    /// already; then there is nothing to do.
+    fn lead(&self) {
+        let jobs = {
+            let mut state = self.lock();
+            state.leading = false;
+            if state.queue.is_empty() {
+                return;
+            }
+            let jobs = self.take(&mut state);
+            if !state.queue.is_empty() {
+                self.pending.notify_one();
+            }
+            jobs
+        };
+        self.run(jobs, true);
+    }
+
+    /// Takes a batch off the queue; the caller runs it.
+    fn take(&self, state: &mut State) -> Vec<Job> {
+        let n = state.queue.len().min(self.limits.max_batch);
+        state.running += 1;
+        state.queue.drain(..n).collect()
+    }
+
+    /// Verifies `jobs` (one alone, several in one batch equation) and answers each.
+    fn run(&self, jobs: Vec<Job>, inline: bool) {
+        if inline {
+            self.stats.inline.inc_by(jobs.len() as u64);
+        }
+        // A worker's batch counts whatever its size, a leader's from two envelopes (one
+        // alone is what an idle relay verifies).
+        if !inline || jobs.len() > 1 {
+            self.stats.batches.inc();
+            self.stats.batched.inc_by(jobs.len() as u64);
+        }
         let (checks, replies): (Vec<EnvelopeCheck>, Vec<_>) =
             jobs.into_iter().map(|j| (j.check, j.reply)).unzip();
-        let verdicts = verify_envelopes(checks);
+        let verdicts = if checks.len() == 1 {
+            checks.into_iter().map(EnvelopeCheck::verify).collect()
+        } else {
+            verify_envelopes(checks)
+        };
         if verdicts.iter().any(Result::is_err) && verdicts.len() > 1 {
             self.stats.retried_batches.inc();
         }
@@ -337,7 +386,6 @@ impl Shared {
             // The caller may have gone (its connection closed): nothing to tell.
             let _ = reply.send(verdict);
         }
-        true
     }
 }
 
@@ -375,14 +423,17 @@ mod tests {
         v.shared.lock().running = v.shared.limits.workers;
     }
 
-    #[test]
-    fn checks_left_to_a_caller_run_in_one_batch_and_a_bad_one_fails_alone() {
-        let v = Verifier::without_workers(limits(4), VerifierStats::unregistered());
+    #[tokio::test]
+    async fn a_leader_verifies_what_queued_behind_it_in_one_batch_and_a_bad_one_fails_alone() {
+        let v = Verifier::without_workers(limits(16), VerifierStats::unregistered());
         let mut tickets: Vec<Ticket> = (1..=6u8)
             .map(|i| v.start(check(i, i == 4)).unwrap())
             .collect();
-        assert!(tickets.iter().all(Ticket::is_inline), "the stage was idle");
-        v.run_inline(tickets.iter_mut());
+        assert!(matches!(tickets[0], Ticket::Lead(_)), "the stage was idle");
+        assert!(tickets[1..].iter().all(|t| matches!(t, Ticket::Waiting(_))));
+        for t in &mut tickets {
+            t.ready().await;
+        }
         let ok: Vec<bool> = tickets
             .iter()
             .map(|t| match t {
@@ -393,8 +444,26 @@ mod tests {
         assert_eq!(ok, [true, true, true, false, true, true]);
         assert_eq!(v.stats().batches.get(), 1);
         assert_eq!(v.stats().batched.get(), 6);
+        assert_eq!(v.stats().inline.get(), 6);
         assert_eq!(v.stats().retried_batches.get(), 1);
-        assert_eq!(v.shared.lock().running, 0, "the stage is idle again");
+        let state = v.shared.lock();
+        assert_eq!((state.running, state.leading), (0, false), "idle again");
+    }
+
+    #[test]
+    fn a_leader_gone_before_it_led_hands_its_batch_to_the_workers() {
+        let v = Verifier::new(limits(16), VerifierStats::unregistered());
+        let leader = v.start(check(1, false)).unwrap();
+        let follower = v.start(check(2, false)).unwrap();
+        assert!(matches!(leader, Ticket::Lead(_)));
+        drop(leader);
+        let Ticket::Waiting(reply) = follower else {
+            panic!("the second envelope joins the leader's batch");
+        };
+        assert!(
+            reply.blocking_recv().unwrap().is_ok(),
+            "a worker verified it"
+        );
     }
 
     #[tokio::test]

@@ -239,21 +239,14 @@ struct PipelinedSend {
 }
 
 /// Until the oldest send's check is done (at once when it failed before its signature
-/// was looked at); never when there is none. When the verifier left it to the session
-/// (it was idle), every check left so runs now, here, in one batch.
-async fn oldest_checked(sends: &mut VecDeque<PipelinedSend>, relay: &Relay) {
-    let inline = match sends.front() {
-        None => return std::future::pending().await,
-        Some(send) => send.verifying.as_ref().is_ok_and(Verifying::is_inline),
-    };
-    if inline {
-        relay.run_inline(sends.iter_mut().filter_map(|s| s.verifying.as_mut().ok()));
-    }
-    if let Some(PipelinedSend {
-        verifying: Ok(v), ..
-    }) = sends.front_mut()
-    {
-        v.ready().await
+/// was looked at); never when there is none.
+async fn oldest_checked(sends: &mut VecDeque<PipelinedSend>) {
+    match sends.front_mut() {
+        Some(PipelinedSend {
+            verifying: Ok(v), ..
+        }) => v.ready().await,
+        Some(_) => {}
+        None => std::future::pending().await,
     }
 }
 
@@ -262,10 +255,9 @@ impl<T: Transport> Live<'_, T> {
     /// arrives, up to `ws_max_pipelined_sends` at once, while the session reads on; the
     /// sends are then rate-limited, stored and answered one at a time in the order they
     /// came, so a sender's messages are stored in its order. Input already received is
-    /// read before the oldest send is checked, so the sends that arrived together are
-    /// checked together: in one batch on this thread when the verifier was idle, or in
-    /// the workers' batches with other sessions' sends when it was busy. A lone send is
-    /// checked at once (nothing waits for company). One send at a time gave the
+    /// read before the oldest send is waited for, so the sends that arrived together
+    /// share a batch (with other sessions' sends too: see `relay/verifier.rs`). A lone
+    /// send is checked at once (nothing waits for company). One send at a time gave the
     /// verifier at most one envelope per sender, which kept batches small (2.65
     /// signatures on average at max rate with 8 senders, none at all on one core).
     async fn serve(&mut self, first: Batch, refused: Option<ServerFrame>) -> End {
@@ -281,7 +273,7 @@ impl<T: Transport> Live<'_, T> {
                 _ = self.ctx.shutdown.cancelled() => Err(CloseReason::Shutdown.into()),
                 _ = self.handle.replaced.cancelled() => Err(CloseReason::Replaced.into()),
                 incoming = self.conn.recv(), if reading => Box::pin(self.on_incoming(incoming)).await,
-                _ = oldest_checked(&mut self.sends, &self.ctx.relay) => Box::pin(self.answer_oldest()).await,
+                _ = oldest_checked(&mut self.sends) => Box::pin(self.answer_oldest()).await,
                 env = self.ephemeral.recv() => Box::pin(self.on_ephemeral(env)).await,
                 _ = self.handle.wake.notified(), if room > 0 => Box::pin(self.pump()).await,
             };
