@@ -232,6 +232,14 @@ impl Registry {
         }
     }
 
+    /// Every key with a local session or v1 socket now, for a catch-up that wakes them a
+    /// slice at a time ([`crate::notify::catch_up`]).
+    pub fn keys(&self) -> Vec<PublicKey> {
+        let mut keys: Vec<PublicKey> = self.sessions.iter().map(|e| *e.key()).collect();
+        keys.extend(self.v1_inboxes.iter().map(|e| *e.key()));
+        keys
+    }
+
     /// Tells `key`'s session (if any) that its inbox has new messages; `key` may also be
     /// a derived Whispr v1 inbox, whose sockets are woken too.
     pub fn notify(&self, key: &PublicKey) -> bool {

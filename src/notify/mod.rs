@@ -23,8 +23,8 @@
 //!
 //! Pub/sub is at-most-once: a wake-up published while a node is reconnecting is lost.
 //! Sessions read from the store, so nothing is lost, only late: after every reconnect
-//! the node wakes all its local sessions, and [`catch_up`] wakes them all every
-//! `ws_catch_up_seconds` in any case.
+//! the node wakes all its local sessions, and [`catch_up`] wakes each of them once every
+//! `ws_catch_up_seconds` in any case, a slice at a time.
 //!
 //! Two parts, a pure core beside a thin shell:
 //! - `core`: [`Core`], the protocol: subscriptions wanted, takeover ordering (echoed /

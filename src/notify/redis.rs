@@ -312,16 +312,76 @@ impl Remote {
     }
 }
 
-/// Wakes every local session every `every`, so a lost wake-up delays a message by at
-/// most that long. Runs only with the Redis store (on one node nothing is lost).
+/// Ticks per catch-up round: the sessions are woken a slice at a time, so one round
+/// costs Redis an even trickle of reads rather than one read per session at once.
+pub const CATCH_UP_SLICES: u32 = 50;
+
+/// Wakes every local session once every `every`, so a lost wake-up delays a message by
+/// at most about that long (a session that arrived during a round, by at most two).
+/// Runs only with the Redis store (on one node nothing is lost). The sessions are woken
+/// in [`CATCH_UP_SLICES`] slices spread over the round: waking them all at once (as
+/// before) sent every session's read to Redis in one burst every round (1,000 sessions:
+/// tens of ms of Redis time at once, a p99 of 37–68 ms at 2,000 msgs/s).
 pub async fn catch_up(registry: Arc<Registry>, every: Duration, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
+    let mut tick = tokio::time::interval(every / CATCH_UP_SLICES);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let (mut round, mut at, mut per_tick) = (Vec::new(), 0, 0);
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tick.tick() => registry.wake_all(),
+            _ = tick.tick() => {
+                if at >= round.len() {
+                    round = registry.keys();
+                    at = 0;
+                    per_tick = round.len().div_ceil(CATCH_UP_SLICES as usize);
+                }
+                let end = (at + per_tick).min(round.len());
+                for key in &round[at..end] {
+                    registry.notify(key);
+                }
+                at = end;
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Identity;
+    use crate::registry::EphemeralLimits;
+    use futures::FutureExt;
+
+    #[tokio::test(start_paused = true)]
+    async fn catch_up_wakes_every_session_once_a_round_a_slice_at_a_time() {
+        let registry = Arc::new(Registry::new());
+        let limits = EphemeralLimits {
+            count: 1,
+            bytes: 1 << 20,
+        };
+        let regs: Vec<_> = (0..200)
+            .map(|_| registry.register(Identity::generate().public_key(), limits))
+            .collect();
+        let every = Duration::from_secs(5);
+        let stop = CancellationToken::new();
+        tokio::spawn(catch_up(registry.clone(), every, stop.clone()));
+        let woken = |regs: &[crate::registry::Registration]| {
+            regs.iter()
+                .filter(|r| r.handle.wake.notified().now_or_never().is_some())
+                .count()
+        };
+        let tick = every / CATCH_UP_SLICES;
+        // Past the interval's first (immediate) tick and one slice.
+        tokio::time::sleep(tick + tick / 2).await;
+        let first = woken(&regs);
+        assert_eq!(
+            first, 4,
+            "200 sessions in 50 slices: 4 a tick, not all at once"
+        );
+        // To just past the round's last slice, before the next round's first.
+        tokio::time::sleep(every - tick).await;
+        assert_eq!(first + woken(&regs), 200, "each woken once in a round");
+        stop.cancel();
     }
 }

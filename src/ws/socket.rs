@@ -90,9 +90,15 @@ impl<T: Transport> Socket<T> {
     /// Pings every `ping_interval` from now on; a peer silent for `pong_timeout` after
     /// a ping is closed with 4005. (The native session starts after authentication,
     /// which has its own deadline.)
+    /// The first ping comes after a random time between half the interval and the
+    /// whole of it, then one every interval: sessions that connected together (a relay
+    /// restart sends every client back at once) would otherwise ping together, every
+    /// interval, for as long as they stay.
     pub fn start_pinging(&mut self) {
+        use rand::Rng;
         let every = self.limits.ping_interval;
-        self.ping = Some(tokio::time::interval_at(Instant::now() + every, every));
+        let first = every.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
+        self.ping = Some(tokio::time::interval_at(Instant::now() + first, every));
     }
 
     /// The next data message. Pings, pongs and the pong deadline are handled here.
@@ -437,7 +443,13 @@ mod tests {
             socket.recv().await,
             Err(End::Close(CloseReason::PingTimeout))
         );
-        assert_eq!(start.elapsed(), Duration::from_secs(30 + 20));
+        // The first ping comes 15 to 30 s in (spread: see `start_pinging`), the deadline
+        // 20 s after it.
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_secs(15 + 20) && waited <= Duration::from_secs(30 + 20),
+            "closed after {waited:?}"
+        );
         assert!(matches!(
             peer.from_relay.next().await,
             Some(Message::Ping(_))
@@ -455,8 +467,9 @@ mod tests {
                 Some(Message::Ping(_))
             ));
             send(&peer, Message::Pong(Bytes::new()));
-            // Past the first ping's deadline (50 s), before the second's (80 s).
-            tokio::time::sleep(Duration::from_secs(45)).await;
+            // Past the first ping's deadline (at most 20 s after it), before the
+            // second's (50 s after it).
+            tokio::time::sleep(Duration::from_secs(25)).await;
             send(&peer, Message::text("late"));
             peer
         });
