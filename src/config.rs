@@ -165,6 +165,9 @@ pub struct Config {
     /// The verifier stage: threads verifying batches (and verifications running inline
     /// while idle); one per core.
     pub verify_workers: usize,
+    /// The verifier stage: how long envelopes queued behind a leading session wait for
+    /// it before the verifier threads take them (ms).
+    pub verify_leader_grace_ms: u64,
     /// How long a message waits for its recipient.
     pub message_ttl_seconds: u64,
     /// How far an envelope's or signed request's timestamp may be from the relay's clock.
@@ -301,6 +304,7 @@ impl Default for Config {
             max_bad_signatures_per_session: 10,
             verify_queue_depth: 4096,
             verify_max_batch: 64,
+            verify_leader_grace_ms: 2,
             verify_workers: 2,
             message_ttl_seconds: 7 * 24 * 3600,
             max_clock_skew_seconds: 300,

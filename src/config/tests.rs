@@ -269,6 +269,7 @@ const REFUSED: &[(&str, &str)] = &[
     ("rate_limit_lease_ms = 1001", "rate_limit_lease_ms"),
     ("verify_queue_depth = 0", "verify_queue_depth"),
     ("verify_max_batch = 4097", "verify_max_batch"),
+    ("verify_leader_grace_ms = 0", "verify_leader_grace_ms"),
     ("verify_workers = 0", "verify_workers"),
     (
         "max_bad_signatures_per_second_per_ip = 0",

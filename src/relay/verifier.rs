@@ -41,12 +41,15 @@ use crate::protocol::{verify_envelopes, EnvelopeCheck, ProtocolError, SignedEnve
 pub const VERIFY_BUSY_RETRY_MS: u64 = 100;
 
 /// The stage's bounds (config keys `verify_queue_depth`, `verify_max_batch`,
+/// `verify_leader_grace_ms`,
 /// `verify_workers`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VerifierLimits {
     pub queue_depth: usize,
     pub max_batch: usize,
     pub workers: usize,
+    /// `verify_leader_grace_ms`: see [`Ticket::ready`].
+    pub leader_grace: std::time::Duration,
 }
 
 impl VerifierLimits {
@@ -56,6 +59,7 @@ impl VerifierLimits {
             queue_depth: c.verify_queue_depth,
             max_batch: c.verify_max_batch,
             workers: c.verify_workers,
+            leader_grace: std::time::Duration::from_millis(c.verify_leader_grace_ms),
         }
     }
 
@@ -76,6 +80,11 @@ impl VerifierLimits {
             (1..=256).contains(&l.workers),
             "verify_workers",
             "must be between 1 and 256",
+        )?;
+        require(
+            (1..=1000).contains(&c.verify_leader_grace_ms),
+            "verify_leader_grace_ms",
+            "must be between 1 and 1000",
         )
     }
 }
@@ -129,7 +138,7 @@ pub type Verdict = Result<SignedEnvelope, ProtocolError>;
 #[derive(Debug)]
 pub enum Ticket {
     Done(Verdict),
-    Waiting(oneshot::Receiver<Verdict>),
+    Waiting(Follower),
     Lead(Leader),
 }
 
@@ -158,12 +167,20 @@ impl std::fmt::Debug for Leader {
 impl Drop for Leader {
     fn drop(&mut self) {
         if self.reply.is_some() {
-            let mut state = self.shared.lock();
-            if state.leading {
-                state.leading = false;
-                self.shared.pending.notify_all();
-            }
+            self.shared.unlead();
         }
+    }
+}
+
+/// An envelope queued for a batch, a leader's or a worker's.
+pub struct Follower {
+    reply: oneshot::Receiver<Verdict>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Follower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Follower").finish_non_exhaustive()
     }
 }
 
@@ -188,13 +205,28 @@ impl Ticket {
             let reply = leader.reply.take();
             leader.shared.lead();
             *self = match reply {
-                Some(reply) => Ticket::Waiting(reply),
+                Some(reply) => Ticket::Waiting(Follower {
+                    reply,
+                    shared: leader.shared.clone(),
+                }),
                 None => Ticket::Done(stopped()),
             };
         }
-        if let Ticket::Waiting(reply) = self {
-            let verdict = reply.await.unwrap_or_else(|_| stopped());
-            *self = Ticket::Done(verdict);
+        if let Ticket::Waiting(Follower { reply, shared }) = self {
+            // A leader's session may be busy elsewhere (storing an earlier send, with
+            // Redis slow or stalled) before it polls its ticket again: whoever waits past
+            // `verify_leader_grace_ms` hands the leader's batch to the workers, so no
+            // session's verdict waits on another session's store call. A leader normally
+            // leads within microseconds (one yield).
+            let grace = shared.limits.leader_grace;
+            let verdict = match tokio::time::timeout(grace, &mut *reply).await {
+                Ok(verdict) => verdict,
+                Err(_) => {
+                    shared.unlead();
+                    reply.await
+                }
+            };
+            *self = Ticket::Done(verdict.unwrap_or_else(|_| stopped()));
         }
     }
 }
@@ -299,7 +331,10 @@ impl Verifier {
         if !state.leading {
             shared.pending.notify_one();
         }
-        Ok(Ticket::Waiting(verdict))
+        Ok(Ticket::Waiting(Follower {
+            reply: verdict,
+            shared: shared.clone(),
+        }))
     }
 }
 
@@ -332,6 +367,15 @@ impl Shared {
         };
         self.run(jobs, false);
         true
+    }
+
+    /// The leader is gone or late: the workers take its batch.
+    fn unlead(&self) {
+        let mut state = self.lock();
+        if state.leading {
+            state.leading = false;
+            self.pending.notify_all();
+        }
     }
 
     /// A leader's batch, on the caller's thread: everything queued (at most
@@ -399,6 +443,7 @@ mod tests {
             queue_depth,
             max_batch: 64,
             workers: 1,
+            leader_grace: std::time::Duration::from_millis(2),
         }
     }
 
@@ -430,7 +475,9 @@ mod tests {
             .map(|i| v.start(check(i, i == 4)).unwrap())
             .collect();
         assert!(matches!(tickets[0], Ticket::Lead(_)), "the stage was idle");
-        assert!(tickets[1..].iter().all(|t| matches!(t, Ticket::Waiting(_))));
+        assert!(tickets[1..]
+            .iter()
+            .all(|t| matches!(t, Ticket::Waiting(..))));
         for t in &mut tickets {
             t.ready().await;
         }
@@ -450,6 +497,19 @@ mod tests {
         assert_eq!((state.running, state.leading), (0, false), "idle again");
     }
 
+    #[tokio::test]
+    async fn a_late_leader_loses_its_batch_to_the_workers() {
+        let v = Verifier::new(limits(16), VerifierStats::unregistered());
+        let _leader = v.start(check(1, false)).unwrap();
+        let mut follower = v.start(check(2, false)).unwrap();
+        // The leader never polls (its session is busy): the follower still gets its
+        // verdict, from a worker, once the grace is over.
+        tokio::time::timeout(std::time::Duration::from_secs(10), follower.ready())
+            .await
+            .expect("the follower was not left waiting");
+        assert!(matches!(follower, Ticket::Done(Ok(_))));
+    }
+
     #[test]
     fn a_leader_gone_before_it_led_hands_its_batch_to_the_workers() {
         let v = Verifier::new(limits(16), VerifierStats::unregistered());
@@ -457,7 +517,7 @@ mod tests {
         let follower = v.start(check(2, false)).unwrap();
         assert!(matches!(leader, Ticket::Lead(_)));
         drop(leader);
-        let Ticket::Waiting(reply) = follower else {
+        let Ticket::Waiting(Follower { reply, .. }) = follower else {
             panic!("the second envelope joins the leader's batch");
         };
         assert!(
@@ -514,9 +574,8 @@ mod tests {
     async fn one_verification_running_is_busy_enough_to_queue() {
         let v = Arc::new(Verifier::without_workers(
             VerifierLimits {
-                queue_depth: 8,
-                max_batch: 64,
                 workers: 2,
+                ..limits(8)
             },
             VerifierStats::unregistered(),
         ));
@@ -571,13 +630,14 @@ mod tests {
     fn workers_drain_the_queue_then_stop() {
         let v = Verifier::new(
             VerifierLimits {
-                queue_depth: 16,
                 max_batch: 4,
                 workers: 2,
+                ..limits(16)
             },
             VerifierStats::unregistered(),
         );
         let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
             .build()
             .unwrap();
         // With every slot held, all twelve go through the worker threads, in batches of
