@@ -4,18 +4,15 @@
 //!
 //! - **Eviction.** Any `maxmemory-policy` but `noeviction` deletes keys when Redis is
 //!   full, and with them queued messages; `volatile-*` policies too, because the inboxes'
-//!   metadata and dedupe keys have TTLs. The relay refuses such a Redis unless the
-//!   operator opts out (`redis_allow_eviction`), and then warns at start and every hour
-//!   while the scripts report each eviction they notice as a gap. Where a process may
-//!   have evicted (an evicting policy, or `evicted_keys` above 0, at any check of that
-//!   process) the scripts check every inbox they touch for evicted parts
-//!   ([`Guard::flags`]); elsewhere they skip that check. Found on a re-check, an evicting policy
+//!   metadata and dedupe keys have TTLs. The relay refuses such a Redis unless the operator opts out
+//!   (`redis_allow_eviction`), and then warns at start and every hour while the scripts
+//!   report each eviction they notice as a gap. Found on a re-check, an evicting policy
 //!   makes the store refuse writes (and `/readyz` fail) until it is fixed.
 //! - **Durability.** A Redis restart is lossless only with `appendonly yes` and
 //!   `appendfsync always`, on a server that was never a replica promoted in this run
 //!   (`second_repl_offset:-1`: a promoted replica may lag its old master). Whether the
 //!   process a script runs on was verified so is handed to the script with each call
-//!   ([`Guard::flags`]); an inbox last written by another process moves to a new epoch
+//!   ([`Guard::lossless`]); an inbox last written by another process moves to a new epoch
 //!   unless it was (see the module doc of [`super`] and [`super::fence`]).
 //! - **Clock.** Inserts carry a deadline on Redis's clock, so an insert that Redis runs
 //!   after the relay already answered 503 (a stopped Redis resuming) stores nothing. The
@@ -50,8 +47,6 @@ pub struct ServerFacts {
     pub policy: String,
     /// A restart of this process loses nothing acknowledged.
     pub durable: bool,
-    /// This process has evicted keys since it started (`evicted_keys` in `INFO stats`).
-    pub evicted: bool,
 }
 
 impl ServerFacts {
@@ -106,10 +101,7 @@ pub fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
 /// where `CONFIG` is renamed or disabled, as managed Redis services often do).
 pub async fn read_facts(link: &RedisLink) -> redis::RedisResult<Vec<ServerFacts>> {
     let mut info = redis::cmd("INFO");
-    info.arg("server")
-        .arg("memory")
-        .arg("replication")
-        .arg("stats");
+    info.arg("server").arg("memory").arg("replication");
     let infos = link.on_each_master(&info).await?;
     let mut config = redis::cmd("CONFIG");
     config
@@ -142,45 +134,18 @@ pub async fn read_facts(link: &RedisLink) -> redis::RedisResult<Vec<ServerFacts>
             durable: setting("appendonly") == Some("yes")
                 && setting("appendfsync") == Some("always")
                 && never_promoted,
-            evicted: info_field(&text, "evicted_keys").is_some_and(|n| n != "0"),
             node,
         });
     }
     Ok(facts)
 }
 
-/// What the last check found of one Redis process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Process {
-    /// A restart into it loses nothing.
-    durable: bool,
-    /// It may have deleted keys by eviction: its policy evicts, or it evicted, now or at
-    /// any earlier check (sticky: `CONFIG RESETSTAT` zeroes `evicted_keys`, and a policy
-    /// set back to `noeviction` does not bring evicted keys back).
-    may_evict: bool,
-}
-
-/// The processes a check found, from its facts and what earlier checks knew of the same
-/// processes (eviction is sticky); processes no longer seen are dropped.
-fn processes(before: &HashMap<String, Process>, facts: &[ServerFacts]) -> HashMap<String, Process> {
-    facts
-        .iter()
-        .map(|f| {
-            let earlier = before.get(&f.run_id).is_some_and(|p| p.may_evict);
-            let process = Process {
-                durable: f.durable,
-                may_evict: earlier || f.evicts() || f.evicted,
-            };
-            (f.run_id.clone(), process)
-        })
-        .collect()
-}
-
 /// The store's knowledge of its Redis, shared by the store's calls and the watch task.
 pub struct Guard {
     allow_eviction: bool,
-    /// The processes (run ids) of the last check, with what the scripts are told of each.
-    checked: RwLock<HashMap<String, Process>>,
+    /// The processes (run ids) of the last check, each with whether a restart into it
+    /// loses nothing.
+    checked: RwLock<HashMap<String, bool>>,
     /// Redis's clock minus this machine's, in ms.
     offset_ms: AtomicI64,
     /// Set while a re-check finds Redis misconfigured: writes are refused with it.
@@ -208,10 +173,11 @@ impl Guard {
             .await
             .map_err(|e| StoreError::Unavailable(format!("redis: {e}")))?;
         self.measure_clock(link).await?;
-        {
-            let mut checked = self.checked.write().unwrap_or_else(|e| e.into_inner());
-            *checked = processes(&checked, &facts);
-        }
+        let checked = facts
+            .iter()
+            .map(|f| (f.run_id.clone(), f.durable))
+            .collect();
+        *self.checked.write().unwrap_or_else(|e| e.into_inner()) = checked;
         let refusal = facts.iter().find_map(|f| f.refusal(self.allow_eviction));
         *self.refusing.write().unwrap_or_else(|e| e.into_inner()) = refusal.clone();
         match refusal {
@@ -238,37 +204,11 @@ impl Guard {
         unix_ms() + self.offset_ms.load(Ordering::Relaxed) + timeout.as_millis() as i64
     }
 
-    /// What the scripts are told of process `run` (their `ARGV[2]`): `1` when a restart
-    /// into it is lossless, else `0`; then `e` when it may have evicted keys (so the
-    /// scripts check each inbox they touch for evicted parts), else `-`. A process the
-    /// last check did not see is lossy and may have evicted.
-    pub fn flags(&self, run: &str) -> &'static str {
-        match self.process(run) {
-            Process {
-                durable: true,
-                may_evict: false,
-            } => "1-",
-            Process {
-                durable: true,
-                may_evict: true,
-            } => "1e",
-            Process {
-                durable: false,
-                may_evict: false,
-            } => "0-",
-            Process {
-                durable: false,
-                may_evict: true,
-            } => "0e",
-        }
-    }
-
-    fn process(&self, run: &str) -> Process {
+    /// Whether the last check verified a restart into Redis process `run` lossless; a
+    /// process the last check did not see is taken as lossy.
+    pub fn lossless(&self, run: &str) -> bool {
         let checked = self.checked.read().unwrap_or_else(|e| e.into_inner());
-        checked.get(run).copied().unwrap_or(Process {
-            durable: false,
-            may_evict: true,
-        })
+        checked.get(run).copied().unwrap_or(false)
     }
 
     /// Why writes are refused now, if they are.
@@ -365,7 +305,6 @@ mod tests {
             run_id: "r".into(),
             policy: policy.into(),
             durable: false,
-            evicted: false,
         }
     }
 
@@ -395,32 +334,6 @@ mod tests {
             assert!(why.contains("redis_allow_eviction"), "{why}");
             assert_eq!(facts("7.2.4", policy).refusal(true), None);
         }
-    }
-
-    #[test]
-    fn a_process_that_ever_evicted_stays_checked_for_evictions() {
-        let calm = facts("7.0.0", "noeviction");
-        let first = processes(&HashMap::new(), std::slice::from_ref(&calm));
-        assert!(!first["r"].may_evict);
-        let evicted = ServerFacts {
-            evicted: true,
-            ..calm.clone()
-        };
-        let second = processes(&first, &[evicted]);
-        assert!(second["r"].may_evict);
-        // CONFIG RESETSTAT zeroed evicted_keys: the process is still suspect.
-        let third = processes(&second, std::slice::from_ref(&calm));
-        assert!(third["r"].may_evict);
-        let lru = processes(&HashMap::new(), &[facts("7.0.0", "allkeys-lru")]);
-        assert!(lru["r"].may_evict, "an evicting policy");
-        let guard = Guard::new(false);
-        assert_eq!(
-            guard.flags("unseen"),
-            "0e",
-            "unknown: lossy, may have evicted"
-        );
-        *guard.checked.write().unwrap() = first;
-        assert_eq!(guard.flags("r"), "0-");
     }
 
     #[test]

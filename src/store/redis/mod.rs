@@ -91,8 +91,9 @@
 //! # Sweep and depth
 //!
 //! Expiry found by scripts is counted in an `AtomicU64` and reported by the next sweep.
-//! The sweep also `SCAN`s the `:exp` keys (only inboxes holding messages have one) and
-//! expires each, because a message nobody reads again must still be reported as
+//! The sweep also `SCAN`s the `:m` keys (only inboxes holding messages have one; not
+//! `:exp`, which an eviction may have taken while `m` remains) and expires each (after
+//! the same eviction check as a read), because a message nobody reads again must still be reported as
 //! expired (the conformance suite checks this, and checks `depth` after an ack, which
 //! is why neither is left at zero). `depth` `SCAN`s the `:q` keys and sums
 //! their sizes with one `ZCARD` each (many in flight; no pipeline, since on a cluster
@@ -213,12 +214,12 @@ fn evalsha(script: &Script, keys: usize) -> Cmd {
 
 /// A script call on the five keys of `inbox`, in the scripts' order, with the three
 /// arguments every script takes first (see `scripts`).
-fn on_inbox(script: &Script, inbox: &InboxId, flags: &str, keep_ms: u64) -> Cmd {
+fn on_inbox(script: &Script, inbox: &InboxId, lossless: &str, keep_ms: u64) -> Cmd {
     let mut call = evalsha(script, PARTS.len());
     for part in PARTS {
         call.arg(key(inbox, part));
     }
-    call.arg(new_epoch()).arg(flags).arg(keep_ms);
+    call.arg(new_epoch()).arg(lossless).arg(keep_ms);
     call
 }
 
@@ -316,8 +317,8 @@ impl Inner {
         keep_ms: u64,
         args: impl Fn(&mut Cmd),
     ) -> Result<Vec<Vec<u8>>, StoreError> {
-        self.eval(self.place(inbox), |scripts, flags| {
-            let mut call = on_inbox(pick(scripts), inbox, flags, keep_ms);
+        self.eval(self.place(inbox), |scripts, lossless| {
+            let mut call = on_inbox(pick(scripts), inbox, lossless, keep_ms);
             args(&mut call);
             call
         })
@@ -325,7 +326,7 @@ impl Inner {
     }
 
     /// Runs the call `build` makes from the scripts of the process serving `place` and
-    /// the guard's flags for that process (`ARGV[2]`: lossless, may have evicted). A call that meets
+    /// whether the guard verified that process lossless (`ARGV[2]`). A call that meets
     /// another process (`NOSCRIPT`: Redis restarted, failed over, or the slot moved)
     /// changed nothing; the store learns the process and calls again (see `fence`).
     async fn eval(
@@ -343,7 +344,12 @@ impl Inner {
                         .await?
                 }
             };
-            let call = build(&scripts, self.guard.flags(&scripts.run));
+            let lossless = if self.guard.lossless(&scripts.run) {
+                "1"
+            } else {
+                "0"
+            };
+            let call = build(&scripts, lossless);
             match call.query_async(&mut self.conn.clone()).await {
                 Ok(reply) => return Ok(reply),
                 Err(e) if e.code() == Some("NOSCRIPT") => stale = Some(scripts),
@@ -495,14 +501,13 @@ impl MessageStore for RedisStore {
             return Err(corrupt("insert"));
         };
         self.note_loss(&message.inbox(), lost)?;
+        // Whatever the answer: a full inbox may have expired messages before refusing.
+        self.count_expired(expired)?;
         match status.as_slice() {
-            b"stored" => {
-                self.count_expired(expired)?;
-                Ok(InsertOutcome::Stored {
-                    epoch: number(epoch)?,
-                    seq: number(seq)?,
-                })
-            }
+            b"stored" => Ok(InsertOutcome::Stored {
+                epoch: number(epoch)?,
+                seq: number(seq)?,
+            }),
             b"dup" => Ok(InsertOutcome::Duplicate),
             b"full" => Err(StoreError::InboxFull { cap }),
             b"late" => Err(StoreError::Unavailable(format!(
@@ -559,7 +564,8 @@ impl MessageStore for RedisStore {
     async fn sweep(&self, now_ms: u64) -> Result<SweepStats, StoreError> {
         let mut expired = 0;
         let mut keys = Vec::new();
-        for pattern in patterns("exp") {
+        // `:m`, not `:exp`: an inbox whose `exp` was evicted still holds messages.
+        for pattern in patterns("m") {
             keys.extend(self.scan(&pattern).await?);
         }
         for key in keys {

@@ -9,10 +9,8 @@
 //!
 //! Every script takes the same first three `ARGV`s, so the prelude can serve them all:
 //! `ARGV[1]` a fresh random epoch (used only if the inbox must move to a new epoch; the
-//! batch insert takes one per message instead), `ARGV[2]` two flags from the guard
-//! (`Guard::flags`): `1` first when it verified this process's persistence lossless
-//! (`0` otherwise), then `e` when this process may have evicted keys (`-` otherwise),
-//! `ARGV[3]` how long the inbox's keys must live at least (ms). Script-specific arguments
+//! batch insert takes one per message instead), `ARGV[2]` `1` when the guard verified
+//! this process's persistence lossless and `0` otherwise, `ARGV[3]` how long the inbox's keys must live at least (ms). Script-specific arguments
 //! follow from `ARGV[4]`.
 //!
 //! The insert takes many messages at once (group commit: see [`super::writer`]); the
@@ -22,14 +20,15 @@
 //!
 //! Each `redis.call` costs about 2–4 µs on this project's benchmark box, against 5 µs for
 //! the script call itself, whatever the command does; so the scripts are written to make
-//! few calls. A stored message costs nine in the insert (one `HMGET` for all of `meta`,
+//! few calls. A stored message costs ten in the insert (one `HMGET` for all of `meta`,
 //! the dedupe check and record in one `ZADD NX`, the cap's `ZCARD`, `HINCRBY`, three
-//! writes, and the key lives: one `PTTL`, one `PEXPIRE`); a read four (`HMGET`, the
-//! expiry probe, the range, one `HMGET` of the payloads); an ack six. What used to run on
+//! writes, and the key lives: one `PTTL`, one `PEXPIRE`, one `PERSIST`); a read six (`HMGET`, the
+//! expiry probe, the eviction check's two counts, the range, one `HMGET` of the
+//! payloads); an ack six. What used to run on
 //! every call and now runs less often, each argued where it runs: the key lives are
 //! renewed once per sixteenth of their length, dedupe ids past their window are forgotten
-//! on every sixteenth message, the insert expires messages only when the inbox is full,
-//! and the eviction repair runs only where Redis may have evicted.
+//! on every sixteenth message, and the insert expires messages only when the inbox is
+//! full.
 //!
 //! Script flags (Redis 7): the insert declares none, so Redis refuses it at once when it
 //! is at `maxmemory` (that refusal is the 507 answer). Fetch, ack and expire declare
@@ -93,6 +92,13 @@ local function keep()
   local left = redis.call('PTTL', meta)
   if left >= keep_ms then
     redis.call('PEXPIRE', ids, left, 'NX')
+    -- A relay of the version before this one, running beside this one during an
+    -- upgrade, gives q, m and exp lives on every insert (all three at once); they must
+    -- not take newer messages with them.
+    if redis.call('PERSIST', q) == 1 then
+      redis.call('PERSIST', m)
+      redis.call('PERSIST', exp)
+    end
     return
   end
   local life = keep_ms + math.floor(keep_ms / 16)
@@ -111,11 +117,9 @@ local function renew(reason)
   cur.epoch = new_epoch
   lost = reason
 end
--- The guard's flags (see the module doc): whether a restart into this process (its run
--- id, `run`, is written into the script above the prelude) loses nothing, as the guard
--- last verified it, and whether this process may have evicted keys.
-local lossless = string.sub(ARGV[2], 1, 1) == '1'
-local evicting = string.sub(ARGV[2], 2, 2) == 'e'
+-- Whether a restart into this process (its run id, `run`, is written into the script
+-- above the prelude) loses nothing, as the guard last verified it.
+local lossless = ARGV[2] == '1'
 -- Makes the inbox's metadata trustworthy before anything reads or assigns a seq, and
 -- reads it into `cur`: metadata gone while messages remain (evicted), or last written by
 -- an earlier Redis process whose persistence was not verified lossless (a restart may
@@ -176,9 +180,8 @@ local function ack_through(epoch, seq)
 end
 -- q (the order) and m (the payloads) must hold the same seqs; when an eviction broke
 -- that, what is left is put back in order and the inbox moves to a new epoch. Costs two
--- O(1) counts, and runs only where Redis may have evicted (`evicting`): nothing else
--- deletes one key of an inbox without the other (scripts run whole, and an AOF or RDB
--- holds whole scripts' effects).
+-- O(1) counts. It runs on every read and sweep, whatever the policy now: the damage of
+-- an eviction outlives the policy, the process and a failover that caused it.
 local function repair(now)
   if redis.call('ZCARD', q) == redis.call('HLEN', m) then return end
   local payloadless = {}
@@ -241,6 +244,9 @@ for i = 1, #KEYS / 5 do
       if n >= tonumber(cap) then
         status = 'full'
         redis.call('ZREM', ids, id)
+        -- That may have emptied ids, so the next message of this inbox in this call
+        -- recreates it: its life must be set again.
+        kept[meta] = nil
       else
         local s = redis.call('HINCRBY', meta, 'head', 1)
         seq = int(s)
@@ -272,7 +278,7 @@ const FETCH: &str = r#"
 bind(1, ARGV[1], ARGV[3])
 if open(true, ARGV[4]) == 'created' then keep() end
 expire(ARGV[4])
-if evicting then repair(ARGV[4]) end
+repair(ARGV[4])
 -- An acknowledgement that came with the read (a session acking what it was sent, then
 -- reading on): one call instead of two.
 if ARGV[8] ~= '' then ack_through(ARGV[8], ARGV[9]) end
@@ -313,7 +319,10 @@ return {'ok', int(n), lost}
 /// ARGV[4..]: now. Returns {expired, lost}.
 const EXPIRE: &str = r#"
 bind(1, ARGV[1], ARGV[3])
-if not open(false, ARGV[4]) then return {int(expired), lost} end
+local opened = open(false, ARGV[4])
+if not opened then return {int(expired), lost} end
+if opened == 'created' then keep() end
+repair(ARGV[4])
 forget(ARGV[4])
 expire(ARGV[4])
 return {int(expired), lost}

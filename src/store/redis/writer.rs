@@ -118,14 +118,14 @@ async fn commit(inner: &Inner, work: Vec<Pending>) {
 
 async fn commit_one_call(inner: &Inner, place: Option<Slot>, group: Vec<Pending>) {
     let result = inner
-        .eval(place, |scripts, flags| {
+        .eval(place, |scripts, lossless| {
             let mut call = evalsha(&scripts.insert, PARTS.len() * group.len());
             for p in &group {
                 for part in PARTS {
                     call.arg(key(&p.insert.inbox, part));
                 }
             }
-            call.arg("").arg(flags).arg("");
+            call.arg("").arg(lossless).arg("");
             for Pending { insert: i, .. } in &group {
                 call.arg(new_epoch())
                     .arg(i.keep_ms)
