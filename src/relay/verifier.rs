@@ -1,6 +1,6 @@
 //! The one verifier stage: every envelope signature checked for a client, from every
-//! session and `POST /v1/send`, goes through here, and is verified one at a time when
-//! the stage is idle and in batches when it is busy, like a group commit.
+//! session and `POST /v1/send`, goes through here, and is verified in batches that grow
+//! with the load, like a group commit: alone when nothing else is waiting.
 //!
 //! - **Idle** (nothing queued, no batch running): the first envelope's caller leads the
 //!   batch ([`Leader`]): it yields to the runtime once, so every task with input ready
@@ -25,7 +25,12 @@
 //! worker (the sockets of every other session wait behind it), and the blocking pool
 //! would start a thread per batch under load. `verify_workers` long-lived threads, two
 //! on this 2-core box, let verification use both cores while the runtime's two workers
-//! read and write sockets; the OS shares the cores between them by demand.
+//! read and write sockets; the OS shares the cores between them by demand. A leader's
+//! batch does hold its runtime thread while it runs: it holds only what queued during
+//! one yield (on two cores, usually a few envelopes), and on one core, where the
+//! measurements of BENCHMARKS.md pin the relay, there is no other thread to run it on.
+//! Envelopes that wait longer than `verify_leader_grace_ms` for a leader go to the
+//! threads.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
