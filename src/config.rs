@@ -328,7 +328,7 @@ impl Default for Config {
             ws_max_inflight: 256,
             ws_max_pipelined_sends: 16,
             ws_outbound_queue: 64,
-            ws_read_buffer_bytes: 2048,
+            ws_read_buffer_bytes: 1024,
             ws_write_buffer_bytes: 2048,
             ws_max_write_buffer_bytes: 256 * 1024,
             ws_close_timeout_seconds: 2,

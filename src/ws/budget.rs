@@ -62,9 +62,9 @@ mod tests {
         assert_eq!(
             b,
             Budget {
-                native: 2_133_727,
-                v1: 6_350_047,
-                signal: 6_737_111,
+                native: 2_132_703,
+                v1: 6_349_023,
+                signal: 6_736_087,
             },
             "README.md, \"Memory per connection\", quotes these"
         );
