@@ -93,11 +93,7 @@ async fn a_wake_up_lost_while_pub_sub_reconnects_is_caught_up() {
     assert!(drain_until_synced(&mut ws, true).await.is_empty());
 
     // Drop every subscriber connection; the message may be published to nobody.
-    let client = redis::Client::open(redis.url.as_str()).expect("redis url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+    let mut conn = redis.conn().await;
     let _: i64 = redis::cmd("CLIENT")
         .arg(&["KILL", "TYPE", "pubsub"])
         .query_async(&mut conn)
@@ -127,11 +123,7 @@ async fn a_takeover_during_a_pub_sub_outage_still_leaves_one_session() {
     assert!(drain_until_synced(&mut first, true).await.is_empty());
 
     // Every subscriber connection drops; the takeover from b may reach nobody.
-    let client = redis::Client::open(redis.url.as_str()).expect("redis url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+    let mut conn = redis.conn().await;
     let _: i64 = redis::cmd("CLIENT")
         .arg(&["KILL", "TYPE", "pubsub"])
         .query_async(&mut conn)

@@ -14,7 +14,7 @@ use whispr::testing::store::{MessageStore, RedisStore, SharedStore};
 use crate::support::{
     assert_silent, config_with, drain_until_synced, have_program, receive, scratch_dir, TestRelay,
 };
-use crate::support::{free_port, RedisServer};
+use crate::support::{free_port, plain_conn, RedisServer};
 
 /// Three masters, no replicas; each server is killed on drop.
 struct Cluster {
@@ -102,8 +102,7 @@ impl Cluster {
     /// Empties every master.
     async fn flush(&self) {
         for node in &self.nodes {
-            let client = redis::Client::open(node.url.as_str()).unwrap();
-            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            let mut conn = plain_conn(&node.url).await;
             let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
         }
     }
@@ -112,8 +111,7 @@ impl Cluster {
     /// `CLUSTER NODES` (`<id> <ip:port@bus> <flags> <master> <ping> <pong> <epoch>
     /// <link> <slot ranges...>`).
     async fn owner(&self, key: &str) -> u16 {
-        let client = redis::Client::open(self.nodes[0].url.as_str()).unwrap();
-        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let mut conn = plain_conn(&self.nodes[0].url).await;
         let slot: u16 = redis::cmd("CLUSTER")
             .arg("KEYSLOT")
             .arg(key)

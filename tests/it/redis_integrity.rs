@@ -13,15 +13,6 @@ use whispr::testing::store::{MessageStore, RedisOptions, RedisStore, StoreError}
 use crate::support::{drain_until_synced, scratch_dir, TestRelay};
 use crate::support::{free_port, single, RedisServer};
 
-/// A plain connection to the test's Redis, for the faults a test injects.
-async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url)
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
 async fn send(
     relay: &TestRelay,
     from: &Identity,
@@ -166,7 +157,7 @@ async fn a_redis_restored_from_an_older_snapshot_is_a_gap_never_a_silent_loss() 
     let page = poll(cursor).await;
     assert!(page.messages.is_empty());
     let _: () = redis::cmd("SAVE")
-        .query_async(&mut redis_conn(&redis.url).await)
+        .query_async(&mut redis.conn().await)
         .await
         .unwrap();
 
@@ -271,7 +262,7 @@ async fn flushall_under_traffic_is_a_gap_and_later_mail_arrives() {
     let cursor = page.next;
 
     let _: () = redis::cmd("FLUSHALL")
-        .query_async(&mut redis_conn(&redis.url).await)
+        .query_async(&mut redis.conn().await)
         .await
         .unwrap();
     for n in 6..=8 {
@@ -343,7 +334,7 @@ async fn evicting_policies_are_refused_unless_allowed_and_then_evictions_are_gap
     let carol_cursor = page.next;
     // What an eviction does: whole keys disappear. Bob loses his metadata, Carol the
     // order of her queue.
-    let mut conn = redis_conn(&redis.url).await;
+    let mut conn = redis.conn().await;
     let key =
         |who: &Identity, part: &str| format!("whispr:{{{}}}:{part}", who.public_key().to_hex());
     let _: () = redis::cmd("DEL")
@@ -591,7 +582,7 @@ async fn an_evicting_policy_set_while_running_refuses_writes_until_it_is_undone(
     let relay = TestRelay::start_with(redis.config("")).await;
     let (alice, bob) = (Identity::generate(), Identity::generate());
     send(&relay, &alice, &bob, "before").await.unwrap();
-    let mut conn = redis_conn(&redis.url).await;
+    let mut conn = redis.conn().await;
     let set = |policy: &'static str| {
         redis::cmd("CONFIG")
             .arg("SET")

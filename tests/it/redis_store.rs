@@ -8,7 +8,7 @@ use whispr::testing::store::{
     HistoryLoss, InsertOutcome, MessageStore, RedisStore, SharedStore, StoreError, StoreLimits,
 };
 
-use crate::support::{free_port, scratch_dir, single, RedisServer};
+use crate::support::{free_port, plain_conn, scratch_dir, single, RedisServer};
 
 #[tokio::test]
 async fn redis_store_passes_conformance() {
@@ -50,9 +50,7 @@ async fn queued_messages_survive_a_new_store_and_idle_inboxes_expire() {
     };
     let now = 1_800_000_000_000;
     let (alice, bob) = (Identity::generate(), Identity::generate());
-    let first = RedisStore::connect(&single(&server.url), LIMITS)
-        .await
-        .unwrap();
+    let first = store_on(&server).await;
     let InsertOutcome::Stored { epoch, seq } = first
         .insert(&envelope(&alice, bob.public_key(), 1, now), now)
         .await
@@ -63,9 +61,7 @@ async fn queued_messages_survive_a_new_store_and_idle_inboxes_expire() {
     drop(first);
 
     // A relay restart: a new store on the same Redis sees the same inbox and epoch.
-    let second = RedisStore::connect(&single(&server.url), LIMITS)
-        .await
-        .unwrap();
+    let second = store_on(&server).await;
     let batch = second
         .fetch(
             &bob.public_key().into(),
@@ -85,9 +81,7 @@ async fn queued_messages_survive_a_new_store_and_idle_inboxes_expire() {
     // The inbox's metadata and dedupe ids are set to vanish once idle (message TTL +
     // dedupe window, renewed once per sixteenth of that); its messages' keys have no
     // life of their own, since their messages leave by ack or TTL score.
-    let client = redis::Client::open(server.url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let tag = bob.public_key().to_hex();
+    let mut conn = server.conn().await;
     let keep = (LIMITS.message_ttl_ms + LIMITS.dedupe_window_ms) as i64;
     for (part, lives) in [
         ("meta", true),
@@ -96,30 +90,36 @@ async fn queued_messages_survive_a_new_store_and_idle_inboxes_expire() {
         ("m", false),
         ("exp", false),
     ] {
-        let key = format!("whispr:{{{tag}}}:{part}");
-        let left: i64 = redis::cmd("PTTL")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let left = life(&mut conn, &bob, part).await;
         if lives {
             assert!(
                 left > keep - 10_000 && left <= keep + keep / 16 + 1_000,
-                "{key} lives {left} ms"
+                "{part} lives {left} ms"
             );
         } else {
-            assert_eq!(left, -1, "{key} exists and has no life of its own");
+            assert_eq!(left, -1, "{part} exists and has no life of its own");
         }
     }
 }
 
 const NOW: u64 = 1_800_000_000_000;
 
+/// A store on `server` with the conformance limits.
+async fn store_on(server: &RedisServer) -> std::sync::Arc<RedisStore> {
+    RedisStore::connect(&single(&server.url), LIMITS)
+        .await
+        .unwrap()
+}
+
+/// An inbox key of `who` (the schema of `src/redis_keys.rs`).
+fn inbox_key(who: &Identity, part: &str) -> String {
+    format!("whispr:{{{}}}:{part}", who.public_key().to_hex())
+}
+
 /// The PTTL of `part` of `who`'s inbox (-1: no life, -2: gone).
 async fn life(conn: &mut redis::aio::MultiplexedConnection, who: &Identity, part: &str) -> i64 {
-    let key = format!("whispr:{{{}}}:{part}", who.public_key().to_hex());
     redis::cmd("PTTL")
-        .arg(&key)
+        .arg(inbox_key(who, part))
         .query_async(conn)
         .await
         .unwrap()
@@ -138,11 +138,8 @@ async fn lives_an_older_relay_gave_message_keys_are_removed_so_newer_messages_st
     let Some(server) = RedisServer::start().await else {
         return;
     };
-    let store = RedisStore::connect(&single(&server.url), LIMITS)
-        .await
-        .unwrap();
-    let client = redis::Client::open(server.url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let store = store_on(&server).await;
+    let mut conn = server.conn().await;
     let (alice, bob) = (Identity::generate(), Identity::generate());
     store
         .insert(&envelope(&alice, bob.public_key(), 1, NOW), NOW)
@@ -151,13 +148,8 @@ async fn lives_an_older_relay_gave_message_keys_are_removed_so_newer_messages_st
     // What a relay before this one left: every key of the inbox living exactly
     // `message TTL + dedupe window`.
     let keep = (LIMITS.message_ttl_ms + LIMITS.dedupe_window_ms).to_string();
-    let tag = bob.public_key().to_hex();
     for part in ["meta", "q", "m", "exp", "ids"] {
-        redis_do(
-            &mut conn,
-            &["PEXPIRE", &format!("whispr:{{{tag}}}:{part}"), &keep],
-        )
-        .await;
+        redis_do(&mut conn, &["PEXPIRE", &inbox_key(&bob, part), &keep]).await;
     }
     tokio::time::sleep(Duration::from_millis(5)).await;
     store
@@ -180,11 +172,8 @@ async fn an_inbox_whose_metadata_expired_idle_is_swept_without_a_loss_but_not_on
     let Some(server) = RedisServer::start().await else {
         return;
     };
-    let store = RedisStore::connect(&single(&server.url), LIMITS)
-        .await
-        .unwrap();
-    let client = redis::Client::open(server.url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let store = store_on(&server).await;
+    let mut conn = server.conn().await;
     let alice = Identity::generate();
     let (idle, evicted) = (Identity::generate(), Identity::generate());
     // The second message is younger: still within its TTL when the sweep below runs.
@@ -194,8 +183,7 @@ async fn an_inbox_whose_metadata_expired_idle_is_swept_without_a_loss_but_not_on
             .insert(&envelope(&alice, who.public_key(), 1, at), at)
             .await
             .unwrap();
-        let meta = format!("whispr:{{{}}}:meta", who.public_key().to_hex());
-        redis_do(&mut conn, &["DEL", &meta]).await;
+        redis_do(&mut conn, &["DEL", &inbox_key(who, "meta")]).await;
     }
     let later = NOW + LIMITS.message_ttl_ms + 1;
     let swept = store.sweep(later).await.unwrap();
@@ -229,9 +217,7 @@ async fn an_id_past_its_dedupe_window_is_new_even_before_it_is_forgotten() {
     let Some(server) = RedisServer::start().await else {
         return;
     };
-    let store = RedisStore::connect(&single(&server.url), LIMITS)
-        .await
-        .unwrap();
+    let store = store_on(&server).await;
     let (alice, bob) = (Identity::generate(), Identity::generate());
     let env = envelope(&alice, bob.public_key(), 1, NOW);
     let first = store.insert(&env, NOW).await.unwrap();
@@ -272,9 +258,7 @@ async fn a_lost_redis_is_unavailable_then_reconnects_by_itself() {
     let Some(server) = RedisServer::start().await else {
         return;
     };
-    let store = RedisStore::connect(&single(&server.url), LIMITS)
-        .await
-        .unwrap();
+    let store = store_on(&server).await;
     let port = server.port;
     drop(server);
 
@@ -316,9 +300,7 @@ async fn redis_out_of_memory_is_store_full() {
     else {
         return;
     };
-    let store = RedisStore::connect(&single(&server.url), LIMITS)
-        .await
-        .unwrap();
+    let store = store_on(&server).await;
     let alice = Identity::generate();
     let now = 1_800_000_000_000;
     let mut refused = None;
@@ -457,8 +439,7 @@ async fn store_redis_refuses_to_start_without_redis_and_auto_falls_back() {
 
 /// Calls of `command` (lowercase, e.g. `pttl`) the Redis at `url` has run, scripts' included.
 async fn command_calls(url: &str, command: &str) -> u64 {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let mut conn = plain_conn(url).await;
     let stats: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(&mut conn)
@@ -476,8 +457,7 @@ async fn a_batch_of_inserts_keeps_each_inbox_alive_once_not_every_inbox_per_mess
     let Some(server) = RedisServer::start().await else {
         return;
     };
-    let store = RedisStore::connect(&single(&server.url), LIMITS).await;
-    let (store, alice, now) = (store.unwrap(), Identity::generate(), 1_800_000_000_000);
+    let (store, alice, now) = (store_on(&server).await, Identity::generate(), NOW);
     let inserts = (0..200).map(|n| {
         let env = envelope(&alice, Identity::generate().public_key(), n, now);
         let store = store.clone();

@@ -15,6 +15,15 @@ pub(crate) struct RedisServer {
     pub(crate) url: String,
 }
 
+/// A plain connection to the Redis at `url`, for what a test reads or injects itself.
+pub(crate) async fn plain_conn(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("redis url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to the test redis")
+}
+
 /// One Redis server as the store's target.
 pub(crate) fn single(url: &str) -> RedisTarget {
     RedisTarget::single(url)
@@ -27,6 +36,11 @@ impl RedisServer {
             "store = \"redis\"\nredis_url = {:?}\n{extra}",
             self.url
         ))
+    }
+
+    /// A plain connection to this server (see [`plain_conn`]).
+    pub(crate) async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        plain_conn(&self.url).await
     }
 
     /// Starts one and waits until it answers PING; `None` when it is not installed.
