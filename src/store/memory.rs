@@ -438,4 +438,30 @@ mod tests {
         })
         .await;
     }
+
+    #[tokio::test]
+    async fn a_sweep_in_chunks_expires_every_inbox_and_drops_the_idle_ones() {
+        use crate::protocol::Identity;
+        use crate::store::conformance::{envelope, LIMITS};
+        let store = MemoryStore::new(LIMITS);
+        let (alice, now) = (Identity::generate(), 1_800_000_000_000);
+        // More inboxes than one chunk holds, so the sweep yields several times.
+        let inboxes = 3 * SWEEP_CHUNK + 7;
+        for n in 0..inboxes {
+            let bob = Identity::generate();
+            store
+                .insert(&envelope(&alice, bob.public_key(), n as u32, now), now)
+                .await
+                .unwrap();
+        }
+        let expired_at = now + LIMITS.message_ttl_ms;
+        let stats = store.sweep(expired_at).await.unwrap();
+        assert_eq!(stats.expired, inboxes as u64);
+        assert_eq!(stats.inboxes_dropped, 0, "their ids are still remembered");
+        assert_eq!(store.depth().await.unwrap(), 0);
+        let idle = now + LIMITS.message_ttl_ms.max(LIMITS.dedupe_window_ms) + 1;
+        let stats = store.sweep(idle).await.unwrap();
+        assert_eq!(stats.inboxes_dropped, inboxes as u64);
+        assert!(store.inboxes.is_empty());
+    }
 }

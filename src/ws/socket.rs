@@ -95,9 +95,8 @@ impl<T: Transport> Socket<T> {
     /// restart sends every client back at once) would otherwise ping together, every
     /// interval, for as long as they stay.
     pub fn start_pinging(&mut self) {
-        use rand::Rng;
         let every = self.limits.ping_interval;
-        let first = every.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
+        let first = first_ping(every);
         self.ping = Some(tokio::time::interval_at(Instant::now() + first, every));
     }
 
@@ -326,6 +325,13 @@ enum Polled {
 
 /// The next frame from the peer; while none is there, flushes what was fed (and
 /// clears `flush_by` once it left).
+/// When a session's first ping is due: a random time between half of `every` and all
+/// of it (see [`Socket::start_pinging`]).
+fn first_ping(every: Duration) -> Duration {
+    use rand::Rng;
+    every.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
+}
+
 fn poll_input_or_flush<T: Transport>(
     transport: &mut T,
     flush_by: &mut Option<Instant>,
@@ -431,6 +437,18 @@ mod tests {
         );
         send(&peer, Message::Close(None));
         assert_eq!(socket.recv().await, Err(End::Gone));
+    }
+
+    #[test]
+    fn first_pings_are_spread_over_the_second_half_of_the_interval() {
+        let every = Duration::from_secs(30);
+        let firsts: Vec<Duration> = (0..64).map(|_| first_ping(every)).collect();
+        assert!(firsts.iter().all(|f| *f >= every / 2 && *f <= every));
+        let (lo, hi) = (firsts.iter().min().unwrap(), firsts.iter().max().unwrap());
+        assert!(
+            *hi - *lo > every / 4,
+            "sessions that start together ping apart: {lo:?}..{hi:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
