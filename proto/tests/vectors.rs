@@ -182,6 +182,34 @@ struct DeliverFrame {
 }
 
 /// The envelope signing bytes, written out from the spec rather than through the crate.
+/// A vector's signature of `bytes` by `signer`: its hex and base64 forms agree, it is the
+/// one Ed25519 makes (deterministic), and it verifies.
+fn check_signature(
+    name: &str,
+    signer: &Identity,
+    bytes: &[u8],
+    signature_hex: &str,
+    signature_base64: &str,
+) -> Signature {
+    let sig_bytes = unhex(signature_hex);
+    assert_eq!(
+        BASE64.encode(&sig_bytes),
+        signature_base64,
+        "{name}: signature base64"
+    );
+    let signature = Signature::from_slice(&sig_bytes).unwrap();
+    assert_eq!(
+        signer.sign(bytes),
+        signature,
+        "{name}: Ed25519 signatures are deterministic"
+    );
+    signer
+        .public_key()
+        .verify(bytes, &signature)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    signature
+}
+
 fn spec_envelope_bytes(
     recipient: &[u8],
     sender: &[u8],
@@ -243,22 +271,8 @@ fn envelopes() {
             "{name}: signing bytes do not follow the documented layout"
         );
 
-        let sig_bytes = unhex(&v.signature_hex);
-        assert_eq!(
-            BASE64.encode(&sig_bytes),
-            v.signature_base64,
-            "{name}: signature base64"
-        );
-        let signature = Signature::from_slice(&sig_bytes).unwrap();
-        assert_eq!(
-            sender.sign(&bytes),
-            signature,
-            "{name}: Ed25519 signatures are deterministic"
-        );
-        sender
-            .public_key()
-            .verify(&bytes, &signature)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let signature =
+            check_signature(name, &sender, &bytes, &v.signature_hex, &v.signature_base64);
 
         let id = message_id(&bytes);
         assert_eq!(id.to_hex(), v.id_hex, "{name}: id");
@@ -288,7 +302,7 @@ fn envelopes() {
             timestamp: v.timestamp,
             ephemeral: v.ephemeral,
             body,
-            signature: sig_bytes,
+            signature: signature.to_bytes().to_vec(),
         };
         check_encodings(
             &format!("{name} envelope"),
@@ -392,16 +406,13 @@ fn http_signatures() {
             "{name}: signing bytes do not follow the documented layout"
         );
 
-        let sig_bytes = unhex(&v.signature_hex);
-        assert_eq!(
-            BASE64.encode(&sig_bytes),
-            v.signature_base64,
-            "{name}: signature base64"
+        let signature = check_signature(
+            name,
+            &identity,
+            &bytes,
+            &v.signature_hex,
+            &v.signature_base64,
         );
-        let signature = Signature::from_slice(&sig_bytes).unwrap();
-        assert_eq!(identity.sign(&bytes), signature, "{name}: signature");
-        key.verify(&bytes, &signature)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
 
         let expected = HttpAuth {
             key,
