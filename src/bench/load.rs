@@ -299,6 +299,26 @@ fn latencies(shared: &Shared, from_ns: u64, to_ns: u64, accept: bool) -> Histogr
     h
 }
 
+/// With a schedule (`--rate`): how late each send left against it, in microseconds.
+fn send_lag(cfg: &BenchConfig, shared: &Shared) -> Option<Histogram<u64>> {
+    let rate = cfg.rate;
+    if rate == 0 {
+        return None;
+    }
+    let start = shared.start_ns.load(Ordering::Relaxed);
+    let mut h = histogram();
+    for (i, sent) in shared.sent_at.iter().enumerate() {
+        let sent = sent.load(Ordering::Relaxed);
+        if sent == 0 {
+            continue;
+        }
+        // As `SendJob::due` computes it.
+        let due = start + Duration::from_secs_f64(i as f64 / rate as f64).as_nanos() as u64;
+        let _ = h.record(sent.saturating_sub(due) / 1000);
+    }
+    Some(h)
+}
+
 /// One-second windows of send time, from the start to the last send.
 fn timeline(shared: &Shared, send_s: f64) -> Vec<Window> {
     let seconds = send_s.ceil().max(1.0) as u64;
@@ -396,6 +416,7 @@ fn report(cfg: &BenchConfig, shared: &Shared, send_s: f64, signing_s: f64) -> Re
         errors: shared.errors.lock().map(|e| e.clone()).unwrap_or_default(),
         latency_ms: all(false),
         accept_latency_ms: all(true),
+        send_lag_ms: send_lag(cfg, shared).map(|h| Latency::from_histogram(&h)),
         warmup_seconds: cfg.warmup.as_secs_f64(),
         warmup_latency_ms: Latency::from_histogram(&latencies(shared, 0, warmup_ns, false)),
         after_warmup_latency_ms: Latency::from_histogram(&latencies(

@@ -82,6 +82,12 @@ pub struct Report {
     /// Send frame written to `accepted` read, on the sender's session: the relay's
     /// answer path alone, beside `latency_ms`, which adds the recipient's.
     pub accept_latency_ms: Latency,
+    /// With `--rate`: how late each send frame left against its schedule, the
+    /// generator's own delay. Latencies are counted from the frame's real send time, so
+    /// this is not in them; but a generator that stalls sends its backlog in a burst,
+    /// which then queues in the relay. A tail here explains a tail above.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_lag_ms: Option<Latency>,
     /// The first `warmup_seconds` of sending, reported apart so a transient right after
     /// the sessions connect is never hidden in (nor hides) the rest.
     pub warmup_seconds: f64,
@@ -167,6 +173,9 @@ impl fmt::Display for Report {
         )?;
         line(f, "  after", &self.after_warmup_latency_ms)?;
         line(f, "accepted ms", &self.accept_latency_ms)?;
+        if let Some(lag) = &self.send_lag_ms {
+            line(f, "send lag ms", lag)?;
+        }
         let p99s: Vec<String> = self
             .timeline
             .iter()
