@@ -3,9 +3,11 @@
 
 A plain TCP echo on loopback at a fixed rate: the server pinned to core 0, the client to
 core 1 (the pinned-core method of BENCHMARKS.md), each message 64 bytes with TCP_NODELAY,
-and optionally a busy spin of SPIN_US microseconds per message in the server to stand in
-for the relay's work (signature check, store, frames). It has none of the relay's code,
-so a tail it shows too belongs to the machine (scheduler, hypervisor), not to the relay.
+and optionally SPIN_US microseconds of fixed work per message in the server to stand in
+for the relay's work (signature check, store, frames): a loop count calibrated once at
+start, so a CPU that slows down makes the work take longer, as it would the relay's. It
+has none of the relay's code, so a tail it shows too belongs to the machine (scheduler,
+hypervisor), not to the relay.
 
     benches/echo_probe.py RATE SECONDS CONNECTIONS [SPIN_US]
     benches/echo_probe.py 2000 10 100 100
@@ -22,7 +24,25 @@ SPIN = (float(sys.argv[4]) if len(sys.argv) > 4 else 0.0) / 1e6
 FRAME = 64
 
 
+def work(n):
+    x = 0
+    for i in range(n):
+        x += i * i
+    return x
+
+
+def calibrate():
+    """Loop iterations per second of `work`, the best of a few short runs."""
+    best = 0.0
+    for _ in range(5):
+        t = time.perf_counter()
+        work(200_000)
+        best = max(best, 200_000 / (time.perf_counter() - t))
+    return best
+
+
 def serve(listener):
+    per_message = int(SPIN * calibrate())
     sel = selectors.DefaultSelector()
     sel.register(listener, selectors.EVENT_READ)
     while True:
@@ -40,10 +60,8 @@ def serve(listener):
             if not data:
                 sel.unregister(key.fileobj)
                 continue
-            if SPIN:
-                until = time.perf_counter() + SPIN * (len(data) // FRAME)
-                while time.perf_counter() < until:
-                    pass
+            if per_message:
+                work(per_message * (len(data) // FRAME))
             key.fileobj.sendall(data)
 
 
@@ -57,6 +75,7 @@ if server == 0:
     serve(listener)
     os._exit(0)
 os.sched_setaffinity(0, {1})
+time.sleep(1.5)  # the server calibrates first
 socks = []
 for _ in range(CONNECTIONS):
     s = socket.create_connection(("127.0.0.1", port))
