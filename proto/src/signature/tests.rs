@@ -228,3 +228,44 @@ fn one_bad_signature_is_refused_alone() {
         assert_eq!(v.is_ok(), i != 5, "check {i}");
     }
 }
+
+/// `ed25519-zebra`'s own batch verifier over the same checks: the oracle for ours.
+fn zebra_batch_holds(checks: &[&SignatureCheck]) -> bool {
+    let mut batch = ed25519_zebra::batch::Verifier::new();
+    for c in checks {
+        let key = VerificationKeyBytes::from(*c.key.public_key().as_bytes());
+        batch.queue((key, zebra_signature(&c.signature), &c.message));
+    }
+    batch.verify(rand::rngs::OsRng).is_ok()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// The batch equation over cached keys is `ed25519_zebra::batch`'s: over batches of
+    /// honest, torsion and malformed signatures that pass the strict encodings (so the
+    /// equation decides), with keys repeated (seeds from a small range), both hold or
+    /// fail together; and a batch of honest and torsion signatures alone holds (a batch
+    /// equation that always failed would pass the verdict test above, since every
+    /// failed batch is checked one by one).
+    #[test]
+    fn batch_equation_is_ed25519_zebras(cases in prop::collection::vec((0u8..6, case()), 2..32)) {
+        let mut checks = Vec::new();
+        for (seed, case) in cases {
+            let (key, message, signature, _) = make(seed, case);
+            if let Ok(key) = key.sender_key() {
+                if strict_signature_encoding(&signature) {
+                    checks.push((SignatureCheck { key, message, signature }, case));
+                }
+            }
+        }
+        let all: Vec<&SignatureCheck> = checks.iter().map(|(c, _)| c).collect();
+        prop_assert_eq!(batch_equation_holds(all.iter().copied()), zebra_batch_holds(&all));
+        let good: Vec<&SignatureCheck> = checks
+            .iter()
+            .filter(|(_, case)| matches!(case, Case::Honest | Case::TorsionR(_) | Case::TorsionA(_) | Case::TorsionBoth(..)))
+            .map(|(c, _)| c)
+            .collect();
+        prop_assert!(batch_equation_holds(good.iter().copied()), "{} good checks", good.len());
+    }
+}
