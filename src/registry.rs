@@ -76,6 +76,14 @@ pub struct EphemeralLimits {
 /// queue slot), for the byte bound.
 pub const EPHEMERAL_OVERHEAD_BYTES: usize = 256;
 
+impl SessionHandle {
+    /// Fires once an ephemeral envelope may be queued (one stored permit, so a push
+    /// before the wait is not missed); then take them with [`EphemeralQueue::try_recv`].
+    pub fn ephemeral_ready(&self) -> tokio::sync::futures::Notified<'_> {
+        self.ephemeral_ready.notified()
+    }
+}
+
 fn ephemeral_cost(envelope: &VerifiedEnvelope) -> usize {
     envelope.envelope().body.len() + EPHEMERAL_OVERHEAD_BYTES
 }
@@ -87,23 +95,36 @@ pub struct EphemeralQueue {
 }
 
 impl EphemeralQueue {
-    /// The next envelope; its bytes leave the queue's count.
+    /// The next envelope, waiting for one (the tests' way; a session waits on
+    /// [`SessionHandle::ephemeral_ready`] beside its other events instead).
+    #[cfg(test)]
     pub async fn recv(&mut self) -> Arc<VerifiedEnvelope> {
-        let h = &self.handle;
         loop {
-            let next = h
-                .ephemeral
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop_front();
-            if let Some(envelope) = next {
-                h.ephemeral_bytes
-                    .fetch_sub(ephemeral_cost(&envelope), Ordering::AcqRel);
+            if let Some(envelope) = self.try_recv() {
                 return envelope;
             }
             // A push between the pop and here left a permit: this returns at once.
-            h.ephemeral_ready.notified().await;
+            self.handle.ephemeral_ready().await;
         }
+    }
+
+    /// The next envelope if one is queued. A caller that waits on
+    /// [`SessionHandle::ephemeral_ready`] itself must take every queued envelope each
+    /// time it fires: pushes while it was woken leave one permit, not one each.
+    pub fn try_recv(&mut self) -> Option<Arc<VerifiedEnvelope>> {
+        let h = &self.handle;
+        if h.ephemeral_bytes.load(Ordering::Acquire) == 0 {
+            // Nothing queued (every envelope counts at least its own size): no lock.
+            return None;
+        }
+        let envelope = h
+            .ephemeral
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()?;
+        h.ephemeral_bytes
+            .fetch_sub(ephemeral_cost(&envelope), Ordering::AcqRel);
+        Some(envelope)
     }
 }
 

@@ -334,6 +334,44 @@ async fn ephemeral_messages_go_to_live_sessions_only_and_are_never_queued() {
     relay.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_ephemeral_messages_is_delivered_whole() {
+    // Pushes that land while the session is busy wake it once (one stored permit):
+    // the session must take every queued envelope then, not one per wake-up.
+    let relay = TestRelay::start().await;
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    let (mut ws, _) = relay.connect(&bob).await;
+    assert!(drain_until_synced(&mut ws, true).await.is_empty());
+    let envelopes: Vec<_> = (0..12u8)
+        .map(|i| {
+            whispr::protocol::Envelope::seal(
+                &alice,
+                bob.public_key(),
+                relay.clock.now_ms(),
+                true,
+                vec![b't', i],
+            )
+        })
+        .collect();
+    let http = relay.http();
+    let sent = futures::future::join_all(envelopes.iter().map(|e| http.send(e))).await;
+    for answer in sent {
+        assert_eq!(answer.unwrap().online, Some(true));
+    }
+    let mut got = std::collections::HashSet::new();
+    while got.len() < envelopes.len() {
+        match next(&mut ws).await {
+            ServerFrame::Deliver { seq: None, id, .. } => {
+                assert!(got.insert(id), "delivered twice")
+            }
+            other => panic!("expected an ephemeral deliver, got {other:?}"),
+        }
+    }
+    let want: std::collections::HashSet<_> = envelopes.iter().map(|e| e.id()).collect();
+    assert_eq!(got, want);
+    relay.stop().await;
+}
+
 #[tokio::test]
 async fn a_graceful_restart_with_a_snapshot_keeps_messages_cursors_and_dedupe() {
     let path = crate::support::scratch_dir("snapshot").join("memory.snapshot");
