@@ -108,10 +108,29 @@ impl EphemeralQueue {
         }
     }
 
-    /// The next envelope if one is queued. A caller that waits on
-    /// [`SessionHandle::ephemeral_ready`] itself must take every queued envelope each
-    /// time it fires: pushes while it was woken leave one permit, not one each.
-    pub fn try_recv(&mut self) -> Option<Arc<VerifiedEnvelope>> {
+    /// Every envelope queued right now, oldest first (at most the queue's count limit),
+    /// their bytes leaving the count. A caller that waits on
+    /// [`SessionHandle::ephemeral_ready`] itself takes them all each time it fires
+    /// (pushes while it was woken leave one permit, not one each); what is pushed after
+    /// this leaves a permit for the next wait, so one turn never runs unbounded while
+    /// senders keep pushing.
+    pub fn take_queued(&mut self) -> VecDeque<Arc<VerifiedEnvelope>> {
+        let h = &self.handle;
+        if h.ephemeral_bytes.load(Ordering::Acquire) == 0 {
+            // Nothing queued (every envelope counts at least its own size): no lock.
+            return VecDeque::new();
+        }
+        let mut queue = h.ephemeral.lock().unwrap_or_else(|e| e.into_inner());
+        // An empty deque allocates nothing: the taken one is freed once delivered.
+        let taken = std::mem::take(&mut *queue);
+        let cost: usize = taken.iter().map(|e| ephemeral_cost(e)).sum();
+        h.ephemeral_bytes.fetch_sub(cost, Ordering::AcqRel);
+        taken
+    }
+
+    /// The next envelope if one is queued.
+    #[cfg(test)]
+    fn try_recv(&mut self) -> Option<Arc<VerifiedEnvelope>> {
         let h = &self.handle;
         if h.ephemeral_bytes.load(Ordering::Acquire) == 0 {
             // Nothing queued (every envelope counts at least its own size): no lock.
@@ -535,5 +554,35 @@ mod tests {
             .expect("the push woke the waiting session")
             .unwrap();
         assert!(Arc::ptr_eq(&got, &env));
+    }
+
+    #[tokio::test]
+    async fn a_wake_takes_what_is_queued_and_later_pushes_wake_again() {
+        // What the session loop relies on: one take empties the queue and frees all its
+        // bytes, and a push after the take leaves a permit, so that push waits for the
+        // next turn instead of keeping one turn running.
+        let reg = Registry::new();
+        let env = ephemeral(6);
+        let bob = env.envelope().recipient;
+        let limits = EphemeralLimits {
+            count: 8,
+            bytes: 1 << 20,
+        };
+        let mut reg_b = reg.register(bob, limits);
+        for _ in 0..3 {
+            assert!(reg.push_ephemeral(&bob, env.clone()));
+        }
+        let wait = std::time::Duration::from_secs(5);
+        tokio::time::timeout(wait, reg_b.handle.ephemeral_ready())
+            .await
+            .expect("three pushes left a permit");
+        assert_eq!(reg_b.ephemeral.take_queued().len(), 3);
+        assert!(reg_b.ephemeral.take_queued().is_empty());
+        assert_eq!(reg_b.handle.ephemeral_bytes.load(Ordering::Acquire), 0);
+        assert!(reg.push_ephemeral(&bob, env));
+        tokio::time::timeout(wait, reg_b.handle.ephemeral_ready())
+            .await
+            .expect("a push after the take wakes the next wait");
+        assert_eq!(reg_b.ephemeral.take_queued().len(), 1);
     }
 }

@@ -478,9 +478,10 @@ impl<T: Transport> Live<'_, T> {
         }
     }
 
-    /// Delivers every queued ephemeral envelope (one wake-up may stand for several).
+    /// Delivers the ephemeral envelopes queued now (one wake-up may stand for several);
+    /// any pushed meanwhile wait for the next turn, after shutdown, input and answers.
     async fn drain_ephemeral(&mut self) -> Result<(), End> {
-        while let Some(env) = self.ephemeral.try_recv() {
+        for env in self.ephemeral.take_queued() {
             self.on_ephemeral(env).await?;
         }
         Ok(())
