@@ -496,6 +496,20 @@ mod tests {
         )
     }
 
+    /// A registry with the recipient of a 6-byte ephemeral envelope online, its queue
+    /// holding at most `count` envelopes (and 1 MiB).
+    fn online(count: usize) -> (Registry, Arc<VerifiedEnvelope>, PublicKey, Registration) {
+        let reg = Registry::new();
+        let env = ephemeral(6);
+        let bob = env.envelope().recipient;
+        let limits = EphemeralLimits {
+            count,
+            bytes: 1 << 20,
+        };
+        let reg_b = reg.register(bob, limits);
+        (reg, env, bob, reg_b)
+    }
+
     #[tokio::test]
     async fn ephemeral_queue_is_bounded_in_count() {
         let reg = Registry::new();
@@ -538,14 +552,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_session_gets_an_ephemeral_envelope_pushed_after_it_began_waiting() {
-        let reg = Arc::new(Registry::new());
-        let env = ephemeral(6);
-        let bob = env.envelope().recipient;
-        let limits = EphemeralLimits {
-            count: 4,
-            bytes: 1 << 20,
-        };
-        let mut reg_b = reg.register(bob, limits);
+        let (reg, env, bob, mut reg_b) = online(4);
         let waiting = tokio::spawn(async move { reg_b.ephemeral.recv().await });
         tokio::task::yield_now().await;
         assert!(reg.push_ephemeral(&bob, env.clone()));
@@ -561,14 +568,7 @@ mod tests {
         // What the session loop relies on: one take empties the queue and frees all its
         // bytes, and a push after the take leaves a permit, so that push waits for the
         // next turn instead of keeping one turn running.
-        let reg = Registry::new();
-        let env = ephemeral(6);
-        let bob = env.envelope().recipient;
-        let limits = EphemeralLimits {
-            count: 8,
-            bytes: 1 << 20,
-        };
-        let mut reg_b = reg.register(bob, limits);
+        let (reg, env, bob, mut reg_b) = online(8);
         for _ in 0..3 {
             assert!(reg.push_ephemeral(&bob, env.clone()));
         }
