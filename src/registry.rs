@@ -78,7 +78,7 @@ pub const EPHEMERAL_OVERHEAD_BYTES: usize = 256;
 
 impl SessionHandle {
     /// Fires once an ephemeral envelope may be queued (one stored permit, so a push
-    /// before the wait is not missed); then take them with [`EphemeralQueue::try_recv`].
+    /// before the wait is not missed); then take them with [`EphemeralQueue::take_queued`].
     pub fn ephemeral_ready(&self) -> tokio::sync::futures::Notified<'_> {
         self.ephemeral_ready.notified()
     }
@@ -100,7 +100,7 @@ impl EphemeralQueue {
     #[cfg(test)]
     pub async fn recv(&mut self) -> Arc<VerifiedEnvelope> {
         loop {
-            if let Some(envelope) = self.try_recv() {
+            if let Some(envelope) = self.take(1).pop_front() {
                 return envelope;
             }
             // A push between the pop and here left a permit: this returns at once.
@@ -115,35 +115,27 @@ impl EphemeralQueue {
     /// this leaves a permit for the next wait, so one turn never runs unbounded while
     /// senders keep pushing.
     pub fn take_queued(&mut self) -> VecDeque<Arc<VerifiedEnvelope>> {
+        self.take(usize::MAX)
+    }
+
+    /// The oldest `most` envelopes queued, under one lock; their bytes leave the count
+    /// under it too, so a push never sees bytes of envelopes already gone.
+    fn take(&mut self, most: usize) -> VecDeque<Arc<VerifiedEnvelope>> {
         let h = &self.handle;
         if h.ephemeral_bytes.load(Ordering::Acquire) == 0 {
             // Nothing queued (every envelope counts at least its own size): no lock.
             return VecDeque::new();
         }
         let mut queue = h.ephemeral.lock().unwrap_or_else(|e| e.into_inner());
-        // An empty deque allocates nothing: the taken one is freed once delivered.
-        let taken = std::mem::take(&mut *queue);
+        let taken = if most >= queue.len() {
+            // An empty deque allocates nothing: the taken one is freed once delivered.
+            std::mem::take(&mut *queue)
+        } else {
+            queue.drain(..most).collect()
+        };
         let cost: usize = taken.iter().map(|e| ephemeral_cost(e)).sum();
         h.ephemeral_bytes.fetch_sub(cost, Ordering::AcqRel);
         taken
-    }
-
-    /// The next envelope if one is queued.
-    #[cfg(test)]
-    fn try_recv(&mut self) -> Option<Arc<VerifiedEnvelope>> {
-        let h = &self.handle;
-        if h.ephemeral_bytes.load(Ordering::Acquire) == 0 {
-            // Nothing queued (every envelope counts at least its own size): no lock.
-            return None;
-        }
-        let envelope = h
-            .ephemeral
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front()?;
-        h.ephemeral_bytes
-            .fetch_sub(ephemeral_cost(&envelope), Ordering::AcqRel);
-        Some(envelope)
     }
 }
 

@@ -181,7 +181,6 @@ struct DeliverFrame {
     msgpack_hex: String,
 }
 
-/// The envelope signing bytes, written out from the spec rather than through the crate.
 /// A vector's signature of `bytes` by `signer`: its hex and base64 forms agree, it is the
 /// one Ed25519 makes (deterministic), and it verifies.
 fn check_signature(
@@ -210,6 +209,7 @@ fn check_signature(
     signature
 }
 
+/// The envelope signing bytes, written out from the spec rather than through the crate.
 fn spec_envelope_bytes(
     recipient: &[u8],
     sender: &[u8],

@@ -46,8 +46,7 @@ use crate::protocol::{verify_envelopes, EnvelopeCheck, ProtocolError, SignedEnve
 pub const VERIFY_BUSY_RETRY_MS: u64 = 100;
 
 /// The stage's bounds (config keys `verify_queue_depth`, `verify_max_batch`,
-/// `verify_leader_grace_ms`,
-/// `verify_workers`).
+/// `verify_leader_grace_ms`, `verify_workers`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VerifierLimits {
     pub queue_depth: usize,

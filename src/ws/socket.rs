@@ -90,6 +90,7 @@ impl<T: Transport> Socket<T> {
     /// Pings every `ping_interval` from now on; a peer silent for `pong_timeout` after
     /// a ping is closed with 4005. (The native session starts after authentication,
     /// which has its own deadline.)
+    ///
     /// The first ping comes after a random time between half the interval and the
     /// whole of it, then one every interval: sessions that connected together (a relay
     /// restart sends every client back at once) would otherwise ping together, every
@@ -323,8 +324,6 @@ enum Polled {
     Flushed,
 }
 
-/// The next frame from the peer; while none is there, flushes what was fed (and
-/// clears `flush_by` once it left).
 /// When a session's first ping is due: a random time between half of `every` and all
 /// of it (see [`Socket::start_pinging`]).
 fn first_ping(every: Duration) -> Duration {
@@ -332,6 +331,8 @@ fn first_ping(every: Duration) -> Duration {
     every.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
 }
 
+/// The next frame from the peer; while none is there, flushes what was fed (and
+/// clears `flush_by` once it left).
 fn poll_input_or_flush<T: Transport>(
     transport: &mut T,
     flush_by: &mut Option<Instant>,

@@ -4,10 +4,11 @@
 //!
 //! - **Eviction.** Any `maxmemory-policy` but `noeviction` deletes keys when Redis is
 //!   full, and with them queued messages; `volatile-*` policies too, because the inboxes'
-//!   metadata and dedupe keys have TTLs. The relay refuses such a Redis unless the operator opts out
-//!   (`redis_allow_eviction`), and then warns at start and every hour while the scripts
-//!   report each eviction they notice as a gap. Found on a re-check, an evicting policy
-//!   makes the store refuse writes (and `/readyz` fail) until it is fixed.
+//!   metadata and dedupe keys have TTLs. The relay refuses such a Redis unless the
+//!   operator opts out (`redis_allow_eviction`), and then warns at start and every hour
+//!   while the scripts report each eviction they notice as a gap. Found on a re-check,
+//!   an evicting policy makes the store refuse writes (and `/readyz` fail) until it is
+//!   fixed.
 //! - **Durability.** A Redis restart is lossless only with `appendonly yes` and
 //!   `appendfsync always`, on a server that was never a replica promoted in this run
 //!   (`second_repl_offset:-1`: a promoted replica may lag its old master). Whether the

@@ -93,11 +93,11 @@
 //! Expiry found by scripts is counted in an `AtomicU64` and reported by the next sweep.
 //! The sweep also `SCAN`s the `:m` keys (only inboxes holding messages have one; not
 //! `:exp`, which an eviction may have taken while `m` remains) and expires each (after
-//! the same eviction check as a read), because a message nobody reads again must still be reported as
-//! expired (the conformance suite checks this, and checks `depth` after an ack, which
-//! is why neither is left at zero). `depth` `SCAN`s the `:q` keys and sums
-//! their sizes with one `ZCARD` each (many in flight; no pipeline, since on a cluster
-//! the keys live on different masters). The sweep costs one round trip per inbox
+//! the same eviction check as a read), because a message nobody reads again must still
+//! be reported as expired (the conformance suite checks this, and checks `depth` after
+//! an ack, which is why neither is left at zero). `depth` `SCAN`s the `:q` keys and
+//! sums their sizes with one `ZCARD` each (many in flight; no pipeline, since on a
+//! cluster the keys live on different masters). The sweep costs one round trip per inbox
 //! holding messages; both run only at sweep and metrics-scrape intervals. `SCAN` walks
 //! the whole keyspace (matching is done server-side), on a cluster every master in
 //! turn (`RedisLink::scan_match`); with very many keys a global index of expiring

@@ -10,8 +10,9 @@
 //! Every script takes the same first three `ARGV`s, so the prelude can serve them all:
 //! `ARGV[1]` a fresh random epoch (used only if the inbox must move to a new epoch; the
 //! batch insert takes one per message instead), `ARGV[2]` `1` when the guard verified
-//! this process's persistence lossless and `0` otherwise, `ARGV[3]` how long the inbox's keys must live at least (ms). Script-specific arguments
-//! follow from `ARGV[4]`.
+//! this process's persistence lossless and `0` otherwise, `ARGV[3]` how long the
+//! inbox's keys must live at least (ms). Script-specific arguments follow from
+//! `ARGV[4]`.
 //!
 //! The insert takes many messages at once (group commit: see [`super::writer`]); the
 //! others work on one inbox.
@@ -22,10 +23,10 @@
 //! the script call itself, whatever the command does; so the scripts are written to make
 //! few calls. A stored message costs ten in the insert (one `HMGET` for all of `meta`,
 //! the dedupe check and record in one `ZADD NX`, the cap's `ZCARD`, `HINCRBY`, three
-//! writes, and the key lives: one `PTTL`, one `PEXPIRE`, one `PERSIST`); a read six (`HMGET`, the
-//! expiry probe, the eviction check's two counts, the range, one `HMGET` of the
-//! payloads); an ack six. What used to run on
-//! every call and now runs less often, each argued where it runs: the key lives are
+//! writes, and the key lives: one `PTTL`, one `PEXPIRE`, one `PERSIST`); a read six
+//! (`HMGET`, the expiry probe, the eviction check's two counts, the range, one `HMGET`
+//! of the payloads); an ack six. What used to run on every call and now runs less
+//! often, each argued where it runs: the key lives are
 //! renewed once per sixteenth of their length, dedupe ids past their window are forgotten
 //! on every sixteenth message, and the insert expires messages only when the inbox is
 //! full.
