@@ -299,9 +299,8 @@ fn latencies(shared: &Shared, from_ns: u64, to_ns: u64, accept: bool) -> Histogr
     h
 }
 
-/// With a schedule (`--rate`): how late each send left against it, in microseconds.
-fn send_lag(cfg: &BenchConfig, shared: &Shared) -> Option<Histogram<u64>> {
-    let rate = cfg.rate;
+/// With a schedule (`rate` > 0): how late each send left against it, in microseconds.
+fn send_lag(rate: u64, shared: &Shared) -> Option<Histogram<u64>> {
     if rate == 0 {
         return None;
     }
@@ -416,7 +415,7 @@ fn report(cfg: &BenchConfig, shared: &Shared, send_s: f64, signing_s: f64) -> Re
         errors: shared.errors.lock().map(|e| e.clone()).unwrap_or_default(),
         latency_ms: all(false),
         accept_latency_ms: all(true),
-        send_lag_ms: send_lag(cfg, shared).map(|h| Latency::from_histogram(&h)),
+        send_lag_ms: send_lag(cfg.rate, shared).map(|h| Latency::from_histogram(&h)),
         warmup_seconds: cfg.warmup.as_secs_f64(),
         warmup_latency_ms: Latency::from_histogram(&latencies(shared, 0, warmup_ns, false)),
         after_warmup_latency_ms: Latency::from_histogram(&latencies(
@@ -690,5 +689,29 @@ async fn progress(shared: Arc<Shared>, total: u64, stop: CancellationToken) {
             shared.delivered_count.load(Ordering::Relaxed),
             shared.duplicates.load(Ordering::Relaxed),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_lag_is_each_send_against_its_own_slot_of_the_schedule() {
+        // 1,000 msgs/s from 1 s after the epoch: message i is due at 1 s + i ms.
+        let shared = Shared::new(5);
+        let start = 1_000_000_000;
+        shared.start_ns.store(start, Ordering::Relaxed);
+        let ms = 1_000_000;
+        // Late by 0, 2, 0 and 7 ms; message 3 was never sent.
+        for (i, late) in [(0, 0), (1, 2 * ms), (2, 0), (4, 7 * ms)] {
+            shared.sent_at[i].store(start + i as u64 * ms + late, Ordering::Relaxed);
+        }
+        let lag = send_lag(1000, &shared).expect("a schedule");
+        assert_eq!(lag.len(), 4, "unsent messages are not counted");
+        assert_eq!(lag.value_at_quantile(0.5), 0);
+        assert!(lag.equivalent(lag.max(), 7_000), "max {} µs", lag.max());
+        assert!(lag.equivalent(lag.value_at_quantile(0.7), 2_000));
+        assert!(send_lag(0, &shared).is_none(), "max rate has no schedule");
     }
 }

