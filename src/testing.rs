@@ -1,8 +1,8 @@
 //! Internals the integration tests (`tests/it/`), the benchmarks (`benches/`), the vector
 //! generator (`examples/`) and the fuzz targets (`fuzz/`) reach, and nothing else: the
 //! store and blob conformance suites to run against a real Redis, the stores
-//! themselves, the Redis connection and pub/sub channel names (to watch what a relay
-//! publishes), the send-rate buckets (to measure leasing across nodes), and the pure parsers the fuzzers drive.
+//! themselves, the Redis connection, inbox key and pub/sub channel names (to watch what a
+//! relay publishes and reach into what it stores), the send-rate buckets (to measure leasing across nodes), and the pure parsers the fuzzers drive.
 //!
 //! Not API: hidden from the documentation and free to change with the code. A relay's
 //! users have [`crate::server`], [`crate::config`], [`crate::client`],
@@ -30,6 +30,11 @@ pub mod redis_link {
 /// The send-rate buckets, to measure what leasing them from Redis overshoots.
 pub mod relay {
     pub use crate::relay::RateLimits;
+}
+
+/// The names of an inbox's keys, to inject the faults a test needs into them.
+pub mod redis_keys {
+    pub use crate::redis_keys::inbox;
 }
 
 /// The pub/sub channel of an inbox's wake-ups.

@@ -14,7 +14,7 @@ use whispr::testing::store::{MessageStore, RedisStore, SharedStore};
 use crate::support::{
     assert_silent, config_with, drain_until_synced, have_program, receive, scratch_dir, TestRelay,
 };
-use crate::support::{free_port, plain_conn, RedisServer};
+use crate::support::{free_port, inbox_key, plain_conn, RedisServer};
 
 /// Three masters, no replicas; each server is killed on drop.
 struct Cluster {
@@ -150,8 +150,7 @@ async fn spread(cluster: &Cluster) -> Vec<Identity> {
     let mut picked = Vec::new();
     while picked.len() < 3 {
         let who = Identity::generate();
-        let key = format!("whispr:{{{}}}:q", who.public_key().to_hex());
-        if seen.insert(cluster.owner(&key).await) {
+        if seen.insert(cluster.owner(&inbox_key(&who, "q")).await) {
             picked.push(who);
         }
     }

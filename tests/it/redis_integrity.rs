@@ -11,7 +11,7 @@ use whispr::testing::store::conformance::{envelope, LIMITS};
 use whispr::testing::store::{MessageStore, RedisOptions, RedisStore, StoreError};
 
 use crate::support::{drain_until_synced, scratch_dir, TestRelay};
-use crate::support::{free_port, single, RedisServer};
+use crate::support::{free_port, inbox_key, single, RedisServer};
 
 async fn send(
     relay: &TestRelay,
@@ -335,15 +335,13 @@ async fn evicting_policies_are_refused_unless_allowed_and_then_evictions_are_gap
     // What an eviction does: whole keys disappear. Bob loses his metadata, Carol the
     // order of her queue.
     let mut conn = redis.conn().await;
-    let key =
-        |who: &Identity, part: &str| format!("whispr:{{{}}}:{part}", who.public_key().to_hex());
     let _: () = redis::cmd("DEL")
-        .arg(key(&bob, "meta"))
+        .arg(inbox_key(&bob, "meta"))
         .query_async(&mut conn)
         .await
         .unwrap();
     let _: () = redis::cmd("DEL")
-        .arg(key(&carol, "q"))
+        .arg(inbox_key(&carol, "q"))
         .query_async(&mut conn)
         .await
         .unwrap();

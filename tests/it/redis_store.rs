@@ -8,7 +8,7 @@ use whispr::testing::store::{
     HistoryLoss, InsertOutcome, MessageStore, RedisStore, SharedStore, StoreError, StoreLimits,
 };
 
-use crate::support::{free_port, plain_conn, scratch_dir, single, RedisServer};
+use crate::support::{free_port, inbox_key, plain_conn, scratch_dir, single, RedisServer};
 
 #[tokio::test]
 async fn redis_store_passes_conformance() {
@@ -109,11 +109,6 @@ async fn store_on(server: &RedisServer) -> std::sync::Arc<RedisStore> {
     RedisStore::connect(&single(&server.url), LIMITS)
         .await
         .unwrap()
-}
-
-/// An inbox key of `who` (the schema of `src/redis_keys.rs`).
-fn inbox_key(who: &Identity, part: &str) -> String {
-    format!("whispr:{{{}}}:{part}", who.public_key().to_hex())
 }
 
 /// The PTTL of `part` of `who`'s inbox (-1: no life, -2: gone).

@@ -16,7 +16,9 @@ mod redis_server;
 pub mod v1;
 
 pub use close::close_code;
-pub(crate) use redis_server::{free_port, plain_conn, single, wait_subscribers, RedisServer};
+pub(crate) use redis_server::{
+    free_port, inbox_key, plain_conn, single, wait_subscribers, RedisServer,
+};
 
 /// A relay running in this process on a free port.
 pub struct TestRelay {

@@ -24,6 +24,11 @@ pub(crate) async fn plain_conn(url: &str) -> redis::aio::MultiplexedConnection {
         .expect("connect to the test redis")
 }
 
+/// The key `part` of `who`'s native inbox, named as the relay names it.
+pub(crate) fn inbox_key(who: &whispr::protocol::Identity, part: &str) -> String {
+    whispr::testing::redis_keys::inbox(&who.public_key().into(), part)
+}
+
 /// One Redis server as the store's target.
 pub(crate) fn single(url: &str) -> RedisTarget {
     RedisTarget::single(url)
