@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One BENCHMARKS.md row end to end: starts redis-server (or a cluster) and the relay(s)
-# on free ports, runs `whispr bench`, prints the bench's figures and Redis's cost per
+# on free ports, runs `whispr bench`, prints the bench's figures, the relays' CPU per message
+# (utime + stime) and Redis's cost per
 # message (INFO commandstats and used_cpu_* before and after), then stops everything.
 #
 #   benches/redis_row.sh SETUP [whispr bench flags...]
@@ -88,9 +89,11 @@ TOML
   pids+=($!)
   wait_http "$1"
 }
-a=$(free_port); start_relay "$a"; relay_pid=${pids[-1]}
+a=$(free_port); start_relay "$a"; relay_pid=${pids[-1]}; relay_pids=("$relay_pid")
 via=()
-if [ "$setup" = two-nodes ]; then b=$(free_port); start_relay "$b"; via=(--send-via "http://127.0.0.1:$b"); fi
+if [ "$setup" = two-nodes ]; then
+  b=$(free_port); start_relay "$b"; relay_pids+=("${pids[-1]}"); via=(--send-via "http://127.0.0.1:$b")
+fi
 
 cpu() { # summed used_cpu_sys + used_cpu_user over every Redis, seconds
   local t=0
@@ -99,20 +102,31 @@ cpu() { # summed used_cpu_sys + used_cpu_user over every Redis, seconds
   done
   echo "${t:-0}"
 }
+relay_cpu() { # summed utime + stime of every relay, seconds
+  local t=0
+  for p in "${relay_pids[@]}"; do
+    t=$(awk -v t="$t" -v hz="$(getconf CLK_TCK)" '{printf "%.6f", t + ($14 + $15) / hz}' "/proc/$p/stat")
+  done
+  echo "$t"
+}
 for p in "${redis_ports[@]}"; do redis-cli -p "$p" config resetstat >/dev/null; done
 before=$(cpu)
+relay_before=$(relay_cpu)
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 report=$("$whispr" bench --server "http://127.0.0.1:$a" "${via[@]}" "${flags[@]}" --relay-pid "$relay_pid" --json)
 after=$(cpu)
-python3 - "$report" "$before" "$after" "$setup" "$fsync" "$load" "${redis_ports[@]}" <<'PY'
+relay_after=$(relay_cpu)
+python3 - "$report" "$before" "$after" "$setup" "$fsync" "$load" "$relay_before" "$relay_after" "${redis_ports[@]}" <<'PY'
 import json, subprocess, sys
 r = json.loads(sys.argv[1]); before, after = float(sys.argv[2]), float(sys.argv[3])
-setup, fsync, load, ports = sys.argv[4], sys.argv[5], sys.argv[6], sys.argv[7:]
+setup, fsync, load = sys.argv[4], sys.argv[5], sys.argv[6]
+relay_s, ports = float(sys.argv[8]) - float(sys.argv[7]), sys.argv[9:]
 l = r["latency_ms"]
 print(f"{setup} (appendfsync {fsync}; load before {load}): accepted {r['accepted_per_s']:.0f}/s, "
       f"delivered {r['delivered_per_s']:.0f}/s, lost {r['lost']}, duplicates {r['duplicates']}, "
       f"errors {sum(r['errors'].values())}, p50/p90/p99/max {l['p50']}/{l['p90']}/{l['p99']}/{l['max']} ms")
 n = max(r["accepted"], 1)
+print(f"  relay CPU {1e6 * relay_s / n:.1f} µs/msg (utime + stime of every relay)")
 if ports:
     calls, usec = {}, {}
     for p in ports:

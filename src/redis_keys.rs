@@ -46,11 +46,23 @@ const WHISPR_V1_PREFIX: &str = "whispr:v1:{";
 /// One key of an inbox (`part` one of [`INBOX_PARTS`]): the key's hex in braces is the
 /// hash tag, so every key of an inbox is in one slot.
 pub fn inbox(inbox: &InboxId, part: &str) -> String {
+    inbox_stem(inbox) + part
+}
+
+/// The five keys of an inbox in [`INBOX_PARTS`]'s order, its hex written once: every
+/// store script call names all five.
+pub fn inbox_all(inbox: &InboxId) -> [String; 5] {
+    let stem = inbox_stem(inbox);
+    INBOX_PARTS.map(|part| format!("{stem}{part}"))
+}
+
+/// What every key of an inbox starts with, up to the part.
+fn inbox_stem(inbox: &InboxId) -> String {
     let prefix = match inbox {
         InboxId::Native(_) => NATIVE_PREFIX,
         InboxId::WhisprV1(_) => WHISPR_V1_PREFIX,
     };
-    format!("{prefix}{}}}:{part}", inbox.key().to_hex())
+    format!("{prefix}{}}}:", inbox.key().to_hex())
 }
 
 /// The inbox one of its keys belongs to, e.g. `whispr:v1:{ab12..}:exp`.
@@ -148,6 +160,9 @@ mod tests {
             assert_eq!(inbox_of(&inbox(&native, part)), Some(native));
             assert_eq!(inbox_of(&inbox(&v1, part)), Some(v1));
             assert_ne!(inbox(&native, part), inbox(&v1, part));
+        }
+        for id in [native, v1] {
+            assert_eq!(inbox_all(&id), INBOX_PARTS.map(|part| inbox(&id, part)));
         }
         assert_eq!(inbox_of("other:key"), None);
         assert_eq!(inbox_of("whispr:{nothex}:q"), None);

@@ -66,7 +66,7 @@ impl PublicKey {
     }
 
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        hex32(&self.0)
     }
 
     /// The key checked and decompressed for verifying (refusing non-canonical encodings,
@@ -139,7 +139,7 @@ impl MessageId {
     }
 
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        hex32(&self.0)
     }
 }
 
@@ -183,5 +183,27 @@ impl Identity {
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "Identity({:?})", self.public_key())
+    }
+}
+
+/// Lowercase hex of 32 bytes. `hex::encode` collects an iterator of `char`s, one push
+/// at a time; with a key or id hexed for every Redis key of every store call, that was
+/// 4.5% of the relay's CPU on Redis (`perf`, BENCHMARKS.md). `encode_to_slice` is a table
+/// lookup per byte.
+fn hex32(bytes: &[u8; 32]) -> String {
+    let mut out = [0u8; 64];
+    hex::encode_to_slice(bytes, &mut out).expect("64 bytes hold the hex of 32");
+    String::from_utf8(out.to_vec()).expect("hex is ASCII")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex32_is_lowercase_hex_of_every_byte() {
+        let bytes: [u8; 32] = std::array::from_fn(|i| (i * 37 + 11) as u8 ^ 0xa5);
+        assert_eq!(hex32(&bytes), hex::encode(bytes));
+        assert_eq!(hex32(&[0xff; 32]), "ff".repeat(32));
     }
 }

@@ -547,3 +547,96 @@ async fn redis_neither_persists_nor_replicates_loaded_scripts() {
     let after_restart: Vec<u8> = exists(sha).query_async(&mut m).await.unwrap();
     assert_eq!(after_restart, [0]);
 }
+
+#[tokio::test]
+async fn concurrent_reads_and_acks_share_script_calls_and_each_gets_its_own_answer() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let store = store_on(&server).await;
+    let mut conn = server.conn().await;
+    let alice = Identity::generate();
+    let readers: Vec<Identity> = (0..40).map(|_| Identity::generate()).collect();
+    let queued = |i: usize| i % 3 + 1;
+    for (i, reader) in readers.iter().enumerate() {
+        for n in 1..=queued(i) {
+            store
+                .insert(&envelope(&alice, reader.public_key(), n as u32, NOW), NOW)
+                .await
+                .unwrap();
+        }
+    }
+    let inboxes: Vec<whispr::protocol::InboxId> =
+        readers.iter().map(|r| r.public_key().into()).collect();
+    redis_do(&mut conn, &["CONFIG", "RESETSTAT"]).await;
+
+    let batches = futures::future::join_all(
+        inboxes
+            .iter()
+            .map(|inbox| store.fetch(inbox, None, 10, NOW)),
+    )
+    .await;
+    let calls = command_calls(&server.url, "evalsha").await;
+    assert!(
+        calls <= 10,
+        "40 reads pending at once took {calls} script calls"
+    );
+    let mut epochs = Vec::new();
+    for (i, batch) in batches.into_iter().enumerate() {
+        let batch = batch.unwrap();
+        let bodies: Vec<_> = batch
+            .messages
+            .iter()
+            .map(|m| m.envelope.body.clone())
+            .collect();
+        let wanted: Vec<_> = (1..=queued(i))
+            .map(|n| format!("body {n}").into_bytes())
+            .collect();
+        assert_eq!(bodies, wanted, "reader {i} gets its own messages in order");
+        assert!(batch
+            .messages
+            .iter()
+            .all(|m| m.envelope.recipient == readers[i].public_key()));
+        epochs.push(batch.epoch);
+    }
+
+    // Acks alone (even readers, everything) and acks with a read (odd readers, the first
+    // message), pending at once, the same inbox twice among them.
+    redis_do(&mut conn, &["CONFIG", "RESETSTAT"]).await;
+    let cursor = |i: usize, seq: u64| Cursor {
+        epoch: epochs[i],
+        seq,
+    };
+    let store = &store;
+    let ops = inboxes.iter().enumerate().map(|(i, inbox)| async move {
+        if i % 2 == 0 {
+            let acked = store.ack(inbox, cursor(i, queued(i) as u64)).await.unwrap();
+            assert_eq!(acked, queued(i) as u64, "reader {i} acked everything");
+            None
+        } else {
+            let batch = store
+                .ack_and_fetch(inbox, cursor(i, 1), Some(cursor(i, 1)), 10, NOW)
+                .await
+                .unwrap();
+            Some(batch.messages.iter().map(|m| m.seq).collect::<Vec<_>>())
+        }
+    });
+    let again = store.fetch(&inboxes[1], Some(cursor(1, 1)), 10, NOW);
+    let (answers, again) = tokio::join!(futures::future::join_all(ops), again);
+    assert!(command_calls(&server.url, "evalsha").await <= 10);
+    for (i, answer) in answers.into_iter().enumerate() {
+        if let Some(seqs) = answer {
+            assert_eq!(
+                seqs,
+                (2..=queued(i) as u64).collect::<Vec<_>>(),
+                "reader {i}"
+            );
+        }
+    }
+    assert_eq!(again.unwrap().messages.len(), queued(1) - 1);
+    for (i, inbox) in inboxes.iter().enumerate() {
+        let left = store.fetch(inbox, None, 10, NOW).await.unwrap();
+        let wanted = if i % 2 == 0 { 0 } else { queued(i) - 1 };
+        assert_eq!(left.messages.len(), wanted, "reader {i} after the acks");
+    }
+}

@@ -21,14 +21,15 @@
 //!
 //! # Atomicity
 //!
-//! Four Lua scripts (insert, fetch, ack, and the sweep's expire; in `scripts.rs`) each
-//! run atomically on the inbox's slot. Each first checks the inbox's history (below),
-//! then reads and the sweep expire the inbox's front (`lost` rises to the highest
-//! expired seq; an insert does only when the inbox is full); the sweep and every
-//! sixteenth insert forget dedupe ids past their window (the insert reads an id past its
-//! window as forgotten, so the verdict is exact either way); insert and fetch create
-//! `meta` with a fresh random
-//! epoch (chosen in Rust, in [1, 2^53)) when it is missing. `ack` takes no clock (the
+//! Three Lua scripts (insert, reads, and the sweep's expire; in `scripts.rs`) run
+//! atomically on one slot; each operation in them (one insert, one read or one ack,
+//! many of each batched into one call by `writer`) works on one inbox. Each first checks
+//! the inbox's history (below), then reads and the sweep expire the inbox's front
+//! (`lost` rises to the highest expired seq; an insert does only when the inbox is
+//! full); the sweep and every sixteenth insert forget dedupe ids past their window (the
+//! insert reads an id past its window as forgotten, so the verdict is exact either way);
+//! inserts and reads create `meta` with a fresh random epoch (chosen in Rust, in
+//! [1, 2^53)) when it is missing. `ack` takes no clock (the
 //! trait gives it none), so it does not expire anything. The gap and floor rules are
 //! computed in Rust from `epoch`, `lost` and `acked`, the same expressions as the memory
 //! store's, so both stores answer alike.
@@ -120,6 +121,7 @@
 
 mod fence;
 mod guard;
+mod ops;
 mod scripts;
 mod writer;
 
@@ -144,7 +146,9 @@ use crate::redis_keys::{self, inbox_of, inbox_patterns as patterns};
 use crate::redis_link::{RedisLink, RedisTarget};
 use fence::{Fence, Place};
 use guard::Guard;
+use ops::{Insert, Read, ReadKind, INSERT_BUDGET, READ_BUDGET};
 use scripts::{Script, Scripts};
+use writer::Writer;
 
 /// What one queued message's payload holds besides its seq.
 #[derive(Serialize)]
@@ -178,11 +182,12 @@ impl Default for RedisOptions {
 }
 
 /// A [`MessageStore`] on one Redis server or a Redis Cluster, shared by every relay
-/// node using it. Inserts go through the group-commit writer (`writer`); everything
-/// else is one script call on the shared connection.
+/// node using it. Inserts, and reads with acks, go through two group-commit writers
+/// (`writer`); the sweep is one script call per inbox on the shared connection.
 pub struct RedisStore {
     inner: Arc<Inner>,
-    writer: writer::Writer,
+    inserts: Writer<Insert>,
+    reads: Writer<Read>,
 }
 
 impl std::ops::Deref for RedisStore {
@@ -216,8 +221,8 @@ fn evalsha(script: &Script, keys: usize) -> Cmd {
 /// arguments every script takes first (see `scripts`).
 fn on_inbox(script: &Script, inbox: &InboxId, lossless: &str, keep_ms: u64) -> Cmd {
     let mut call = evalsha(script, PARTS.len());
-    for part in PARTS {
-        call.arg(key(inbox, part));
+    for key in redis_keys::inbox_all(inbox) {
+        call.arg(key);
     }
     call.arg(new_epoch()).arg(lossless).arg(keep_ms);
     call
@@ -284,8 +289,64 @@ impl RedisStore {
             events: StoreEvents::default(),
         });
         Ok(RedisStore {
-            writer: writer::Writer::start(inner.clone()),
+            inserts: Writer::start(inner.clone(), INSERT_BUDGET),
+            reads: Writer::start(inner.clone(), READ_BUDGET),
             inner,
+        })
+    }
+
+    /// A read (batched with others), with an acknowledgement to apply first when `ack` is set.
+    async fn read(
+        &self,
+        inbox: &InboxId,
+        ack: Option<Cursor>,
+        after: Option<Cursor>,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Batch, StoreError> {
+        let reply = self
+            .reads
+            .run(Read {
+                inbox: *inbox,
+                keep_ms: self.keep_ms(),
+                kind: ReadKind::Fetch {
+                    now_ms,
+                    after,
+                    limit,
+                    ack,
+                },
+            })
+            .await?;
+        let [epoch, head, lost_through, acked, expired, lost, rest @ ..] = reply.as_slice() else {
+            return Err(corrupt("fetch"));
+        };
+        self.count_expired(expired)?;
+        self.note_loss(inbox, lost)?;
+        let (epoch, head) = (number(epoch)?, number(head)?);
+        let (lost_through, acked_through) = (number(lost_through)?, number(acked)?);
+        // The memory store's `gap_for` and floor, on the same four numbers.
+        let gap = match after {
+            Some(c) if c.epoch != epoch => Some(GapReason::EpochChanged),
+            Some(c) => (lost_through > c.seq).then_some(GapReason::Expired),
+            None => (lost_through > acked_through).then_some(GapReason::Expired),
+        };
+        let floor = match after {
+            Some(c) if c.epoch == epoch => c.seq.max(lost_through),
+            _ => acked_through.max(lost_through),
+        };
+        let messages = rest
+            .chunks(2)
+            .map(|pair| match pair {
+                [seq, payload] => self.decode(seq, payload),
+                _ => Err(corrupt("fetch pairs")),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Batch {
+            epoch,
+            gap,
+            floor,
+            messages,
+            head,
         })
     }
 
@@ -361,64 +422,6 @@ impl Inner {
         ))
     }
 
-    /// The fetch script, with an acknowledgement to apply first when `ack` is set.
-    async fn read(
-        &self,
-        inbox: &InboxId,
-        ack: Option<Cursor>,
-        after: Option<Cursor>,
-        limit: usize,
-        now_ms: u64,
-    ) -> Result<Batch, StoreError> {
-        let reply = self
-            .script(
-                |s| &s.fetch,
-                inbox,
-                self.keep_ms(),
-                |call| {
-                    call.arg(now_ms)
-                        .arg(after.map(|c| c.epoch.to_string()).unwrap_or_default())
-                        .arg(after.map_or(0, |c| c.seq))
-                        // Lua numbers are doubles: a larger LIMIT would not print as an integer.
-                        .arg(limit.min(u32::MAX as usize))
-                        .arg(ack.map(|c| c.epoch.to_string()).unwrap_or_default())
-                        .arg(ack.map_or(0, |c| c.seq));
-                },
-            )
-            .await?;
-        let [epoch, head, lost_through, acked, expired, lost, rest @ ..] = reply.as_slice() else {
-            return Err(corrupt("fetch"));
-        };
-        self.count_expired(expired)?;
-        self.note_loss(inbox, lost)?;
-        let (epoch, head) = (number(epoch)?, number(head)?);
-        let (lost_through, acked_through) = (number(lost_through)?, number(acked)?);
-        // The memory store's `gap_for` and floor, on the same four numbers.
-        let gap = match after {
-            Some(c) if c.epoch != epoch => Some(GapReason::EpochChanged),
-            Some(c) => (lost_through > c.seq).then_some(GapReason::Expired),
-            None => (lost_through > acked_through).then_some(GapReason::Expired),
-        };
-        let floor = match after {
-            Some(c) if c.epoch == epoch => c.seq.max(lost_through),
-            _ => acked_through.max(lost_through),
-        };
-        let messages = rest
-            .chunks(2)
-            .map(|pair| match pair {
-                [seq, payload] => self.decode(seq, payload),
-                _ => Err(corrupt("fetch pairs")),
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(Batch {
-            epoch,
-            gap,
-            floor,
-            messages,
-            head,
-        })
-    }
-
     fn count_expired(&self, field: &[u8]) -> Result<(), StoreError> {
         self.expired.fetch_add(number(field)?, Ordering::Relaxed);
         Ok(())
@@ -484,7 +487,7 @@ impl MessageStore for RedisStore {
         .map_err(|e| StoreError::Unavailable(format!("cannot encode a message: {e}")))?;
         let forget_at = envelope.timestamp.max(now_ms) + self.limits.dedupe_window_ms;
         let cap = self.limits.max_messages_per_inbox;
-        let insert = writer::Insert {
+        let insert = Insert {
             inbox: message.inbox(),
             // The dedupe id may be remembered past `keep_ms` by the envelope's skew.
             keep_ms: self.keep_ms().max(forget_at - now_ms),
@@ -496,7 +499,7 @@ impl MessageStore for RedisStore {
             payload,
             deadline: self.guard.deadline_ms(self.options.response_timeout),
         };
-        let reply = self.writer.insert(insert).await?;
+        let reply = self.inserts.run(insert).await?;
         let [status, epoch, seq, expired, lost] = reply.as_slice() else {
             return Err(corrupt("insert"));
         };
@@ -541,14 +544,12 @@ impl MessageStore for RedisStore {
 
     async fn ack(&self, inbox: &InboxId, through: Cursor) -> Result<u64, StoreError> {
         let reply = self
-            .script(
-                |s| &s.ack,
-                inbox,
-                self.keep_ms(),
-                |call| {
-                    call.arg(through.epoch.to_string()).arg(through.seq);
-                },
-            )
+            .reads
+            .run(Read {
+                inbox: *inbox,
+                keep_ms: self.keep_ms(),
+                kind: ReadKind::Ack { through },
+            })
             .await?;
         let [status, n, lost] = reply.as_slice() else {
             return Err(corrupt("ack"));

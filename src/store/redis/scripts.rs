@@ -14,8 +14,8 @@
 //! inbox's keys must live at least (ms). Script-specific arguments follow from
 //! `ARGV[4]`.
 //!
-//! The insert takes many messages at once (group commit: see [`super::writer`]); the
-//! others work on one inbox.
+//! The insert takes many messages at once, and the reads script many reads and acks
+//! (group commit: see [`super::writer`]); the sweep's expire works on one inbox.
 //!
 //! # What a message costs inside Redis
 //!
@@ -32,7 +32,7 @@
 //! full.
 //!
 //! Script flags (Redis 7): the insert declares none, so Redis refuses it at once when it
-//! is at `maxmemory` (that refusal is the 507 answer). Fetch, ack and expire declare
+//! is at `maxmemory` (that refusal is the 507 answer). Reads (with acks) and expire declare
 //! `allow-oom`: they only delete or write a few bytes of metadata, and they are what
 //! frees a full Redis, so they must run exactly then.
 
@@ -204,7 +204,8 @@ end
 /// usual order; an inbox may come more than once), and from `ARGV[4]` nine arguments per
 /// message: new epoch, keep_ms, id, forget_at, now, expires_at, cap, payload, deadline
 /// (Redis clock, ms; empty for none). Messages are stored in the order given.
-/// Returns {status, epoch, seq, expired, lost} for each message, in order.
+/// Returns, for each message in order, its length (5) and {status, epoch, seq, expired,
+/// lost}.
 const INSERT: &str = r#"
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -263,6 +264,7 @@ for i = 1, #KEYS / 5 do
       kept[meta] = keep_ms
     end
   end
+  table.insert(out, '5')
   table.insert(out, status)
   table.insert(out, epoch)
   table.insert(out, seq)
@@ -272,49 +274,67 @@ end
 return out
 "#;
 
-/// ARGV[4..]: now, cursor epoch ('' for none), cursor seq, limit, then an
-/// acknowledgement to apply first: its epoch ('' for none) and seq.
-/// Returns {epoch, head, lost_through, acked, expired, lost, seq1, payload1, ...}.
-const FETCH: &str = r#"
-bind(1, ARGV[1], ARGV[3])
-if open(true, ARGV[4]) == 'created' then keep() end
-expire(ARGV[4])
-repair(ARGV[4])
--- An acknowledgement that came with the read (a session acking what it was sent, then
--- reading on): one call instead of two.
-if ARGV[8] ~= '' then ack_through(ARGV[8], ARGV[9]) end
--- A cursor past the head of its own epoch is a witness that this inbox lost history.
-if ARGV[5] == cur.epoch and tonumber(ARGV[6]) > tonumber(cur.head) then
-  renew('cursor_ahead')
-end
-local low = cur.lost
-if ARGV[5] == cur.epoch then
-  if tonumber(ARGV[6]) > tonumber(low) then low = ARGV[6] end
-elseif tonumber(cur.acked) > tonumber(low) then
-  low = cur.acked
-end
-local out = {cur.epoch, cur.head, cur.lost, cur.acked, int(expired), lost}
-local seqs = redis.call('ZRANGEBYSCORE', q, '(' .. low, '+inf', 'LIMIT', 0, tonumber(ARGV[7]))
-for i = 1, #seqs, 1000 do
-  local chunk = {unpack(seqs, i, math.min(i + 999, #seqs))}
-  local payloads = redis.call('HMGET', m, unpack(chunk))
-  for j, s in ipairs(chunk) do
-    table.insert(out, s)
-    table.insert(out, payloads[j])
+/// Many reads and acks in one call (group commit, see [`super::writer`]): five KEYS per
+/// operation (its inbox's; an inbox may come more than once, and each operation opens it
+/// anew), and from `ARGV[4]` nine arguments per operation: new epoch, keep_ms, kind
+/// (`f` a read, `a` an ack), now, cursor epoch ('' for none), cursor seq, limit, and an
+/// acknowledgement to apply first (a read) or to apply (an ack): its epoch ('' for none)
+/// and seq. Returns, for each operation in order, its length and then
+/// {epoch, head, lost_through, acked, expired, lost, seq1, payload1, ...} for a read,
+/// {status, removed count, lost} for an ack.
+const READS: &str = r#"
+local function fetch(now, after_epoch, after_seq, limit, ack_epoch, ack_seq)
+  if open(true, now) == 'created' then keep() end
+  expire(now)
+  repair(now)
+  -- An acknowledgement that came with the read (a session acking what it was sent, then
+  -- reading on): one operation instead of two.
+  if ack_epoch ~= '' then ack_through(ack_epoch, ack_seq) end
+  -- A cursor past the head of its own epoch is a witness that this inbox lost history.
+  if after_epoch == cur.epoch and tonumber(after_seq) > tonumber(cur.head) then
+    renew('cursor_ahead')
   end
+  local low = cur.lost
+  if after_epoch == cur.epoch then
+    if tonumber(after_seq) > tonumber(low) then low = after_seq end
+  elseif tonumber(cur.acked) > tonumber(low) then
+    low = cur.acked
+  end
+  local r = {cur.epoch, cur.head, cur.lost, cur.acked, int(expired), lost}
+  local seqs = redis.call('ZRANGEBYSCORE', q, '(' .. low, '+inf', 'LIMIT', 0, tonumber(limit))
+  for i = 1, #seqs, 1000 do
+    local chunk = {unpack(seqs, i, math.min(i + 999, #seqs))}
+    local payloads = redis.call('HMGET', m, unpack(chunk))
+    for j, s in ipairs(chunk) do
+      table.insert(r, s)
+      table.insert(r, payloads[j])
+    end
+  end
+  return r
+end
+local function ack(epoch, seq)
+  -- No clock here: an inbox without metadata is left to the next read or sweep, which
+  -- can tell expired leftovers from evicted ones. Its epoch is gone, so the ack is stale.
+  if not open(false) then return {'stale', '0', lost} end
+  local n = ack_through(epoch, seq)
+  if not n then return {'stale', '0', lost} end
+  return {'ok', int(n), lost}
+end
+local out = {}
+for i = 1, #KEYS / 5 do
+  local a = 4 + (i - 1) * 9
+  bind(5 * i - 4, ARGV[a], ARGV[a + 1])
+  local r
+  if ARGV[a + 2] == 'f' then
+    r = fetch(ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8])
+  else
+    r = ack(ARGV[a + 7], ARGV[a + 8])
+  end
+  -- A payload HMGET found missing is false: `#` and the loop below still count it.
+  table.insert(out, int(#r))
+  for j = 1, #r do table.insert(out, r[j]) end
 end
 return out
-"#;
-
-/// ARGV[4..]: epoch, seq. Returns {status, removed count, lost}.
-const ACK: &str = r#"
-bind(1, ARGV[1], ARGV[3])
--- No clock here: an inbox without metadata is left to the next read or sweep, which can
--- tell expired leftovers from evicted ones. Its epoch is gone, so the ack is stale.
-if not open(false) then return {'stale', '0', lost} end
-local n = ack_through(ARGV[4], ARGV[5])
-if not n then return {'stale', '0', lost} end
-return {'ok', int(n), lost}
 "#;
 
 /// ARGV[4..]: now. Returns {expired, lost}.
@@ -345,12 +365,11 @@ impl Script {
     }
 }
 
-/// The four scripts for the Redis process `run`.
+/// The three scripts for the Redis process `run`.
 pub(super) struct Scripts {
     pub run: String,
     pub insert: Script,
-    pub fetch: Script,
-    pub ack: Script,
+    pub reads: Script,
     pub expire: Script,
 }
 
@@ -364,14 +383,13 @@ impl Scripts {
         Some(Scripts {
             run: run.to_owned(),
             insert: Script::new("#!lua", run, INSERT),
-            fetch: Script::new("#!lua flags=allow-oom", run, FETCH),
-            ack: Script::new("#!lua flags=allow-oom", run, ACK),
+            reads: Script::new("#!lua flags=allow-oom", run, READS),
             expire: Script::new("#!lua flags=allow-oom", run, EXPIRE),
         })
     }
 
-    pub fn all(&self) -> [&Script; 4] {
-        [&self.insert, &self.fetch, &self.ack, &self.expire]
+    pub fn all(&self) -> [&Script; 3] {
+        [&self.insert, &self.reads, &self.expire]
     }
 }
 
