@@ -128,6 +128,11 @@ pub struct Config {
     /// How long a Redis call may take before the request fails with 503 `unavailable`
     /// (milliseconds). An insert that Redis runs after this deadline stores nothing.
     pub redis_response_timeout_ms: u64,
+    /// Script calls each of the Redis store's two writers (inserts; reads and acks) has
+    /// out at once. What arrives meanwhile leaves together in the next call (group
+    /// commit): fewer calls out means bigger batches and less Redis and relay CPU per
+    /// message, and a call that stalls holds back what queued behind it.
+    pub redis_calls_in_flight: usize,
     /// Memory store: file to write queued messages to at graceful shutdown and read
     /// back at start (then deleted). Empty (`""`): queued messages end with the process.
     #[serde(with = "empty_is_none")]
@@ -291,6 +296,7 @@ impl Default for Config {
             redis_tls_ca: None,
             redis_allow_eviction: false,
             redis_response_timeout_ms: 2000,
+            redis_calls_in_flight: 1,
             memory_snapshot_path: None,
             max_message_bytes: 64 * 1024,
             max_messages_per_recipient: 1000,

@@ -254,6 +254,7 @@ const REFUSED: &[(&str, &str)] = &[
         "redis_response_timeout_ms = 99",
         "redis_response_timeout_ms",
     ),
+    ("redis_calls_in_flight = 0", "redis_calls_in_flight"),
     ("max_message_bytes = 0", "max_message_bytes"),
     (
         "max_messages_per_recipient = 0",
@@ -379,6 +380,7 @@ fn every_refused_value_names_its_key() {
             "redis_response_timeout_ms = 60001",
             "redis_response_timeout_ms",
         ),
+        ("redis_calls_in_flight = 65", "redis_calls_in_flight"),
     ] {
         let err = Config::from_toml(toml).unwrap_err();
         assert_eq!(err.key, key, "{toml}: {err}");

@@ -25,6 +25,7 @@ impl RedisOptions {
         RedisOptions {
             allow_eviction: c.redis_allow_eviction,
             response_timeout: Duration::from_millis(c.redis_response_timeout_ms),
+            calls_in_flight: c.redis_calls_in_flight,
         }
     }
 }
@@ -59,5 +60,10 @@ pub(crate) fn validate_redis(c: &Config) -> Result<(), Invalid> {
         (100..=60_000).contains(&c.redis_response_timeout_ms),
         "redis_response_timeout_ms",
         "must be between 100 and 60000 (milliseconds)",
+    )?;
+    require(
+        (1..=64).contains(&c.redis_calls_in_flight),
+        "redis_calls_in_flight",
+        "must be between 1 and 64",
     )
 }

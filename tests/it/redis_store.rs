@@ -5,7 +5,8 @@ use std::time::Duration;
 use whispr::protocol::{Cursor, Identity};
 use whispr::testing::store::conformance::{envelope, run_all, LIMITS};
 use whispr::testing::store::{
-    HistoryLoss, InsertOutcome, MessageStore, RedisStore, SharedStore, StoreError, StoreLimits,
+    HistoryLoss, InsertOutcome, MessageStore, RedisOptions, RedisStore, SharedStore, StoreError,
+    StoreLimits,
 };
 
 use crate::support::{free_port, inbox_key, plain_conn, scratch_dir, single, RedisServer};
@@ -553,7 +554,29 @@ async fn concurrent_reads_and_acks_share_script_calls_and_each_gets_its_own_answ
     let Some(server) = RedisServer::start().await else {
         return;
     };
-    let store = store_on(&server).await;
+    // The default (one call out per writer) and more.
+    for calls_in_flight in [1, 4] {
+        server.flush().await;
+        let store = RedisStore::open(
+            whispr::testing::redis_link::RedisLink::connect_with_timeout(
+                &single(&server.url),
+                Duration::from_secs(2),
+            )
+            .await
+            .unwrap(),
+            LIMITS,
+            RedisOptions {
+                calls_in_flight,
+                ..RedisOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        reads_and_acks_batched(&server, std::sync::Arc::new(store)).await;
+    }
+}
+
+async fn reads_and_acks_batched(server: &RedisServer, store: std::sync::Arc<RedisStore>) {
     let mut conn = server.conn().await;
     let alice = Identity::generate();
     let readers: Vec<Identity> = (0..40).map(|_| Identity::generate()).collect();

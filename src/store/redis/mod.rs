@@ -170,6 +170,8 @@ pub struct RedisOptions {
     pub allow_eviction: bool,
     /// How long a call may take before it fails with 503 (`redis_response_timeout_ms`).
     pub response_timeout: Duration,
+    /// Script calls out at once per writer (`redis_calls_in_flight`; see `writer`).
+    pub calls_in_flight: usize,
 }
 
 impl Default for RedisOptions {
@@ -177,6 +179,7 @@ impl Default for RedisOptions {
         RedisOptions {
             allow_eviction: false,
             response_timeout: Duration::from_millis(2000),
+            calls_in_flight: 1,
         }
     }
 }
