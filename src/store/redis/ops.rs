@@ -118,3 +118,72 @@ impl Op for Read {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Identity;
+
+    /// The scripts read nine arguments per operation (`INSERT`, `READS`): an operation
+    /// that sent another number would shift every later operation's arguments.
+    fn args_of(op: &impl Op) -> Vec<String> {
+        let mut call = redis::cmd("X");
+        op.args(&mut call);
+        call.args_iter()
+            .skip(1)
+            .map(|a| match a {
+                redis::Arg::Simple(b) => String::from_utf8_lossy(b).into_owned(),
+                _ => panic!("only plain arguments"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_operation_sends_the_nine_arguments_its_script_reads_in_order() {
+        let inbox: InboxId = Identity::generate().public_key().into();
+        let c = |epoch, seq| Cursor { epoch, seq };
+        let read = |kind| Read {
+            inbox,
+            keep_ms: 77,
+            kind,
+        };
+        let fetch = args_of(&read(ReadKind::Fetch {
+            now_ms: 1000,
+            after: Some(c(5, 6)),
+            limit: 10,
+            ack: Some(c(5, 4)),
+        }));
+        assert_eq!(fetch[1..], ["77", "f", "1000", "5", "6", "10", "5", "4"]);
+        let alone = args_of(&read(ReadKind::Fetch {
+            now_ms: 1000,
+            after: None,
+            limit: usize::MAX,
+            ack: None,
+        }));
+        assert_eq!(
+            alone[1..],
+            ["77", "f", "1000", "", "0", "4294967295", "", "0"]
+        );
+        let ack = args_of(&read(ReadKind::Ack { through: c(5, 4) }));
+        assert_eq!(ack[1..], ["77", "a", "", "", "0", "0", "5", "4"]);
+        let insert = args_of(&Insert {
+            inbox,
+            keep_ms: 77,
+            id: "ab".into(),
+            forget_at: 2,
+            now_ms: 3,
+            expires_at: 4,
+            cap: 5,
+            payload: b"p".to_vec(),
+            deadline: 6,
+        });
+        assert_eq!(insert[1..], ["77", "ab", "2", "3", "4", "5", "p", "6"]);
+        for args in [fetch, alone, ack, insert] {
+            assert_eq!(args.len(), 9);
+            assert!(
+                args[0].parse::<u64>().is_ok_and(|e| e >= 1),
+                "a new epoch first"
+            );
+        }
+    }
+}
