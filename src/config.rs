@@ -125,8 +125,8 @@ pub struct Config {
     /// Off: the relay refuses to start on such a Redis. On: it runs, warns at start and
     /// every hour, and reports each eviction it notices to the inbox's readers as a gap.
     pub redis_allow_eviction: bool,
-    /// How long a Redis call may take before the request fails with 503 `unavailable`
-    /// (milliseconds). An insert that Redis runs after this deadline stores nothing.
+    /// How long a request may wait for Redis, its place in the store's queue included,
+    /// before it fails with 503 `unavailable` (milliseconds). An insert that Redis runs after this deadline stores nothing.
     pub redis_response_timeout_ms: u64,
     /// Script calls each of the Redis store's two writers (inserts; reads and acks) has
     /// out at once. What arrives meanwhile leaves together in the next call (group

@@ -472,6 +472,24 @@ async fn a_stopped_redis_is_a_quick_503_and_a_late_insert_stores_nothing() {
     )
     .await
     .unwrap();
+    // A second store, with a longer timeout, for the queue behind a stuck call.
+    let slow = RedisStore::open(
+        whispr::testing::redis_link::RedisLink::connect_with_timeout(
+            &single(&redis.url),
+            Duration::from_millis(1000),
+        )
+        .await
+        .unwrap(),
+        LIMITS,
+        RedisOptions {
+            response_timeout: Duration::from_millis(1000),
+            calls_in_flight: 1,
+            ..RedisOptions::default()
+        },
+    )
+    .await
+    .map(std::sync::Arc::new)
+    .unwrap();
     let (alice, bob) = (Identity::generate(), Identity::generate());
     assert_eq!(status(&relay, "/readyz").await, 200);
 
@@ -500,6 +518,26 @@ async fn a_stopped_redis_is_a_quick_503_and_a_late_insert_stores_nothing() {
         .insert(&envelope(&alice, bob.public_key(), 1, now), now)
         .await;
     assert!(matches!(late, Err(StoreError::Unavailable(_))), "{late:?}");
+    // With one call out at a time, a read queued behind a stuck one is answered within
+    // the response timeout too: not after the stuck call's timeout and then its own.
+    let inbox: whispr::protocol::InboxId = bob.public_key().into();
+    let stuck = tokio::spawn({
+        let slow = slow.clone();
+        async move { slow.fetch(&inbox, None, 10, now).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let queued = slow.fetch(&inbox, None, 10, now).await;
+    assert!(
+        matches!(queued, Err(StoreError::Unavailable(_))),
+        "{queued:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(1600),
+        "queued behind the stuck call, answered after {:?}",
+        started.elapsed()
+    );
+    assert!(stuck.await.unwrap().is_err());
 
     redis.signal("CONT");
     wait_ready(&relay).await;

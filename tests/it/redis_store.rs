@@ -663,3 +663,83 @@ async fn reads_and_acks_batched(server: &RedisServer, store: std::sync::Arc<Redi
         assert_eq!(left.messages.len(), wanted, "reader {i} after the acks");
     }
 }
+
+#[tokio::test]
+async fn in_one_batched_call_an_operation_that_fails_or_notices_a_loss_does_so_alone() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let store = store_on(&server).await;
+    let mut conn = server.conn().await;
+    let alice = Identity::generate();
+    let (broken, ahead, fine) = (
+        Identity::generate(),
+        Identity::generate(),
+        Identity::generate(),
+    );
+    let id = |who: &Identity| -> whispr::protocol::InboxId { who.public_key().into() };
+    for who in [&ahead, &fine] {
+        store
+            .insert(&envelope(&alice, who.public_key(), 1, NOW), NOW)
+            .await
+            .unwrap();
+    }
+    let ahead_epoch = store.fetch(&id(&ahead), None, 10, NOW).await.unwrap().epoch;
+    // A key of the wrong type: every operation on this inbox meets WRONGTYPE.
+    redis_do(
+        &mut conn,
+        &["SET", &inbox_key(&broken, "meta"), "not a hash"],
+    )
+    .await;
+    redis_do(&mut conn, &["CONFIG", "RESETSTAT"]).await;
+
+    // Pending at once, so one call each for the reads and the inserts: a read of the
+    // broken inbox, an ack past the head of another (a witness of lost history), a read
+    // of a third; an insert into the broken inbox and one into the third.
+    let cursor = Cursor {
+        epoch: ahead_epoch,
+        seq: 5,
+    };
+    let (to_broken, to_fine) = (
+        envelope(&alice, broken.public_key(), 2, NOW),
+        envelope(&alice, fine.public_key(), 2, NOW),
+    );
+    let (broken_id, ahead_id, fine_id) = (id(&broken), id(&ahead), id(&fine));
+    let (broken_read, ahead_ack, fine_read, broken_insert, fine_insert) = tokio::join!(
+        store.fetch(&broken_id, None, 10, NOW),
+        store.ack(&ahead_id, cursor),
+        store.fetch(&fine_id, None, 10, NOW),
+        store.insert(&to_broken, NOW),
+        store.insert(&to_fine, NOW),
+    );
+    assert_eq!(
+        command_calls(&server.url, "evalsha").await,
+        2,
+        "one call each"
+    );
+    for err in [broken_read.unwrap_err(), broken_insert.unwrap_err()] {
+        assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+    }
+    assert_eq!(
+        ahead_ack.unwrap(),
+        0,
+        "an ack past the head deletes nothing"
+    );
+    let fine_read = fine_read.unwrap();
+    assert_eq!(fine_read.gap, None, "the loss was another inbox's");
+    assert_eq!(fine_read.messages.len(), 1);
+    assert!(matches!(
+        fine_insert.unwrap(),
+        InsertOutcome::Stored { seq: 2, .. }
+    ));
+    assert_eq!(
+        store.events().history_lost_total(HistoryLoss::CursorAhead),
+        1,
+        "counted once, for its own inbox"
+    );
+    let moved = store.fetch(&id(&ahead), None, 10, NOW).await.unwrap();
+    assert_ne!(moved.epoch, ahead_epoch, "the witnessed inbox moved on");
+    assert_eq!(moved.messages.len(), 1, "keeping what it had");
+    let fine_again = store.fetch(&id(&fine), None, 10, NOW).await.unwrap();
+    assert_eq!(fine_again.epoch, fine_read.epoch, "the other did not");
+}

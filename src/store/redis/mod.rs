@@ -65,7 +65,7 @@
 //! # A full or stalled Redis
 //!
 //! The insert script declares no flags, so at `maxmemory` Redis refuses it before it runs
-//! (OOM, answered 507 [`StoreError::RedisFull`]). Fetch, ack and expire declare
+//! (OOM, answered 507 [`StoreError::RedisFull`]). Reads (with acks) and expire declare
 //! `allow-oom`: they delete, or write a few bytes of metadata, and they are what frees a
 //! full Redis. Every insert carries a deadline on Redis's clock (`TIME`, with the offset
 //! measured by [`guard`]), so an insert that a stopped Redis runs after the relay gave up
@@ -309,16 +309,19 @@ impl RedisStore {
     ) -> Result<Batch, StoreError> {
         let reply = self
             .reads
-            .run(Read {
-                inbox: *inbox,
-                keep_ms: self.keep_ms(),
-                kind: ReadKind::Fetch {
-                    now_ms,
-                    after,
-                    limit,
-                    ack,
+            .run(
+                Read {
+                    inbox: *inbox,
+                    keep_ms: self.keep_ms(),
+                    kind: ReadKind::Fetch {
+                        now_ms,
+                        after,
+                        limit,
+                        ack,
+                    },
                 },
-            })
+                self.options.response_timeout,
+            )
             .await?;
         let [epoch, head, lost_through, acked, expired, lost, rest @ ..] = reply.as_slice() else {
             return Err(corrupt("fetch"));
@@ -502,7 +505,10 @@ impl MessageStore for RedisStore {
             payload,
             deadline: self.guard.deadline_ms(self.options.response_timeout),
         };
-        let reply = self.inserts.run(insert).await?;
+        let reply = self
+            .inserts
+            .run(insert, self.options.response_timeout)
+            .await?;
         let [status, epoch, seq, expired, lost] = reply.as_slice() else {
             return Err(corrupt("insert"));
         };
@@ -548,11 +554,14 @@ impl MessageStore for RedisStore {
     async fn ack(&self, inbox: &InboxId, through: Cursor) -> Result<u64, StoreError> {
         let reply = self
             .reads
-            .run(Read {
-                inbox: *inbox,
-                keep_ms: self.keep_ms(),
-                kind: ReadKind::Ack { through },
-            })
+            .run(
+                Read {
+                    inbox: *inbox,
+                    keep_ms: self.keep_ms(),
+                    kind: ReadKind::Ack { through },
+                },
+                self.options.response_timeout,
+            )
             .await?;
         let [status, n, lost] = reply.as_slice() else {
             return Err(corrupt("ack"));

@@ -8,11 +8,14 @@
 //! Redis for `INFO server` (about 11 µs inside Lua, per call, before this).
 //!
 //! Every script takes the same first three `ARGV`s, so the prelude can serve them all:
-//! `ARGV[1]` a fresh random epoch (used only if the inbox must move to a new epoch; the
-//! batch insert takes one per message instead), `ARGV[2]` `1` when the guard verified
-//! this process's persistence lossless and `0` otherwise, `ARGV[3]` how long the
-//! inbox's keys must live at least (ms). Script-specific arguments follow from
-//! `ARGV[4]`.
+//! `ARGV[1]` a fresh random epoch (used only if the inbox must move to a new epoch),
+//! `ARGV[2]` `1` when the guard verified this process's persistence lossless and `0`
+//! otherwise, `ARGV[3]` how long the inbox's keys must live at least (ms). The batched
+//! scripts (insert, reads) send `ARGV[1]` and `ARGV[3]` empty and take both per
+//! operation instead. Script-specific arguments follow from `ARGV[4]`.
+//!
+//! Each operation of a batched script runs under `pcall`: one that meets an error (a key
+//! of the wrong type) answers `{'err', message}` alone and the others go on.
 //!
 //! The insert takes many messages at once, and the reads script many reads and acks
 //! (group commit: see [`super::writer`]); the sweep's expire works on one inbox.
@@ -54,6 +57,11 @@ local function bind(k, epoch, keep)
   new_epoch, keep_ms, lost, expired, cur = epoch, tonumber(keep), '', 0, {}
 end
 local function int(n) return string.format('%d', n) end
+-- What a `pcall` caught, as text: `redis.call` raises a table with `err`, Lua a string.
+local function failure(e)
+  if type(e) == 'table' then return tostring(e.err) end
+  return tostring(e)
+end
 local function remove(seqs)
   for i = 1, #seqs, 1000 do
     local chunk = {unpack(seqs, i, math.min(i + 999, #seqs))}
@@ -205,16 +213,15 @@ end
 /// message: new epoch, keep_ms, id, forget_at, now, expires_at, cap, payload, deadline
 /// (Redis clock, ms; empty for none). Messages are stored in the order given.
 /// Returns, for each message in order, its length (5) and {status, epoch, seq, expired,
-/// lost}.
+/// lost}, or (2) and {'err', message} for a message that met an error.
 const INSERT: &str = r#"
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {}
 -- Per inbox and call: its metadata once read (`cur`), and how long its keys were kept.
 local opened, kept = {}, {}
-for i = 1, #KEYS / 5 do
-  local a = 4 + (i - 1) * 9
-  bind(5 * i - 4, ARGV[a], ARGV[a + 1])
+-- One message, its arguments from ARGV[a]; returns its status, epoch and seq.
+local function store(a)
   local id, forget_at, now, expires_at, cap, payload, deadline =
     ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
   local status, epoch, seq = 'stored', '0', '0'
@@ -264,12 +271,26 @@ for i = 1, #KEYS / 5 do
       kept[meta] = keep_ms
     end
   end
-  table.insert(out, '5')
-  table.insert(out, status)
-  table.insert(out, epoch)
-  table.insert(out, seq)
-  table.insert(out, int(expired))
-  table.insert(out, lost)
+  return status, epoch, seq
+end
+for i = 1, #KEYS / 5 do
+  local a = 4 + (i - 1) * 9
+  bind(5 * i - 4, ARGV[a], ARGV[a + 1])
+  local ok, status, epoch, seq = pcall(store, a)
+  if ok then
+    table.insert(out, '5')
+    table.insert(out, status)
+    table.insert(out, epoch)
+    table.insert(out, seq)
+    table.insert(out, int(expired))
+    table.insert(out, lost)
+  else
+    -- This message alone fails; the inbox is read afresh by its next one.
+    opened[meta], kept[meta] = nil, nil
+    table.insert(out, '2')
+    table.insert(out, 'err')
+    table.insert(out, failure(status))
+  end
 end
 return out
 "#;
@@ -281,7 +302,8 @@ return out
 /// acknowledgement to apply first (a read) or to apply (an ack): its epoch ('' for none)
 /// and seq. Returns, for each operation in order, its length and then
 /// {epoch, head, lost_through, acked, expired, lost, seq1, payload1, ...} for a read,
-/// {status, removed count, lost} for an ack.
+/// {status, removed count, lost} for an ack, or {'err', message} for either when it met an
+/// error.
 const READS: &str = r#"
 local function fetch(now, after_epoch, after_seq, limit, ack_epoch, ack_seq)
   if open(true, now) == 'created' then keep() end
@@ -324,12 +346,14 @@ local out = {}
 for i = 1, #KEYS / 5 do
   local a = 4 + (i - 1) * 9
   bind(5 * i - 4, ARGV[a], ARGV[a + 1])
-  local r
+  local ok, r
   if ARGV[a + 2] == 'f' then
-    r = fetch(ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8])
+    ok, r = pcall(fetch, ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8])
   else
-    r = ack(ARGV[a + 7], ARGV[a + 8])
+    ok, r = pcall(ack, ARGV[a + 7], ARGV[a + 8])
   end
+  -- This operation alone fails (a key of the wrong type, say); the others go on.
+  if not ok then r = {'err', failure(r)} end
   -- A payload HMGET found missing is false: `#` and the loop below still count it.
   table.insert(out, int(#r))
   for j = 1, #r do table.insert(out, r[j]) end

@@ -14,8 +14,19 @@
 //! (BENCHMARKS.md).
 //! Each operation still gets its own answer from its own part of the script's reply
 //! (each part is prefixed by its length), and an insert is still answered "accepted"
-//! only after Redis has run the call that stored it. A failed call fails every operation
-//! in it; none of them happened (a script runs whole or not at all).
+//! only after Redis has run the call that stored it. A call that fails as a whole (the
+//! connection, `maxmemory` for inserts, a timeout) fails every operation in it; an
+//! operation that fails inside the script (a key of the wrong type, say) fails alone,
+//! under `pcall`, and the others of its call go on. Redis does not roll a script back, so
+//! what a failed operation wrote before its error stays, as with any script: the
+//! scripts are written so that every prefix of an operation leaves its inbox consistent
+//! (the next operation's history checks repair the rest).
+//!
+//! Every caller waits at most `redis_response_timeout_ms` in all, queue included: with
+//! one call out at a time, what queued behind a stalled call would otherwise wait for it
+//! and then for its own. An insert whose caller gave up stores nothing if Redis runs it
+//! after that deadline (it carries the deadline on Redis's clock), so a 503 never hides
+//! a stored message for longer than the answer's own race.
 //!
 //! What one call costs Redis besides its operations' own commands is the script call
 //! itself (about 5 µs, BENCHMARKS.md), and the relay a round trip (a request, a reply to
@@ -27,6 +38,7 @@ use redis::cluster_routing::Slot;
 use redis::Cmd;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::scripts::{Script, Scripts};
@@ -47,7 +59,8 @@ pub trait Op: Send + Sync + 'static {
     /// The operation's arguments (the script's per-operation `ARGV`s).
     fn args(&self, call: &mut Cmd);
     /// Its share of a call's budget ([`Writer::start`]): how many messages it may write
-    /// or read, so that one call's work and reply stay bounded.
+    /// or return, so that one call's reply stays bounded. (An ack weighs 1 and may
+    /// delete up to an inbox's cap: deletes cost Redis little and return nothing.)
     fn weight(&self) -> usize;
 }
 
@@ -78,41 +91,75 @@ impl<O: Op> Writer<O> {
         Writer { queue }
     }
 
-    /// Runs `op` with whatever else is pending; its own answer.
-    pub async fn run(&self, op: O) -> Answer {
+    /// Runs `op` with whatever else is pending; its own answer, within `timeout` in
+    /// all (queue included).
+    pub async fn run(&self, op: O, timeout: Duration) -> Answer {
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Pending { op, reply })
+        let queued = async {
+            self.queue
+                .send(Pending { op, reply })
+                .await
+                .map_err(|_| stopped())?;
+            answer.await.map_err(|_| stopped())?
+        };
+        tokio::time::timeout(timeout, queued)
             .await
-            .map_err(|_| stopped())?;
-        answer.await.map_err(|_| stopped())?
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(format!(
+                    "redis: no answer within {} ms (queued behind a slower call)",
+                    timeout.as_millis()
+                )))
+            })
     }
 }
 
 async fn run<O: Op>(inner: Arc<Inner>, mut pending: mpsc::Receiver<Pending<O>>, budget: usize) {
     let in_flight = Arc::new(Semaphore::new(inner.options.calls_in_flight));
-    while let Some(first) = pending.recv().await {
+    // An operation that would have taken a call past its budget starts the next one.
+    let mut carried: Option<Pending<O>> = None;
+    loop {
+        let first = match carried.take() {
+            Some(p) => p,
+            None => match pending.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
         // What queued while we waited for a permit goes in the same call.
-        let mut used = first.op.weight();
-        let mut batch = vec![first];
-        while used < budget {
-            match pending.try_recv() {
-                Ok(p) => {
-                    used += p.op.weight();
-                    batch.push(p);
-                }
-                Err(_) => break,
-            }
-        }
+        let (batch, over) = fill(first, |p| p.op.weight(), || pending.try_recv().ok(), budget);
+        carried = over;
         let inner = inner.clone();
         tokio::spawn(async move {
             commit(&inner, batch).await;
             drop(permit);
         });
     }
+}
+
+/// A call's operations: `first`, then what `next` has ready while their weights stay
+/// within `budget`; and the one that would have taken the call past it, which starts the
+/// next call (so a heavy operation goes alone, never on top of a full call).
+fn fill<P>(
+    first: P,
+    weight: impl Fn(&P) -> usize,
+    mut next: impl FnMut() -> Option<P>,
+    budget: usize,
+) -> (Vec<P>, Option<P>) {
+    let mut used = weight(&first);
+    let mut batch = vec![first];
+    while used < budget {
+        let Some(p) = next() else { break };
+        let with = used.saturating_add(weight(&p));
+        if with > budget {
+            return (batch, Some(p));
+        }
+        used = with;
+        batch.push(p);
+    }
+    (batch, None)
 }
 
 /// One call per hash slot on a cluster (concurrently), one call on a single server.
@@ -158,12 +205,24 @@ async fn commit_one_call<O: Op>(inner: &Inner, place: Option<Slot>, group: Vec<P
     match answers {
         Ok(parts) => {
             for (p, part) in group.into_iter().zip(parts) {
-                let _ = p.reply.send(Ok(part));
+                let _ = p.reply.send(failed_alone(part));
             }
         }
         Err(e) => group.into_iter().for_each(|p| {
             let _ = p.reply.send(Err(e.clone()));
         }),
+    }
+}
+
+/// An operation's part of the reply, or the error it alone met inside the script (a part
+/// `{'err', message}`: no script's answer is two fields starting with `err`).
+fn failed_alone(part: Vec<Vec<u8>>) -> Answer {
+    match part.as_slice() {
+        [err, why] if err == b"err" => Err(StoreError::Unavailable(format!(
+            "redis: {}",
+            String::from_utf8_lossy(why)
+        ))),
+        _ => Ok(part),
     }
 }
 
@@ -201,5 +260,48 @@ mod tests {
         assert!(split(fields(&["1", "a", "1", "b"]), 1).is_err(), "too many");
         assert!(split(fields(&["1", "a"]), 2).is_err(), "too few");
         assert!(split(fields(&["x", "a"]), 1).is_err(), "no length");
+    }
+
+    /// Fills one call from `ready` (weights) with `fill`; the batch and what is carried.
+    fn one_call(ready: &[usize], budget: usize) -> (Vec<usize>, Option<usize>) {
+        let mut rest = ready[1..].iter().copied();
+        fill(ready[0], |&w| w, || rest.next(), budget)
+    }
+
+    #[test]
+    fn a_call_stays_within_its_budget_and_a_heavy_operation_goes_alone() {
+        assert_eq!(one_call(&[1, 1, 1], 1024), (vec![1, 1, 1], None));
+        assert_eq!(one_call(&[1000, 100, 5], 1024), (vec![1000], Some(100)));
+        assert_eq!(one_call(&[100, 5, 919, 1], 1024), (vec![100, 5, 919], None));
+        assert_eq!(
+            one_call(&[5, usize::MAX], 1024),
+            (vec![5], Some(usize::MAX))
+        );
+        assert_eq!(one_call(&[usize::MAX, 1], 1024), (vec![usize::MAX], None));
+        // Full at exactly the budget: the next operation stays queued, not taken.
+        let mut taken = 0;
+        let (batch, over) = fill(
+            256,
+            |&w| w,
+            || {
+                taken += 1;
+                Some(1)
+            },
+            256,
+        );
+        assert_eq!((batch, over, taken), (vec![256], None, 0));
+    }
+
+    #[test]
+    fn an_operation_that_failed_inside_the_script_fails_alone() {
+        let err = failed_alone(fields(&["err", "WRONGTYPE"])).unwrap_err();
+        assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+        // An ack's answer and a stored insert's are answers, whatever their first field.
+        for ok in [
+            fields(&["ok", "1", ""]),
+            fields(&["stored", "1", "2", "0", ""]),
+        ] {
+            assert_eq!(failed_alone(ok.clone()).unwrap(), ok);
+        }
     }
 }
