@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use whispr::client::{ClientError, WsClient};
 use whispr::protocol::{Cursor, ErrorCode, GapReason, Identity, ServerFrame};
-use whispr::testing::store::conformance::{envelope, LIMITS};
-use whispr::testing::store::{MessageStore, RedisOptions, RedisStore, StoreError};
+use whispr::testing::store::conformance::envelope;
+use whispr::testing::store::{MessageStore, RedisOptions, StoreError};
 
 use crate::support::{drain_until_synced, scratch_dir, TestRelay};
-use crate::support::{free_port, inbox_key, single, RedisServer};
+use crate::support::{free_port, inbox_key, store_with, RedisServer};
 
 async fn send(
     relay: &TestRelay,
@@ -457,39 +457,24 @@ async fn a_stopped_redis_is_a_quick_503_and_a_late_insert_stores_nothing() {
         return;
     };
     let relay = TestRelay::start_with(redis.config("redis_response_timeout_ms = 500")).await;
-    let store = RedisStore::open(
-        whispr::testing::redis_link::RedisLink::connect_with_timeout(
-            &single(&redis.url),
-            Duration::from_millis(300),
-        )
-        .await
-        .unwrap(),
-        LIMITS,
+    let store = store_with(
+        &redis.url,
         RedisOptions {
             response_timeout: Duration::from_millis(300),
             ..RedisOptions::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     // A second store, with a longer timeout, for the queue behind a stuck call.
-    let slow = RedisStore::open(
-        whispr::testing::redis_link::RedisLink::connect_with_timeout(
-            &single(&redis.url),
-            Duration::from_millis(1000),
-        )
-        .await
-        .unwrap(),
-        LIMITS,
+    let slow = store_with(
+        &redis.url,
         RedisOptions {
             response_timeout: Duration::from_millis(1000),
             calls_in_flight: 1,
             ..RedisOptions::default()
         },
     )
-    .await
-    .map(std::sync::Arc::new)
-    .unwrap();
+    .await;
     let (alice, bob) = (Identity::generate(), Identity::generate());
     assert_eq!(status(&relay, "/readyz").await, 200);
 

@@ -9,7 +9,9 @@ use whispr::testing::store::{
     StoreLimits,
 };
 
-use crate::support::{free_port, inbox_key, plain_conn, scratch_dir, single, RedisServer};
+use crate::support::{
+    free_port, inbox_key, plain_conn, scratch_dir, single, store_with, RedisServer,
+};
 
 #[tokio::test]
 async fn redis_store_passes_conformance() {
@@ -557,22 +559,15 @@ async fn concurrent_reads_and_acks_share_script_calls_and_each_gets_its_own_answ
     // The default (one call out per writer) and more.
     for calls_in_flight in [1, 4] {
         server.flush().await;
-        let store = RedisStore::open(
-            whispr::testing::redis_link::RedisLink::connect_with_timeout(
-                &single(&server.url),
-                Duration::from_secs(2),
-            )
-            .await
-            .unwrap(),
-            LIMITS,
+        let store = store_with(
+            &server.url,
             RedisOptions {
                 calls_in_flight,
                 ..RedisOptions::default()
             },
         )
-        .await
-        .unwrap();
-        reads_and_acks_batched(&server, std::sync::Arc::new(store)).await;
+        .await;
+        reads_and_acks_batched(&server, store).await;
     }
 }
 

@@ -17,7 +17,7 @@ pub mod v1;
 
 pub use close::close_code;
 pub(crate) use redis_server::{
-    free_port, inbox_key, plain_conn, single, wait_subscribers, RedisServer,
+    free_port, inbox_key, plain_conn, single, store_with, wait_subscribers, RedisServer,
 };
 
 /// A relay running in this process on a free port.

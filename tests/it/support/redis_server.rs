@@ -34,6 +34,28 @@ pub(crate) fn single(url: &str) -> RedisTarget {
     RedisTarget::single(url)
 }
 
+/// A Redis store on the server at `url` with the conformance limits and `options`, its
+/// connection timing out after `options.response_timeout` as the relay's does.
+pub(crate) async fn store_with(
+    url: &str,
+    options: whispr::testing::store::RedisOptions,
+) -> std::sync::Arc<whispr::testing::store::RedisStore> {
+    let link = whispr::testing::redis_link::RedisLink::connect_with_timeout(
+        &single(url),
+        options.response_timeout,
+    )
+    .await
+    .expect("connect to the test redis");
+    let store = whispr::testing::store::RedisStore::open(
+        link,
+        whispr::testing::store::conformance::LIMITS,
+        options,
+    )
+    .await
+    .expect("open the store");
+    std::sync::Arc::new(store)
+}
+
 impl RedisServer {
     /// The test configuration with `store = "redis"` on this server, plus `extra` TOML.
     pub(crate) fn config(&self, extra: &str) -> whispr::config::Config {
