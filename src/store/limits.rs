@@ -67,3 +67,22 @@ pub(crate) fn validate_redis(c: &Config) -> Result<(), Invalid> {
         "must be between 1 and 64",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_redis_keys_reach_the_store_as_configured() {
+        let c = Config::from_toml(
+            "redis_calls_in_flight = 3\nredis_response_timeout_ms = 700\nredis_allow_eviction = true",
+        )
+        .unwrap();
+        let o = RedisOptions::from_config(&c);
+        assert_eq!(o.calls_in_flight, 3);
+        assert_eq!(o.response_timeout, Duration::from_millis(700));
+        assert!(o.allow_eviction);
+        let defaults = RedisOptions::from_config(&Config::default());
+        assert_eq!(defaults, RedisOptions::default(), "one set of defaults");
+    }
+}

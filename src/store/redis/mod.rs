@@ -146,7 +146,7 @@ use crate::redis_keys::{self, inbox_of, inbox_patterns as patterns};
 use crate::redis_link::{RedisLink, RedisTarget};
 use fence::{Fence, Place};
 use guard::Guard;
-use ops::{Insert, Read, ReadKind, INSERT_BUDGET, READ_BUDGET};
+use ops::{Insert, Read, ReadKind};
 use scripts::{Script, Scripts};
 use writer::Writer;
 
@@ -292,10 +292,23 @@ impl RedisStore {
             events: StoreEvents::default(),
         });
         Ok(RedisStore {
-            inserts: Writer::start(inner.clone(), INSERT_BUDGET),
-            reads: Writer::start(inner.clone(), READ_BUDGET),
+            inserts: Writer::start(inner.clone()),
+            reads: Writer::start(inner.clone()),
             inner,
         })
+    }
+
+    /// A read or an ack on `inbox`, batched with whatever else is pending; its part of the
+    /// reply.
+    async fn reads_op(&self, inbox: &InboxId, kind: ReadKind) -> Result<Vec<Vec<u8>>, StoreError> {
+        let keep_ms = self.keep_ms();
+        self.reads
+            .run(Read {
+                inbox: *inbox,
+                keep_ms,
+                kind,
+            })
+            .await
     }
 
     /// A read (batched with others), with an acknowledgement to apply first when `ack` is set.
@@ -307,22 +320,13 @@ impl RedisStore {
         limit: usize,
         now_ms: u64,
     ) -> Result<Batch, StoreError> {
-        let reply = self
-            .reads
-            .run(
-                Read {
-                    inbox: *inbox,
-                    keep_ms: self.keep_ms(),
-                    kind: ReadKind::Fetch {
-                        now_ms,
-                        after,
-                        limit,
-                        ack,
-                    },
-                },
-                self.options.response_timeout,
-            )
-            .await?;
+        let fetch = ReadKind::Fetch {
+            now_ms,
+            after,
+            limit,
+            ack,
+        };
+        let reply = self.reads_op(inbox, fetch).await?;
         let [epoch, head, lost_through, acked, expired, lost, rest @ ..] = reply.as_slice() else {
             return Err(corrupt("fetch"));
         };
@@ -505,10 +509,7 @@ impl MessageStore for RedisStore {
             payload,
             deadline: self.guard.deadline_ms(self.options.response_timeout),
         };
-        let reply = self
-            .inserts
-            .run(insert, self.options.response_timeout)
-            .await?;
+        let reply = self.inserts.run(insert).await?;
         let [status, epoch, seq, expired, lost] = reply.as_slice() else {
             return Err(corrupt("insert"));
         };
@@ -552,17 +553,7 @@ impl MessageStore for RedisStore {
     }
 
     async fn ack(&self, inbox: &InboxId, through: Cursor) -> Result<u64, StoreError> {
-        let reply = self
-            .reads
-            .run(
-                Read {
-                    inbox: *inbox,
-                    keep_ms: self.keep_ms(),
-                    kind: ReadKind::Ack { through },
-                },
-                self.options.response_timeout,
-            )
-            .await?;
+        let reply = self.reads_op(inbox, ReadKind::Ack { through }).await?;
         let [status, n, lost] = reply.as_slice() else {
             return Err(corrupt("ack"));
         };

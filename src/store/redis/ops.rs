@@ -8,12 +8,6 @@ use super::scripts::{Script, Scripts};
 use super::writer::Op;
 use crate::protocol::{Cursor, InboxId};
 
-/// Messages in one insert call at most.
-pub const INSERT_BUDGET: usize = 256;
-/// Messages one reads call may return at most (a read weighs its limit): bounds the
-/// reply Redis builds and the relay parses at once. A read asking for more goes alone.
-pub const READ_BUDGET: usize = 1024;
-
 /// One message to store, with everything the insert script needs.
 pub struct Insert {
     pub inbox: InboxId,
@@ -29,6 +23,9 @@ pub struct Insert {
 }
 
 impl Op for Insert {
+    /// Messages in one insert call at most.
+    const BUDGET: usize = 256;
+
     fn script(scripts: &Scripts) -> &Script {
         &scripts.insert
     }
@@ -81,6 +78,10 @@ fn cursor(call: &mut Cmd, c: Option<Cursor>) {
 }
 
 impl Op for Read {
+    /// Messages one reads call may return at most (a read weighs its limit): bounds the
+    /// reply Redis builds and the relay parses at once. A read asking for more goes alone.
+    const BUDGET: usize = 1024;
+
     fn script(scripts: &Scripts) -> &Script {
         &scripts.reads
     }

@@ -53,12 +53,15 @@ pub const QUEUE: usize = 8192;
 /// One operation a batched script carries: five keys (its inbox's) and a fixed number of
 /// arguments, read by the script from `ARGV[4]` on, in the order given.
 pub trait Op: Send + Sync + 'static {
+    /// A call of this kind closes once its operations' weights reach this (an operation
+    /// heavier than what is left starts the next call).
+    const BUDGET: usize;
     /// The script every operation of this kind runs in.
     fn script(scripts: &Scripts) -> &Script;
     fn inbox(&self) -> &InboxId;
     /// The operation's arguments (the script's per-operation `ARGV`s).
     fn args(&self, call: &mut Cmd);
-    /// Its share of a call's budget ([`Writer::start`]): how many messages it may write
+    /// Its share of a call's budget ([`Op::BUDGET`]): how many messages it may write
     /// or return, so that one call's reply stays bounded. (An ack weighs 1 and may
     /// delete up to an inbox's cap: deletes cost Redis little and return nothing.)
     fn weight(&self) -> usize;
@@ -76,6 +79,8 @@ struct Pending<O> {
 /// dropped.
 pub struct Writer<O> {
     queue: mpsc::Sender<Pending<O>>,
+    /// How long a caller waits in all (`redis_response_timeout_ms`).
+    timeout: Duration,
 }
 
 fn stopped() -> StoreError {
@@ -83,17 +88,17 @@ fn stopped() -> StoreError {
 }
 
 impl<O: Op> Writer<O> {
-    /// A writer whose calls close once their operations' weights reach `budget` (an
-    /// operation heavier than that goes alone).
-    pub fn start(inner: Arc<Inner>, budget: usize) -> Self {
+    pub fn start(inner: Arc<Inner>) -> Self {
         let (queue, pending) = mpsc::channel(QUEUE);
-        tokio::spawn(run(inner, pending, budget));
-        Writer { queue }
+        let timeout = inner.options.response_timeout;
+        tokio::spawn(run(inner, pending));
+        Writer { queue, timeout }
     }
 
-    /// Runs `op` with whatever else is pending; its own answer, within `timeout` in
-    /// all (queue included).
-    pub async fn run(&self, op: O, timeout: Duration) -> Answer {
+    /// Runs `op` with whatever else is pending; its own answer, within the response
+    /// timeout in all (queue included).
+    pub async fn run(&self, op: O) -> Answer {
+        let timeout = self.timeout;
         let (reply, answer) = oneshot::channel();
         let queued = async {
             self.queue
@@ -113,7 +118,7 @@ impl<O: Op> Writer<O> {
     }
 }
 
-async fn run<O: Op>(inner: Arc<Inner>, mut pending: mpsc::Receiver<Pending<O>>, budget: usize) {
+async fn run<O: Op>(inner: Arc<Inner>, mut pending: mpsc::Receiver<Pending<O>>) {
     let in_flight = Arc::new(Semaphore::new(inner.options.calls_in_flight));
     // An operation that would have taken a call past its budget starts the next one.
     let mut carried: Option<Pending<O>> = None;
@@ -129,7 +134,12 @@ async fn run<O: Op>(inner: Arc<Inner>, mut pending: mpsc::Receiver<Pending<O>>, 
             return;
         };
         // What queued while we waited for a permit goes in the same call.
-        let (batch, over) = fill(first, |p| p.op.weight(), || pending.try_recv().ok(), budget);
+        let (batch, over) = fill(
+            first,
+            |p| p.op.weight(),
+            || pending.try_recv().ok(),
+            O::BUDGET,
+        );
         carried = over;
         let inner = inner.clone();
         tokio::spawn(async move {
