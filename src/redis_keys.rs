@@ -12,12 +12,11 @@
 //!
 //! | name                               | kind         | owner            | what                                      |
 //! |------------------------------------|--------------|------------------|-------------------------------------------|
-//! | `whispr:{<inbox>}:meta`            | hash         | `store::redis`   | `epoch`, `head`, `lost`, `acked`, `run`   |
-//! | `whispr:{<inbox>}:q`               | sorted set   | `store::redis`   | queued seqs (score = seq)                 |
-//! | `whispr:{<inbox>}:m`               | hash         | `store::redis`   | seq -> MessagePack payload                |
-//! | `whispr:{<inbox>}:exp`             | sorted set   | `store::redis`   | seq scored by expires-at (Unix ms)        |
+//! | `whispr:{<inbox>}:meta`            | hash         | `store::redis`   | `epoch`, `head`, `lost`, `acked`, `run`, `n`, `h` |
+//! | `whispr:{<inbox>}:queue`           | sorted set   | `store::redis`   | `<seq> <expires-at> <payload>` scored by seq |
 //! | `whispr:{<inbox>}:ids`             | sorted set   | `store::redis`   | message id hex scored by forget-at        |
-//! | `whispr:v1:{<inbox>}:<part>`       | as above     | `store::redis`   | the same five keys of a Whispr v1 inbox   |
+//! | `whispr:{<inbox>}:q`, `:m`, `:exp` | (legacy)     | `store::redis`   | an earlier schema's queue, migrated into `queue` on first touch |
+//! | `whispr:v1:{<inbox>}:<part>`       | as above     | `store::redis`   | the same keys of a Whispr v1 inbox        |
 //! | `whispr:rl:s:{<sender>}`           | string       | `relay::ratelimit` | a sender's GCRA theoretical arrival time (µs) |
 //! | `whispr:rl:ip:{<ip>}`              | string       | `relay::ratelimit` | a client IP's GCRA theoretical arrival time |
 //! | `whispr:blob:{<sha256>}`           | hash         | `blobs::redis`   | one attachment: `meta`, `data`, `exp`     |
@@ -36,8 +35,13 @@ use std::net::IpAddr;
 
 use crate::protocol::{InboxId, KeyField, PublicKey};
 
-/// The five keys of an inbox, in the order every store script takes them.
-pub const INBOX_PARTS: [&str; 5] = ["meta", "q", "m", "exp", "ids"];
+/// The three keys of an inbox, in the order every store script takes them.
+pub const INBOX_PARTS: [&str; 3] = ["meta", "queue", "ids"];
+
+/// Where relays before the single `queue` kept an inbox's messages (seqs, payloads,
+/// expiries). The store's scripts migrate them into `queue` (they name them from
+/// `meta`'s key, in the same slot); the sweep finds inboxes still holding them by `m`.
+pub const LEGACY_PARTS: [&str; 3] = ["q", "m", "exp"];
 
 /// Where each inbox namespace's keys start.
 const NATIVE_PREFIX: &str = "whispr:{";
@@ -49,9 +53,9 @@ pub fn inbox(inbox: &InboxId, part: &str) -> String {
     inbox_stem(inbox) + part
 }
 
-/// The five keys of an inbox in [`INBOX_PARTS`]'s order, its hex written once: every
-/// store script call names all five.
-pub fn inbox_all(inbox: &InboxId) -> [String; 5] {
+/// The keys of an inbox in [`INBOX_PARTS`]'s order, its hex written once: every store
+/// script call names all of them.
+pub fn inbox_all(inbox: &InboxId) -> [String; 3] {
     let stem = inbox_stem(inbox);
     INBOX_PARTS.map(|part| format!("{stem}{part}"))
 }
@@ -156,7 +160,7 @@ mod tests {
         let v1 = InboxId::WhisprV1(key_bytes);
         assert_eq!(inbox(&native, "meta"), format!("whispr:{{{hex}}}:meta"));
         assert_eq!(inbox(&v1, "meta"), format!("whispr:v1:{{{hex}}}:meta"));
-        for part in INBOX_PARTS {
+        for part in INBOX_PARTS.into_iter().chain(LEGACY_PARTS) {
             assert_eq!(inbox_of(&inbox(&native, part)), Some(native));
             assert_eq!(inbox_of(&inbox(&v1, part)), Some(v1));
             assert_ne!(inbox(&native, part), inbox(&v1, part));

@@ -103,14 +103,18 @@ pub enum HistoryLoss {
     MetadataMissing,
     /// Messages or their order were gone from an inbox that still had metadata (evicted).
     Evicted,
+    /// A relay of an earlier store schema wrote to an inbox this schema had written:
+    /// its readers did not see every message, and their acks may have passed some.
+    MixedVersions,
 }
 
 impl HistoryLoss {
-    pub const ALL: [HistoryLoss; 4] = [
+    pub const ALL: [HistoryLoss; 5] = [
         HistoryLoss::CursorAhead,
         HistoryLoss::RedisRestarted,
         HistoryLoss::MetadataMissing,
         HistoryLoss::Evicted,
+        HistoryLoss::MixedVersions,
     ];
 
     /// The metric label, and the word the Redis scripts return.
@@ -120,6 +124,7 @@ impl HistoryLoss {
             HistoryLoss::RedisRestarted => "redis_restarted",
             HistoryLoss::MetadataMissing => "metadata_missing",
             HistoryLoss::Evicted => "evicted",
+            HistoryLoss::MixedVersions => "mixed_versions",
         }
     }
 

@@ -86,13 +86,7 @@ async fn queued_messages_survive_a_new_store_and_idle_inboxes_expire() {
     // life of their own, since their messages leave by ack or TTL score.
     let mut conn = server.conn().await;
     let keep = (LIMITS.message_ttl_ms + LIMITS.dedupe_window_ms) as i64;
-    for (part, lives) in [
-        ("meta", true),
-        ("ids", true),
-        ("q", false),
-        ("m", false),
-        ("exp", false),
-    ] {
+    for (part, lives) in [("meta", true), ("ids", true), ("queue", false)] {
         let left = life(&mut conn, &bob, part).await;
         if lives {
             assert!(
@@ -131,37 +125,170 @@ async fn redis_do(conn: &mut redis::aio::MultiplexedConnection, args: &[&str]) {
     let _: redis::Value = cmd.query_async(conn).await.unwrap();
 }
 
+/// The insert script of the relay before the single `queue`, verbatim (see the file).
+const LEGACY_INSERT: &str = include_str!("fixtures/legacy_insert.lua");
+
+/// What an earlier relay's insert does: stores `bodies` messages from `alice` into
+/// `who`'s inbox in the earlier schema (`q`, `m`, `exp`), with the script that relay
+/// ran. Returns the inbox's epoch.
+async fn legacy_insert(
+    conn: &mut redis::aio::MultiplexedConnection,
+    alice: &Identity,
+    who: &Identity,
+    bodies: std::ops::RangeInclusive<u32>,
+) -> u64 {
+    #[derive(serde::Serialize)]
+    struct Payload<'a> {
+        stored_at_ms: u64,
+        envelope: &'a whispr::protocol::Envelope,
+    }
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let run = info
+        .lines()
+        .find_map(|l| l.strip_prefix("run_id:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let mut call = redis::cmd("EVAL");
+    call.arg(LEGACY_INSERT.replace("RUN_ID", &run))
+        .arg(5 * bodies.clone().count());
+    for _ in bodies.clone() {
+        for part in ["meta", "q", "m", "exp", "ids"] {
+            call.arg(inbox_key(who, part));
+        }
+    }
+    call.arg("").arg("0").arg("");
+    let keep = LIMITS.message_ttl_ms + LIMITS.dedupe_window_ms;
+    for n in bodies {
+        let message = envelope(alice, who.public_key(), n, NOW);
+        let payload = rmp_serde::to_vec_named(&Payload {
+            stored_at_ms: NOW,
+            envelope: message.envelope(),
+        })
+        .unwrap();
+        call.arg(7)
+            .arg(keep)
+            .arg(message.id().to_hex())
+            .arg(NOW + LIMITS.dedupe_window_ms)
+            .arg(NOW)
+            .arg(NOW + LIMITS.message_ttl_ms)
+            .arg(LIMITS.max_messages_per_inbox)
+            .arg(payload)
+            .arg("");
+    }
+    let reply: Vec<Vec<u8>> = call.query_async(conn).await.unwrap();
+    assert_eq!(reply[1], b"stored", "{reply:?}");
+    String::from_utf8(reply[2].clone())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// How many of `who`'s earlier-schema keys exist.
+async fn legacy_keys(conn: &mut redis::aio::MultiplexedConnection, who: &Identity) -> u64 {
+    let mut call = redis::cmd("EXISTS");
+    for part in ["q", "m", "exp"] {
+        call.arg(inbox_key(who, part));
+    }
+    call.query_async(conn).await.unwrap()
+}
+
 #[tokio::test]
-async fn lives_an_older_relay_gave_message_keys_are_removed_so_newer_messages_stay() {
+async fn inboxes_of_the_earlier_schema_are_migrated_in_place_and_a_mixed_version_write_is_reported()
+{
     let Some(server) = RedisServer::start().await else {
         return;
     };
-    let store = store_on(&server).await;
     let mut conn = server.conn().await;
-    let (alice, bob) = (Identity::generate(), Identity::generate());
-    store
-        .insert(&envelope(&alice, bob.public_key(), 1, NOW), NOW)
+    let alice = Identity::generate();
+    let (bob, carol, dave) = (
+        Identity::generate(),
+        Identity::generate(),
+        Identity::generate(),
+    );
+    // What the relays before this one left queued: Bob 3 messages, Carol 2, Dave 1 whose
+    // metadata is gone (an eviction).
+    let epoch = legacy_insert(&mut conn, &alice, &bob, 1..=3).await;
+    legacy_insert(&mut conn, &alice, &carol, 1..=2).await;
+    legacy_insert(&mut conn, &alice, &dave, 1..=1).await;
+    redis_do(&mut conn, &["DEL", &inbox_key(&dave, "meta")]).await;
+    assert_eq!(legacy_keys(&mut conn, &bob).await, 3);
+
+    let store = store_on(&server).await;
+    assert_eq!(store.depth().await.unwrap(), 6, "unmigrated messages count");
+    // A reader of Bob's inbox before the upgrade reads on with its cursor: no gap,
+    // nothing lost, nothing repeated, and the earlier keys are gone.
+    let bob_inbox = bob.public_key().into();
+    let batch = store
+        .fetch(&bob_inbox, Some(Cursor { epoch, seq: 1 }), 10, NOW + 1)
         .await
         .unwrap();
-    // What a relay before this one left: every key of the inbox living exactly
-    // `message TTL + dedupe window`.
-    let keep = (LIMITS.message_ttl_ms + LIMITS.dedupe_window_ms).to_string();
-    for part in ["meta", "q", "m", "exp", "ids"] {
-        redis_do(&mut conn, &["PEXPIRE", &inbox_key(&bob, part), &keep]).await;
-    }
-    tokio::time::sleep(Duration::from_millis(5)).await;
-    store
-        .insert(&envelope(&alice, bob.public_key(), 2, NOW + 5), NOW + 5)
+    assert_eq!((batch.epoch, batch.gap), (epoch, None));
+    let bodies: Vec<_> = batch
+        .messages
+        .iter()
+        .map(|m| m.envelope.body.clone())
+        .collect();
+    assert_eq!(bodies, [b"body 2".to_vec(), b"body 3".to_vec()]);
+    assert_eq!(
+        batch.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [2, 3]
+    );
+    assert_eq!(legacy_keys(&mut conn, &bob).await, 0);
+    // The next message numbers on.
+    let Ok(InsertOutcome::Stored { seq: 4, .. }) = store
+        .insert(&envelope(&alice, bob.public_key(), 4, NOW + 2), NOW + 2)
+        .await
+    else {
+        panic!("stored as seq 4");
+    };
+    // Carol's inbox is migrated by the sweep, which expires nothing yet.
+    assert_eq!(store.sweep(NOW + 3).await.unwrap().expired, 0);
+    assert_eq!(legacy_keys(&mut conn, &carol).await, 0);
+    assert_eq!(legacy_keys(&mut conn, &dave).await, 0);
+    assert_eq!(store.depth().await.unwrap(), 7);
+    let carol_batch = store
+        .fetch(&carol.public_key().into(), None, 10, NOW + 4)
         .await
         .unwrap();
-    for part in ["q", "m", "exp"] {
-        assert_eq!(
-            life(&mut conn, &bob, part).await,
-            -1,
-            "{part} keeps message 2"
-        );
-    }
-    assert!(life(&mut conn, &bob, "meta").await > keep.parse::<i64>().unwrap());
+    assert_eq!(carol_batch.messages.len(), 2);
+    // Dave's message within its TTL outlived its metadata: kept, and the loss reported.
+    assert_eq!(
+        store
+            .events()
+            .history_lost_total(HistoryLoss::MetadataMissing),
+        1
+    );
+    let dave_batch = store
+        .fetch(&dave.public_key().into(), None, 10, NOW + 4)
+        .await
+        .unwrap();
+    assert_eq!(dave_batch.messages.len(), 1);
+
+    // An earlier relay still running writes to Bob's migrated inbox: its message is
+    // kept, and the mixed versions are reported with a new epoch.
+    legacy_insert(&mut conn, &alice, &bob, 5..=5).await;
+    let batch = store
+        .fetch(&bob_inbox, Some(Cursor { epoch, seq: 3 }), 10, NOW + 5)
+        .await
+        .unwrap();
+    assert_eq!(batch.gap, Some(whispr::protocol::GapReason::EpochChanged));
+    assert_eq!(
+        batch.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5],
+        "nothing acked, so everything still stored is handed out again"
+    );
+    assert_eq!(
+        store
+            .events()
+            .history_lost_total(HistoryLoss::MixedVersions),
+        1
+    );
+    assert_eq!(legacy_keys(&mut conn, &bob).await, 0);
 }
 
 #[tokio::test]
@@ -187,9 +314,11 @@ async fn an_inbox_whose_metadata_expired_idle_is_swept_without_a_loss_but_not_on
     let swept = store.sweep(later).await.unwrap();
     // The idle one: its message expired before its metadata, as key lives allow. No loss.
     assert_eq!(swept.expired, 1, "only the expired message is swept");
-    for part in ["q", "m", "exp"] {
-        assert_eq!(life(&mut conn, &idle, part).await, -2, "{part} is gone");
-    }
+    assert_eq!(
+        life(&mut conn, &idle, "queue").await,
+        -2,
+        "the queue is gone"
+    );
     let batch = store
         .fetch(&idle.public_key().into(), None, 10, later)
         .await

@@ -7,17 +7,36 @@
 //! tag, so all of them live in one slot and each Lua script touches one slot only (the
 //! names are built in [`crate::redis_keys`], which lists every key the relay uses):
 //!
-//! | key                       | type       | content                                      |
-//! |---------------------------|------------|----------------------------------------------|
-//! | `whispr:{<inbox>}:meta`   | hash       | `epoch`, `head`, `lost`, `acked`, `run`      |
-//! | `whispr:{<inbox>}:q`      | sorted set | member = seq (decimal), score = seq          |
-//! | `whispr:{<inbox>}:m`      | hash       | seq -> MessagePack `{stored_at_ms, envelope}`|
-//! | `whispr:{<inbox>}:exp`    | sorted set | member = seq, score = expires-at (Unix ms)   |
-//! | `whispr:{<inbox>}:ids`    | sorted set | member = message id hex, score = forget-at   |
+//! | key                       | type       | content                                        |
+//! |---------------------------|------------|------------------------------------------------|
+//! | `whispr:{<inbox>}:meta`   | hash       | `epoch`, `head`, `lost`, `acked`, `run`, `n`, `h` |
+//! | `whispr:{<inbox>}:queue`  | sorted set | member = `<seq> <expires-at ms> <payload>`, score = seq |
+//! | `whispr:{<inbox>}:ids`    | sorted set | member = message id hex, score = forget-at     |
+//!
+//! The payload is MessagePack `{stored_at_ms, envelope}`. `n` counts `queue`'s members
+//! (so a read notices an evicted `queue` with one `ZCARD`), and `h` is `head` as this
+//! schema last wrote it.
 //!
 //! Sorted sets scored by a per-inbox counter (as Signal-Server does) rather than Streams:
 //! the relay's cursor is `(epoch, seq)` with seqs counting up by one, which a counter
-//! gives directly, and acks delete "everything through seq", one `ZRANGEBYSCORE`.
+//! gives directly, and acks delete "everything through seq", one `ZREMRANGEBYSCORE`.
+//! One member per message, its expiry inside, makes a stored message one `ZADD` and an
+//! ack one call; expiry reads the front only, since seqs are handed out in time order
+//! with one TTL (as the memory store's queue does).
+//!
+//! # The earlier schema, migrated in place
+//!
+//! Relays before this schema kept a message in three keys: `q` (the seq), `m` (seq ->
+//! payload) and `exp` (the seq scored by its expiry). A script that opens such an inbox
+//! with a clock (an insert, a read, the sweep) moves what they hold into `queue` and
+//! deletes them, in the same atomic call; the sweep finds every inbox still holding them
+//! (`SCAN` for `:m`), so all are migrated within one sweep interval of the upgrade. An
+//! earlier relay's keys are recognised by `h` not being `head` (earlier relays count
+//! `head` up but never write `h`). Relays of both schemas must not serve one Redis at
+//! once: an earlier relay's reader does not see `queue`, and its cumulative acks could
+//! pass messages it never saw. When a script finds an earlier relay's write in an inbox
+//! this schema had written, it migrates it and reports `mixed_versions` (a new epoch, as
+//! below). Upgrading is therefore: stop every relay on the Redis, start the new ones.
 //!
 //! # Atomicity
 //!
@@ -53,8 +72,8 @@
 //!   unverifiable one is taken as lossy, and no script asks Redis for `INFO`;
 //! - a reader's cursor, or an ack, stands past `head` in the current epoch (the reader
 //!   is a witness: it saw seqs the store no longer has);
-//! - `meta` is gone while `q` or `m` remain, or `q` and `m` disagree (evicted keys): what
-//!   is left is put back in order, `head` past every seq still stored.
+//! - `meta` is gone while `queue` remains, or `queue` holds fewer messages than `meta.n`
+//!   counts (evicted keys): what is left is kept, `head` past every seq still stored.
 //!
 //! Readers then get `gap epoch_changed` and everything still stored; the store counts
 //! each move in [`StoreEvents`] (`whispr_store_history_lost_total{reason}`) with a WARN
@@ -79,25 +98,23 @@
 //! each write makes them live at least `message TTL + dedupe window` longer (never
 //! shortening a longer life), renewed to that plus a sixteenth once less is left, so
 //! once per sixteenth of it rather than on every write (a `PTTL` per write instead of
-//! ten calls). `q`, `m` and `exp` hold messages, which leave by ack or by their TTL score
-//! (reads, a full insert, the sweep); Redis deletes each when it is empty, so giving them
-//! lives too would cost calls on every first message into an empty inbox. A script that
-//! finds `meta` gone (expired idle) with messages left expires them by their scores
-//! first: only what is still within its TTL is reported as lost (an eviction). Lives
-//! that earlier relays gave `q`, `m` and `exp` are removed on renewal, so they never
-//! take newer messages with them. An inbox that vanished comes back with a new epoch,
+//! ten calls). `queue` holds messages, which leave by ack or by their TTL (reads, a full
+//! insert, the sweep); Redis deletes it when it is empty, so giving it a life too would
+//! cost calls on every first message into an empty inbox. A script that finds `meta`
+//! gone (expired idle) with messages left expires them first: only what is still within
+//! its TTL is reported as lost (an eviction). An inbox that vanished comes back with a new epoch,
 //! and a reader with the old cursor is told of an epoch change, like the memory store's
 //! idle drop.
 //!
 //! # Sweep and depth
 //!
 //! Expiry found by scripts is counted in an `AtomicU64` and reported by the next sweep.
-//! The sweep also `SCAN`s the `:m` keys (only inboxes holding messages have one; not
-//! `:exp`, which an eviction may have taken while `m` remains) and expires each (after
-//! the same eviction check as a read), because a message nobody reads again must still
+//! The sweep also `SCAN`s the `:queue` keys (only inboxes holding messages have one) and
+//! the earlier schema's `:m` keys, and expires each inbox (after the same eviction check
+//! as a read, and migrating it), because a message nobody reads again must still
 //! be reported as expired (the conformance suite checks this, and checks `depth` after
-//! an ack, which is why neither is left at zero). `depth` `SCAN`s the `:q` keys and
-//! sums their sizes with one `ZCARD` each (many in flight; no pipeline, since on a
+//! an ack, which is why neither is left at zero). `depth` `SCAN`s the `:queue` keys (and
+//! the earlier schema's `:q`) and sums their sizes with one `ZCARD` each (many in flight; no pipeline, since on a
 //! cluster the keys live on different masters). The sweep costs one round trip per inbox
 //! holding messages; both run only at sweep and metrics-scrape intervals. `SCAN` walks
 //! the whole keyspace (matching is done server-side), on a cluster every master in
@@ -220,7 +237,7 @@ fn evalsha(script: &Script, keys: usize) -> Cmd {
     call
 }
 
-/// A script call on the five keys of `inbox`, in the scripts' order, with the three
+/// A script call on the keys of `inbox`, in the scripts' order, with the three
 /// arguments every script takes first (see `scripts`).
 fn on_inbox(script: &Script, inbox: &InboxId, lossless: &str, keep_ms: u64) -> Cmd {
     let mut call = evalsha(script, PARTS.len());
@@ -232,7 +249,7 @@ fn on_inbox(script: &Script, inbox: &InboxId, lossless: &str, keep_ms: u64) -> C
 }
 
 /// An inbox's keys, in the order every script takes them.
-const PARTS: [&str; 5] = redis_keys::INBOX_PARTS;
+const PARTS: [&str; 3] = redis_keys::INBOX_PARTS;
 
 /// One key of an inbox (see `redis_keys`).
 fn key(inbox: &InboxId, part: &str) -> String {
@@ -345,11 +362,8 @@ impl RedisStore {
             _ => acked_through.max(lost_through),
         };
         let messages = rest
-            .chunks(2)
-            .map(|pair| match pair {
-                [seq, payload] => self.decode(seq, payload),
-                _ => Err(corrupt("fetch pairs")),
-            })
+            .iter()
+            .map(|entry| self.decode(entry))
             .collect::<Result<_, _>>()?;
         Ok(Batch {
             epoch,
@@ -447,7 +461,14 @@ impl Inner {
         Ok(())
     }
 
-    fn decode(&self, seq: &[u8], payload: &[u8]) -> Result<StoredMessage, StoreError> {
+    /// One `queue` member: `<seq> <expires-at> <payload>`.
+    fn decode(&self, entry: &[u8]) -> Result<StoredMessage, StoreError> {
+        let mut parts = entry.splitn(3, |b| *b == b' ');
+        let (Some(seq), Some(_expires_at), Some(payload)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(corrupt("a queue entry"));
+        };
         let payload: Payload =
             rmp_serde::from_slice(payload).map_err(|_| corrupt("an undecodable message"))?;
         Ok(StoredMessage {
@@ -568,9 +589,13 @@ impl MessageStore for RedisStore {
     async fn sweep(&self, now_ms: u64) -> Result<SweepStats, StoreError> {
         let mut expired = 0;
         let mut keys = Vec::new();
-        // `:m`, not `:exp`: an inbox whose `exp` was evicted still holds messages.
-        for pattern in patterns("m") {
-            keys.extend(self.scan(&pattern).await?);
+        // The earlier schema's `:m`, not `:exp`: an inbox whose `exp` was evicted still
+        // holds messages. An inbox found twice (both schemas) is expired twice: no harm.
+        let [_, payloads, _] = redis_keys::LEGACY_PARTS;
+        for part in [PARTS[1], payloads] {
+            for pattern in patterns(part) {
+                keys.extend(self.scan(&pattern).await?);
+            }
         }
         for key in keys {
             let Some(inbox) = inbox_of(&key) else {
@@ -615,8 +640,12 @@ impl MessageStore for RedisStore {
     /// in the memory store).
     async fn depth(&self) -> Result<u64, StoreError> {
         let mut keys = Vec::new();
-        for pattern in patterns("q") {
-            keys.extend(self.scan(&pattern).await?);
+        // The earlier schema's `:q` holds messages not yet migrated.
+        let [order, _, _] = redis_keys::LEGACY_PARTS;
+        for part in [PARTS[1], order] {
+            for pattern in patterns(part) {
+                keys.extend(self.scan(&pattern).await?);
+            }
         }
         // One ZCARD per inbox, many in flight: each key may live on another cluster
         // master, so no cross-slot pipeline; the multiplexed connection batches them.

@@ -1,4 +1,4 @@
-//! The store's Lua scripts. Each runs atomically on the five keys of one inbox (one hash
+//! The store's Lua scripts. Each runs atomically on the three keys of one inbox (one hash
 //! slot); the module doc of [`super`] explains the schema and the history checks, and
 //! [`super::fence`] why each script knows which Redis process it runs on.
 //!
@@ -22,38 +22,40 @@
 //!
 //! # What a message costs inside Redis
 //!
-//! Each `redis.call` costs about 2–4 µs on this project's benchmark box, against 5 µs for
-//! the script call itself, whatever the command does; so the scripts are written to make
-//! few calls. A stored message costs ten in the insert (one `HMGET` for all of `meta`,
-//! the dedupe check and record in one `ZADD NX`, the cap's `ZCARD`, `HINCRBY`, three
-//! writes, and the key lives: one `PTTL`, one `PEXPIRE`, one `PERSIST`); a read six
-//! (`HMGET`, the expiry probe, the eviction check's two counts, the range, one `HMGET`
-//! of the payloads); an ack six. What used to run on every call and now runs less
-//! often, each argued where it runs: the key lives are
+//! Each `redis.call` costs about 0.5–2 µs on this project's benchmark box, against 2–8 µs
+//! for the script call itself (the prelude's closures are made anew on every call), so
+//! the scripts are written to make few calls, and one call carries many operations. A
+//! message is one member of one sorted set (`queue`: its seq, expiry and payload), so a
+//! stored message costs three calls in the insert (the dedupe check and record in one
+//! `ZADD NX`, the message's `ZADD`, one `HSET` of `meta`'s head and count), plus, once
+//! per inbox and call, one `HMGET` of `meta` and the key lives' `PTTL`; a read costs
+//! four (`HMGET`, the eviction check's `ZCARD`, the expiry probe of the front, the
+//! range), and an ack two more (`ZREMRANGEBYSCORE`, one `HSET`). What used to run on
+//! every call and now runs less often, each argued where it runs: the key lives are
 //! renewed once per sixteenth of their length, dedupe ids past their window are forgotten
 //! on every sixteenth message, and the insert expires messages only when the inbox is
 //! full.
 //!
 //! Script flags (Redis 7): the insert declares none, so Redis refuses it at once when it
 //! is at `maxmemory` (that refusal is the 507 answer). Reads (with acks) and expire declare
-//! `allow-oom`: they only delete or write a few bytes of metadata, and they are what
-//! frees a full Redis, so they must run exactly then.
+//! `allow-oom`: they only delete or write a few bytes of metadata, and they are what frees a
+//! full Redis, so they must run exactly then.
 
-/// Shared by every script: names the keys and arguments and defines `remove`, `expire`,
-/// `forget`, `keep`, `renew`, `open`, `ack_through` and `repair`.
+/// Shared by every script: names the keys and arguments and defines `entry`, `expire`,
+/// `forget`, `keep`, `renew`, `migrate`, `open`, `ack_through` and `recount`.
 const PRELUDE: &str = r#"
--- The inbox being worked on, set by `bind`: its five keys, the epoch it moves to if it
+-- The inbox being worked on, set by `bind`: its three keys, the epoch it moves to if it
 -- must, how long its keys must live, and why its history may be incomplete when a
 -- check below noticed it. The functions below act on it.
-local meta, q, m, exp, ids, new_epoch, keep_ms
+local meta, queue, ids, new_epoch, keep_ms
 local lost = ''
--- The fields of `meta` as `open` read them (epoch, head, lost, acked; strings), kept
+-- The fields of `meta` as `open` read them (epoch, head, lost, acked, n; strings), kept
 -- current by every function that writes one, so each is read once per call.
 local cur = {}
 -- Messages this call expired, for the relay's counters.
 local expired = 0
 local function bind(k, epoch, keep)
-  meta, q, m, exp, ids = KEYS[k], KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+  meta, queue, ids = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   new_epoch, keep_ms, lost, expired, cur = epoch, tonumber(keep), '', 0, {}
 end
 local function int(n) return string.format('%d', n) end
@@ -62,24 +64,42 @@ local function failure(e)
   if type(e) == 'table' then return tostring(e.err) end
   return tostring(e)
 end
-local function remove(seqs)
-  for i = 1, #seqs, 1000 do
-    local chunk = {unpack(seqs, i, math.min(i + 999, #seqs))}
-    redis.call('ZREM', q, unpack(chunk))
-    redis.call('HDEL', m, unpack(chunk))
-    redis.call('ZREM', exp, unpack(chunk))
+-- A queued message is one member of `queue`, scored by its seq: `<seq> <expires-at>
+-- <payload>`. The seq keeps two equal payloads apart; the expiry lets the front expire
+-- without a second key.
+local function entry(seq, expires_at, payload) return seq .. ' ' .. expires_at .. ' ' .. payload end
+local function parse(e)
+  local s, x = string.match(e, '^(%d+) (%d+) ')
+  return tonumber(s), tonumber(x)
+end
+-- Messages past their TTL at the front, removed; returns how many and the highest seq.
+-- Seqs are handed out in time order with one TTL, so the front expires first (a message
+-- behind an unexpired one waits for it, as in the memory store). Looks at one member
+-- when nothing expired, then at growing runs.
+local function expire_front(now)
+  local t, take, gone, high = tonumber(now), 1, 0, 0
+  while true do
+    local front = redis.call('ZRANGE', queue, 0, take - 1)
+    local k = 0
+    for _, e in ipairs(front) do
+      local s, x = parse(e)
+      if x > t then break end
+      k, high = k + 1, s
+    end
+    if k > 0 then redis.call('ZREMRANGEBYRANK', queue, 0, k - 1) end
+    gone = gone + k
+    if k < take then return gone, high end
+    take = math.min(take * 4, 1000)
   end
 end
 -- Messages past their TTL leave; `lost` rises to the highest of them.
 local function expire(now)
-  local gone = redis.call('ZRANGEBYSCORE', exp, '-inf', now)
-  if #gone > 0 then
-    remove(gone)
-    local was = tonumber(cur.lost)
-    for _, s in ipairs(gone) do was = math.max(was, tonumber(s)) end
-    cur.lost = int(was)
-    redis.call('HSET', meta, 'lost', cur.lost)
-    expired = expired + #gone
+  local gone, high = expire_front(now)
+  if gone > 0 then
+    cur.lost = int(math.max(tonumber(cur.lost), high))
+    cur.n = int(math.max(tonumber(cur.n) - gone, 0))
+    redis.call('HSET', meta, 'lost', cur.lost, 'n', cur.n)
+    expired = expired + gone
   end
 end
 -- Dedupe ids past their window are forgotten by the sweep and on every sixteenth insert
@@ -92,32 +112,19 @@ end
 -- Key lives. `meta` and `ids` live at least keep_ms past the inbox's last write, and at
 -- most keep_ms + keep_ms / 16: they are renewed to that once their life left falls below
 -- keep_ms, so once per sixteenth of it, not on every write. `ids` is new whenever the
--- sweep or a forget emptied it, so it takes meta's life if it has none (`NX`). `q`, `m`
--- and `exp` have no lives of their own: they hold messages, which leave by ack or by
--- their TTL score (reads, full inserts, the sweep), and Redis deletes each when it is
--- empty; an inbox whose `meta` expired before its messages were swept gets them expired
--- by `open`.
+-- sweep or a forget emptied it, so it takes meta's life if it has none (`NX`). `queue`
+-- has no life of its own: its messages leave by ack or by their TTL (reads, full
+-- inserts, the sweep), and Redis deletes it when it is empty; an inbox whose `meta`
+-- expired before its messages were swept gets them expired by `open`.
 local function keep()
   local left = redis.call('PTTL', meta)
   if left >= keep_ms then
     redis.call('PEXPIRE', ids, left, 'NX')
-    -- A relay of the version before this one, running beside this one during an
-    -- upgrade, gives q, m and exp lives on every insert (all three at once); they must
-    -- not take newer messages with them.
-    if redis.call('PERSIST', q) == 1 then
-      redis.call('PERSIST', m)
-      redis.call('PERSIST', exp)
-    end
     return
   end
   local life = keep_ms + math.floor(keep_ms / 16)
   redis.call('PEXPIRE', meta, life)
   redis.call('PEXPIRE', ids, life)
-  -- Relays before this one gave q, m and exp lives too: newer messages than those lives
-  -- must not leave with them.
-  redis.call('PERSIST', q)
-  redis.call('PERSIST', m)
-  redis.call('PERSIST', exp)
 end
 -- The inbox moves to a new epoch: every cursor a reader holds becomes stale, so no
 -- (epoch, seq) handed out from now on can be one that a reader already passed.
@@ -125,6 +132,36 @@ local function renew(reason)
   redis.call('HSET', meta, 'epoch', new_epoch)
   cur.epoch = new_epoch
   lost = reason
+end
+-- Relays before the single `queue` kept an inbox's messages in three keys: `q` (seqs),
+-- `m` (seq -> payload) and `exp` (seq scored by its expiry). Moves what they hold into
+-- `queue`, updating `cur.head` and `cur.n` (the caller writes them), and deletes them.
+-- Messages at or below the inbox's floor (acked or expired: an ack without a clock does
+-- not migrate, so it could not delete them) stay behind. Returns false when `q` and `m`
+-- disagreed (an eviction broke the old inbox).
+local function migrate(now)
+  local stem = string.sub(meta, 1, -5)
+  local q, m, exp = stem .. 'q', stem .. 'm', stem .. 'exp'
+  local fields = redis.call('HGETALL', m)
+  local orderly = redis.call('ZCARD', q) == #fields / 2
+  local at = {}
+  local x = redis.call('ZRANGE', exp, 0, -1, 'WITHSCORES')
+  for i = 1, #x, 2 do at[x[i]] = int(tonumber(x[i + 1])) end
+  local floor = math.max(tonumber(cur.acked), tonumber(cur.lost))
+  local head, moved = tonumber(cur.head), 0
+  for i = 1, #fields, 2 do
+    local s = tonumber(fields[i])
+    if s > floor then
+      -- A seq whose expiry was evicted gets a full life from now, as the old repair gave.
+      local expires_at = at[fields[i]] or int(tonumber(now) + keep_ms)
+      redis.call('ZADD', queue, s, entry(int(s), expires_at, fields[i + 1]))
+      moved = moved + 1
+    end
+    head = math.max(head, s)
+  end
+  redis.call('DEL', q, m, exp)
+  cur.head, cur.n = int(head), int(tonumber(cur.n) + moved)
+  return orderly
 end
 -- Whether a restart into this process (its run id, `run`, is written into the script
 -- above the prelude) loses nothing, as the guard last verified it.
@@ -134,38 +171,54 @@ local lossless = ARGV[2] == '1'
 -- an earlier Redis process whose persistence was not verified lossless (a restart may
 -- have lost its last writes, a restore or a failover may have lost more), moves the
 -- inbox to a new epoch. With `now`, messages left from an inbox whose metadata expired
--- idle are expired first: they are no loss. Returns false, touching nothing more, when
--- the inbox has no metadata and `create` is false and (without `now`) whatever is left
--- cannot be told apart; 'created' when it made the metadata, else true.
+-- idle are expired first: they are no loss, and an inbox of the earlier schema is
+-- migrated. Returns false, touching nothing more, when the inbox has no metadata and
+-- `create` is false and (without `now`) whatever is left cannot be told apart;
+-- 'created' when it made the metadata, else true.
+--
+-- `meta.n` counts the messages in `queue` and `meta.h` is the head as this schema last
+-- wrote it: a head that differs was moved by a relay of the earlier schema, whose
+-- messages are then migrated.
 local function open(create, now)
-  local v = redis.call('HMGET', meta, 'epoch', 'head', 'lost', 'acked', 'run')
+  local v = redis.call('HMGET', meta, 'epoch', 'head', 'lost', 'acked', 'run', 'n', 'h')
   if not v[1] then
     if not (create or now) then return false end
-    if now then
-      local gone = redis.call('ZRANGEBYSCORE', exp, '-inf', now)
-      if #gone > 0 then
-        remove(gone)
-        expired = expired + #gone
+    cur = {head = '0', lost = '0', acked = '0', n = '0'}
+    local stem = string.sub(meta, 1, -5)
+    if redis.call('EXISTS', stem .. 'm', stem .. 'q') > 0 then migrate(now) end
+    local n = 0
+    if tonumber(cur.n) > 0 or redis.call('EXISTS', queue) == 1 then
+      local gone = expire_front(now)
+      expired = expired + gone
+      n = redis.call('ZCARD', queue)
+      for _, e in ipairs(redis.call('ZRANGE', queue, -1, -1)) do
+        cur.head = int(math.max(tonumber(cur.head), (parse(e))))
       end
     end
-    local head = 0
-    for _, s in ipairs(redis.call('ZRANGE', q, -1, -1)) do head = tonumber(s) end
-    local orphans = head > 0 or redis.call('EXISTS', m) == 1
-    if not (create or orphans) then return false end
-    if redis.call('EXISTS', m) == 1 then
-      for _, s in ipairs(redis.call('HKEYS', m)) do head = math.max(head, tonumber(s)) end
-    end
-    redis.call('HSET', meta, 'epoch', new_epoch, 'head', int(head), 'lost', '0', 'acked', '0', 'run', run)
-    cur = {epoch = new_epoch, head = int(head), lost = '0', acked = '0'}
-    if orphans then lost = 'metadata_missing' end
+    if not (create or n > 0) then return false end
+    cur = {epoch = new_epoch, head = cur.head, lost = '0', acked = '0', n = int(n)}
+    redis.call('HSET', meta, 'epoch', new_epoch, 'head', cur.head, 'lost', '0', 'acked', '0',
+      'run', run, 'n', cur.n, 'h', cur.head)
+    if n > 0 then lost = 'metadata_missing' end
     return 'created'
   end
-  cur = {epoch = v[1], head = v[2], lost = v[3], acked = v[4]}
+  cur = {epoch = v[1], head = v[2], lost = v[3], acked = v[4], n = v[6] or '0'}
   local seen = v[5]
   if seen ~= run then
     -- No run id at all: metadata written before the relay recorded one; nothing to compare.
     if seen and not lossless then renew('redis_restarted') end
     redis.call('HSET', meta, 'run', run)
+  end
+  if now and v[7] ~= v[2] then
+    local orderly = migrate(now)
+    redis.call('HSET', meta, 'head', cur.head, 'h', cur.head, 'n', cur.n)
+    -- This schema wrote here before, then a relay of the earlier one did: its readers do
+    -- not see `queue`, and their acks may pass messages they never saw.
+    if v[7] then
+      renew('mixed_versions')
+    elseif not orderly then
+      renew('evicted')
+    end
   end
   return true
 end
@@ -179,36 +232,31 @@ local function ack_through(epoch, seq)
     renew('cursor_ahead')
     return nil
   end
-  if tonumber(seq) > tonumber(cur.acked) then
-    redis.call('HSET', meta, 'acked', seq)
-    cur.acked = seq
+  local gone = redis.call('ZREMRANGEBYSCORE', queue, '-inf', seq)
+  local ahead = tonumber(seq) > tonumber(cur.acked)
+  if ahead or gone > 0 then
+    if ahead then cur.acked = seq end
+    cur.n = int(math.max(tonumber(cur.n) - gone, 0))
+    redis.call('HSET', meta, 'acked', cur.acked, 'n', cur.n)
   end
-  local gone = redis.call('ZRANGEBYSCORE', q, '-inf', seq)
-  remove(gone)
-  return #gone
+  return gone
 end
--- q (the order) and m (the payloads) must hold the same seqs; when an eviction broke
--- that, what is left is put back in order and the inbox moves to a new epoch. Costs two
--- O(1) counts. It runs on every read and sweep, whatever the policy now: the damage of
--- an eviction outlives the policy, the process and a failover that caused it.
-local function repair(now)
-  if redis.call('ZCARD', q) == redis.call('HLEN', m) then return end
-  local payloadless = {}
-  for _, s in ipairs(redis.call('ZRANGE', q, 0, -1)) do
-    if redis.call('HEXISTS', m, s) == 0 then table.insert(payloadless, s) end
+-- `queue` must hold the `n` messages `meta` counts. Redis evicts whole keys, so fewer
+-- means an eviction took `queue` (and maybe inserts began it anew): the inbox moves to a
+-- new epoch. One O(1) count; it runs on every read and sweep, whatever the policy now:
+-- the damage of an eviction outlives the policy, the process and a failover that
+-- caused it.
+local function recount()
+  local held = redis.call('ZCARD', queue)
+  if held ~= tonumber(cur.n) then
+    if held < tonumber(cur.n) then renew('evicted') end
+    cur.n = int(held)
+    redis.call('HSET', meta, 'n', cur.n)
   end
-  if #payloadless > 0 then remove(payloadless) end
-  for _, s in ipairs(redis.call('HKEYS', m)) do
-    if not redis.call('ZSCORE', q, s) then
-      redis.call('ZADD', q, s, s)
-      redis.call('ZADD', exp, 'NX', tonumber(now) + keep_ms, s)
-    end
-  end
-  renew('evicted')
 end
 "#;
 
-/// Many messages in one call (group commit): five KEYS per message (its inbox's, in the
+/// Many messages in one call (group commit): three KEYS per message (its inbox's, in the
 /// usual order; an inbox may come more than once), and from `ARGV[4]` nine arguments per
 /// message: new epoch, keep_ms, id, forget_at, now, expires_at, cap, payload, deadline
 /// (Redis clock, ms; empty for none). Messages are stored in the order given.
@@ -244,25 +292,23 @@ local function store(a)
       status = 'dup'
     else
       -- Expired messages still count until something expires them: only a full inbox
-      -- needs to know, so only a full inbox pays for the probe.
-      local n = redis.call('ZCARD', q)
-      if n >= tonumber(cap) then
+      -- needs to know, so only a full inbox pays for the probe (and the count).
+      if tonumber(cur.n) >= tonumber(cap) then
+        recount()
         expire(now)
-        n = redis.call('ZCARD', q)
       end
-      if n >= tonumber(cap) then
+      if tonumber(cur.n) >= tonumber(cap) then
         status = 'full'
         redis.call('ZREM', ids, id)
         -- That may have emptied ids, so the next message of this inbox in this call
         -- recreates it: its life must be set again.
         kept[meta] = nil
       else
-        local s = redis.call('HINCRBY', meta, 'head', 1)
+        local s = tonumber(cur.head) + 1
         seq = int(s)
-        cur.head = seq
-        redis.call('ZADD', q, seq, seq)
-        redis.call('HSET', m, seq, payload)
-        redis.call('ZADD', exp, expires_at, seq)
+        cur.head, cur.n = seq, int(tonumber(cur.n) + 1)
+        redis.call('ZADD', queue, s, entry(seq, expires_at, payload))
+        redis.call('HSET', meta, 'head', seq, 'h', seq, 'n', cur.n)
         if s % 16 == 0 then forget(now) end
       end
     end
@@ -273,9 +319,9 @@ local function store(a)
   end
   return status, epoch, seq
 end
-for i = 1, #KEYS / 5 do
+for i = 1, #KEYS / 3 do
   local a = 4 + (i - 1) * 9
-  bind(5 * i - 4, ARGV[a], ARGV[a + 1])
+  bind(3 * i - 2, ARGV[a], ARGV[a + 1])
   local ok, status, epoch, seq = pcall(store, a)
   if ok then
     table.insert(out, '5')
@@ -295,20 +341,28 @@ end
 return out
 "#;
 
-/// Many reads and acks in one call (group commit, see [`super::writer`]): five KEYS per
+/// Many reads and acks in one call (group commit, see [`super::writer`]): three KEYS per
 /// operation (its inbox's; an inbox may come more than once, and each operation opens it
 /// anew), and from `ARGV[4]` nine arguments per operation: new epoch, keep_ms, kind
 /// (`f` a read, `a` an ack), now, cursor epoch ('' for none), cursor seq, limit, and an
 /// acknowledgement to apply first (a read) or to apply (an ack): its epoch ('' for none)
 /// and seq. Returns, for each operation in order, its length and then
-/// {epoch, head, lost_through, acked, expired, lost, seq1, payload1, ...} for a read,
-/// {status, removed count, lost} for an ack, or {'err', message} for either when it met an
-/// error.
+/// {epoch, head, lost_through, acked, expired, lost, entry1, entry2, ...} for a read (each
+/// entry a `queue` member: seq, expiry, payload), {status, removed count, lost} for an
+/// ack, or {'err', message} for either when it met an error.
 const READS: &str = r#"
+local out = {}
+-- Appends an operation's reply, length first, and then `more` (a read's entries).
+local function put(r, more)
+  table.insert(out, int(#r + #more))
+  for j = 1, #r do table.insert(out, r[j]) end
+  for j = 1, #more do table.insert(out, more[j]) end
+end
+local none = {}
 local function fetch(now, after_epoch, after_seq, limit, ack_epoch, ack_seq)
   if open(true, now) == 'created' then keep() end
+  recount()
   expire(now)
-  repair(now)
   -- An acknowledgement that came with the read (a session acking what it was sent, then
   -- reading on): one operation instead of two.
   if ack_epoch ~= '' then ack_through(ack_epoch, ack_seq) end
@@ -323,40 +377,28 @@ local function fetch(now, after_epoch, after_seq, limit, ack_epoch, ack_seq)
     low = cur.acked
   end
   local r = {cur.epoch, cur.head, cur.lost, cur.acked, int(expired), lost}
-  local seqs = redis.call('ZRANGEBYSCORE', q, '(' .. low, '+inf', 'LIMIT', 0, tonumber(limit))
-  for i = 1, #seqs, 1000 do
-    local chunk = {unpack(seqs, i, math.min(i + 999, #seqs))}
-    local payloads = redis.call('HMGET', m, unpack(chunk))
-    for j, s in ipairs(chunk) do
-      table.insert(r, s)
-      table.insert(r, payloads[j])
-    end
-  end
-  return r
+  return r, redis.call('ZRANGEBYSCORE', queue, '(' .. low, '+inf', 'LIMIT', 0, tonumber(limit))
 end
 local function ack(epoch, seq)
   -- No clock here: an inbox without metadata is left to the next read or sweep, which
   -- can tell expired leftovers from evicted ones. Its epoch is gone, so the ack is stale.
-  if not open(false) then return {'stale', '0', lost} end
+  if not open(false) then return {'stale', '0', lost}, none end
   local n = ack_through(epoch, seq)
-  if not n then return {'stale', '0', lost} end
-  return {'ok', int(n), lost}
+  if not n then return {'stale', '0', lost}, none end
+  return {'ok', int(n), lost}, none
 end
-local out = {}
-for i = 1, #KEYS / 5 do
+for i = 1, #KEYS / 3 do
   local a = 4 + (i - 1) * 9
-  bind(5 * i - 4, ARGV[a], ARGV[a + 1])
-  local ok, r
+  bind(3 * i - 2, ARGV[a], ARGV[a + 1])
+  local ok, r, more
   if ARGV[a + 2] == 'f' then
-    ok, r = pcall(fetch, ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8])
+    ok, r, more = pcall(fetch, ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8])
   else
-    ok, r = pcall(ack, ARGV[a + 7], ARGV[a + 8])
+    ok, r, more = pcall(ack, ARGV[a + 7], ARGV[a + 8])
   end
   -- This operation alone fails (a key of the wrong type, say); the others go on.
-  if not ok then r = {'err', failure(r)} end
-  -- A payload HMGET found missing is false: `#` and the loop below still count it.
-  table.insert(out, int(#r))
-  for j = 1, #r do table.insert(out, r[j]) end
+  if not ok then r, more = {'err', failure(r)}, none end
+  put(r, more)
 end
 return out
 "#;
@@ -367,7 +409,7 @@ bind(1, ARGV[1], ARGV[3])
 local opened = open(false, ARGV[4])
 if not opened then return {int(expired), lost} end
 if opened == 'created' then keep() end
-repair(ARGV[4])
+recount()
 forget(ARGV[4])
 expire(ARGV[4])
 return {int(expired), lost}

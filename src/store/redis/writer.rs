@@ -192,7 +192,7 @@ async fn commit<O: Op>(inner: &Inner, work: Vec<Pending<O>>) {
 
 async fn commit_one_call<O: Op>(inner: &Inner, place: Option<Slot>, group: Vec<Pending<O>>) {
     // Built once: a retry after `NOSCRIPT` names the same keys.
-    let keys: Vec<[String; 5]> = group
+    let keys: Vec<[String; PARTS.len()]> = group
         .iter()
         .map(|p| redis_keys::inbox_all(p.op.inbox()))
         .collect();
