@@ -15,7 +15,7 @@
 //! | `whispr:{<inbox>}:meta`            | hash         | `store::redis`   | `epoch`, `head`, `lost`, `acked`, `run`, `n`, `h` |
 //! | `whispr:{<inbox>}:queue`           | sorted set   | `store::redis`   | `<seq> <expires-at> <payload>` scored by seq |
 //! | `whispr:{<inbox>}:ids`             | sorted set   | `store::redis`   | message id hex scored by forget-at        |
-//! | `whispr:{<inbox>}:q`, `:m`, `:exp` | (legacy)     | `store::redis`   | an earlier schema's queue, migrated into `queue` on first touch |
+//! | `whispr:{<inbox>}:q`, `:m`, `:exp` | (legacy)     | `store::redis`   | an earlier schema's queue, migrated into `queue` by the first insert, read or sweep of the inbox |
 //! | `whispr:v1:{<inbox>}:<part>`       | as above     | `store::redis`   | the same keys of a Whispr v1 inbox        |
 //! | `whispr:rl:s:{<sender>}`           | string       | `relay::ratelimit` | a sender's GCRA theoretical arrival time (µs) |
 //! | `whispr:rl:ip:{<ip>}`              | string       | `relay::ratelimit` | a client IP's GCRA theoretical arrival time |

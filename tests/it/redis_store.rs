@@ -867,3 +867,85 @@ async fn in_one_batched_call_an_operation_that_fails_or_notices_a_loss_does_so_a
     let fine_again = store.fetch(&id(&fine), None, 10, NOW).await.unwrap();
     assert_eq!(fine_again.epoch, fine_read.epoch, "the other did not");
 }
+
+#[tokio::test]
+async fn an_insert_that_fails_after_recording_its_id_forgets_it_so_the_retry_is_stored() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let store = store_on(&server).await;
+    let mut conn = server.conn().await;
+    let (alice, bob) = (Identity::generate(), Identity::generate());
+    store
+        .insert(&envelope(&alice, bob.public_key(), 1, NOW), NOW)
+        .await
+        .unwrap();
+    // The queue of the wrong type: the insert records the id, then its ZADD fails.
+    let queue = inbox_key(&bob, "queue");
+    redis_do(&mut conn, &["DEL", &queue]).await;
+    redis_do(&mut conn, &["SET", &queue, "not a sorted set"]).await;
+    let second = envelope(&alice, bob.public_key(), 2, NOW);
+    let err = store.insert(&second, NOW).await.unwrap_err();
+    assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+    // Mended, the sender's retry of the same message is stored, not taken for a duplicate.
+    redis_do(&mut conn, &["DEL", &queue]).await;
+    assert!(matches!(
+        store.insert(&second, NOW).await.unwrap(),
+        InsertOutcome::Stored { .. }
+    ));
+}
+
+#[tokio::test]
+async fn migrated_inboxes_keep_expiry_in_order_and_an_earlier_relay_remaking_metadata_is_caught() {
+    let Some(server) = RedisServer::start().await else {
+        return;
+    };
+    let store = store_on(&server).await;
+    let mut conn = server.conn().await;
+    let alice = Identity::generate();
+    let (frank, erin) = (Identity::generate(), Identity::generate());
+
+    // Frank's oldest message lost its expiry to an eviction: it expires with the next
+    // one, not a full life later, so it holds nothing behind it past its TTL.
+    legacy_insert(&mut conn, &alice, &frank, 1..=2).await;
+    redis_do(&mut conn, &["ZREM", &inbox_key(&frank, "exp"), "1"]).await;
+    let late = NOW + LIMITS.message_ttl_ms + 1;
+    let batch = store
+        .fetch(&frank.public_key().into(), None, 10, late)
+        .await
+        .unwrap();
+    assert!(batch.messages.is_empty(), "both expired");
+    assert_eq!(batch.gap, Some(whispr::protocol::GapReason::Expired));
+
+    // Erin's inbox is in the new layout with three messages; her metadata goes (expired
+    // or evicted), and a relay of the earlier layout makes it anew with a message of its
+    // own, numbering from its own keys.
+    for n in 1..=3 {
+        store
+            .insert(&envelope(&alice, erin.public_key(), n, NOW), NOW)
+            .await
+            .unwrap();
+    }
+    redis_do(&mut conn, &["DEL", &inbox_key(&erin, "meta")]).await;
+    legacy_insert(&mut conn, &alice, &erin, 4..=4).await;
+    let erin_inbox = erin.public_key().into();
+    let batch = store.fetch(&erin_inbox, None, 10, NOW + 1).await.unwrap();
+    let seqs: Vec<u64> = batch.messages.iter().map(|m| m.seq).collect();
+    let unique: std::collections::BTreeSet<u64> = seqs.iter().copied().collect();
+    assert_eq!(batch.messages.len(), 4, "every message kept: {seqs:?}");
+    assert_eq!(unique.len(), 4, "no seq twice: {seqs:?}");
+    assert_eq!(
+        store
+            .events()
+            .history_lost_total(HistoryLoss::MixedVersions),
+        1
+    );
+    // The next message numbers past every one still queued.
+    let Ok(InsertOutcome::Stored { seq, .. }) = store
+        .insert(&envelope(&alice, erin.public_key(), 5, NOW + 2), NOW + 2)
+        .await
+    else {
+        panic!("stored");
+    };
+    assert!(seq > *unique.last().unwrap(), "{seq} after {unique:?}");
+}

@@ -21,8 +21,10 @@
 //! the relay's cursor is `(epoch, seq)` with seqs counting up by one, which a counter
 //! gives directly, and acks delete "everything through seq", one `ZREMRANGEBYSCORE`.
 //! One member per message, its expiry inside, makes a stored message one `ZADD` and an
-//! ack one call; expiry reads the front only, since seqs are handed out in time order
-//! with one TTL (as the memory store's queue does).
+//! ack one call; expiry reads the front only (as the memory store's queue does), since
+//! seqs are handed out in time order with one TTL. Expiries fall out of that order only
+//! by how far the nodes' clocks disagree, or after `message_ttl_seconds` was lowered: a
+//! message then waits for the one before it, served past its TTL by at most that much.
 //!
 //! # The earlier schema, migrated in place
 //!
@@ -30,13 +32,18 @@
 //! payload) and `exp` (the seq scored by its expiry). A script that opens such an inbox
 //! with a clock (an insert, a read, the sweep) moves what they hold into `queue` and
 //! deletes them, in the same atomic call; the sweep finds every inbox still holding them
-//! (`SCAN` for `:m`), so all are migrated within one sweep interval of the upgrade. An
-//! earlier relay's keys are recognised by `h` not being `head` (earlier relays count
-//! `head` up but never write `h`). Relays of both schemas must not serve one Redis at
-//! once: an earlier relay's reader does not see `queue`, and its cumulative acks could
-//! pass messages it never saw. When a script finds an earlier relay's write in an inbox
-//! this schema had written, it migrates it and reports `mixed_versions` (a new epoch, as
-//! below). Upgrading is therefore: stop every relay on the Redis, start the new ones.
+//! (`SCAN` for `:m`, until a sweep finds none), so the upgrade's inboxes are migrated by
+//! its first sweep. An earlier relay's writes are recognised by `h` not being `head`
+//! (earlier relays count `head` up but never write `h`). Relays of both schemas must not
+//! serve one Redis at once: an earlier relay's reader does not see `queue`, and its
+//! cumulative acks could pass messages it never saw. When a script finds an earlier
+//! relay's write in an inbox this schema had written (`h` there, or a `queue` under
+//! metadata without it), it migrates it, numbering its messages after every seq in use
+//! when they collide, and reports `mixed_versions` (a new epoch, as below). An earlier
+//! relay's reads and acks write nothing this schema can tell apart, so they go unseen.
+//! Upgrading is therefore: stop every relay on the Redis, start the new ones. An ack
+//! alone (no clock) does not migrate: on an inbox not yet migrated it moves `acked` and
+//! answers 0 deleted, and the migration then drops what it acknowledged.
 //!
 //! # Atomicity
 //!

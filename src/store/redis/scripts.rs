@@ -15,7 +15,9 @@
 //! operation instead. Script-specific arguments follow from `ARGV[4]`.
 //!
 //! Each operation of a batched script runs under `pcall`: one that meets an error (a key
-//! of the wrong type) answers `{'err', message}` alone and the others go on.
+//! of the wrong type) answers `{'err', message, lost}` alone and the others go on. Redis
+//! does not undo what a failed operation wrote before its error; each is written so that
+//! what it leaves is safe (an insert forgets the dedupe id it recorded).
 //!
 //! The insert takes many messages at once, and the reads script many reads and acks
 //! (group commit: see [`super::writer`]); the sweep's expire works on one inbox.
@@ -135,10 +137,11 @@ local function renew(reason)
 end
 -- Relays before the single `queue` kept an inbox's messages in three keys: `q` (seqs),
 -- `m` (seq -> payload) and `exp` (seq scored by its expiry). Moves what they hold into
--- `queue`, updating `cur.head` and `cur.n` (the caller writes them), and deletes them.
--- Messages at or below the inbox's floor (acked or expired: an ack without a clock does
--- not migrate, so it could not delete them) stay behind. Returns false when `q` and `m`
--- disagreed (an eviction broke the old inbox).
+-- `queue` and deletes them; then `cur.head` passes every seq in `queue` and `cur.n`
+-- counts it (the caller writes both). Messages at or below the inbox's floor (acked or
+-- expired: an ack without a clock does not migrate, so it could not delete them) are
+-- deleted, not moved. Returns false when `q` and `m` disagreed (an eviction broke the
+-- old inbox).
 local function migrate(now)
   local stem = string.sub(meta, 1, -5)
   local q, m, exp = stem .. 'q', stem .. 'm', stem .. 'exp'
@@ -146,21 +149,47 @@ local function migrate(now)
   local orderly = redis.call('ZCARD', q) == #fields / 2
   local at = {}
   local x = redis.call('ZRANGE', exp, 0, -1, 'WITHSCORES')
-  for i = 1, #x, 2 do at[x[i]] = int(tonumber(x[i + 1])) end
+  for i = 1, #x, 2 do at[tonumber(x[i])] = tonumber(x[i + 1]) end
   local floor = math.max(tonumber(cur.acked), tonumber(cur.lost))
-  local head, moved = tonumber(cur.head), 0
+  local payload, seqs = {}, {}
   for i = 1, #fields, 2 do
     local s = tonumber(fields[i])
     if s > floor then
-      -- A seq whose expiry was evicted gets a full life from now, as the old repair gave.
-      local expires_at = at[fields[i]] or int(tonumber(now) + keep_ms)
-      redis.call('ZADD', queue, s, entry(int(s), expires_at, fields[i + 1]))
-      moved = moved + 1
+      payload[s] = fields[i + 1]
+      table.insert(seqs, s)
     end
-    head = math.max(head, s)
+  end
+  -- Each expires no later than the seqs after it (newest first): expiry reads the front
+  -- only, and an expiry later than its successors' would hold them past their TTL. A
+  -- seq whose expiry was evicted takes its successor's; the newest without one gets a
+  -- full life from now, as the old repair gave. (Expiries out of order came only from
+  -- relays' clocks disagreeing, by that much.)
+  table.sort(seqs)
+  local expires, later = {}, tonumber(now) + keep_ms
+  for i = #seqs, 1, -1 do
+    later = math.min(later, at[seqs[i]] or later)
+    expires[seqs[i]] = later
+  end
+  -- A `queue` already there means this layout wrote the inbox and an earlier relay then
+  -- did too. One that numbered from its own keys, under metadata it made anew, used seqs
+  -- this layout holds: its messages are numbered on after every seq in use, in their
+  -- order (the caller moves the inbox to a new epoch, so no reader's cursor meets the
+  -- new numbers). One that counted on the shared `head` numbered past them already.
+  local top = redis.call('ZRANGE', queue, -1, -1)[1]
+  top = top and (parse(top))
+  local after = top and seqs[1] and seqs[1] <= top and math.max(tonumber(cur.head), top)
+  for _, s in ipairs(seqs) do
+    local at_seq = s
+    if after then
+      after = after + 1
+      at_seq = after
+    end
+    redis.call('ZADD', queue, at_seq, entry(int(at_seq), int(expires[s]), payload[s]))
   end
   redis.call('DEL', q, m, exp)
-  cur.head, cur.n = int(head), int(tonumber(cur.n) + moved)
+  cur.n = int(redis.call('ZCARD', queue))
+  local last = redis.call('ZRANGE', queue, -1, -1)[1]
+  cur.head = int(math.max(tonumber(cur.head), last and (parse(last)) or 0))
   return orderly
 end
 -- Whether a restart into this process (its run id, `run`, is written into the script
@@ -172,9 +201,9 @@ local lossless = ARGV[2] == '1'
 -- have lost its last writes, a restore or a failover may have lost more), moves the
 -- inbox to a new epoch. With `now`, messages left from an inbox whose metadata expired
 -- idle are expired first: they are no loss, and an inbox of the earlier schema is
--- migrated. Returns false, touching nothing more, when the inbox has no metadata and
--- `create` is false and (without `now`) whatever is left cannot be told apart;
--- 'created' when it made the metadata, else true.
+-- migrated. Returns false when the inbox has no metadata and `create` is false and
+-- nothing is left (without `now`: touching nothing, since leftovers cannot be told
+-- apart); 'created' when it made the metadata, else true.
 --
 -- `meta.n` counts the messages in `queue` and `meta.h` is the head as this schema last
 -- wrote it: a head that differs was moved by a relay of the earlier schema, whose
@@ -185,7 +214,9 @@ local function open(create, now)
     if not (create or now) then return false end
     cur = {head = '0', lost = '0', acked = '0', n = '0'}
     local stem = string.sub(meta, 1, -5)
-    if redis.call('EXISTS', stem .. 'm', stem .. 'q') > 0 then migrate(now) end
+    -- Seqs of the earlier layout without their payloads are messages lost with `meta`.
+    local broken = false
+    if redis.call('EXISTS', stem .. 'm', stem .. 'q') > 0 then broken = not migrate(now) end
     local n = 0
     if tonumber(cur.n) > 0 or redis.call('EXISTS', queue) == 1 then
       local gone = expire_front(now)
@@ -195,11 +226,11 @@ local function open(create, now)
         cur.head = int(math.max(tonumber(cur.head), (parse(e))))
       end
     end
-    if not (create or n > 0) then return false end
+    if not (create or n > 0 or broken) then return false end
     cur = {epoch = new_epoch, head = cur.head, lost = '0', acked = '0', n = int(n)}
     redis.call('HSET', meta, 'epoch', new_epoch, 'head', cur.head, 'lost', '0', 'acked', '0',
       'run', run, 'n', cur.n, 'h', cur.head)
-    if n > 0 then lost = 'metadata_missing' end
+    if n > 0 or broken then lost = 'metadata_missing' end
     return 'created'
   end
   cur = {epoch = v[1], head = v[2], lost = v[3], acked = v[4], n = v[6] or '0'}
@@ -210,11 +241,13 @@ local function open(create, now)
     redis.call('HSET', meta, 'run', run)
   end
   if now and v[7] ~= v[2] then
+    -- This layout wrote here before (`h`, or a `queue` under metadata an earlier relay
+    -- made anew), then a relay of the earlier one did: its readers do not see `queue`,
+    -- and their acks may pass messages they never saw.
+    local mixed = v[7] or redis.call('EXISTS', queue) == 1
     local orderly = migrate(now)
     redis.call('HSET', meta, 'head', cur.head, 'h', cur.head, 'n', cur.n)
-    -- This schema wrote here before, then a relay of the earlier one did: its readers do
-    -- not see `queue`, and their acks may pass messages they never saw.
-    if v[7] then
+    if mixed then
       renew('mixed_versions')
     elseif not orderly then
       renew('evicted')
@@ -242,16 +275,19 @@ local function ack_through(epoch, seq)
   return gone
 end
 -- `queue` must hold the `n` messages `meta` counts. Redis evicts whole keys, so fewer
--- means an eviction took `queue` (and maybe inserts began it anew): the inbox moves to a
--- new epoch. One O(1) count; it runs on every read and sweep, whatever the policy now:
--- the damage of an eviction outlives the policy, the process and a failover that
--- caused it.
+-- means an eviction took `queue` (and maybe inserts began it anew); more means `meta`
+-- was written by something other than these scripts: either way the inbox moves to a
+-- new epoch, and `head` passes every seq still queued. One O(1) count; it runs on every
+-- read and sweep, whatever the policy now: the damage of an eviction outlives the
+-- policy, the process and a failover that caused it.
 local function recount()
   local held = redis.call('ZCARD', queue)
   if held ~= tonumber(cur.n) then
-    if held < tonumber(cur.n) then renew('evicted') end
+    renew('evicted')
     cur.n = int(held)
-    redis.call('HSET', meta, 'n', cur.n)
+    local top = redis.call('ZRANGE', queue, -1, -1)[1]
+    cur.head = int(math.max(tonumber(cur.head), top and (parse(top)) or 0))
+    redis.call('HSET', meta, 'n', cur.n, 'head', cur.head, 'h', cur.head)
   end
 end
 "#;
@@ -261,13 +297,16 @@ end
 /// message: new epoch, keep_ms, id, forget_at, now, expires_at, cap, payload, deadline
 /// (Redis clock, ms; empty for none). Messages are stored in the order given.
 /// Returns, for each message in order, its length (5) and {status, epoch, seq, expired,
-/// lost}, or (2) and {'err', message} for a message that met an error.
+/// lost}, or (3) and {'err', message, lost} for a message that met an error.
 const INSERT: &str = r#"
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {}
 -- Per inbox and call: its metadata once read (`cur`), and how long its keys were kept.
 local opened, kept = {}, {}
+-- The id the message being stored recorded, until it is stored: one that fails after
+-- recording its id must forget it, or the sender's retry would be taken for a duplicate.
+local recorded
 -- One message, its arguments from ARGV[a]; returns its status, epoch and seq.
 local function store(a)
   local id, forget_at, now, expires_at, cap, payload, deadline =
@@ -288,6 +327,7 @@ local function store(a)
       redis.call('ZADD', ids, forget_at, id)
       fresh = true
     end
+    if fresh then recorded = id end
     if not fresh then
       status = 'dup'
     else
@@ -309,9 +349,12 @@ local function store(a)
         cur.head, cur.n = seq, int(tonumber(cur.n) + 1)
         redis.call('ZADD', queue, s, entry(seq, expires_at, payload))
         redis.call('HSET', meta, 'head', seq, 'h', seq, 'n', cur.n)
+        recorded = nil
         if s % 16 == 0 then forget(now) end
       end
     end
+    -- After the full path's checks, which may have moved the inbox to a new epoch.
+    epoch = cur.epoch
     if (kept[meta] or -1) < keep_ms then
       keep()
       kept[meta] = keep_ms
@@ -322,6 +365,7 @@ end
 for i = 1, #KEYS / 3 do
   local a = 4 + (i - 1) * 9
   bind(3 * i - 2, ARGV[a], ARGV[a + 1])
+  recorded = nil
   local ok, status, epoch, seq = pcall(store, a)
   if ok then
     table.insert(out, '5')
@@ -331,11 +375,14 @@ for i = 1, #KEYS / 3 do
     table.insert(out, int(expired))
     table.insert(out, lost)
   else
-    -- This message alone fails; the inbox is read afresh by its next one.
+    -- This message alone fails; the inbox is read afresh by its next one. What it
+    -- noticed about the history before failing is still reported.
     opened[meta], kept[meta] = nil, nil
-    table.insert(out, '2')
+    if recorded then pcall(redis.call, 'ZREM', ids, recorded) end
+    table.insert(out, '3')
     table.insert(out, 'err')
     table.insert(out, failure(status))
+    table.insert(out, lost)
   end
 end
 return out
@@ -349,7 +396,7 @@ return out
 /// and seq. Returns, for each operation in order, its length and then
 /// {epoch, head, lost_through, acked, expired, lost, entry1, entry2, ...} for a read (each
 /// entry a `queue` member: seq, expiry, payload), {status, removed count, lost} for an
-/// ack, or {'err', message} for either when it met an error.
+/// ack, or {'err', message, lost} for either when it met an error.
 const READS: &str = r#"
 local out = {}
 -- Appends an operation's reply, length first, and then `more` (a read's entries).
@@ -396,8 +443,9 @@ for i = 1, #KEYS / 3 do
   else
     ok, r, more = pcall(ack, ARGV[a + 7], ARGV[a + 8])
   end
-  -- This operation alone fails (a key of the wrong type, say); the others go on.
-  if not ok then r, more = {'err', failure(r)}, none end
+  -- This operation alone fails (a key of the wrong type, say); the others go on, and
+  -- what it noticed about the history before failing is still reported.
+  if not ok then r, more = {'err', failure(r), lost}, none end
   put(r, more)
 end
 return out

@@ -50,7 +50,7 @@ use crate::store::StoreError;
 /// Operations waiting for a writer at most; a caller past it waits its turn.
 pub const QUEUE: usize = 8192;
 
-/// One operation a batched script carries: five keys (its inbox's) and a fixed number of
+/// One operation a batched script carries: its inbox's keys and a fixed number of
 /// arguments, read by the script from `ARGV[4]` on, in the order given.
 pub trait Op: Send + Sync + 'static {
     /// A call of this kind closes once its operations' weights reach this (an operation
@@ -215,7 +215,7 @@ async fn commit_one_call<O: Op>(inner: &Inner, place: Option<Slot>, group: Vec<P
     match answers {
         Ok(parts) => {
             for (p, part) in group.into_iter().zip(parts) {
-                let _ = p.reply.send(failed_alone(part));
+                let _ = p.reply.send(failed_alone(inner, p.op.inbox(), part));
             }
         }
         Err(e) => group.into_iter().for_each(|p| {
@@ -224,15 +224,27 @@ async fn commit_one_call<O: Op>(inner: &Inner, place: Option<Slot>, group: Vec<P
     }
 }
 
-/// An operation's part of the reply, or the error it alone met inside the script (a part
-/// `{'err', message}`: no script's answer is two fields starting with `err`).
-fn failed_alone(part: Vec<Vec<u8>>) -> Answer {
-    match part.as_slice() {
-        [err, why] if err == b"err" => Err(StoreError::Unavailable(format!(
-            "redis: {}",
-            String::from_utf8_lossy(why)
-        ))),
-        _ => Ok(part),
+/// An operation's part of the reply, or the error it alone met inside the script, after
+/// reporting what it noticed about `inbox`'s history before the error.
+fn failed_alone(inner: &Inner, inbox: &InboxId, part: Vec<Vec<u8>>) -> Answer {
+    match failure_of(&part) {
+        Some((why, lost)) => {
+            inner.note_loss(inbox, lost)?;
+            Err(StoreError::Unavailable(format!(
+                "redis: {}",
+                String::from_utf8_lossy(why)
+            )))
+        }
+        None => Ok(part),
+    }
+}
+
+/// The error and loss reason of a part `{'err', message, lost}` (no script's answer is
+/// three fields starting with `err`).
+fn failure_of(part: &[Vec<u8>]) -> Option<(&[u8], &[u8])> {
+    match part {
+        [err, why, lost] if err == b"err" => Some((why, lost)),
+        _ => None,
     }
 }
 
@@ -304,14 +316,18 @@ mod tests {
 
     #[test]
     fn an_operation_that_failed_inside_the_script_fails_alone() {
-        let err = failed_alone(fields(&["err", "WRONGTYPE"])).unwrap_err();
-        assert!(err.to_string().contains("WRONGTYPE"), "{err}");
+        let failed = fields(&["err", "WRONGTYPE", "evicted"]);
+        assert_eq!(
+            failure_of(&failed),
+            Some((&b"WRONGTYPE"[..], &b"evicted"[..]))
+        );
         // An ack's answer and a stored insert's are answers, whatever their first field.
         for ok in [
             fields(&["ok", "1", ""]),
+            fields(&["stale", "0", ""]),
             fields(&["stored", "1", "2", "0", ""]),
         ] {
-            assert_eq!(failed_alone(ok.clone()).unwrap(), ok);
+            assert_eq!(failure_of(&ok), None);
         }
     }
 }
