@@ -289,6 +289,15 @@ async fn inboxes_of_the_earlier_schema_are_migrated_in_place_and_a_mixed_version
         1
     );
     assert_eq!(legacy_keys(&mut conn, &bob).await, 0);
+
+    // A sweep that finds no inbox of the earlier layout is the last to look for them:
+    // the next scans the keyspace for `queue` keys alone, half the SCANs.
+    let before = command_calls(&server.url, "scan").await;
+    store.sweep(NOW + 6).await.unwrap();
+    let looking = command_calls(&server.url, "scan").await - before;
+    store.sweep(NOW + 7).await.unwrap();
+    let after = command_calls(&server.url, "scan").await - before - looking;
+    assert_eq!(2 * after, looking, "{looking} SCANs, then {after}");
 }
 
 #[tokio::test]

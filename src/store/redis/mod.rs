@@ -109,19 +109,20 @@
 //! insert, the sweep); Redis deletes it when it is empty, so giving it a life too would
 //! cost calls on every first message into an empty inbox. A script that finds `meta`
 //! gone (expired idle) with messages left expires them first: only what is still within
-//! its TTL is reported as lost (an eviction). An inbox that vanished comes back with a new epoch,
-//! and a reader with the old cursor is told of an epoch change, like the memory store's
-//! idle drop.
+//! its TTL is reported as lost (an eviction). An inbox that vanished comes back with a
+//! new epoch, and a reader with the old cursor is told of an epoch change, like the
+//! memory store's idle drop.
 //!
 //! # Sweep and depth
 //!
 //! Expiry found by scripts is counted in an `AtomicU64` and reported by the next sweep.
-//! The sweep also `SCAN`s the `:queue` keys (only inboxes holding messages have one) and,
-//! until one sweep finds none, the earlier schema's `:m` keys, and expires each inbox (after the same eviction check
-//! as a read, and migrating it), because a message nobody reads again must still
-//! be reported as expired (the conformance suite checks this, and checks `depth` after
-//! an ack, which is why neither is left at zero). `depth` `SCAN`s the `:queue` keys (and
-//! the earlier schema's `:q`) and sums their sizes with one `ZCARD` each (many in flight; no pipeline, since on a
+//! The sweep also `SCAN`s the `:queue` keys (only inboxes holding messages have one)
+//! and, until one sweep finds none, the earlier schema's `:m` keys, and expires each
+//! inbox (after the same eviction check as a read, and migrating it), because a message
+//! nobody reads again must still be reported as expired (the conformance suite checks
+//! this, and checks `depth` after an ack, which is why neither is left at zero). `depth`
+//! `SCAN`s the `:queue` keys (and, while the sweep finds any, the earlier schema's `:q`)
+//! and sums their sizes with one `ZCARD` each (many in flight; no pipeline, since on a
 //! cluster the keys live on different masters). The sweep costs one round trip per inbox
 //! holding messages; both run only at sweep and metrics-scrape intervals. `SCAN` walks
 //! the whole keyspace (matching is done server-side), on a cluster every master in
@@ -510,6 +511,15 @@ impl Inner {
             .await
             .map_err(|e| self.failed(e))
     }
+
+    /// Every inbox's key `part`, both namespaces (see [`Inner::scan`]).
+    async fn scan_part(&self, part: &str) -> Result<Vec<String>, StoreError> {
+        let mut keys = Vec::new();
+        for pattern in patterns(part) {
+            keys.extend(self.scan(&pattern).await?);
+        }
+        Ok(keys)
+    }
 }
 
 #[async_trait]
@@ -600,10 +610,7 @@ impl MessageStore for RedisStore {
 
     async fn sweep(&self, now_ms: u64) -> Result<SweepStats, StoreError> {
         let mut expired = 0;
-        let mut keys = Vec::new();
-        for pattern in patterns(PARTS[1]) {
-            keys.extend(self.scan(&pattern).await?);
-        }
+        let mut keys = self.scan_part(PARTS[1]).await?;
         // The earlier schema's `:m`, not `:exp`: an inbox whose `exp` was evicted still
         // holds messages. An inbox found twice (both schemas) is expired twice: no harm.
         // Once a sweep finds none, none come back but from a relay of the earlier schema
@@ -611,10 +618,7 @@ impl MessageStore for RedisStore {
         // or read (`mixed_versions`).
         if self.legacy_left.load(Ordering::Relaxed) {
             let [_, payloads, _] = redis_keys::LEGACY_PARTS;
-            let mut legacy = Vec::new();
-            for pattern in patterns(payloads) {
-                legacy.extend(self.scan(&pattern).await?);
-            }
+            let legacy = self.scan_part(payloads).await?;
             self.legacy_left
                 .store(!legacy.is_empty(), Ordering::Relaxed);
             keys.extend(legacy);
@@ -661,17 +665,11 @@ impl MessageStore for RedisStore {
     /// Messages queued in every inbox on this Redis, expired-but-unswept included (as
     /// in the memory store).
     async fn depth(&self) -> Result<u64, StoreError> {
-        let mut keys = Vec::new();
+        let mut keys = self.scan_part(PARTS[1]).await?;
         // The earlier schema's `:q` holds messages not yet migrated.
-        let [order, _, _] = redis_keys::LEGACY_PARTS;
-        let legacy = self.legacy_left.load(Ordering::Relaxed);
-        for part in [PARTS[1], order] {
-            if part == order && !legacy {
-                continue;
-            }
-            for pattern in patterns(part) {
-                keys.extend(self.scan(&pattern).await?);
-            }
+        if self.legacy_left.load(Ordering::Relaxed) {
+            let [order, _, _] = redis_keys::LEGACY_PARTS;
+            keys.extend(self.scan_part(order).await?);
         }
         // One ZCARD per inbox, many in flight: each key may live on another cluster
         // master, so no cross-slot pipeline; the multiplexed connection batches them.

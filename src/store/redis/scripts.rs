@@ -319,7 +319,6 @@ local function store(a)
       open(true, now)
       opened[meta] = cur
     end
-    epoch = cur.epoch
     -- The dedupe check and record in one call; an id already there whose window passed
     -- (not yet forgotten) counts as new.
     local fresh = redis.call('ZADD', ids, 'NX', forget_at, id) == 1
