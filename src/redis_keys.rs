@@ -22,6 +22,7 @@
 //! | `whispr:blob:{<sha256>}`           | hash         | `blobs::redis`   | one attachment: `meta`, `data`, `exp`     |
 //! | `whispr:blobq:{<sender>}`          | sorted set   | `blobs::redis`   | a sender's blobs (`<len>:<sha256>`) by expiry |
 //! | `whispr:blobq:{<sender>}:bytes`    | string       | `blobs::redis`   | their byte sum                            |
+//! | `whispr:{<inbox>}:takeover`        | hash         | `notify`         | the last takeover number given out: `order`, `owner`; expires an hour after |
 //! | `whispr:{<inbox>}:n`               | channel      | `notify`         | wake-ups and takeovers of an inbox        |
 //! | `whispr:{<inbox>}:e`               | channel      | `notify`         | ephemeral envelopes for an inbox's session |
 //! | `whispr:signal:{<sha256 of call id>}` | channel   | `signal::redis`  | one signalling room                       |
@@ -128,6 +129,12 @@ pub fn inbox_channel(key: &PublicKey, which: InboxChannel) -> String {
         InboxChannel::Ephemeral => "e",
     };
     format!("{NATIVE_PREFIX}{}}}:{suffix}", key.to_hex())
+}
+
+/// Where the takeover numbers of an inbox's sessions are given out (the inbox's hash
+/// tag: the same slot as its channel).
+pub fn takeover_order(key: &PublicKey) -> String {
+    format!("{NATIVE_PREFIX}{}}}:takeover", key.to_hex())
 }
 
 /// The inbox and kind of an inbox channel's name.

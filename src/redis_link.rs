@@ -151,26 +151,33 @@ impl Publisher {
         }
     }
 
-    /// Publishes and empties `batch` (`(channel, payload)` pairs).
-    pub async fn publish(&mut self, batch: &mut Vec<(String, String)>) -> RedisResult<()> {
+    /// The connection, made on first use (then remade by redis-rs as needed).
+    pub async fn link(&mut self) -> RedisResult<RedisLink> {
         match self {
             Publisher::Single { client, conn } => {
                 // A cheap clone of the shared, self-reconnecting connection.
-                let mut c = match conn {
-                    Some(c) => c.clone(),
-                    None => {
-                        let made = bounded(client.get_connection_manager()).await;
-                        let c = made.inspect_err(|_| batch.clear())?;
-                        conn.insert(c).clone()
-                    }
-                };
+                if let Some(c) = conn {
+                    return Ok(RedisLink::Single(c.clone()));
+                }
+                let made = bounded(client.get_connection_manager()).await?;
+                Ok(RedisLink::Single(conn.insert(made).clone()))
+            }
+            Publisher::Cluster(conn) => Ok(RedisLink::Cluster(conn.clone())),
+        }
+    }
+
+    /// Publishes and empties `batch` (`(channel, payload)` pairs).
+    pub async fn publish(&mut self, batch: &mut Vec<(String, String)>) -> RedisResult<()> {
+        let link = self.link().await.inspect_err(|_| batch.clear())?;
+        match link {
+            RedisLink::Single(mut c) => {
                 let mut pipe = redis::pipe();
                 for (channel, payload) in batch.drain(..) {
                     pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
                 }
                 bounded(pipe.query_async::<()>(&mut c)).await
             }
-            Publisher::Cluster(conn) => {
+            RedisLink::Cluster(conn) => {
                 let sends = batch.drain(..).map(|(channel, payload)| {
                     let mut conn = conn.clone();
                     async move {
@@ -191,7 +198,7 @@ impl Publisher {
 /// (pub/sub is at most once, and memory must stay bounded while Redis is slow).
 pub const PUBLISH_QUEUE: usize = 4096;
 /// Events sent per pipelined round trip.
-const PUBLISH_BATCH: usize = 256;
+pub const PUBLISH_BATCH: usize = 256;
 
 /// The task that empties a publish queue into Redis in batches until `stop`; a failed
 /// batch is logged (as `what`) and dropped.

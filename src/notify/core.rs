@@ -6,14 +6,18 @@
 //! ephemeral envelope). No I/O, no clock, no awaits: `redis.rs` performs the actions on
 //! its connections and reports back the calls that failed.
 //!
-//! Takeover ordering: a node subscribes to an inbox's channel before it announces its
-//! session's takeover there, and Redis delivers one channel's messages in one order to
-//! every subscriber. So once a node has seen its own announcement come back (echoed),
-//! a takeover from another node that follows is newer and the local session closes;
-//! one from another node before the echo is older, and the local session stays. A
-//! node that may have missed messages (a reconnect, a lost link) forgets its echoes and
-//! announces again; an announcement lost on the way is repeated by the retry tick until
-//! it comes back.
+//! Takeover ordering: every session takes a number from Redis once, when it first
+//! announces itself (`redis.rs`: the inbox's microsecond clock, never below a number
+//! already given out), and carries that same number in every repeat of its
+//! announcement. Of two sessions of one inbox on two nodes, the one with the lower
+//! number is the older and closes, whichever order the announcements arrive in, how
+//! often they repeat and whoever heard what. (An earlier rule, "a takeover that follows
+//! my echo is newer", let a repeated announcement close both sessions: B, A, B on the
+//! channel closed A on B's repeat and B on A's.) A node that sees an older session's
+//! announcement answers with its own, so the older one hears of it even if it missed
+//! it. An announcement lost on the way is repeated by the retry tick until it comes
+//! back (echoed); a node that may have missed messages (a reconnect, a lost link)
+//! forgets its echoes and announces again.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -34,9 +38,19 @@ pub enum Action {
     },
     /// A failure goes back through [`Core::unsubscribe_failed`].
     Unsubscribe { channels: Vec<String> },
-    /// Publish, best effort: a lost publish is made up for by the retry tick
-    /// (takeovers) or by the catch-up (wake-ups).
+    /// Publish, best effort: a lost wake-up is made up for by the catch-up.
     Publish { channel: String, payload: String },
+    /// Announce local session `session` of `key` on `channel`: publish `stem` followed
+    /// by a space and the session's number, best effort (the retry tick repeats it
+    /// until it is echoed). Without an `order` the shell first takes a number from
+    /// Redis and reports it through [`Core::numbered`].
+    Announce {
+        key: PublicKey,
+        session: u64,
+        channel: String,
+        stem: String,
+        order: Option<u64>,
+    },
     /// Wake `key`'s local session and v1 sockets: they read the store again.
     Wake(PublicKey),
     /// Wake every local session and v1 socket (after a gap in what this node heard).
@@ -62,8 +76,9 @@ pub enum Recovery {
 pub(super) enum Event {
     /// "The inbox has new stored messages", from `node`.
     Wake { node: u64 },
-    /// A session on `node` took the inbox over.
-    Takeover { node: u64, session: u64 },
+    /// A session on `node` took the inbox over; `order` is its place in the inbox's
+    /// takeover order (higher is newer).
+    Takeover { node: u64, session: u64, order: u64 },
     /// An ephemeral envelope (MessagePack, base64) for the session of the channel's
     /// inbox; published by a node where that session is not.
     Ephemeral(Vec<u8>),
@@ -79,6 +94,7 @@ impl Event {
             "t" => Some(Event::Takeover {
                 node: u64::from_str_radix(parts.next()?, 16).ok()?,
                 session: parts.next()?.parse().ok()?,
+                order: parts.next()?.parse().ok()?,
             }),
             "e" => Some(Event::Ephemeral(STANDARD.decode(parts.next()?).ok()?)),
             _ => None,
@@ -88,10 +104,20 @@ impl Event {
     pub(super) fn encode(&self) -> String {
         match self {
             Event::Wake { node } => format!("w {node:x}"),
-            Event::Takeover { node, session } => format!("t {node:x} {session}"),
+            Event::Takeover {
+                node,
+                session,
+                order,
+            } => format!("{} {order}", takeover_stem(*node, *session)),
             Event::Ephemeral(bytes) => format!("e {}", STANDARD.encode(bytes)),
         }
     }
+}
+
+/// A takeover's payload up to its number, which Redis gives out (see
+/// [`Action::Announce`]).
+fn takeover_stem(node: u64, session: u64) -> String {
+    format!("t {node:x} {session}")
 }
 
 /// The pub/sub payload carrying an ephemeral envelope.
@@ -103,9 +129,18 @@ pub fn ephemeral_payload(envelope: &Envelope) -> Result<String, rmp_serde::encod
 #[derive(Debug)]
 struct Local {
     session: u64,
+    /// Its place in the inbox's takeover order, once Redis has given it one.
+    order: Option<u64>,
     /// Whether this session's own takeover has come back on the channel.
     echoed: bool,
+    /// The newest session another node announced before this one's number was known.
+    rival: Option<Rank>,
 }
+
+/// Where a session stands among its inbox's sessions: its number, then its node as a
+/// tie-break (two nodes can only draw after the inbox's number key was lost and a
+/// clock stepped back), so every node ranks any two sessions alike.
+type Rank = (u64, u64);
 
 /// The notification state of one node.
 #[derive(Debug)]
@@ -145,7 +180,9 @@ impl Core {
             Command::Registered { key, session } => {
                 let local = Local {
                     session,
+                    order: None,
                     echoed: false,
+                    rival: None,
                 };
                 if self.locals.insert(key, local).is_none() {
                     let mut channels = vec![ephemeral_channel(&key)];
@@ -155,8 +192,8 @@ impl Core {
                     self.subscribe(key, channels, &mut out);
                 }
                 // After the subscription, so this node sees its own takeover come back
-                // and knows where it stands in the channel's order.
-                out.push(self.takeover(&key, session));
+                // and any newer one that follows it.
+                out.push(self.takeover(&key, session, None));
             }
             Command::Unregistered { key, session } => {
                 if self.locals.get(&key).is_some_and(|l| l.session == session) {
@@ -200,9 +237,17 @@ impl Core {
             (Kind::Notify, Event::Wake { node }) if node != self.node => vec![Action::Wake(key)],
             // This node woke its own readers already.
             (Kind::Notify, Event::Wake { .. }) => vec![],
-            (Kind::Notify, Event::Takeover { node, session }) => {
-                self.on_takeover(key, node, session).into_iter().collect()
-            }
+            (
+                Kind::Notify,
+                Event::Takeover {
+                    node,
+                    session,
+                    order,
+                },
+            ) => self
+                .on_takeover(key, node, session, order)
+                .into_iter()
+                .collect(),
             (Kind::Ephemeral, Event::Ephemeral(bytes)) => {
                 let envelope = rmp_serde::from_slice::<Envelope>(&bytes)
                     .ok()
@@ -213,22 +258,68 @@ impl Core {
         })
     }
 
-    fn on_takeover(&mut self, key: PublicKey, node: u64, session: u64) -> Option<Action> {
+    fn on_takeover(
+        &mut self,
+        key: PublicKey,
+        node: u64,
+        session: u64,
+        order: u64,
+    ) -> Option<Action> {
         let local = self.locals.get_mut(&key)?;
         if node == self.node {
+            // An earlier local session's echo says nothing: the registry replaced it.
             if session == local.session {
                 local.echoed = true;
+                return self.place(key, order);
             }
-            None
-        } else if local.echoed {
-            // Our session announced itself before this one: it is the older.
-            Some(Action::Replace {
+            return None;
+        }
+        let theirs = (order, node);
+        match local.order {
+            // Not numbered yet: compared once the number comes.
+            None => {
+                local.rival = local.rival.max(Some(theirs));
+                None
+            }
+            Some(ours) if theirs > (ours, self.node) => Some(Action::Replace {
                 key,
                 session: local.session,
-            })
-        } else {
-            None
+            }),
+            // An older session on another node, which may have missed our
+            // announcement: it hears it again and closes.
+            Some(ours) => {
+                let session = local.session;
+                Some(self.takeover(&key, session, Some(ours)))
+            }
         }
+    }
+
+    /// Redis gave local session `session` of `key` its number `order` (the reply to an
+    /// [`Action::Announce`] without one).
+    pub fn numbered(&mut self, key: PublicKey, session: u64, order: u64) -> Vec<Action> {
+        match self.locals.get(&key) {
+            Some(local) if local.session == session => self.place(key, order).into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Records the local session's number and closes the session if a newer one was
+    /// announced before the number was known. The highest number heard is kept: a
+    /// session holds two only if its first number's reply and echo were both lost
+    /// (Redis gives a repeat the same number unless another session took one since),
+    /// and every other node counts it by its highest too.
+    fn place(&mut self, key: PublicKey, order: u64) -> Option<Action> {
+        let node = self.node;
+        let local = self.locals.get_mut(&key)?;
+        let first = local.order.is_none();
+        local.order = local.order.max(Some(order));
+        if !first {
+            return None;
+        }
+        (local.rival.take()? > (order, node)).then_some(Action::Replace {
+            key,
+            session: local.session,
+        })
     }
 
     /// A [`Action::Subscribe`] of `key` failed.
@@ -310,36 +401,34 @@ impl Core {
         out.push(Action::Wake(key));
     }
 
-    fn takeover(&self, key: &PublicKey, session: u64) -> Action {
-        Action::Publish {
+    fn takeover(&self, key: &PublicKey, session: u64, order: Option<u64>) -> Action {
+        Action::Announce {
+            key: *key,
+            session,
             channel: channel(key),
-            payload: Event::Takeover {
-                node: self.node,
-                session,
-            }
-            .encode(),
+            stem: takeover_stem(self.node, session),
+            order,
         }
     }
 
     /// After a gap in what this node heard another node's takeover may have been
     /// missed, leaving two sessions for one inbox. Every local session announces itself
-    /// again and takes its place in the channel's order anew; if another node holds a
-    /// session for the same inbox, one of the two closes (possibly the newer one: a
-    /// lost message leaves no way to tell, and one consumer per inbox matters more).
+    /// again, with the number it has: if another node holds a session for the same
+    /// inbox, the older of the two closes.
     fn forget_echoes(&mut self) {
         for local in self.locals.values_mut() {
             local.echoed = false;
         }
     }
 
-    /// The takeover of every local session whose own announcement has not come back.
-    /// Until it does, this node cannot place its session in the channel's order and
-    /// would keep it beside a newer one elsewhere; once it does, the older one closes.
+    /// The takeover of every local session whose own announcement has not come back:
+    /// other nodes may not know of it and keep an older session beside it. A session
+    /// whose number never came back (Redis did not answer) takes a new one.
     fn announce_unechoed(&self) -> Vec<Action> {
         self.locals
             .iter()
             .filter(|(_, l)| !l.echoed)
-            .map(|(key, l)| self.takeover(key, l.session))
+            .map(|(key, l)| self.takeover(key, l.session, l.order))
             .collect()
     }
 
@@ -386,26 +475,35 @@ mod tests {
         Identity::generate().public_key()
     }
 
-    fn takeover(node: u64, session: u64) -> String {
-        Event::Takeover { node, session }.encode()
+    fn takeover(node: u64, session: u64, order: u64) -> String {
+        Event::Takeover {
+            node,
+            session,
+            order,
+        }
+        .encode()
     }
 
-    fn publish_takeover(key: &PublicKey, node: u64, session: u64) -> Action {
-        Action::Publish {
+    /// This node announcing its session `session` of `key`, with `order` if known.
+    fn announce(key: &PublicKey, session: u64, order: Option<u64>) -> Action {
+        Action::Announce {
+            key: *key,
+            session,
             channel: channel(key),
-            payload: takeover(node, session),
+            stem: takeover_stem(US, session),
+            order,
         }
     }
 
     /// What the tick does for a local session `session` of `k` to be subscribed again.
-    fn resubscribe_and_announce(k: &PublicKey, session: u64) -> [Action; 3] {
+    fn resubscribe_and_announce(k: &PublicKey, session: u64, order: Option<u64>) -> [Action; 3] {
         [
             Action::Subscribe {
                 key: *k,
                 channels: vec![channel(k), ephemeral_channel(k)],
             },
             Action::Wake(*k),
-            publish_takeover(k, US, session),
+            announce(k, session, order),
         ]
     }
 
@@ -418,16 +516,21 @@ mod tests {
         core
     }
 
-    /// A core with one local session `session` for `k`, whose takeover was echoed.
-    fn echoed(cluster: bool, k: PublicKey, session: u64) -> Core {
+    /// A core with one local session `session` for `k`, numbered `order` and echoed.
+    fn echoed(cluster: bool, k: PublicKey, session: u64, order: u64) -> Core {
         let mut core = Core::new(US, cluster);
         core.on_command(Command::Registered { key: k, session });
-        core.on_message(&channel(&k), &takeover(US, session));
+        assert!(core.numbered(k, session, order).is_empty());
+        core.on_message(&channel(&k), &takeover(US, session, order));
         core
     }
 
+    fn replace(k: &PublicKey, session: u64) -> Action {
+        Action::Replace { key: *k, session }
+    }
+
     #[test]
-    fn a_session_subscribes_before_it_announces_its_takeover() {
+    fn a_session_subscribes_before_it_announces_its_takeover_and_asks_for_a_number() {
         let mut core = Core::new(US, false);
         let k = key();
         assert_eq!(
@@ -438,56 +541,144 @@ mod tests {
                     channels: vec![ephemeral_channel(&k), channel(&k)]
                 },
                 Action::Wake(k),
-                publish_takeover(&k, US, 1),
+                announce(&k, 1, None),
             ]
         );
         // A second local session for the key (a local takeover): already subscribed.
         assert_eq!(
             core.on_command(Command::Registered { key: k, session: 2 }),
-            [publish_takeover(&k, US, 2)]
+            [announce(&k, 2, None)]
         );
     }
 
     #[test]
-    fn a_takeover_after_our_echo_is_newer_and_replaces_our_session() {
+    fn a_higher_number_elsewhere_is_newer_and_replaces_our_session() {
         let k = key();
-        let mut core = echoed(false, k, 1);
+        let mut core = echoed(false, k, 1, 10);
         assert_eq!(
-            core.on_message(&channel(&k), &takeover(THEM, 7)),
-            Some(vec![Action::Replace { key: k, session: 1 }])
+            core.on_message(&channel(&k), &takeover(THEM, 7, 11)),
+            Some(vec![replace(&k, 1)])
         );
     }
 
     #[test]
-    fn a_takeover_before_our_echo_is_older_and_keeps_our_session() {
+    fn a_lower_number_elsewhere_is_older_and_hears_of_our_session_again() {
+        let k = key();
+        let mut core = echoed(false, k, 1, 10);
+        assert_eq!(
+            core.on_message(&channel(&k), &takeover(THEM, 7, 9)),
+            Some(vec![announce(&k, 1, Some(10))]),
+            "its node may have missed ours: announced again, with the same number"
+        );
+        assert!(core.on_tick().is_empty(), "echoed: nothing to repeat");
+    }
+
+    #[test]
+    fn a_draw_goes_to_the_higher_node_on_both_nodes() {
+        let k = key();
+        let mut us = echoed(false, k, 1, 10);
+        assert_eq!(
+            us.on_message(&channel(&k), &takeover(THEM, 7, 10)),
+            Some(vec![replace(&k, 1)])
+        );
+        let mut them = Core::new(THEM, false);
+        them.on_command(Command::Registered { key: k, session: 7 });
+        them.numbered(k, 7, 10);
+        let answer = them.on_message(&channel(&k), &takeover(US, 1, 10)).unwrap();
+        assert!(
+            matches!(answer[..], [Action::Announce { .. }]),
+            "{answer:?}"
+        );
+    }
+
+    /// The race that closed both sessions under the echo rule: the channel carried B's
+    /// takeover, A's re-announcement after a reconnect, then B's repeat. Every order of
+    /// the two sessions' announcements, repeated or not, closes the older one only.
+    #[test]
+    fn the_lower_number_closes_whatever_order_and_repeats_the_announcements_come_in() {
+        let k = key();
+        let (a, b) = ((US, 1, 10), (THEM, 2, 20));
+        let sequences: [&[(u64, u64, u64)]; 6] = [
+            &[b, a, b],
+            &[a, b, a],
+            &[a, a, b, b],
+            &[b, b, a, a],
+            &[b, a],
+            &[a, b, b, a, b],
+        ];
+        for sequence in sequences {
+            let mut closed = Vec::new();
+            for (node, session, order) in [a, b] {
+                let mut core = Core::new(node, false);
+                core.on_command(Command::Registered { key: k, session });
+                core.numbered(k, session, order);
+                for &(n, s, o) in sequence {
+                    for action in core.on_message(&channel(&k), &takeover(n, s, o)).unwrap() {
+                        if let Action::Replace { session, .. } = action {
+                            closed.push(session);
+                        }
+                    }
+                }
+            }
+            closed.dedup();
+            assert_eq!(closed, [1], "sequence {sequence:?}");
+        }
+    }
+
+    #[test]
+    fn a_takeover_heard_before_our_number_is_compared_once_it_comes() {
         let k = key();
         let mut core = registered(k, &[1]);
         assert_eq!(
-            core.on_message(&channel(&k), &takeover(THEM, 7)),
-            Some(vec![]),
-            "announced before ours: theirs is the older session"
-        );
-        assert_eq!(
-            core.on_message(&channel(&k), &takeover(US, 1)),
+            core.on_message(&channel(&k), &takeover(THEM, 7, 15)),
             Some(vec![])
         );
-        assert!(
-            core.on_tick().is_empty(),
-            "echoed: nothing to announce again"
+        assert_eq!(
+            core.on_message(&channel(&k), &takeover(THEM, 7, 12)),
+            Some(vec![])
+        );
+        assert_eq!(core.numbered(k, 1, 10), [replace(&k, 1)], "15 is newer");
+
+        let mut core = registered(k, &[1]);
+        core.on_message(&channel(&k), &takeover(THEM, 7, 5));
+        assert!(core.numbered(k, 1, 10).is_empty(), "5 is older");
+        assert_eq!(
+            core.on_message(&channel(&k), &takeover(THEM, 7, 5)),
+            Some(vec![announce(&k, 1, Some(10))])
         );
     }
 
     #[test]
-    fn an_echo_of_an_earlier_local_session_does_not_place_the_current_one() {
+    fn our_number_also_comes_with_our_echo_and_the_highest_is_kept() {
+        let k = key();
+        let mut core = registered(k, &[1]);
+        core.on_message(&channel(&k), &takeover(US, 1, 10));
+        assert!(core.on_tick().is_empty(), "echoed");
+        assert!(core.numbered(k, 1, 12).is_empty());
+        assert_eq!(
+            core.on_message(&channel(&k), &takeover(THEM, 7, 11)),
+            Some(vec![announce(&k, 1, Some(12))]),
+            "12 kept: other nodes saw it too"
+        );
+        assert_eq!(
+            core.on_message(&channel(&k), &takeover(THEM, 7, 13)),
+            Some(vec![replace(&k, 1)])
+        );
+    }
+
+    #[test]
+    fn an_earlier_local_session_neither_places_nor_numbers_the_current_one() {
         let k = key();
         let mut core = registered(k, &[1, 2]);
-        core.on_message(&channel(&k), &takeover(US, 1));
+        core.on_message(&channel(&k), &takeover(US, 1, 10));
+        assert!(core.numbered(k, 1, 10).is_empty());
         assert_eq!(
-            core.on_message(&channel(&k), &takeover(THEM, 7)),
+            core.on_message(&channel(&k), &takeover(THEM, 7, 11)),
             Some(vec![]),
-            "session 2 is not echoed yet, so it cannot be the older"
+            "session 2 has no number yet"
         );
-        assert_eq!(core.on_tick(), [publish_takeover(&k, US, 2)]);
+        assert_eq!(core.on_tick(), [announce(&k, 2, None)]);
+        assert_eq!(core.numbered(k, 2, 12), [], "11 is older than 12");
     }
 
     #[test]
@@ -496,25 +687,31 @@ mod tests {
         let mut core = Core::new(US, false);
         core.on_command(Command::Watch(k));
         assert_eq!(
-            core.on_message(&channel(&k), &takeover(THEM, 1)),
+            core.on_message(&channel(&k), &takeover(THEM, 1, 1)),
             Some(vec![])
         );
+        assert!(core.numbered(k, 1, 1).is_empty());
     }
 
     #[test]
     fn unannounced_takeovers_are_repeated_by_the_tick_until_echoed() {
         let k = key();
         let mut core = registered(k, &[3]);
-        assert_eq!(core.on_tick(), [publish_takeover(&k, US, 3)]);
-        assert_eq!(core.on_tick(), [publish_takeover(&k, US, 3)]);
-        core.on_message(&channel(&k), &takeover(US, 3));
+        assert_eq!(core.on_tick(), [announce(&k, 3, None)]);
+        core.numbered(k, 3, 10);
+        assert_eq!(
+            core.on_tick(),
+            [announce(&k, 3, Some(10))],
+            "the number it was given, not a new one"
+        );
+        core.on_message(&channel(&k), &takeover(US, 3, 10));
         assert!(core.on_tick().is_empty());
     }
 
     #[test]
-    fn a_reconnect_forgets_echoes_announces_again_and_wakes_everyone() {
+    fn a_reconnect_forgets_echoes_announces_again_with_the_same_number_and_wakes_everyone() {
         let k = key();
-        let mut core = echoed(false, k, 1);
+        let mut core = echoed(false, k, 1, 10);
         let w = key();
         core.on_command(Command::Watch(w));
         let mut wanted = core.wanted_channels();
@@ -524,12 +721,12 @@ mod tests {
         assert_eq!(wanted, expected);
         assert_eq!(
             core.on_reconnected(),
-            [publish_takeover(&k, US, 1), Action::WakeAll]
+            [announce(&k, 1, Some(10)), Action::WakeAll]
         );
         assert_eq!(
-            core.on_message(&channel(&k), &takeover(THEM, 9)),
-            Some(vec![]),
-            "until our new announcement comes back we cannot tell who is older"
+            core.on_message(&channel(&k), &takeover(THEM, 9, 11)),
+            Some(vec![replace(&k, 1)]),
+            "the numbers decide, echoed or not"
         );
     }
 
@@ -632,14 +829,10 @@ mod tests {
         core.on_command(Command::Unwatch(gone));
         assert_eq!(
             core.on_tick(),
-            resubscribe_and_announce(&k, 1),
+            resubscribe_and_announce(&k, 1, None),
             "the left key is not retried"
         );
-        assert_eq!(
-            core.on_tick(),
-            [publish_takeover(&k, US, 1)],
-            "subscribed now"
-        );
+        assert_eq!(core.on_tick(), [announce(&k, 1, None)], "subscribed now");
     }
 
     #[test]
@@ -664,9 +857,9 @@ mod tests {
     #[test]
     fn a_lost_cluster_link_resubscribes_everything_and_announces_again() {
         let k = key();
-        let mut core = echoed(true, k, 1);
+        let mut core = echoed(true, k, 1, 10);
         assert_eq!(core.on_link_lost(), [Action::WakeAll]);
-        assert_eq!(core.on_tick(), resubscribe_and_announce(&k, 1));
+        assert_eq!(core.on_tick(), resubscribe_and_announce(&k, 1, Some(10)));
     }
 
     #[test]
@@ -702,6 +895,7 @@ mod tests {
             Event::Takeover {
                 node: u64::MAX,
                 session: 7,
+                order: 1_796_186_358_947_544,
             },
             Event::Ephemeral(vec![0, 1, 2, 255]),
         ] {
@@ -709,6 +903,7 @@ mod tests {
         }
         assert_eq!(Event::parse("x"), None);
         assert_eq!(Event::parse("w"), None);
-        assert_eq!(Event::parse("t zz 1"), None);
+        assert_eq!(Event::parse("t zz 1 1"), None);
+        assert_eq!(Event::parse("t a 1"), None, "a takeover carries its number");
     }
 }

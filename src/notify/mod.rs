@@ -8,11 +8,12 @@
 //! - `w <node>`: "the inbox has new stored messages" (published by the relay on `<node>`
 //!   after a store insert); any other node receiving it calls `Registry::notify` (the
 //!   sending node woke its own session already).
-//! - `t <node> <session>`: a session on `<node>` took the inbox over. Redis delivers the
-//!   messages of one channel in one order to every subscriber, so a node whose own
-//!   takeover for its local session was already echoed back knows that a later takeover
-//!   from another node is newer, and closes its session; one whose echo has not come yet
-//!   knows its own session is the newer one and keeps it. No clocks are compared.
+//! - `t <node> <session> <order>`: a session on `<node>` took the inbox over; `<order>`
+//!   is the session's number in the inbox's takeover order, given once by Redis (a
+//!   script that takes the number and publishes in one step, `redis.rs`) and repeated
+//!   unchanged. Of two sessions on two nodes the lower number closes; a node hearing an
+//!   older session's takeover announces its own again, so the older one's node hears it
+//!   even if it missed it. Arrival order and repeats do not matter.
 //!
 //! Whispr v1 sockets (many per key, no takeover) subscribe to their derived inbox's
 //! channel too, for wake-ups only (`Command::Watch`). A third payload, `e <base64>`,
@@ -27,8 +28,8 @@
 //! `ws_catch_up_seconds` in any case, a slice at a time.
 //!
 //! Two parts, a pure core beside a thin shell:
-//! - `core`: [`Core`], the protocol: subscriptions wanted, takeover ordering (echoed /
-//!   pending / stale), re-announcing, what a message asks for. Events in, [`Action`]s
+//! - `core`: [`Core`], the protocol: subscriptions wanted, takeover ordering (numbers,
+//!   echoed / pending / stale), re-announcing, what a message asks for. Events in, [`Action`]s
 //!   out; unit-tested without Redis.
 //! - `redis`: the connection loops (one Redis: `SUBSCRIBE` on a RESP2 pub/sub
 //!   connection; Redis Cluster: sharded `SSUBSCRIBE` on a RESP3 cluster connection),

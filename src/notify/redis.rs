@@ -22,8 +22,10 @@ use tokio_util::sync::CancellationToken;
 use super::core::{Action, Core, Recovery};
 use super::ephemeral_channel;
 use crate::protocol::{Envelope, PublicKey, VerifiedEnvelope};
+use crate::redis_keys;
 use crate::redis_link::{
-    bounded, run_publisher, Publisher, RedisLink, RedisNodes, RedisTarget, PUBLISH_QUEUE,
+    bounded, run_publisher, Publisher, RedisLink, RedisNodes, RedisTarget, PUBLISH_BATCH,
+    PUBLISH_QUEUE,
 };
 use crate::registry::{Command, Registry};
 use redis::cluster_async::ClusterConnection;
@@ -58,6 +60,111 @@ const RETRY_EVERY: Duration = Duration::from_secs(2);
 /// Wait between attempts to reconnect the subscriber.
 const RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
+/// Gives a session its number in its inbox's takeover order unless it has one (ARGV[4]
+/// is 0), then announces it with that number; answers the number.
+///
+/// The number is the inbox's clock in microseconds (Redis's `TIME`), never at or below
+/// the last one given out (KEYS[1], kept an hour after each announcement): a clock
+/// stepping back, a failover to a replica whose clock lags, or two sessions within a
+/// microsecond cannot reorder two sessions, and when the key is gone (an hour of quiet,
+/// an eviction, a restore from an older snapshot) the clock still ranks a new session
+/// above every older one. A repeat whose number never came back (`owner`: the same
+/// session took the last one) gets that number again rather than a newer one.
+/// `allow-oom`: a full Redis must not stop sessions from being ordered (one small hash
+/// per inbox with a session in the last hour).
+const ANNOUNCE: &str = r#"#!lua flags=allow-oom
+local order = tonumber(ARGV[4])
+if order == 0 then
+  local last = redis.call('HMGET', KEYS[1], 'order', 'owner')
+  order = tonumber(last[1])
+  if not order or last[2] ~= ARGV[3] then
+    local now = redis.call('TIME')
+    order = math.max(now[1] * 1000000 + now[2], (order or 0) + 1)
+    redis.call('HSET', KEYS[1], 'order', string.format('%d', order), 'owner', ARGV[3])
+  end
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+end
+redis.call(ARGV[1], ARGV[2], ARGV[3] .. ' ' .. string.format('%d', order))
+return order
+"#;
+
+/// How long an inbox's last takeover number is kept after an announcement.
+const ORDER_KEPT_SECONDS: u64 = 3600;
+
+/// An announcement for [`run_announcer`] (an [`Action::Announce`]).
+struct Announcement {
+    key: PublicKey,
+    session: u64,
+    channel: String,
+    stem: String,
+    order: Option<u64>,
+}
+
+/// A number Redis gave a session: `(key, session, order)`, for [`Core::numbered`].
+type Numbered = (PublicKey, u64, u64);
+
+/// Runs the announcements queued on `queue`, a batch at a time, concurrently (one
+/// pipelined round trip on one Redis; a call per inbox's master on a cluster), and
+/// sends back the numbers given out. Best effort like any publish: an announcement that
+/// fails is logged and dropped, and the retry tick repeats it (it is not echoed).
+async fn run_announcer(
+    mut target: Publisher,
+    mut queue: mpsc::Receiver<Announcement>,
+    numbered: mpsc::Sender<Numbered>,
+    stop: CancellationToken,
+) {
+    let script = redis::Script::new(ANNOUNCE);
+    let publish = match target {
+        Publisher::Cluster(_) => "SPUBLISH",
+        Publisher::Single { .. } => "PUBLISH",
+    };
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            n = queue.recv_many(&mut batch, PUBLISH_BATCH) => if n == 0 { return },
+        }
+        let link = match target.link().await {
+            Ok(link) => link,
+            Err(e) => {
+                tracing::warn!(error = %e, dropped = batch.len(), "Redis pub/sub: takeovers not announced");
+                batch.clear();
+                continue;
+            }
+        };
+        let calls = batch.drain(..).map(|a| {
+            let (mut conn, script) = (link.clone(), &script);
+            async move {
+                let mut call = script.key(redis_keys::takeover_order(&a.key));
+                call.arg(publish)
+                    .arg(&a.channel)
+                    .arg(&a.stem)
+                    .arg(a.order.unwrap_or(0))
+                    .arg(ORDER_KEPT_SECONDS);
+                let order: u64 = bounded(call.invoke_async(&mut conn)).await?;
+                redis::RedisResult::Ok((a.key, a.session, order, a.order.is_none()))
+            }
+        });
+        let mut failed = 0;
+        for result in futures::future::join_all(calls).await {
+            match result {
+                // A full queue: the echo carries the number too.
+                Ok((key, session, order, true)) => {
+                    let _ = numbered.try_send((key, session, order));
+                }
+                Ok(_) => {}
+                Err(_) => failed += 1,
+            }
+        }
+        if failed > 0 {
+            tracing::warn!(
+                failed,
+                "Redis pub/sub: takeovers not announced; the retry tick repeats them"
+            );
+        }
+    }
+}
+
 /// The pub/sub side of one node: the core, and what its actions act on.
 struct Remote {
     core: Core,
@@ -68,6 +175,8 @@ struct Remote {
     /// Events for the publisher task (bounded: when Redis is slow they are dropped,
     /// and the re-announce tick and the catch-up make up for them).
     publish: mpsc::Sender<(String, String)>,
+    /// Takeovers for the announcer task (bounded and dropped when full, as `publish`).
+    announce: mpsc::Sender<Announcement>,
 }
 
 /// The connection that holds this node's subscriptions.
@@ -110,12 +219,15 @@ pub async fn start(
     stop: CancellationToken,
 ) -> Result<(), redis::RedisError> {
     let (publish, outbox) = mpsc::channel(PUBLISH_QUEUE);
+    let (announce, announcements) = mpsc::channel(PUBLISH_QUEUE);
+    let (numbers, numbered) = mpsc::channel(PUBLISH_QUEUE);
     let cluster = matches!(target.nodes, RedisNodes::Cluster(_));
     let remote = Remote {
         core: Core::new(rand::random(), cluster),
         registry,
         verify,
         publish,
+        announce,
     };
     match &target.nodes {
         RedisNodes::Single(url) => {
@@ -126,7 +238,13 @@ pub async fn start(
                 stop.clone(),
                 "Redis pub/sub",
             ));
-            tracker.spawn(remote.run(client, commands, stop));
+            tracker.spawn(run_announcer(
+                Publisher::single(client.clone()),
+                announcements,
+                numbers,
+                stop.clone(),
+            ));
+            tracker.spawn(remote.run(client, commands, numbered, stop));
         }
         RedisNodes::Cluster(urls) => {
             let (pushes, received) = mpsc::unbounded_channel();
@@ -140,7 +258,13 @@ pub async fn start(
                 stop.clone(),
                 "Redis pub/sub",
             ));
-            tracker.spawn(remote.run_cluster(conn, received, commands, stop));
+            tracker.spawn(run_announcer(
+                Publisher::Cluster(conn.clone()),
+                announcements,
+                numbers,
+                stop.clone(),
+            ));
+            tracker.spawn(remote.run_cluster(conn, received, commands, numbered, stop));
         }
     }
     Ok(())
@@ -151,6 +275,7 @@ impl Remote {
         mut self,
         client: redis::Client,
         mut commands: mpsc::UnboundedReceiver<Command>,
+        mut numbered: mpsc::Receiver<Numbered>,
         stop: CancellationToken,
     ) {
         let mut first = true;
@@ -187,6 +312,7 @@ impl Remote {
                 let actions = tokio::select! {
                     _ = stop.cancelled() => return,
                     Some(cmd) = commands.recv() => self.core.on_command(cmd),
+                    Some((key, session, order)) = numbered.recv() => self.core.numbered(key, session, order),
                     msg = stream.next() => match msg {
                         Some(msg) => {
                             let payload: String = msg.get_payload().unwrap_or_default();
@@ -215,6 +341,7 @@ impl Remote {
         mut conn: ClusterConnection,
         mut pushes: mpsc::UnboundedReceiver<redis::PushInfo>,
         mut commands: mpsc::UnboundedReceiver<Command>,
+        mut numbered: mpsc::Receiver<Numbered>,
         stop: CancellationToken,
     ) {
         let mut retry = tokio::time::interval(RETRY_EVERY);
@@ -222,6 +349,7 @@ impl Remote {
             let actions = tokio::select! {
                 _ = stop.cancelled() => return,
                 Some(cmd) = commands.recv() => self.core.on_command(cmd),
+                Some((key, session, order)) = numbered.recv() => self.core.numbered(key, session, order),
                 _ = retry.tick() => self.core.on_tick(),
                 Some(push) = pushes.recv() => match push.kind {
                     redis::PushKind::SMessage | redis::PushKind::Message => {
@@ -289,6 +417,21 @@ impl Remote {
                 }
                 Action::Publish { channel, payload } => {
                     let _ = self.publish.try_send((channel, payload));
+                }
+                Action::Announce {
+                    key,
+                    session,
+                    channel,
+                    stem,
+                    order,
+                } => {
+                    let _ = self.announce.try_send(Announcement {
+                        key,
+                        session,
+                        channel,
+                        stem,
+                        order,
+                    });
                 }
                 Action::Wake(key) => {
                     self.registry.notify(&key);
