@@ -12,7 +12,9 @@
 #   two-nodes  two relays on one Redis; recipients on the first, senders on the second
 #   clusterN   one relay on a Redis Cluster of N masters (no replicas), all on this box
 # Environment: WHISPR (binary, default target/release/whispr), APPENDFSYNC = no (default:
-# appendonly no) | everysec | always (appendonly yes with that fsync policy).
+# appendonly no) | everysec | always (appendonly yes with that fsync policy), REDIS_SERVER
+# (the server binary, default redis-server: a valkey-server or a Redis built elsewhere
+# takes the same flags).
 # Default bench flags: --connections 100 --senders 8 --messages 100000.
 set -euo pipefail
 setup=${1:?usage: $0 memory|redis|two-nodes|cluster1|cluster3 [bench flags]}
@@ -20,6 +22,7 @@ shift
 flags=("$@")
 [ ${#flags[@]} -eq 0 ] && flags=(--connections 100 --senders 8 --messages 100000)
 whispr=${WHISPR:-target/release/whispr}
+redis_server=${REDIS_SERVER:-redis-server}
 fsync=${APPENDFSYNC:-no}
 dir=$(mktemp -d /tmp/whispr-row.XXXXXX)
 pids=()
@@ -39,7 +42,7 @@ redis_ports=()
 start_redis() { # port, extra args
   local port=$1; shift
   mkdir -p "$dir/r$port"
-  redis-server --port "$port" --bind 127.0.0.1 --dir "$dir/r$port" "${persistence[@]}" "$@" \
+  "$redis_server" --port "$port" --bind 127.0.0.1 --dir "$dir/r$port" "${persistence[@]}" "$@" \
     --logfile "$dir/r$port/log" &
   pids+=($!)
   redis_ports+=("$port")

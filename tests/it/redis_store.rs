@@ -805,7 +805,8 @@ async fn in_one_batched_call_an_operation_that_fails_or_notices_a_loss_does_so_a
     let store = store_on(&server).await;
     let mut conn = server.conn().await;
     let alice = Identity::generate();
-    let (broken, ahead, fine) = (
+    let (broken, ahead, fine, spare) = (
+        Identity::generate(),
         Identity::generate(),
         Identity::generate(),
         Identity::generate(),
@@ -828,22 +829,23 @@ async fn in_one_batched_call_an_operation_that_fails_or_notices_a_loss_does_so_a
 
     // Pending at once, so one call each for the reads and the inserts: a read of the
     // broken inbox, an ack past the head of another (a witness of lost history), a read
-    // of a third; an insert into the broken inbox and one into the third.
+    // of a third; an insert into the broken inbox and one into a fourth (not the third,
+    // whose read may run before or after it: the two calls race).
     let cursor = Cursor {
         epoch: ahead_epoch,
         seq: 5,
     };
-    let (to_broken, to_fine) = (
+    let (to_broken, to_spare) = (
         envelope(&alice, broken.public_key(), 2, NOW),
-        envelope(&alice, fine.public_key(), 2, NOW),
+        envelope(&alice, spare.public_key(), 2, NOW),
     );
     let (broken_id, ahead_id, fine_id) = (id(&broken), id(&ahead), id(&fine));
-    let (broken_read, ahead_ack, fine_read, broken_insert, fine_insert) = tokio::join!(
+    let (broken_read, ahead_ack, fine_read, broken_insert, spare_insert) = tokio::join!(
         store.fetch(&broken_id, None, 10, NOW),
         store.ack(&ahead_id, cursor),
         store.fetch(&fine_id, None, 10, NOW),
         store.insert(&to_broken, NOW),
-        store.insert(&to_fine, NOW),
+        store.insert(&to_spare, NOW),
     );
     assert_eq!(
         command_calls(&server.url, "evalsha").await,
@@ -862,8 +864,8 @@ async fn in_one_batched_call_an_operation_that_fails_or_notices_a_loss_does_so_a
     assert_eq!(fine_read.gap, None, "the loss was another inbox's");
     assert_eq!(fine_read.messages.len(), 1);
     assert!(matches!(
-        fine_insert.unwrap(),
-        InsertOutcome::Stored { seq: 2, .. }
+        spare_insert.unwrap(),
+        InsertOutcome::Stored { seq: 1, .. }
     ));
     assert_eq!(
         store.events().history_lost_total(HistoryLoss::CursorAhead),
