@@ -58,7 +58,9 @@ case $setup in
   cluster*)
     n=${setup#cluster}; urls=(); seeds=()
     for _ in $(seq "$n"); do
-      p=$(free_port); start_redis "$p" --cluster-enabled yes --cluster-config-file "nodes-$p.conf" --cluster-announce-ip 127.0.0.1
+      # A cluster node also listens on its port + 10000 (the cluster bus).
+      p=$(free_port); while [ "$p" -gt 55000 ]; do p=$(free_port); done
+      start_redis "$p" --cluster-enabled yes --cluster-config-file "nodes-$p.conf" --cluster-announce-ip 127.0.0.1
       urls+=("redis://127.0.0.1:$p"); seeds+=("127.0.0.1:$p")
     done
     if [ "$n" -eq 1 ]; then
