@@ -360,6 +360,11 @@ impl Registry {
         }
     }
 
+    /// Whether `id` is `key`'s session on this node (not replaced, not gone).
+    pub fn is_current(&self, key: &PublicKey, id: u64) -> bool {
+        self.sessions.get(key).is_some_and(|h| h.id == id)
+    }
+
     /// Whether a session for `key` is registered on this node.
     pub fn has_session(&self, key: &PublicKey) -> bool {
         self.sessions.contains_key(key)

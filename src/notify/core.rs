@@ -43,7 +43,8 @@ pub enum Action {
     /// Announce local session `session` of `key` on `channel`: publish `stem` followed
     /// by a space and the session's number, best effort (the retry tick repeats it
     /// until it is echoed). Without an `order` the shell first takes a number from
-    /// Redis and reports it through [`Core::numbered`].
+    /// Redis and reports it through [`Core::numbered`], or that it could not through
+    /// [`Core::announce_failed`].
     Announce {
         key: PublicKey,
         session: u64,
@@ -120,6 +121,17 @@ fn takeover_stem(node: u64, session: u64) -> String {
     format!("t {node:x} {session}")
 }
 
+/// Node `node` announcing its session `session` of `key`.
+fn announcement(node: u64, key: &PublicKey, session: u64, order: Option<u64>) -> Action {
+    Action::Announce {
+        key: *key,
+        session,
+        channel: channel(key),
+        stem: takeover_stem(node, session),
+        order,
+    }
+}
+
 /// The pub/sub payload carrying an ephemeral envelope.
 pub fn ephemeral_payload(envelope: &Envelope) -> Result<String, rmp_serde::encode::Error> {
     Ok(Event::Ephemeral(rmp_serde::to_vec_named(envelope)?).encode())
@@ -131,6 +143,10 @@ struct Local {
     session: u64,
     /// Its place in the inbox's takeover order, once Redis has given it one.
     order: Option<u64>,
+    /// Whether a number was asked for and neither given nor refused yet: asked again
+    /// while the first request is out, Redis could give a second, higher number after
+    /// another node's session took one in between, and both sessions would close.
+    asked: bool,
     /// Whether this session's own takeover has come back on the channel.
     echoed: bool,
     /// The newest session another node announced before this one's number was known.
@@ -181,6 +197,7 @@ impl Core {
                 let local = Local {
                     session,
                     order: None,
+                    asked: true,
                     echoed: false,
                     rival: None,
                 };
@@ -297,9 +314,24 @@ impl Core {
     /// Redis gave local session `session` of `key` its number `order` (the reply to an
     /// [`Action::Announce`] without one).
     pub fn numbered(&mut self, key: PublicKey, session: u64, order: u64) -> Vec<Action> {
-        match self.locals.get(&key) {
-            Some(local) if local.session == session => self.place(key, order).into_iter().collect(),
+        match self.locals.get_mut(&key) {
+            Some(local) if local.session == session => {
+                local.asked = false;
+                self.place(key, order).into_iter().collect()
+            }
             _ => Vec::new(),
+        }
+    }
+
+    /// The [`Action::Announce`] without a number for `session` of `key` failed or was
+    /// dropped (the shell reports every one that will not be answered): the next tick
+    /// asks again. (A call that timed out may still have run; Redis then gives the
+    /// same number again unless another session took one since.)
+    pub fn announce_failed(&mut self, key: PublicKey, session: u64) {
+        if let Some(local) = self.locals.get_mut(&key) {
+            if local.session == session {
+                local.asked = false;
+            }
         }
     }
 
@@ -320,6 +352,22 @@ impl Core {
             key,
             session: local.session,
         })
+    }
+
+    /// Actions the shell dropped unperformed (a failed call on one Redis drops the rest
+    /// of its batch): a number they asked for is asked for again by the next tick.
+    pub fn not_performed(&mut self, actions: impl IntoIterator<Item = Action>) {
+        for action in actions {
+            if let Action::Announce {
+                key,
+                session,
+                order: None,
+                ..
+            } = action
+            {
+                self.announce_failed(key, session);
+            }
+        }
     }
 
     /// A [`Action::Subscribe`] of `key` failed.
@@ -402,13 +450,7 @@ impl Core {
     }
 
     fn takeover(&self, key: &PublicKey, session: u64, order: Option<u64>) -> Action {
-        Action::Announce {
-            key: *key,
-            session,
-            channel: channel(key),
-            stem: takeover_stem(self.node, session),
-            order,
-        }
+        announcement(self.node, key, session, order)
     }
 
     /// After a gap in what this node heard another node's takeover may have been
@@ -423,12 +465,16 @@ impl Core {
 
     /// The takeover of every local session whose own announcement has not come back:
     /// other nodes may not know of it and keep an older session beside it. A session
-    /// whose number never came back (Redis did not answer) takes a new one.
-    fn announce_unechoed(&self) -> Vec<Action> {
+    /// without a number asks for one only if no request is out.
+    fn announce_unechoed(&mut self) -> Vec<Action> {
+        let node = self.node;
         self.locals
-            .iter()
-            .filter(|(_, l)| !l.echoed)
-            .map(|(key, l)| self.takeover(key, l.session, l.order))
+            .iter_mut()
+            .filter(|(_, l)| !l.echoed && (l.order.is_some() || !l.asked))
+            .map(|(key, l)| {
+                l.asked |= l.order.is_none();
+                announcement(node, key, l.session, l.order)
+            })
             .collect()
     }
 
@@ -677,7 +723,7 @@ mod tests {
             Some(vec![]),
             "session 2 has no number yet"
         );
-        assert_eq!(core.on_tick(), [announce(&k, 2, None)]);
+        assert!(core.on_tick().is_empty(), "session 2's number is asked for");
         assert_eq!(core.numbered(k, 2, 12), [], "11 is older than 12");
     }
 
@@ -697,7 +743,9 @@ mod tests {
     fn unannounced_takeovers_are_repeated_by_the_tick_until_echoed() {
         let k = key();
         let mut core = registered(k, &[3]);
-        assert_eq!(core.on_tick(), [announce(&k, 3, None)]);
+        assert!(core.on_tick().is_empty(), "the number is asked for");
+        core.announce_failed(k, 3);
+        assert_eq!(core.on_tick(), [announce(&k, 3, None)], "asked again");
         core.numbered(k, 3, 10);
         assert_eq!(
             core.on_tick(),
@@ -706,6 +754,41 @@ mod tests {
         );
         core.on_message(&channel(&k), &takeover(US, 3, 10));
         assert!(core.on_tick().is_empty());
+    }
+
+    /// A second request while the first is out could be numbered after another node's
+    /// session took one in between: the channel would carry ours at 10, theirs at 20,
+    /// ours again at 30, and both sessions would close. So no second request goes out
+    /// until the first is answered or refused, whatever the ticks and reconnects.
+    #[test]
+    fn no_second_number_is_asked_for_while_the_first_request_is_out() {
+        let k = key();
+        let mut core = registered(k, &[1]);
+        assert!(core.on_tick().is_empty());
+        assert_eq!(core.on_reconnected(), [Action::WakeAll]);
+        assert!(core.on_tick().is_empty());
+        core.on_message(&channel(&k), &takeover(THEM, 7, 20));
+        assert_eq!(core.numbered(k, 1, 10), [replace(&k, 1)], "20 is newer");
+        // A refusal for a session that left changes nothing for the current one.
+        let mut core = registered(k, &[1, 2]);
+        core.announce_failed(k, 1);
+        assert!(
+            core.on_tick().is_empty(),
+            "session 2's request is still out"
+        );
+        core.announce_failed(k, 2);
+        assert_eq!(core.on_tick(), [announce(&k, 2, None)]);
+        assert!(core.on_tick().is_empty());
+    }
+
+    #[test]
+    fn a_number_request_the_shell_dropped_is_asked_for_again() {
+        let k = key();
+        let mut core = Core::new(US, false);
+        let actions = core.on_command(Command::Registered { key: k, session: 1 });
+        assert_eq!(core.subscribe_failed(k), Recovery::Reconnect);
+        core.not_performed(actions.into_iter().skip(1));
+        assert_eq!(core.on_tick(), [announce(&k, 1, None)]);
     }
 
     #[test]
@@ -827,12 +910,17 @@ mod tests {
         assert_eq!(core.subscribe_failed(k), Recovery::Retry);
         assert_eq!(core.subscribe_failed(gone), Recovery::Retry);
         core.on_command(Command::Unwatch(gone));
+        core.numbered(k, 1, 10);
         assert_eq!(
             core.on_tick(),
-            resubscribe_and_announce(&k, 1, None),
+            resubscribe_and_announce(&k, 1, Some(10)),
             "the left key is not retried"
         );
-        assert_eq!(core.on_tick(), [announce(&k, 1, None)], "subscribed now");
+        assert_eq!(
+            core.on_tick(),
+            [announce(&k, 1, Some(10))],
+            "subscribed now"
+        );
     }
 
     #[test]

@@ -100,8 +100,11 @@ struct Announcement {
     order: Option<u64>,
 }
 
-/// A number Redis gave a session: `(key, session, order)`, for [`Core::numbered`].
-type Numbered = (PublicKey, u64, u64);
+/// What became of a session's request for a number: `(key, session, the number)`, or
+/// `None` when the call failed, for [`Core::numbered`] or [`Core::announce_failed`].
+/// Unbounded, yet bounded by the core: it asks again for a session only once the last
+/// request was answered, so at most one answer per local session is ever pending.
+type Numbered = (PublicKey, u64, Option<u64>);
 
 /// Runs the announcements queued on `queue`, a batch at a time, concurrently (one
 /// pipelined round trip on one Redis; a call per inbox's master on a cluster), and
@@ -109,8 +112,9 @@ type Numbered = (PublicKey, u64, u64);
 /// fails is logged and dropped, and the retry tick repeats it (it is not echoed).
 async fn run_announcer(
     mut target: Publisher,
+    registry: Arc<Registry>,
     mut queue: mpsc::Receiver<Announcement>,
-    numbered: mpsc::Sender<Numbered>,
+    numbered: mpsc::UnboundedSender<Numbered>,
     stop: CancellationToken,
 ) {
     let script = redis::Script::new(ANNOUNCE);
@@ -128,11 +132,21 @@ async fn run_announcer(
             Ok(link) => link,
             Err(e) => {
                 tracing::warn!(error = %e, dropped = batch.len(), "Redis pub/sub: takeovers not announced");
-                batch.clear();
+                for a in batch.drain(..).filter(|a| a.order.is_none()) {
+                    let _ = numbered.send((a.key, a.session, None));
+                }
                 continue;
             }
         };
-        let calls = batch.drain(..).map(|a| {
+        // A session that left while its first announcement waited here must not take a
+        // number: it would rank above the inbox's live session elsewhere and close it.
+        let (gone, live): (Vec<_>, Vec<_>) = batch
+            .drain(..)
+            .partition(|a| a.order.is_none() && !registry.is_current(&a.key, a.session));
+        for a in gone {
+            let _ = numbered.send((a.key, a.session, None));
+        }
+        let calls = live.into_iter().map(|a| {
             let (mut conn, script) = (link.clone(), &script);
             async move {
                 let mut call = script.key(redis_keys::takeover_order(&a.key));
@@ -141,19 +155,15 @@ async fn run_announcer(
                     .arg(&a.stem)
                     .arg(a.order.unwrap_or(0))
                     .arg(ORDER_KEPT_SECONDS);
-                let order: u64 = bounded(call.invoke_async(&mut conn)).await?;
-                redis::RedisResult::Ok((a.key, a.session, order, a.order.is_none()))
+                let order = bounded(call.invoke_async::<u64>(&mut conn)).await;
+                (a, order)
             }
         });
         let mut failed = 0;
-        for result in futures::future::join_all(calls).await {
-            match result {
-                // A full queue: the echo carries the number too.
-                Ok((key, session, order, true)) => {
-                    let _ = numbered.try_send((key, session, order));
-                }
-                Ok(_) => {}
-                Err(_) => failed += 1,
+        for (a, order) in futures::future::join_all(calls).await {
+            failed += usize::from(order.is_err());
+            if a.order.is_none() {
+                let _ = numbered.send((a.key, a.session, order.ok()));
             }
         }
         if failed > 0 {
@@ -220,7 +230,7 @@ pub async fn start(
 ) -> Result<(), redis::RedisError> {
     let (publish, outbox) = mpsc::channel(PUBLISH_QUEUE);
     let (announce, announcements) = mpsc::channel(PUBLISH_QUEUE);
-    let (numbers, numbered) = mpsc::channel(PUBLISH_QUEUE);
+    let (numbers, numbered) = mpsc::unbounded_channel();
     let cluster = matches!(target.nodes, RedisNodes::Cluster(_));
     let remote = Remote {
         core: Core::new(rand::random(), cluster),
@@ -240,6 +250,7 @@ pub async fn start(
             ));
             tracker.spawn(run_announcer(
                 Publisher::single(client.clone()),
+                remote.registry.clone(),
                 announcements,
                 numbers,
                 stop.clone(),
@@ -260,6 +271,7 @@ pub async fn start(
             ));
             tracker.spawn(run_announcer(
                 Publisher::Cluster(conn.clone()),
+                remote.registry.clone(),
                 announcements,
                 numbers,
                 stop.clone(),
@@ -275,7 +287,7 @@ impl Remote {
         mut self,
         client: redis::Client,
         mut commands: mpsc::UnboundedReceiver<Command>,
-        mut numbered: mpsc::Receiver<Numbered>,
+        mut numbered: mpsc::UnboundedReceiver<Numbered>,
         stop: CancellationToken,
     ) {
         let mut first = true;
@@ -312,7 +324,7 @@ impl Remote {
                 let actions = tokio::select! {
                     _ = stop.cancelled() => return,
                     Some(cmd) = commands.recv() => self.core.on_command(cmd),
-                    Some((key, session, order)) = numbered.recv() => self.core.numbered(key, session, order),
+                    Some(answer) = numbered.recv() => self.on_numbered(answer),
                     msg = stream.next() => match msg {
                         Some(msg) => {
                             let payload: String = msg.get_payload().unwrap_or_default();
@@ -341,7 +353,7 @@ impl Remote {
         mut conn: ClusterConnection,
         mut pushes: mpsc::UnboundedReceiver<redis::PushInfo>,
         mut commands: mpsc::UnboundedReceiver<Command>,
-        mut numbered: mpsc::Receiver<Numbered>,
+        mut numbered: mpsc::UnboundedReceiver<Numbered>,
         stop: CancellationToken,
     ) {
         let mut retry = tokio::time::interval(RETRY_EVERY);
@@ -349,7 +361,7 @@ impl Remote {
             let actions = tokio::select! {
                 _ = stop.cancelled() => return,
                 Some(cmd) = commands.recv() => self.core.on_command(cmd),
-                Some((key, session, order)) = numbered.recv() => self.core.numbered(key, session, order),
+                Some(answer) = numbered.recv() => self.on_numbered(answer),
                 _ = retry.tick() => self.core.on_tick(),
                 Some(push) = pushes.recv() => match push.kind {
                     redis::PushKind::SMessage | redis::PushKind::Message => {
@@ -374,6 +386,16 @@ impl Remote {
         }
     }
 
+    fn on_numbered(&mut self, (key, session, order): Numbered) -> Vec<Action> {
+        match order {
+            Some(order) => self.core.numbered(key, session, order),
+            None => {
+                self.core.announce_failed(key, session);
+                Vec::new()
+            }
+        }
+    }
+
     fn on_message(&mut self, channel: &str, payload: &str) -> Vec<Action> {
         self.core.on_message(channel, payload).unwrap_or_else(|| {
             tracing::debug!(channel, "unknown pub/sub payload");
@@ -383,7 +405,8 @@ impl Remote {
 
     /// Performs the core's actions in order. `Err` when a call failed on one Redis:
     /// the connection is rebuilt (and subscribes to everything wanted), the remaining
-    /// actions are dropped. On a cluster a failed call is handed back to the core, and
+    /// actions are dropped (and handed back to the core, which asks again for the
+    /// numbers they would have asked for). On a cluster a failed call is handed back to the core, and
     /// after one failed subscribe the batch's later ones are handed back untried, so a
     /// failing cluster costs one call's timeout per batch, not one per inbox.
     async fn perform(
@@ -392,7 +415,8 @@ impl Remote {
         actions: Vec<Action>,
     ) -> redis::RedisResult<()> {
         let mut subscribe_failed = false;
-        for action in actions {
+        let mut rest = actions.into_iter();
+        while let Some(action) = rest.next() {
             match action {
                 Action::Subscribe { key, channels } => {
                     if subscribe_failed {
@@ -402,6 +426,7 @@ impl Remote {
                     if let Err(e) = sub.subscribe(channels).await {
                         subscribe_failed = true;
                         if self.core.subscribe_failed(key) == Recovery::Reconnect {
+                            self.core.not_performed(rest);
                             return Err(e);
                         }
                         tracing::warn!(error = %e, "Redis Cluster pub/sub: subscribe failed; will retry");
@@ -410,6 +435,7 @@ impl Remote {
                 Action::Unsubscribe { channels } => {
                     if let Err(e) = sub.unsubscribe(channels.clone()).await {
                         if self.core.unsubscribe_failed(channels) == Recovery::Reconnect {
+                            self.core.not_performed(rest);
                             return Err(e);
                         }
                         tracing::warn!(error = %e, "Redis Cluster pub/sub: unsubscribe failed; will retry");
@@ -425,13 +451,16 @@ impl Remote {
                     stem,
                     order,
                 } => {
-                    let _ = self.announce.try_send(Announcement {
+                    let sent = self.announce.try_send(Announcement {
                         key,
                         session,
                         channel,
                         stem,
                         order,
                     });
+                    if sent.is_err() && order.is_none() {
+                        self.core.announce_failed(key, session);
+                    }
                 }
                 Action::Wake(key) => {
                     self.registry.notify(&key);
