@@ -239,22 +239,27 @@ pub async fn start(
         publish,
         announce,
     };
+    // The publisher and the announcer, each with a `Publisher` of its own.
+    let registry = remote.registry.clone();
+    let spawn_senders = |publisher: &dyn Fn() -> Publisher| {
+        tracker.spawn(run_publisher(
+            publisher(),
+            outbox,
+            stop.clone(),
+            "Redis pub/sub",
+        ));
+        tracker.spawn(run_announcer(
+            publisher(),
+            registry,
+            announcements,
+            numbers,
+            stop.clone(),
+        ));
+    };
     match &target.nodes {
         RedisNodes::Single(url) => {
             let client = target.client(url)?;
-            tracker.spawn(run_publisher(
-                Publisher::single(client.clone()),
-                outbox,
-                stop.clone(),
-                "Redis pub/sub",
-            ));
-            tracker.spawn(run_announcer(
-                Publisher::single(client.clone()),
-                remote.registry.clone(),
-                announcements,
-                numbers,
-                stop.clone(),
-            ));
+            spawn_senders(&|| Publisher::single(client.clone()));
             tracker.spawn(remote.run(client, commands, numbered, stop));
         }
         RedisNodes::Cluster(urls) => {
@@ -263,19 +268,7 @@ pub async fn start(
                 .cluster_client(urls, Some(pushes), crate::redis_link::RESPONSE_TIMEOUT)?
                 .get_async_connection()
                 .await?;
-            tracker.spawn(run_publisher(
-                Publisher::Cluster(conn.clone()),
-                outbox,
-                stop.clone(),
-                "Redis pub/sub",
-            ));
-            tracker.spawn(run_announcer(
-                Publisher::Cluster(conn.clone()),
-                remote.registry.clone(),
-                announcements,
-                numbers,
-                stop.clone(),
-            ));
+            spawn_senders(&|| Publisher::Cluster(conn.clone()));
             tracker.spawn(remote.run_cluster(conn, received, commands, numbered, stop));
         }
     }

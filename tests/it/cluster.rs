@@ -7,7 +7,8 @@ use whispr::client::WsClient;
 use whispr::protocol::{Codec, Identity};
 
 use crate::support::{
-    assert_silent, close_code, drain_until_synced, receive, RawEnd, RedisServer, TestRelay,
+    assert_silent, close_code, drain_until_synced, inbox_key, receive, RawEnd, RedisServer,
+    TestRelay,
 };
 
 /// Two nodes on `redis`, sharing a clock. The periodic catch-up is slow, so a delivery
@@ -152,6 +153,87 @@ async fn a_takeover_during_a_pub_sub_outage_still_leaves_one_session() {
         "the surviving session stays open: {ended:?}"
     );
     survivor.close().await;
+    a.stop().await;
+    b.stop().await;
+}
+
+/// The inbox's last takeover number and who took it.
+async fn last_number(conn: &mut redis::aio::MultiplexedConnection, key: &str) -> (u64, String) {
+    let (order, owner): (Option<u64>, Option<String>) = redis::cmd("HMGET")
+        .arg(key)
+        .arg("order")
+        .arg("owner")
+        .query_async(conn)
+        .await
+        .unwrap();
+    (order.unwrap_or(0), owner.unwrap_or_default())
+}
+
+/// Polls until the inbox's takeover number is above `above`; the number.
+async fn number_above(conn: &mut redis::aio::MultiplexedConnection, key: &str, above: u64) -> u64 {
+    for _ in 0..100 {
+        let (order, _) = last_number(conn, key).await;
+        if order > above {
+            return order;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no takeover number above {above} was given out");
+}
+
+/// Takeover numbers rise above the last one given out whatever Redis's clock says (a
+/// clock stepping back, a replica that lags), are kept an hour, and are given out by a
+/// Redis at `maxmemory` too: there the older session still closes.
+#[tokio::test]
+async fn takeover_numbers_rise_above_the_last_given_and_a_full_redis_still_orders_sessions() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let (a, b) = two_nodes(&redis).await;
+    let bob = Identity::generate();
+    let key = inbox_key(&bob, "takeover");
+    let mut conn = redis.conn().await;
+    // A number far past Redis's clock, as a clock stepped back would leave.
+    let ahead: u64 = 9_000_000_000_000_000;
+    let _: () = redis::cmd("HSET")
+        .arg(&key)
+        .arg("order")
+        .arg(ahead)
+        .arg("owner")
+        .arg("t 0 0")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (mut first, _) = a.connect(&bob).await;
+    assert!(drain_until_synced(&mut first, true).await.is_empty());
+    assert_eq!(number_above(&mut conn, &key, ahead).await, ahead + 1);
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((3500..=3600).contains(&ttl), "kept an hour: {ttl}");
+
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory", "1"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (second, _) = b.connect_at(&bob, None, Codec::MsgPack).await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), close_code(&mut first)).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory", "0"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        closed.expect("the older session closes"),
+        RawEnd::Close(4001)
+    );
+    let (order, owner) = last_number(&mut conn, &key).await;
+    assert_eq!(order, ahead + 2);
+    assert!(owner.starts_with("t ") && owner != "t 0 0", "{owner}");
+    second.close().await;
     a.stop().await;
     b.stop().await;
 }

@@ -7,9 +7,8 @@
 //!
 //! It batches only when it has to: the task waits for the first operation, yields once
 //! to the tasks already runnable, and sends with whatever is queued by then, so an idle
-//! relay adds no delay; while
-//! `redis_calls_in_flight` calls are out (one by default), new operations queue and
-//! leave together in the next one. One is the classic group commit: the batch grows
+//! relay adds no delay; while `redis_calls_in_flight` calls are out (one by default),
+//! new operations queue and leave together in the next one. One is the classic group commit: the batch grows
 //! with the load and the round trip. At a node's max rate it cut script calls per
 //! message from 1.36 (four out) to 0.52, and Redis and relay CPU per message by 10–20%
 //! (BENCHMARKS.md).
