@@ -640,6 +640,25 @@ async fn redis_neither_persists_nor_replicates_loaded_scripts() {
         connect(master.url.clone()).await,
         connect(replica.url.clone()).await,
     );
+    // The replica's first sync waits for the master's `repl-diskless-sync-delay` (5 s by
+    // default) before it starts: the guard below times replication, not that.
+    let mut linked = false;
+    for _ in 0..600 {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query_async(&mut r)
+            .await
+            .unwrap();
+        if info.contains("master_link_status:up") {
+            linked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        linked,
+        "the replica did not sync with its master within 30 s"
+    );
     let sha: String = redis::cmd("SCRIPT")
         .arg("LOAD")
         .arg("return redis.call('SET', KEYS[1], ARGV[1])")
