@@ -353,7 +353,10 @@ impl RedisLink {
     }
 
     /// Runs `cmd` on the one server (`at` = `None`), or on the cluster node at `at`
-    /// (`host`, `port`), wherever the slots have moved.
+    /// (`host`, `port`), wherever the slots have moved. Either way the answer is that
+    /// node's reply, and an error reply is an `Err`: a cluster connection answers a
+    /// command routed to one node as a map of one entry (that node's address to its
+    /// reply, an error reply included), or as the reply itself.
     pub async fn query_at(&self, at: Option<&(String, u16)>, cmd: &Cmd) -> RedisResult<Value> {
         match (self, at) {
             (RedisLink::Cluster(conn), Some((host, port))) => {
@@ -361,7 +364,15 @@ impl RedisLink {
                     host: host.clone(),
                     port: *port,
                 });
-                conn.clone().route_command(cmd.clone(), route).await
+                let reply = conn.clone().route_command(cmd.clone(), route).await?;
+                let reply = match reply {
+                    Value::Map(mut entries) if entries.len() == 1 => entries.remove(0).1,
+                    other => other,
+                };
+                match reply {
+                    Value::ServerError(e) => Err(e.into()),
+                    other => Ok(other),
+                }
             }
             (link, _) => cmd.query_async(&mut link.clone()).await,
         }

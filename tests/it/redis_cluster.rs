@@ -9,12 +9,15 @@ use std::time::Duration;
 use whispr::protocol::{Identity, PublicKey};
 use whispr::testing::redis_link::RedisTarget;
 use whispr::testing::store::conformance::{envelope, run_all};
-use whispr::testing::store::{MessageStore, RedisStore, SharedStore};
+use whispr::testing::store::{InsertOutcome, MessageStore, RedisStore, SharedStore};
 
 use crate::support::{
     assert_silent, config_with, drain_until_synced, have_program, receive, scratch_dir, TestRelay,
 };
 use crate::support::{free_port, inbox_key, plain_conn, RedisServer};
+
+/// The store's clock in these tests (Unix ms).
+const NOW: u64 = 1_800_000_000_000;
 
 /// Three masters, no replicas; each server is killed on drop.
 struct Cluster {
@@ -99,6 +102,13 @@ impl Cluster {
         RedisTarget::cluster(self.nodes.iter().map(|n| n.url.clone()).collect())
     }
 
+    /// A store on the cluster with the conformance limits.
+    async fn store(&self) -> std::sync::Arc<RedisStore> {
+        RedisStore::connect(&self.target(), whispr::testing::store::conformance::LIMITS)
+            .await
+            .expect("connect to the test cluster")
+    }
+
     /// Empties every master.
     async fn flush(&self) {
         for node in &self.nodes {
@@ -173,14 +183,7 @@ async fn the_store_passes_conformance_on_a_three_master_cluster() {
 
     // Depth and sweep visit every master: inboxes on all three are counted.
     cluster.flush().await;
-    let store = RedisStore::connect(
-        &cluster.target(),
-        whispr::testing::store::conformance::LIMITS,
-    )
-    .await
-    .unwrap();
-    let alice = Identity::generate();
-    let now = 1_800_000_000_000;
+    let (store, alice, now) = (cluster.store().await, Identity::generate(), NOW);
     for (n, who) in spread(cluster).await.iter().enumerate() {
         for m in 0..=n as u32 {
             store
@@ -296,4 +299,187 @@ async fn signal_rooms_span_relays_on_a_cluster() {
     );
     a.stop().await;
     b.stop().await;
+}
+
+/// `CLUSTER MYID` of the node at `port`.
+async fn node_id(cluster: &Cluster, port: u16) -> String {
+    let node = cluster.nodes.iter().find(|n| n.port == port).unwrap();
+    let mut conn = plain_conn(&node.url).await;
+    redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// `EVALSHA` calls every master has run since its last `CONFIG RESETSTAT`, summed.
+async fn script_calls(cluster: &Cluster) -> u64 {
+    let mut calls = 0;
+    for node in &cluster.nodes {
+        let mut conn = plain_conn(&node.url).await;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let line = info.lines().find(|l| l.starts_with("cmdstat_evalsha:"));
+        calls += line.map_or(0, |l| {
+            let field = l
+                .split([':', ','])
+                .find(|f| f.starts_with("calls="))
+                .unwrap();
+            field["calls=".len()..].parse::<u64>().unwrap()
+        });
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    calls
+}
+
+/// Moves `key`'s slot, with its keys, from its master to another one, the way
+/// `redis-cli --cluster reshard` does (IMPORTING, MIGRATING, MIGRATE, then NODE on every
+/// master).
+async fn reshard(cluster: &Cluster, key: &str) {
+    let from = cluster.owner(key).await;
+    let to = cluster.nodes.iter().find(|n| n.port != from).unwrap().port;
+    let (from_id, to_id) = (node_id(cluster, from).await, node_id(cluster, to).await);
+    let url = |port: u16| &cluster.nodes.iter().find(|n| n.port == port).unwrap().url;
+    let (mut source, mut target) = (plain_conn(url(from)).await, plain_conn(url(to)).await);
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query_async(&mut source)
+        .await
+        .unwrap();
+    let setslot = |state: &str, id: &str| {
+        redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg(state)
+            .arg(id)
+            .clone()
+    };
+    let _: () = setslot("IMPORTING", &from_id)
+        .query_async(&mut target)
+        .await
+        .unwrap();
+    let _: () = setslot("MIGRATING", &to_id)
+        .query_async(&mut source)
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("CLUSTER")
+        .arg("GETKEYSINSLOT")
+        .arg(slot)
+        .arg(100)
+        .query_async(&mut source)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty(), "the slot of {key} holds no keys to move");
+    let _: () = redis::cmd("MIGRATE")
+        .arg("127.0.0.1")
+        .arg(to)
+        .arg("")
+        .arg(0)
+        .arg(5000)
+        .arg("KEYS")
+        .arg(&keys)
+        .query_async(&mut source)
+        .await
+        .unwrap();
+    for node in &cluster.nodes {
+        let mut conn = plain_conn(&node.url).await;
+        let _: () = setslot("NODE", &to_id)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    assert_eq!(cluster.owner(key).await, to);
+}
+
+#[tokio::test]
+async fn inserts_on_many_slots_share_one_call_per_master_and_survive_a_reshard_and_a_script_flush()
+{
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let (store, alice, now) = (cluster.store().await, Identity::generate(), NOW);
+    // One insert per master teaches the store every master's slots.
+    for who in spread(&cluster).await {
+        store
+            .insert(&envelope(&alice, who.public_key(), 0, now), now)
+            .await
+            .unwrap();
+    }
+    let recipients: Vec<Identity> = (0..60).map(|_| Identity::generate()).collect();
+    let slots: std::collections::HashSet<_> = recipients
+        .iter()
+        .map(|who| redis::cluster_routing::Slot::for_key(inbox_key(who, "q")))
+        .collect();
+    assert!(
+        slots.len() > 50,
+        "the inboxes share too few slots: {slots:?}"
+    );
+    script_calls(&cluster).await;
+
+    // Every round is sent at once: one call per master carries it (where each master's
+    // part spans many slots); after the reshard, the inbox whose slot moved is answered
+    // from its new master; after the flush, every call is sent again.
+    let round = |n: u32| {
+        let store = &store;
+        let alice = &alice;
+        futures::future::join_all(recipients.iter().map(move |who| async move {
+            store
+                .insert(&envelope(alice, who.public_key(), n, now), now)
+                .await
+                .unwrap()
+        }))
+    };
+    let stored = |seq: u64| move |outcome: &InsertOutcome| matches!(outcome, InsertOutcome::Stored { seq: s, .. } if *s == seq);
+    let first = round(1).await;
+    assert!(first.iter().all(stored(1)), "{first:?}");
+    let calls = script_calls(&cluster).await;
+    assert!(
+        calls <= 6,
+        "60 inserts on three masters took {calls} script calls"
+    );
+
+    reshard(&cluster, &inbox_key(&recipients[0], "q")).await;
+    let second = round(2).await;
+    assert!(second.iter().all(stored(2)), "{second:?}");
+
+    for node in &cluster.nodes {
+        let mut conn = plain_conn(&node.url).await;
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let third = round(3).await;
+    assert!(third.iter().all(stored(3)), "{third:?}");
+
+    let reads = futures::future::join_all(recipients.iter().map(|who| {
+        let store = &store;
+        async move {
+            store
+                .fetch(&who.public_key().into(), None, 10, now)
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    for batch in reads {
+        let got: Vec<(u64, Vec<u8>)> = batch
+            .messages
+            .iter()
+            .map(|m| (m.seq, m.envelope.body.clone()))
+            .collect();
+        let want: Vec<(u64, Vec<u8>)> = (1..=3)
+            .map(|n| (n as u64, format!("body {n}").into_bytes()))
+            .collect();
+        assert_eq!(got, want);
+    }
 }

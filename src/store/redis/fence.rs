@@ -72,12 +72,6 @@ async fn run_id(link: &RedisLink, at: Option<&(String, u16)>) -> Result<String, 
         .query_at(at, redis::cmd("INFO").arg("server"))
         .await
         .map_err(unavailable)?;
-    // A cluster connection answers a command routed to one node as a map of one entry
-    // (that node's address to its reply), or as the reply itself.
-    let reply = match reply {
-        redis::Value::Map(mut entries) if entries.len() == 1 => entries.remove(0).1,
-        other => other,
-    };
     let text: String = redis::FromRedisValue::from_redis_value(reply)
         .map_err(|e| StoreError::Unavailable(format!("redis: INFO server: {e}")))?;
     Ok(info_field(&text, "run_id").unwrap_or_default().to_owned())
@@ -123,9 +117,11 @@ impl Fence {
             };
             let at = owner.as_ref().map(|o| &o.node);
             let first = run_id(link, at).await?;
-            let scripts = Arc::new(Scripts::for_run(&first).ok_or_else(|| {
+            let mut scripts = Scripts::for_run(&first).ok_or_else(|| {
                 StoreError::Unavailable(format!("redis gave an unusable run_id {first:?}"))
-            })?);
+            })?;
+            scripts.at = at.cloned();
+            let scripts = Arc::new(scripts);
             if !first.is_empty() {
                 tracing::info!(run_id = %first, "loading the store's scripts into this redis process");
             }

@@ -4,8 +4,10 @@
 //! # Key schema
 //!
 //! Every key of one inbox carries the inbox's public key (hex) as a Redis Cluster hash
-//! tag, so all of them live in one slot and each Lua script touches one slot only (the
-//! names are built in [`crate::redis_keys`], which lists every key the relay uses):
+//! tag, so all of them live in one slot and each operation of a Lua script touches one
+//! slot only (a call spread over a cluster master's slots checks each operation's slot
+//! first: `writer`; the names are built in [`crate::redis_keys`], which lists every key
+//! the relay uses):
 //!
 //! | key                       | type       | content                                        |
 //! |---------------------------|------------|------------------------------------------------|
@@ -48,7 +50,7 @@
 //! # Atomicity
 //!
 //! Three Lua scripts (insert, reads, and the sweep's expire; in `scripts.rs`) run
-//! atomically on one slot; each operation in them (one insert, one read or one ack,
+//! atomically on one Redis process; each operation in them (one insert, one read or one ack,
 //! many of each batched into one call by `writer`) works on one inbox. Each first checks
 //! the inbox's history (below), then reads and the sweep expire the inbox's front
 //! (`lost` rises to the highest expired seq; an insert does only when the inbox is

@@ -38,10 +38,11 @@
 //! on every sixteenth message, and the insert expires messages only when the inbox is
 //! full.
 //!
-//! Script flags (Redis 7): the insert declares none, so Redis refuses it at once when it
-//! is at `maxmemory` (that refusal is the 507 answer). Reads (with acks) and expire declare
+//! Script flags (Redis 7): the insert declares no `allow-oom`, so Redis refuses it at
+//! once when it is at `maxmemory` (that refusal is the 507 answer). Reads (with acks) and expire declare
 //! `allow-oom`: they only delete or write a few bytes of metadata, and they are what frees a
-//! full Redis, so they must run exactly then.
+//! full Redis, so they must run exactly then. Insert and reads declare
+//! `allow-cross-slot-keys` for the calls spread over a cluster master's slots (`here`).
 
 /// Shared by every script: names the keys and arguments and defines `entry`, `expire`,
 /// `forget`, `keep`, `renew`, `migrate`, `open`, `ack_through` and `recount`.
@@ -56,11 +57,35 @@ local lost = ''
 local cur = {}
 -- Messages this call expired, for the relay's counters.
 local expired = 0
+-- Where the keys are named. A call on one hash slot declares them (`KEYS`, three per
+-- operation), and Redis checks that it serves them before the script runs. A call
+-- spread over the slots of one cluster master (see `writer`) cannot declare them: Redis
+-- refuses a call whose declared keys hash to several slots (`allow-cross-slot-keys`
+-- lifts that only for keys a script names itself). Then `ARGV[3]` counts the
+-- operations, their keys follow their nine arguments each, and `here` checks each
+-- operation's keys before it touches them. (`expire` always declares its keys.)
+local spread = #KEYS == 0
+local ops, named = #KEYS / 3, KEYS
+if spread then
+  ops = tonumber(ARGV[3])
+  named = {}
+  for k = 1, 3 * ops do named[k] = ARGV[3 + 9 * ops + k] end
+end
 local function bind(k, epoch, keep)
-  meta, queue, ids = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  meta, queue, ids = named[k], named[k + 1], named[k + 2]
   new_epoch, keep_ms, lost, expired, cur = epoch, tonumber(keep), '', 0, {}
 end
 local function int(n) return string.format('%d', n) end
+-- Whether the bound inbox's keys are this process's to touch now. On a spread call the
+-- operation's first command names all three, and Redis's own check of a script's
+-- commands fails it when this process does not serve their slot (it moved, or the relay
+-- learnt the cluster's layout before it changed) or the slot is moving and a key has
+-- left or is not here yet. Nothing is written before it, so such an operation is
+-- answered `moved` and the relay sends it again on its own slot, where redis-rs follows
+-- the redirect. Keys that are all here stay here until the script ends.
+local function here()
+  return not spread or pcall(redis.call, 'EXISTS', meta, queue, ids)
+end
 -- What a `pcall` caught, as text: `redis.call` raises a table with `err`, Lua a string.
 local function failure(e)
   if type(e) == 'table' then return tostring(e.err) end
@@ -295,9 +320,11 @@ end
 /// Many messages in one call (group commit): three KEYS per message (its inbox's, in the
 /// usual order; an inbox may come more than once), and from `ARGV[4]` nine arguments per
 /// message: new epoch, keep_ms, id, forget_at, now, expires_at, cap, payload, deadline
-/// (Redis clock, ms; empty for none). Messages are stored in the order given.
+/// (Redis clock, ms; empty for none). Messages are stored in the order given. (A spread
+/// call names the keys after the arguments instead: see `here`.)
 /// Returns, for each message in order, its length (5) and {status, epoch, seq, expired,
-/// lost}, or (3) and {'err', message, lost} for a message that met an error.
+/// lost}, (3) and {'err', message, lost} for a message that met an error, or (1) and
+/// {'moved'} for one a spread call could not store here.
 const INSERT: &str = r#"
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -361,12 +388,17 @@ local function store(a)
   end
   return status, epoch, seq
 end
-for i = 1, #KEYS / 3 do
+for i = 1, ops do
   local a = 4 + (i - 1) * 9
   bind(3 * i - 2, ARGV[a], ARGV[a + 1])
   recorded = nil
-  local ok, status, epoch, seq = pcall(store, a)
-  if ok then
+  local ok, status, epoch, seq
+  if here() then ok, status, epoch, seq = pcall(store, a) end
+  if ok == nil then
+    -- Not this process's now: nothing touched (see `here`).
+    table.insert(out, '1')
+    table.insert(out, 'moved')
+  elseif ok then
     table.insert(out, '5')
     table.insert(out, status)
     table.insert(out, epoch)
@@ -395,7 +427,8 @@ return out
 /// and seq. Returns, for each operation in order, its length and then
 /// {epoch, head, lost_through, acked, expired, lost, entry1, entry2, ...} for a read (each
 /// entry a `queue` member: seq, expiry, payload), {status, removed count, lost} for an
-/// ack, or {'err', message, lost} for either when it met an error.
+/// ack, {'err', message, lost} for either when it met an error, or {'moved'} for one a
+/// spread call could not run here (see `here`).
 const READS: &str = r#"
 local out = {}
 -- Appends an operation's reply, length first, and then `more` (a read's entries).
@@ -433,11 +466,13 @@ local function ack(epoch, seq)
   if not n then return {'stale', '0', lost}, none end
   return {'ok', int(n), lost}, none
 end
-for i = 1, #KEYS / 3 do
+for i = 1, ops do
   local a = 4 + (i - 1) * 9
   bind(3 * i - 2, ARGV[a], ARGV[a + 1])
-  local ok, r, more
-  if ARGV[a + 2] == 'f' then
+  local ok, r, more = true, {'moved'}, none
+  if not here() then
+    -- Not this process's now: nothing touched (see `here`).
+  elseif ARGV[a + 2] == 'f' then
     ok, r, more = pcall(fetch, ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8])
   else
     ok, r, more = pcall(ack, ARGV[a + 7], ARGV[a + 8])
@@ -481,6 +516,9 @@ impl Script {
 /// The three scripts for the Redis process `run`.
 pub(super) struct Scripts {
     pub run: String,
+    /// On a cluster, the address (`host`, `port`) the process was learnt at, where a
+    /// call spread over its slots goes (see `writer`); `None` on the one server.
+    pub at: Option<(String, u16)>,
     pub insert: Script,
     pub reads: Script,
     pub expire: Script,
@@ -495,8 +533,9 @@ impl Scripts {
         }
         Some(Scripts {
             run: run.to_owned(),
-            insert: Script::new("#!lua", run, INSERT),
-            reads: Script::new("#!lua flags=allow-oom", run, READS),
+            at: None,
+            insert: Script::new("#!lua flags=allow-cross-slot-keys", run, INSERT),
+            reads: Script::new("#!lua flags=allow-oom,allow-cross-slot-keys", run, READS),
             expire: Script::new("#!lua flags=allow-oom", run, EXPIRE),
         })
     }

@@ -1,6 +1,6 @@
 //! Group commit: one task per kind of operation takes every operation pending right now
-//! and sends them to Redis in one script call (per hash slot on a cluster, where a call
-//! may touch one slot only), as database group commit and Kafka's producer batching do.
+//! and sends them to Redis in one script call (on a cluster, one per master, `commit`),
+//! as database group commit and Kafka's producer batching do.
 //! The store runs two: one for inserts, and one for reads and acks (the insert script
 //! must be refused at `maxmemory` and reads and acks must run exactly then, so they
 //! cannot share a script; see `scripts`).
@@ -177,15 +177,63 @@ fn fill<P>(
     (batch, None)
 }
 
-/// One call per hash slot on a cluster (concurrently), one call on a single server.
+/// One call on a single server. On a cluster, one call per master for the operations
+/// whose slots the fence has learnt ("spread" over that master's slots: `scripts`'
+/// `here`), and one call per hash slot for the rest and for what a spread call could not
+/// run (`moved`), all at once. A spread call cuts calls per message on a cluster to what
+/// one server takes, and a call's fixed cost is most of a lightly batched message's
+/// (BENCHMARKS.md). A call per slot declares its keys, so Redis checks them before the
+/// script runs and redis-rs follows `MOVED` and `ASK`; it also learns a slot's process.
 async fn commit<O: Op>(inner: &Inner, work: Vec<Pending<O>>) {
     if !inner.conn.is_cluster() {
         return commit_one_call(inner, None, work).await;
     }
+    // Each slot looked up once, so every operation of one inbox takes the same path, in
+    // order, even while a concurrent call learns the slot anew.
+    let mut learnt: HashMap<Slot, Option<Arc<Scripts>>> = HashMap::new();
+    let mut by_master: HashMap<String, (Arc<Scripts>, Vec<Pending<O>>)> = HashMap::new();
+    let mut unknown = Vec::new();
+    for p in work {
+        let scripts = learnt
+            .entry(slot_of(&p))
+            .or_insert_with_key(|slot| inner.fence.scripts(Some(*slot)))
+            .clone();
+        match scripts {
+            Some(s) if s.at.is_some() => {
+                let group = by_master
+                    .entry(s.run.clone())
+                    .or_insert_with(|| (s, Vec::new()));
+                group.1.push(p);
+            }
+            _ => unknown.push(p),
+        }
+    }
+    let spread = by_master.into_values().map(|(scripts, group)| async move {
+        let left = if one_slot(&group) {
+            group
+        } else {
+            commit_spread(inner, &scripts, group).await
+        };
+        commit_by_slot(inner, left).await;
+    });
+    futures::future::join(join_all(spread), commit_by_slot(inner, unknown)).await;
+}
+
+fn slot_of<O: Op>(p: &Pending<O>) -> Slot {
+    Slot::for_key(key(p.op.inbox(), "meta"))
+}
+
+/// Whether every operation of `group` is on one hash slot (a call per slot serves it as
+/// well, and Redis checks its keys before the script runs).
+fn one_slot<O: Op>(group: &[Pending<O>]) -> bool {
+    group.windows(2).all(|w| slot_of(&w[0]) == slot_of(&w[1]))
+}
+
+/// One call per hash slot, all at once.
+async fn commit_by_slot<O: Op>(inner: &Inner, work: Vec<Pending<O>>) {
     let mut by_slot: HashMap<Slot, Vec<Pending<O>>> = HashMap::new();
     for p in work {
-        let slot = Slot::for_key(key(p.op.inbox(), "meta"));
-        by_slot.entry(slot).or_default().push(p);
+        by_slot.entry(slot_of(&p)).or_default().push(p);
     }
     join_all(
         by_slot
@@ -193,6 +241,74 @@ async fn commit<O: Op>(inner: &Inner, work: Vec<Pending<O>>) {
             .map(|(slot, group)| commit_one_call(inner, Some(slot), group)),
     )
     .await;
+}
+
+/// One call carrying `group`, whose slots the cluster master `scripts` were learnt for
+/// serves as far as the fence knows, sent to that master's address; each operation is
+/// answered from its own part. Returns the operations to send again on their own slots:
+/// those the script found were not that process's to touch (`moved`), or all of them
+/// when the call did not run there (`NOSCRIPT`: another process is at that address) or
+/// failed as a whole other than by `maxmemory` (the master may have gone: the calls per
+/// slot follow the cluster to its new one, and an insert that did run is then answered
+/// `duplicate` by its dedupe id, never stored twice).
+async fn commit_spread<O: Op>(
+    inner: &Inner,
+    scripts: &Scripts,
+    group: Vec<Pending<O>>,
+) -> Vec<Pending<O>> {
+    let Some(at) = scripts.at.as_ref() else {
+        return group;
+    };
+    let lossless = if inner.guard.lossless(&scripts.run) {
+        "1"
+    } else {
+        "0"
+    };
+    let mut call = evalsha(O::script(scripts), 0);
+    call.arg("").arg(lossless).arg(group.len());
+    for p in &group {
+        p.op.args(&mut call);
+    }
+    for p in &group {
+        for k in redis_keys::inbox_all(p.op.inbox()) {
+            call.arg(k);
+        }
+    }
+    let reply = match inner.conn.query_at(Some(at), &call).await {
+        Ok(reply) => reply,
+        Err(e) if e.code() == Some("OOM") => {
+            let e = inner.failed(e);
+            for p in group {
+                let _ = p.reply.send(Err(e.clone()));
+            }
+            return Vec::new();
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, node = %format!("{}:{}", at.0, at.1), "a call spread over a master's slots did not run there; sending one per slot");
+            return group;
+        }
+    };
+    let parts = redis::FromRedisValue::from_redis_value(reply)
+        .map_err(|e| corrupt(&format!("a batch reply ({e})")))
+        .and_then(|reply| split(reply, group.len()));
+    let parts = match parts {
+        Ok(parts) => parts,
+        Err(e) => {
+            for p in group {
+                let _ = p.reply.send(Err(e.clone()));
+            }
+            return Vec::new();
+        }
+    };
+    let mut left = Vec::new();
+    for (p, part) in group.into_iter().zip(parts) {
+        if part == [b"moved"] {
+            left.push(p);
+        } else {
+            let _ = p.reply.send(failed_alone(inner, p.op.inbox(), part));
+        }
+    }
+    left
 }
 
 async fn commit_one_call<O: Op>(inner: &Inner, place: Option<Slot>, group: Vec<Pending<O>>) {
